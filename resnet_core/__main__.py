@@ -1,0 +1,421 @@
+"""Command line: ``python -m resnet_core {train,sweep,resume,runs,models,cancel}``.
+
+A thin layer over the API: flags mirror TrainConfig fields one to one, errors are one line
+naming the flag and what is accepted, with a non-zero exit and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import typing
+from pathlib import Path
+
+from .config import PRESETS, SWEEPS, ConfigError, TrainConfig, apply_preset
+from .data import DataError
+from .models import ModelNameError
+from .store import RunStore, StoreError
+
+USER_ERRORS = (ConfigError, DataError, ModelNameError, StoreError, ValueError, FileNotFoundError)
+
+
+class CliError(Exception):
+    pass
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _positive_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    if any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return vals
+
+
+def _none_or(conv, what):
+    def parse(text):
+        if text.lower() in ("none", "auto", ""):
+            return "__none__"
+        try:
+            return conv(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or 'none', got {text!r}")
+    parse.__name__ = what
+    return parse
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, help taken from the field's comment-free name."""
+    hints = typing.get_type_hints(TrainConfig)
+    g = p.add_argument_group("run options (mirror TrainConfig; explicit flags override the preset and --config)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        t = hints[f.name]
+        kw: dict = {"dest": f.name, "default": None}
+        if t is bool or t == (bool | None):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f.name == "checkpoint_steps":
+            kw.update(type=_positive_list, metavar="N,N,...")
+        elif f.name == "recorders":
+            kw.update(type=lambda s: [x for x in s.split(",") if x], metavar="MOD:CLS,...")
+        elif t in (int, int | None):
+            kw.update(type=_none_or(int, "an integer") if t != int else int, metavar="N")
+        elif t in (float, float | None):
+            kw.update(type=_none_or(float, "a number") if t != float else float, metavar="X")
+        else:
+            kw.update(type=str, metavar="S")
+        g.add_argument(_flag(f.name), **kw)
+
+
+def collect_overrides(args) -> dict:
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is None:
+            continue
+        if f.name == "shortcut" and isinstance(v, str) and v.lower() == "none":
+            v = "__none__"
+        out[f.name] = v
+    return out
+
+
+def build_config(args) -> TrainConfig:
+    overrides = collect_overrides(args)
+    nulls = {k for k, v in overrides.items() if v == "__none__"}
+    overrides = {k: v for k, v in overrides.items() if k not in nulls}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        try:
+            base = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CliError(f"--config: file {args.config!r} does not exist")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CliError(f"--config: {args.config!r} is not valid JSON ({e})")
+        if not isinstance(base, dict):
+            raise CliError(f"--config: {args.config!r} must hold a JSON object of TrainConfig fields")
+        if args.preset:
+            raise CliError("--config and --preset can't be combined: a saved config is complete")
+        if "iterations" in overrides and "epochs" not in overrides:
+            base["epochs"] = None
+        if "epochs" in overrides and "iterations" not in overrides:
+            base["iterations"] = None
+        base.update(overrides)
+        for k in nulls:
+            base[k] = None
+        try:
+            return TrainConfig.from_dict(base, source=f"--config {args.config}")
+        except TypeError as e:
+            raise CliError(f"--config {args.config}: {e}")
+    cfg = apply_preset(args.preset, overrides)
+    for k in nulls:
+        setattr(cfg, k, None)
+    return cfg.validate("options")
+
+
+class Progress:
+    """A one-line progress bar on stderr (a line per ~10% when not a terminal)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_pct = -1
+        self.t0 = time.time()
+
+    def __call__(self, ctx, row):
+        step, total = ctx.step, ctx.total_steps
+        frac = step / total
+        width = 24
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        rate = row.get("images_per_s") or 0
+        eta = (total - step) * ctx.config.batch_size / rate if rate else 0
+        loss = row["loss"]
+        text = (f"[{bar}] {step}/{total} loss {loss:.3f} train err {100 * row['error']:.1f}% "
+                f"{rate:,.0f} img/s ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if step == total else ""))
+            self.stream.flush()
+        else:
+            pct = int(frac * 10)
+            if pct != self.last_pct or step == total:
+                self.last_pct = pct
+                print(text, file=self.stream, flush=True)
+
+
+def final_errors(run) -> dict:
+    rows = run.read_metrics()
+    out = {}
+    for r in rows:
+        if r.get("split") in ("test", "val", "train_eval") and r.get("error") is not None:
+            out[r["split"]] = r["error"]
+    return out
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    cfg = build_config(args)
+    store = RunStore(args.runs_dir)
+    if args.background:
+        from .jobs import submit
+
+        run = submit(store, cfg)
+        print(run.id, flush=True)
+        print(f"queued in {store.root}; follow it with: python -m resnet_core runs", file=sys.stderr)
+        return 0
+    run = store.create(cfg, state="running", message="starting")
+    print(run.id, flush=True)
+    print(f"run folder: {run.path}", file=sys.stderr, flush=True)
+    return _finish(run, lambda: train(cfg, run=run, progress=None if args.quiet else Progress()))
+
+
+def _finish(run, fn) -> int:
+    try:
+        st = fn()
+    except KeyboardInterrupt:
+        print(f"\nstopped; resume with: python -m resnet_core resume {run.id}", file=sys.stderr)
+        return 130
+    st = run.read_status()
+    errs = final_errors(run)
+    parts = [f"{k} error {100 * v:.2f}%" for k, v in errs.items()]
+    print(f"{run.id}: {st['state']} — {st.get('message', '')}" + (f"; {', '.join(parts)}" if parts else ""),
+          file=sys.stderr)
+    return 0 if st["state"] == "done" else 1
+
+
+def cmd_resume(args) -> int:
+    from .jobs import resume
+    from .train import run_in_store
+
+    store = RunStore(args.runs_dir)
+    run = resume(store, args.run_id, start_runner=False)
+    if args.background:
+        from .jobs import ensure_runner
+
+        ensure_runner(store)
+        print(run.id)
+        return 0
+    print(run.id, flush=True)
+    return _finish(run, lambda: run_in_store(store, run.id, progress=None if args.quiet else Progress(),
+                                             threads=args.threads))
+
+
+def cmd_sweep(args) -> int:
+    from .jobs import run_queue, submit
+
+    if args.name not in SWEEPS:
+        raise CliError(f"sweep {args.name!r} is not accepted; accepted: {', '.join(SWEEPS)}")
+    sw = SWEEPS[args.name]
+    overrides = collect_overrides(args)
+    if overrides.get("model"):
+        raise CliError(f"--model can't be used with a sweep: {args.name} trains {', '.join(sw['models'])}")
+    store = RunStore(args.runs_dir)
+    configs = []
+    for m in sw["models"]:
+        configs.append(apply_preset(sw["preset"], {**overrides, "model": m,
+                                                    "name": f"sweep {args.name}"}))
+    if args.dry_run:
+        for c in configs:
+            print(c.to_json())
+        return 0
+    t0 = time.time()
+    runs = [submit(store, c, start_runner=False) for c in configs]
+    ids = [r.id for r in runs]
+    for r in runs:
+        print(r.id, flush=True)
+    if args.background:
+        from .jobs import ensure_runner
+
+        ensure_runner(store)
+        return 0
+
+    last = {"t": 0.0}
+
+    def tick(st):
+        if time.time() - last["t"] < 2 and not sys.stderr.isatty():
+            return
+        last["t"] = time.time()
+        parts = []
+        for rid in ids:
+            s = st.run(rid).read_status()
+            tot = s.get("total") or 0
+            pct = f"{100 * s.get('step', 0) / tot:.0f}%" if tot else "-"
+            parts.append(f"{st.run(rid).read_config_dict().get('model')}:{s['state'][:4]} {pct}")
+        line = f"{time.time() - t0:6.1f}s  " + "  ".join(parts)
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    try:
+        run_queue(store, on_tick=tick, wait_for_lock=True)
+    except KeyboardInterrupt:
+        from .jobs import cancel
+
+        for rid in ids:
+            try:
+                cancel(store, rid)
+            except StoreError:
+                pass
+        print("\nsweep cancelled", file=sys.stderr)
+        return 130
+    wall = time.time() - t0
+    print(file=sys.stderr)
+    print(f"sweep {args.name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
+    print(f"{'model':<16}{'state':<12}{'train err (eval)':>18}{'test err':>10}", file=sys.stderr)
+    ok = True
+    for rid in ids:
+        run = store.run(rid)
+        s = run.read_status()
+        e = final_errors(run)
+        ok &= s["state"] == "done"
+        fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "-"
+        print(f"{run.read_config_dict().get('model'):<16}{s['state']:<12}"
+              f"{fmt(e.get('train_eval')):>18}{fmt(e.get('test')):>10}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_runs(args) -> int:
+    store = RunStore(args.runs_dir)
+    infos = store.list_runs()
+    if not infos:
+        print(f"no runs in {store.root}", file=sys.stderr)
+        return 0
+    for i in infos:
+        s, c = i["status"], i["config"]
+        tot = s.get("total")
+        prog = f"{s.get('step', 0)}/{tot}" if tot else "-"
+        extra = f"  ({i['error']})" if i["error"] else ""
+        if args.json:
+            print(json.dumps(i))
+        else:
+            print(f"{i['id']}  {s.get('state', '?'):<11}  {c.get('model', '?'):<12}  "
+                  f"{str(c.get('dataset', '?'))[-30:]:<14}  {prog}{extra}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import build_model, count_macs, count_params, list_models, parse_name
+
+    for name in list_models():
+        m = build_model(name)
+        fam = parse_name(name)[0]
+        line = f"{name:<12}{fam:<10}{count_params(m):>14,} params"
+        if args.macs:
+            line += f"{count_macs(m) / 1e9:>10.3f} G mult-adds"
+        print(line, flush=True)
+    print("any 6n+2 depth: cifar_resnet{D}, cifar_plain{D}, cifar_preresnet{D} (e.g. cifar_resnet50)")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from .jobs import cancel
+
+    store = RunStore(args.runs_dir)
+    print(f"{args.run_id}: {cancel(store, args.run_id)}")
+    return 0
+
+
+def cmd_runner(args) -> int:
+    from .jobs import run_queue
+
+    run_queue(RunStore(args.runs_dir))
+    return 0
+
+
+def cmd_run_stored(args) -> int:
+    from .train import run_in_store
+
+    store = RunStore(args.runs_dir)
+    run_in_store(store, args.run_id, threads=args.threads)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m resnet_core",
+                                description="Train and inspect plain and residual nets (He et al. 2016).")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel}")
+
+    def runs_dir(sp):
+        sp.add_argument("--runs-dir", default=None, metavar="DIR",
+                        help="the run store (default: $RESNET_LAB_RUNS_DIR or ./checkpoints)")
+
+    t = sub.add_parser("train", help="train one model (in the foreground unless --background)")
+    t.add_argument("--preset", choices=list(PRESETS), help="a budget; explicit flags override it")
+    t.add_argument("--config", metavar="FILE", help="a saved config.json to re-run")
+    t.add_argument("--background", action="store_true", help="queue it and return at once")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    runs_dir(t)
+    add_config_flags(t)
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sweep", help="queue a set of runs and drain the queue (quick, fig6)")
+    s.add_argument("name", help=f"one of: {', '.join(SWEEPS)}")
+    s.add_argument("--background", action="store_true", help="queue them and return at once")
+    s.add_argument("--dry-run", action="store_true", help="print the configs, run nothing")
+    s.add_argument("--preset", help=argparse.SUPPRESS)
+    runs_dir(s)
+    add_config_flags(s)
+    s.set_defaults(fn=cmd_sweep)
+
+    r = sub.add_parser("resume", help="continue an interrupted, failed or cancelled run")
+    r.add_argument("run_id")
+    r.add_argument("--background", action="store_true")
+    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--threads", type=int, default=None, help="default: the thread count it ran with")
+    runs_dir(r)
+    r.set_defaults(fn=cmd_resume)
+
+    ls = sub.add_parser("runs", help="list runs: id, state, model, dataset, progress")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    runs_dir(ls)
+    ls.set_defaults(fn=cmd_runs)
+
+    m = sub.add_parser("models", help="list the named models with parameter counts")
+    m.add_argument("--macs", action="store_true", help="also count multiply-adds (slower)")
+    m.set_defaults(fn=cmd_models)
+
+    c = sub.add_parser("cancel", help="cancel a queued or running run")
+    c.add_argument("run_id")
+    runs_dir(c)
+    c.set_defaults(fn=cmd_cancel)
+
+    q = sub.add_parser("runner")  # the detached queue runner (started by submit)
+    runs_dir(q)
+    q.set_defaults(fn=cmd_runner)
+    x = sub.add_parser("_run")  # one stored run in this process (started by the runner)
+    x.add_argument("run_id")
+    x.add_argument("--threads", type=int, default=None)
+    runs_dir(x)
+    x.set_defaults(fn=cmd_run_stored)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as e:
+        msg = str(e)
+        field = getattr(e, "field", None)
+        if field:
+            msg = f"{_flag(field)}: {msg}"
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""TrainConfig: everything a run needs to be re-run exactly, saved as config.json with it.
+
+The command line's flags mirror these fields one to one (``batch_size`` is ``--batch-size``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+
+DEFAULT_RECORDERS = ["analysis.recorders:LayerStatsRecorder"]
+
+
+@dataclass
+class TrainConfig:
+    # --- model ---
+    model: str = "resnet20"  # a name from list_models(), or cifar_{resnet,plain,preresnet}{6n+2}
+    shortcut: str | None = None  # "A"/"B"/"C"; None = the family's paper default (A CIFAR, B ImageNet)
+    width: int | None = None  # first stage's channels; None = paper (16 CIFAR, 64 ImageNet)
+    norm: str = "batch"  # "none" removes BN, for studies of what BN does
+    init: str = "he"  # "he" as the paper; "torch" = PyTorch's default, for init studies
+    # --- data ---
+    dataset: str = "digits"  # a name (digits, cifar10, cifar100, mnist, fashion_mnist, svhn) or a .npz / ImageFolder path
+    data_root: str | None = None  # where torchvision datasets live; None = the user cache folder
+    download: bool = False  # only download when asked: tests and offline machines never reach out
+    subset: int | None = None  # use the first N training images (stratified); None = all
+    image_size: int | None = None  # resize once at load, e.g. 16 for fast CPU runs; None = native
+    val_split: int = 0  # hold out N training images for validation (the paper's 45k/5k is 5000)
+    augment: str = "auto"  # "flip_crop" (paper), "crop", "none"; auto = no flips for digits/text-like sets
+    train_eval_size: int = 1000  # training images re-scored in eval mode for "final training error"
+    # --- budget ---
+    epochs: float | None = None  # either epochs or iterations; iterations wins when both are set
+    iterations: int | None = None
+    batch_size: int = 128
+    # --- optimizer and schedule ---
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "steps"  # "steps" (/10 at 50% and 75%, the paper's 32k/48k of 64k), "cosine", "onecycle", "constant"
+    warmup: str = "auto"  # "paper" (lr/10 until train error < 80%, capped at 1% of steps), "none"; auto = paper for depth >= 110
+    # --- reproducibility and hardware ---
+    seed: int = 0
+    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    threads: int | None = None  # torch intra-op threads; None = all cores (the queue divides them)
+    precision: str = "auto"  # "fp32", "bf16"; auto = bf16 where it runs fast (CUDA, CPUs with AMX/AVX-512 bf16)
+    channels_last: bool | None = None  # None = on where it helps (CUDA, bf16 CPUs)
+    compile: bool = False  # torch.compile; only used when no recorder needs hooks
+    # --- logging and checkpoints ---
+    log_every: int = 10  # training loss/error are averaged and written every N steps
+    eval_every: int | None = None  # steps between test/val evaluations; None = once per epoch
+    checkpoint_every: int | None = None  # steps between last.pt saves; None = once per epoch
+    checkpoint_steps: list[int] = field(default_factory=list)  # extra step-NNNNNN.pt to keep
+    recorders: list[str] = field(default_factory=lambda: list(DEFAULT_RECORDERS))  # "module:Class" import paths
+    preset: str | None = None  # the preset the run started from, for the record
+    name: str | None = None  # optional label shown in tables
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a JSON object of TrainConfig fields")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {unknown}; accepted fields: "
+                              f"{', '.join(known)}")
+        cfg = cls(**d)
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str = "config") -> "TrainConfig":
+        """Check every field's type and range; raise ConfigError naming the field."""
+        from .models import ModelNameError, parse_name
+
+        def bad(name, what):
+            e = ConfigError(f"{source}: {name}={getattr(self, name)!r} is not accepted; {what}")
+            e.field = name
+            raise e
+
+        def check_int(name, lo=None, optional=False):
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if isinstance(v, bool) or not isinstance(v, int):
+                bad(name, f"expected an integer{' >= %d' % lo if lo is not None else ''}")
+            if lo is not None and v < lo:
+                bad(name, f"expected an integer >= {lo}")
+
+        def check_float(name, lo=None, hi=None, lo_open=False, optional=False):
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                bad(name, "expected a finite number")
+            if lo is not None and (v < lo or (lo_open and v == lo)):
+                bad(name, f"expected a number {'>' if lo_open else '>='} {lo}")
+            if hi is not None and v > hi:
+                bad(name, f"expected a number <= {hi}")
+
+        def check_choice(name, choices):
+            if getattr(self, name) not in choices:
+                bad(name, f"accepted: {', '.join(map(str, choices))}")
+
+        def check_bool(name, optional=False):
+            v = getattr(self, name)
+            if not (isinstance(v, bool) or (optional and v is None)):
+                bad(name, "expected true or false")
+
+        if not isinstance(self.model, str):
+            bad("model", "expected a model name")
+        try:
+            parse_name(self.model)
+        except ModelNameError as e:
+            raise ConfigError(f"{source}: model: {e}") from None
+        check_choice("shortcut", (None, "A", "B", "C"))
+        check_int("width", 1, optional=True)
+        check_choice("norm", ("batch", "none"))
+        check_choice("init", ("he", "torch"))
+        if not isinstance(self.dataset, str) or not self.dataset:
+            bad("dataset", "expected a dataset name or a path")
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            bad("data_root", "expected a folder path")
+        check_bool("download")
+        check_int("subset", 1, optional=True)
+        check_int("image_size", 4, optional=True)
+        check_int("val_split", 0)
+        check_choice("augment", ("auto", "flip_crop", "crop", "none"))
+        check_int("train_eval_size", 0)
+        check_float("epochs", 0, lo_open=True, optional=True)
+        check_int("iterations", 1, optional=True)
+        if self.epochs is None and self.iterations is None:
+            raise ConfigError(f"{source}: set either epochs or iterations (or use a preset)")
+        check_int("batch_size", 1)
+        check_float("lr", 0, lo_open=True)
+        check_float("momentum", 0, 1)
+        check_float("weight_decay", 0)
+        check_choice("schedule", ("steps", "cosine", "onecycle", "constant"))
+        check_choice("warmup", ("auto", "paper", "none"))
+        check_int("seed", 0)
+        check_choice("device", ("auto", "cpu", "cuda", "mps"))
+        check_int("threads", 1, optional=True)
+        check_choice("precision", ("auto", "fp32", "bf16"))
+        check_bool("channels_last", optional=True)
+        check_bool("compile")
+        check_int("log_every", 1)
+        check_int("eval_every", 1, optional=True)
+        check_int("checkpoint_every", 1, optional=True)
+        if not isinstance(self.checkpoint_steps, list) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.checkpoint_steps):
+            bad("checkpoint_steps", "expected a list of positive integers")
+        if not isinstance(self.recorders, list) or not all(
+                isinstance(r, str) and ":" in r for r in self.recorders):
+            bad("recorders", "expected a list of 'module:Class' import paths")
+        if self.preset is not None and not isinstance(self.preset, str):
+            bad("preset", "expected a preset name")
+        if self.name is not None and not isinstance(self.name, str):
+            bad("name", "expected a string")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config field is missing, mistyped or out of range. The message names the field."""
+
+
+# Presets: field overrides. Explicit flags override a preset.
+PRESETS: dict[str, dict] = {
+    # The paper's CIFAR-10 recipe (section 4.2): 64k iterations, lr 0.1 /10 at 32k and 48k.
+    "paper": dict(iterations=64000, epochs=None, batch_size=128, lr=0.1, momentum=0.9,
+                  weight_decay=1e-4, schedule="steps", warmup="auto", augment="auto",
+                  subset=None, image_size=None, val_split=0),
+    # A laptop-CPU budget that still shows degradation: small images, 5k of them, 8 epochs.
+    "quick": dict(epochs=8, iterations=None, batch_size=128, lr=0.1, momentum=0.9,
+                  weight_decay=1e-4, schedule="cosine", warmup="none", subset=5000,
+                  image_size=16, val_split=0, checkpoint_every=None),
+    # The smallest useful run: a smoke test of the whole pipeline.
+    "smoke": dict(iterations=20, epochs=None, batch_size=32, subset=512, image_size=16,
+                  log_every=5, eval_every=10),
+}
+
+# On the 1,797 images of `digits`, quick needs more passes to separate the depths.
+DATASET_PRESET_OVERRIDES: dict[tuple[str, str], dict] = {
+    ("quick", "digits"): dict(epochs=30, subset=None, image_size=None, batch_size=128),
+}
+
+SWEEPS: dict[str, dict] = {
+    "quick": dict(preset="quick", models=["plain20", "plain56", "resnet20", "resnet56"]),
+    "fig6": dict(preset="paper", models=["plain20", "plain32", "plain44", "plain56", "resnet20",
+                                         "resnet32", "resnet44", "resnet56", "resnet110"]),
+}
+
+
+def apply_preset(preset: str | None, overrides: dict) -> TrainConfig:
+    """Build a config from a preset plus explicit overrides (None values are ignored)."""
+    base: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"preset={preset!r} is not accepted; accepted: {', '.join(PRESETS)}")
+        base.update(PRESETS[preset])
+        dataset = overrides.get("dataset") or TrainConfig.dataset
+        base.update(DATASET_PRESET_OVERRIDES.get((preset, dataset), {}))
+        base["preset"] = preset
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    if "iterations" in explicit and "epochs" not in explicit:
+        base["epochs"] = None
+    if "epochs" in explicit and "iterations" not in explicit:
+        base["iterations"] = None
+    base.update(explicit)
+    return TrainConfig.from_dict(base, source="options")

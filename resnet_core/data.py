@@ -1,0 +1,335 @@
+"""Datasets as in-memory uint8 tensors, augmented per batch on the training device.
+
+Sources: a torchvision dataset by name (read from ``data_root``, downloaded only when asked),
+a ``.npz`` file (x_train, y_train, x_test, y_test, optional classes), an ImageFolder tree
+(train/<class>/*, test/<class>/*; decoded once, then cached), or ``digits``, scikit-learn's
+bundled 8x8 handwritten digits, which needs no file and no network.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NAMED = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
+NO_FLIP = ("digits", "mnist", "fashion_mnist", "svhn")  # mirrored digits are other symbols
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """The dataset can't be had or read. The message says what to do."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # uint8 N,C,H,W
+    y_train: torch.Tensor  # int64 N
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+    mean: torch.Tensor = field(default=None)  # per channel, in [0, 1], from the training images
+    std: torch.Tensor = field(default=None)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    def to(self, device) -> "Dataset":
+        for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "mean", "std"):
+            v = getattr(self, k)
+            if v is not None:
+                setattr(self, k, v.to(device))
+        return self
+
+
+def default_data_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "resnet_lab", "data")
+
+
+def is_path_dataset(name: str) -> bool:
+    return name.endswith(".npz") or os.sep in name or "/" in name or os.path.isdir(name)
+
+
+def load_dataset(name: str, data_root: str | None = None, download: bool = False,
+                 subset: int | None = None, image_size: int | None = None, val_split: int = 0,
+                 seed: int = 0) -> Dataset:
+    """Load, resize, subset and split a dataset. Raises DataError with a remedy on failure."""
+    if is_path_dataset(name):
+        p = Path(name).expanduser()
+        if not p.exists():
+            raise DataError(f"dataset path {name!r} does not exist; give a .npz file, an "
+                            f"ImageFolder folder (train/<class>/, test/<class>/), or a name: "
+                            f"{', '.join(NAMED)}")
+        ds = _load_npz(p) if p.is_file() else _load_imagefolder(p, data_root)
+    elif name == "digits":
+        ds = _load_digits()
+    elif name in NAMED:
+        ds = _load_torchvision(name, data_root or default_data_root(), download)
+    else:
+        raise DataError(f"dataset={name!r} is not accepted; accepted: {', '.join(NAMED)}, a .npz "
+                        "path, or an ImageFolder folder path")
+    if subset is not None:
+        if subset < ds.num_classes:
+            raise DataError(f"subset={subset} is too small: it must hold at least one image of "
+                            f"each of the {ds.num_classes} classes")
+        idx = _stratified_first(ds.y_train, min(subset, len(ds.y_train)), seed)
+        ds.x_train, ds.y_train = ds.x_train[idx], ds.y_train[idx]
+    if val_split:
+        if val_split >= len(ds.y_train):
+            raise DataError(f"val_split={val_split} must be smaller than the {len(ds.y_train)} "
+                            "training images")
+        g = torch.Generator().manual_seed(seed + 7919)
+        perm = torch.randperm(len(ds.y_train), generator=g)
+        vi, ti = perm[:val_split].sort().values, perm[val_split:].sort().values
+        ds.x_val, ds.y_val = ds.x_train[vi], ds.y_train[vi]
+        ds.x_train, ds.y_train = ds.x_train[ti], ds.y_train[ti]
+    if image_size is not None and image_size != ds.image_size:
+        ds.x_train = resize_uint8(ds.x_train, image_size)
+        ds.x_test = resize_uint8(ds.x_test, image_size)
+        if ds.x_val is not None:
+            ds.x_val = resize_uint8(ds.x_val, image_size)
+    x = ds.x_train.float().div_(255)
+    ds.mean = x.mean(dim=(0, 2, 3))
+    ds.std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return ds
+
+
+def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
+    out = []
+    for chunk in x.split(4096):
+        y = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+        out.append(y.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _stratified_first(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices of n training images with classes as balanced as the data allows."""
+    g = torch.Generator().manual_seed(seed + 104729)
+    perm = torch.randperm(len(y), generator=g)
+    classes = y.unique()
+    per = [perm[y[perm] == c] for c in classes]
+    picked, k = [], 0
+    while sum(len(p) for p in picked) < n:
+        for p in per:
+            if k < len(p):
+                picked.append(p[k:k + 1])
+        k += 1
+    idx = torch.cat(picked)[:n]
+    return idx.sort().values
+
+
+def _to_nchw(x: np.ndarray, what: str) -> torch.Tensor:
+    if x.dtype != np.uint8:
+        raise DataError(f"{what} must hold uint8 images (0..255), found dtype {x.dtype}")
+    if x.ndim == 3:  # N,H,W grayscale
+        x = x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{what} must be N,H,W,C or N,C,H,W images, found shape {x.shape}")
+    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)
+    if x.shape[1] not in (1, 3, 4):
+        raise DataError(f"{what} must have 1, 3 or 4 channels, found shape {x.shape}")
+    if x.shape[2] < 4 or x.shape[3] < 4:
+        raise DataError(f"{what}: images of {x.shape[2]}x{x.shape[3]} pixels are too small")
+    return torch.from_numpy(np.ascontiguousarray(x[:, :3]))
+
+
+def _labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{what} must be {n} integer labels, found dtype {y.dtype} shape {y.shape}")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{what} has negative labels; labels must be 0..K-1")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _load_npz(p: Path) -> Dataset:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise DataError(f"{p}: missing array(s) {missing}; a .npz dataset needs x_train, "
+                                "y_train, x_test, y_test (uint8 images, integer labels) and may "
+                                "hold classes")
+            arrays = {k: z[k] for k in z.files}
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{p}: not a readable .npz file ({e}); expected numpy.savez output with "
+                        "x_train, y_train, x_test, y_test") from None
+    xtr = _to_nchw(arrays["x_train"], "x_train")
+    xte = _to_nchw(arrays["x_test"], "x_test")
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"{p}: x_train images {tuple(xtr.shape[1:])} and x_test images "
+                        f"{tuple(xte.shape[1:])} differ in shape")
+    ytr = _labels(arrays["y_train"], len(xtr), "y_train")
+    yte = _labels(arrays["y_test"], len(xte), "y_test")
+    k = int(max(ytr.max(), yte.max())) + 1 if len(ytr) else 0
+    if "classes" in arrays:
+        classes = [str(c) for c in arrays["classes"].tolist()]
+        if len(classes) < k:
+            raise DataError(f"{p}: labels go up to {k - 1} but only {len(classes)} classes are named")
+    else:
+        classes = [str(i) for i in range(k)]
+    if len(classes) < 2 or len(ytr.unique()) < 2:
+        raise DataError(f"{p}: a classification dataset needs at least 2 classes in y_train")
+    return Dataset(p.stem, xtr, ytr, xte, yte, classes)
+
+
+def _load_imagefolder(p: Path, data_root: str | None) -> Dataset:
+    for split in ("train", "test"):
+        if not (p / split).is_dir():
+            raise DataError(f"{p}: an ImageFolder dataset needs {split}/<class>/<image> "
+                            f"folders; {p / split} is missing")
+    classes = sorted(d.name for d in (p / "train").iterdir() if d.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{p}: found {len(classes)} class folder(s) under train/; a "
+                        "classification dataset needs at least 2")
+    files = {s: sorted(f for f in (p / s).rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+             for s in ("train", "test")}
+    stamp = hashlib.sha1()
+    for s in ("train", "test"):
+        stamp.update(f"{s}:{len(files[s])}".encode())
+        for f in files[s][:: max(1, len(files[s]) // 64)]:
+            stamp.update(f"{f}:{f.stat().st_mtime_ns}".encode())
+    cache_dir = Path(data_root or default_data_root()) / "imagefolder-cache"
+    cache = cache_dir / f"{p.name}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}-{stamp.hexdigest()[:12]}.pt"
+    if cache.exists():
+        try:
+            d = torch.load(cache, weights_only=True)
+            return Dataset(p.name, d["x_train"], d["y_train"], d["x_test"], d["y_test"], d["classes"])
+        except Exception:
+            pass  # a torn cache is rebuilt below
+    from PIL import Image
+
+    index = {c: i for i, c in enumerate(classes)}
+    out = {}
+    size = None
+    for s in ("train", "test"):
+        xs, ys = [], []
+        for f in files[s]:
+            cls = f.relative_to(p / s).parts[0]
+            if cls not in index:
+                raise DataError(f"{f}: class folder {cls!r} is not among train/'s classes")
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("RGB")
+                    if size is None:
+                        size = im.size
+                    elif im.size != size:
+                        im = im.resize(size, Image.BILINEAR)
+                    xs.append(np.asarray(im))
+            except Exception as e:
+                raise DataError(f"{f}: not a readable image ({e})") from None
+            ys.append(index[cls])
+        if not xs:
+            raise DataError(f"{p / s}: no images found (accepted: {', '.join(IMAGE_EXTS)})")
+        out[f"x_{s}"] = torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).copy())
+        out[f"y_{s}"] = torch.tensor(ys, dtype=torch.int64)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save({**out, "classes": classes}, tmp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # caching is an optimization; a read-only cache folder is fine
+    return Dataset(p.name, out["x_train"], out["y_train"], out["x_test"], out["y_test"], classes)
+
+
+def _load_digits() -> Dataset:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("dataset 'digits' needs scikit-learn (pip install scikit-learn)") from None
+    d = load_digits()
+    x = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))[:, None]
+    y = torch.from_numpy(d.target.astype(np.int64))
+    # a fixed split: every 5th image is a test image (360 test, 1,437 train)
+    test = torch.arange(len(y)) % 5 == 4
+    return Dataset("digits", x[~test], y[~test], x[test], y[test], [str(i) for i in range(10)])
+
+
+def _load_torchvision(name: str, root: str, download: bool) -> Dataset:
+    import torchvision.datasets as tvd
+
+    remedy = (f"pass --download to fetch it into {root}, --data-root DIR where it already is, "
+              "a .npz or ImageFolder path as --dataset, or --dataset digits (offline)")
+    try:
+        if name == "svhn":
+            tr = tvd.SVHN(root, split="train", download=download)
+            te = tvd.SVHN(root, split="test", download=download)
+            xtr, xte = torch.from_numpy(tr.data), torch.from_numpy(te.data)
+            ytr, yte = torch.from_numpy(tr.labels).long(), torch.from_numpy(te.labels).long()
+            classes = [str(i) for i in range(10)]
+        else:
+            cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST,
+                   "fashion_mnist": tvd.FashionMNIST}[name]
+            tr = cls(root, train=True, download=download)
+            te = cls(root, train=False, download=download)
+            xtr, xte = (torch.as_tensor(np.asarray(d.data)) for d in (tr, te))
+            if xtr.ndim == 3:
+                xtr, xte = xtr[:, None], xte[:, None]
+            else:
+                xtr, xte = xtr.permute(0, 3, 1, 2), xte.permute(0, 3, 1, 2)
+            ytr, yte = torch.as_tensor(tr.targets).long(), torch.as_tensor(te.targets).long()
+            classes = list(tr.classes)
+    except RuntimeError as e:
+        if "not found" in str(e).lower() or "corrupted" in str(e).lower():
+            raise DataError(f"dataset {name!r} was not found in {root}: {remedy}") from None
+        raise
+    except OSError as e:  # URLError, connection refused, DNS failure: no network
+        raise DataError(f"dataset {name!r} could not be downloaded ({e}); {remedy}") from None
+    return Dataset(name, xtr.contiguous(), ytr, xte.contiguous(), yte, classes)
+
+
+def augment_kind(cfg_augment: str, dataset_name: str) -> str:
+    if cfg_augment != "auto":
+        return cfg_augment
+    return "crop" if dataset_name in NO_FLIP else "flip_crop"
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """The paper's augmentation on a whole uint8 batch at once: pad by 1/8 of the side (4 px at
+    32), random crop back, random horizontal flip. Random numbers come from ``generator``
+    (on the CPU) so a run is a function of its seed and step."""
+    if kind == "none":
+        return x
+    b, c, h, w = x.shape
+    pad = max(1, h // 8)
+    off = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(x.device)
+    xp = F.pad(x, (pad, pad, pad, pad))
+    rows = (off[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (off[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    if kind == "flip_crop":
+        # a flipped crop reads the same window right to left
+        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+        mirrored = (off[1][:, None] + (w - 1) - torch.arange(w, device=x.device))[:, None, None, :]
+        cols = torch.where(flip, mirrored, cols)
+    return xp[bi, ci, rows, cols]
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 N,C,H,W -> float, standardized per channel."""
+    x = x.float().div_(255)
+    return (x - mean[None, :, None, None]) / std[None, :, None, None]

@@ -1,0 +1,195 @@
+"""The queue: runs wait in the store as ``queued``; a detached runner starts their trainers
+while cores are free, splits the cores between them, and exits when the queue is empty.
+
+The app and the CLI share it: both call ``submit`` (which makes sure a runner is alive), and
+``sweep`` runs the same runner in the foreground. Only one runner drains a store at a time
+(an ``flock`` on ``.runner.lock``), and it never gives trainers more threads than cores in all.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import TrainConfig
+from .store import ACTIVE, RESUMABLE, Run, RunStore, StoreError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def submit(store: RunStore, config: TrainConfig, start_runner: bool = True) -> Run:
+    config.validate()
+    run = store.create(config, state="queued", message="waiting for a free core")
+    if start_runner:
+        ensure_runner(store)
+    return run
+
+
+def resume(store: RunStore, run_id: str, start_runner: bool = True) -> Run:
+    run = store.run(run_id)
+    s = run.read_status()
+    if s["state"] not in RESUMABLE:
+        raise StoreError(f"run {run_id} is {s['state']}; resume accepts {', '.join(RESUMABLE)} runs")
+    run.read_config()  # a broken config is reported now, not in the background
+    try:
+        (run.path / "cancel").unlink()
+    except FileNotFoundError:
+        pass
+    run.write_status(state="queued", message=f"queued to resume from step {s.get('step', 0)}",
+                     pid=None, pid_start=None)
+    if start_runner:
+        ensure_runner(store)
+    return run
+
+
+def cancel(store: RunStore, run_id: str) -> str:
+    """Cancel a queued run at once, or ask a running one to stop at its next step."""
+    run = store.run(run_id)
+    s = run.read_status()
+    if s["state"] == "queued":
+        run.request_cancel()  # the runner skips it even if it reads the queue right now
+        run.write_status(state="cancelled", message="cancelled before it started")
+        return "cancelled"
+    if s["state"] == "running":
+        run.request_cancel()
+        return "cancelling"
+    raise StoreError(f"run {run_id} is {s['state']}; only queued or running runs can be cancelled")
+
+
+def _lock(store: RunStore):
+    store.root.mkdir(parents=True, exist_ok=True)
+    f = open(store.root / ".runner.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def runner_alive(store: RunStore) -> bool:
+    f = _lock(store)
+    if f is None:
+        return True
+    f.close()
+    return False
+
+
+def ensure_runner(store: RunStore) -> None:
+    """Start a detached runner unless one already drains this store."""
+    if runner_alive(store):
+        return
+    log = open(store.root / ".runner.log", "ab")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    subprocess.Popen([sys.executable, "-m", "resnet_core", "runner", "--runs-dir", str(store.root)],
+                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                     start_new_session=True, cwd=str(REPO_ROOT))
+    log.close()
+
+
+def _threads_in_use(store: RunStore) -> int:
+    used = 0
+    for info in store.list_runs():
+        if info["status"].get("state") == "running":
+            used += int(info["status"].get("threads") or 1)
+    return used
+
+
+def run_queue(store: RunStore, max_cores: int | None = None, poll: float = 0.5,
+              on_tick=None, wait_for_lock: bool = False) -> int:
+    """Drain the queue: start trainers while cores are free; return when nothing is queued or
+    running. Returns the number of trainers started (0 if another runner holds the store)."""
+    lock = _lock(store)
+    while lock is None and wait_for_lock:
+        time.sleep(poll)
+        lock = _lock(store)
+    if lock is None:
+        return 0
+    ncores = max_cores or cores()
+    children: dict[str, tuple[subprocess.Popen, int]] = {}
+    started = 0
+    try:
+        while True:
+            for rid, (p, _) in list(children.items()):
+                if p.poll() is not None:
+                    del children[rid]
+                    _mark_if_never_started(Run(store.root, rid), p.returncode)
+            infos = store.list_runs()
+            queued = [i for i in infos if i["status"].get("state") == "queued" and i["id"] not in children]
+            queued.sort(key=lambda i: (i["status"].get("created") or 0, i["id"]))
+            running_elsewhere = sum(int(i["status"].get("threads") or 1) for i in infos
+                                    if i["status"].get("state") == "running" and i["id"] not in children)
+            used = running_elsewhere + sum(t for _, t in children.values())
+            for info in queued:
+                run = Run(store.root, info["id"])
+                if run.cancel_requested():
+                    continue
+                free = ncores - used
+                n_jobs = len(children) + len(queued)
+                want = max(1, ncores // max(1, min(ncores, n_jobs)))
+                recorded = (run.read_json("env.json") or {}).get("threads")
+                if recorded and run.checkpoint_path("last").exists():
+                    want = min(int(recorded), ncores)  # a resumed run keeps its thread count
+                if free < want and (children or running_elsewhere):
+                    break
+                want = max(1, min(want, free)) if free > 0 else want
+                p = _start_trainer(store, run, want)
+                children[info["id"]] = (p, want)
+                used += want
+                started += 1
+            if on_tick is not None:
+                on_tick(store)
+            if not children and not queued:
+                return started
+            if not children and queued and all(Run(store.root, i["id"]).cancel_requested() for i in queued):
+                return started
+            time.sleep(poll)
+    finally:
+        lock.close()
+
+
+def _mark_if_never_started(run: Run, returncode: int) -> None:
+    """A trainer that died before it wrote "running" (bad install, killed at start-up) would
+    stay queued forever and be restarted in a loop: end it as failed with its log's tail."""
+    try:
+        s = run.read_status_raw()
+    except StoreError:
+        return
+    if s["state"] in ("queued", "running"):
+        try:
+            tail = (run.path / "train.log").read_text(errors="replace").strip().splitlines()[-3:]
+        except OSError:
+            tail = []
+        state = "failed" if s["state"] == "queued" else "interrupted"
+        run.write_status(state=state, message=f"the trainer exited with code {returncode} "
+                         f"before finishing: {' | '.join(tail)}"[:1000])
+
+
+def _start_trainer(store: RunStore, run: Run, threads: int) -> subprocess.Popen:
+    # the trainer writes "running" itself; mark it so a second look does not start it twice
+    run.write_status(state="queued", message=f"starting with {threads} thread(s)", threads=threads)
+    log = open(run.path / "train.log", "ab")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+        OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    p = subprocess.Popen([sys.executable, "-m", "resnet_core", "_run", run.id, "--runs-dir",
+                          str(store.root), "--threads", str(threads)],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                         start_new_session=True, cwd=str(REPO_ROOT))
+    log.close()
+    return p
+
+
+def active_runs(store: RunStore) -> list[dict]:
+    return [i for i in store.list_runs() if i["status"].get("state") in ACTIVE]

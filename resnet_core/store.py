@@ -1,0 +1,346 @@
+"""The run store: one folder per run under ``checkpoints/`` (or $RESNET_LAB_RUNS_DIR).
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``) or
+appended line by line; readers skip a torn last line. So another process can read a run while
+it is written, and a SIGKILL at any moment loses at most the last flush and corrupts nothing.
+
+    <run_id>/config.json   the TrainConfig, written once
+    <run_id>/status.json   state, pid, heartbeat, step/total, ETA, message
+    <run_id>/metrics.jsonl one line per log step or evaluation
+    <run_id>/layers.jsonl  per-layer statistics from the recorders
+    <run_id>/env.json      torch version, device, threads, git commit
+    <run_id>/ckpt/         last.pt, best.pt, step-NNNNNN.pt
+    <run_id>/cache/        analysis results, keyed by checkpoint and method
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "RESNET_LAB_RUNS_DIR"
+STATES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
+ACTIVE = ("queued", "running")
+RESUMABLE = ("interrupted", "failed", "cancelled")
+HEARTBEAT_S = 2.0  # the trainer rewrites status.json at least this often while it runs
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class StoreError(ValueError):
+    """A run id, run folder or run file is bad. The message names it."""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(ENV_VAR) or "checkpoints")
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise StoreError(f"run id {run_id!r} is not accepted: use letters, digits, '.', '_' and "
+                         "'-' only (no '..', no path separators, at most 128 characters)")
+    return run_id
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
+
+
+def _clean(v):
+    """JSON has no NaN/inf: write them as null (a diverged loss is still recorded)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], int]:
+    """All complete lines of a JSON-lines file, and how many lines were unreadable."""
+    rows, bad = [], 0
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return [], 0
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
+        except (ValueError, UnicodeDecodeError):
+            bad += 1  # a torn last line (i == len(lines) - 1) is expected after a kill
+    return rows, bad
+
+
+def _proc_start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] in ("Z", "X"):  # a zombie: killed but not yet reaped
+            return None
+        return fields[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int | None, start_time: str | None = None) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if os.path.exists("/proc"):
+        st = _proc_start_time(pid)
+        if st is None:
+            return False
+        return start_time is None or st == start_time
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def process_identity() -> dict:
+    pid = os.getpid()
+    return {"pid": pid, "pid_start": _proc_start_time(pid), "host": socket.gethostname()}
+
+
+@dataclass
+class Run:
+    root: Path
+    id: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.id
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.path / "ckpt"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / "cache"
+
+    # --- config -----------------------------------------------------------------------
+    def read_config_dict(self) -> dict:
+        p = self.path / "config.json"
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise StoreError(f"run {self.id}: config.json is missing") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StoreError(f"run {self.id}: config.json is not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise StoreError(f"run {self.id}: config.json is not a JSON object")
+        return d
+
+    def read_config(self):
+        from .config import ConfigError, TrainConfig
+
+        try:
+            return TrainConfig.from_dict(self.read_config_dict(), source=f"run {self.id} config.json")
+        except ConfigError as e:
+            raise StoreError(str(e)) from None
+        except TypeError as e:
+            raise StoreError(f"run {self.id}: config.json does not fit TrainConfig ({e})") from None
+
+    # --- status -----------------------------------------------------------------------
+    def read_status_raw(self) -> dict:
+        p = self.path / "status.json"
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise StoreError(f"run {self.id}: status.json is missing") from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise StoreError(f"run {self.id}: status.json is not valid JSON ({e})") from None
+        if not isinstance(d, dict) or d.get("state") not in STATES:
+            raise StoreError(f"run {self.id}: status.json has no valid state "
+                             f"(accepted: {', '.join(STATES)})")
+        return d
+
+    def read_status(self) -> dict:
+        """The status, reconciled: a running run whose process is gone is interrupted."""
+        s = self.read_status_raw()
+        if s["state"] == "running" and not self._owner_alive(s):
+            s = dict(s, state="interrupted",
+                     message=f"the trainer (pid {s.get('pid')}) stopped without finishing at "
+                             f"step {s.get('step', 0)}; resume continues from the last checkpoint")
+        return s
+
+    def _owner_alive(self, s: dict) -> bool:
+        if s.get("host") not in (None, socket.gethostname()):
+            # another machine: only the heartbeat can tell
+            return time.time() - float(s.get("heartbeat") or 0) < 3 * HEARTBEAT_S + 10
+        return pid_alive(s.get("pid"), s.get("pid_start"))
+
+    def write_status(self, **fields) -> dict:
+        try:
+            s = self.read_status_raw()
+        except StoreError:
+            s = {}
+        s.update({k: _clean(v) for k, v in fields.items()})
+        s["updated"] = time.time()
+        atomic_write_json(self.path / "status.json", s)
+        return s
+
+    # --- metrics and layers -------------------------------------------------------------
+    def append_jsonl(self, name: str, rows: list[dict]) -> None:
+        if not rows:
+            return
+        data = "".join(json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in rows)
+        with open(self.path / name, "a") as f:
+            f.write(data)
+            f.flush()
+
+    def read_metrics(self) -> list[dict]:
+        return dedupe_steps(read_jsonl(self.path / "metrics.jsonl")[0])
+
+    def read_layers(self) -> list[dict]:
+        return dedupe_steps(read_jsonl(self.path / "layers.jsonl")[0], key=("step", "layer", "stat"))
+
+    def truncate_logs_after(self, step: int) -> None:
+        """Drop every line past ``step`` (and any torn line), so a resumed run records each
+        step once."""
+        for name in ("metrics.jsonl", "layers.jsonl"):
+            p = self.path / name
+            if not p.exists():
+                continue
+            rows, _ = read_jsonl(p)
+            keep = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= step]
+            atomic_write_bytes(p, "".join(json.dumps(r) + "\n" for r in keep).encode())
+
+    # --- other files --------------------------------------------------------------------
+    def read_json(self, name: str, default=None):
+        try:
+            return json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return default
+
+    def checkpoint_path(self, name: str = "last") -> Path:
+        return self.ckpt_dir / f"{name}.pt"
+
+    def list_checkpoints(self) -> list[str]:
+        if not self.ckpt_dir.is_dir():
+            return []
+        names = [p.stem for p in self.ckpt_dir.glob("*.pt")]
+        order = {"best": 1, "last": 2}
+        return sorted(names, key=lambda n: (order.get(n, 0), n))
+
+    def request_cancel(self) -> None:
+        (self.path / "cancel").touch()
+
+    def cancel_requested(self) -> bool:
+        return (self.path / "cancel").exists()
+
+
+def dedupe_steps(rows: list[dict], key=("step", "split")) -> list[dict]:
+    """Keep the last line for each key, in order of first appearance."""
+    seen: dict = {}
+    for r in rows:
+        seen[tuple(r.get(k) for k in key)] = r
+    return list(seen.values()) if len(seen) != len(rows) else rows
+
+
+class RunStore:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def run(self, run_id: str) -> Run:
+        check_run_id(run_id)
+        r = Run(self.root, run_id)
+        if not r.path.is_dir():
+            raise StoreError(f"no run {run_id!r} in {self.root}")
+        return r
+
+    def new_run_id(self, model: str) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        safe = re.sub(r"[^A-Za-z0-9_]", "", model)[:40] or "run"
+        return f"{stamp}-{safe}-{secrets.token_hex(3)}"
+
+    def create(self, config, state: str = "queued", message: str = "") -> Run:
+        """Make a run folder with its config and first status; nothing else is touched."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            run_id = self.new_run_id(config.model)
+            path = self.root / run_id
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise StoreError("could not make a unique run folder")
+        run = Run(self.root, run_id)
+        atomic_write_bytes(path / "config.json", (config.to_json() + "\n").encode())
+        now = time.time()
+        atomic_write_json(path / "status.json", {"state": state, "created": now, "updated": now,
+                                                 "step": 0, "total": None, "message": message})
+        return run
+
+    def list_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and _RUN_ID.fullmatch(p.name) and not p.name.startswith("."))
+
+    def list_runs(self) -> list[dict]:
+        """One summary per run folder; a broken folder is listed with its error, never raised."""
+        out = []
+        for rid in self.list_ids():
+            run = Run(self.root, rid)
+            info = {"id": rid, "error": None}
+            try:
+                info["status"] = run.read_status()
+            except StoreError as e:
+                info["status"] = {"state": "broken"}
+                info["error"] = str(e)
+            try:
+                info["config"] = run.read_config_dict()
+            except StoreError as e:
+                info["config"] = {}
+                info["error"] = info["error"] or str(e)
+            out.append(info)
+        return out
+
+    def delete(self, run_id: str) -> None:
+        run = self.run(run_id)
+        try:
+            s = run.read_status()
+            if s["state"] == "running":
+                raise StoreError(f"run {run_id} is running: cancel it before deleting it")
+        except StoreError as e:
+            if "is running" in str(e):
+                raise
+        # rename first so a half-finished delete never leaves a half-readable run
+        trash = self.root / f".deleting-{run_id}-{secrets.token_hex(2)}"
+        os.replace(run.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,525 @@
+"""The training loop. It knows nothing of analysis: callbacks listen in.
+
+A run is a function of its config and seed: the epoch's permutation and each step's
+augmentation draw from generators seeded by (seed, epoch) and (seed, step), so a run resumed
+from a checkpoint continues exactly as an uninterrupted one (bit for bit on CPU in fp32).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .data import Dataset, augment_batch, augment_kind, load_dataset, normalize
+from .models import build_model, parse_name
+from .store import HEARTBEAT_S, Run, RunStore, atomic_write_json, process_identity
+
+CKPT_VERSION = 1
+
+
+# --- hardware ---------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' was asked for but MPS is not available; use auto or cpu")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def resolve_channels_last(flag: bool | None, device: torch.device, precision: str) -> bool:
+    if flag is not None:
+        return flag
+    return device.type == "cuda" or (device.type == "cpu" and precision == "bf16")
+
+
+# --- schedule ----------------------------------------------------------------------------
+def lr_at(cfg: TrainConfig, step: int, total: int, warming: bool) -> float:
+    """Learning rate for the step about to run."""
+    if warming:
+        return cfg.lr * 0.1
+    t = step / max(1, total)
+    if cfg.schedule == "steps":  # the paper: /10 at 32k and 48k of 64k
+        return cfg.lr * (0.1 ** ((step >= int(0.5 * total)) + (step >= int(0.75 * total))))
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.schedule == "onecycle":
+        up = 0.3
+        if t < up:
+            return cfg.lr * (0.1 + 0.9 * t / up)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (t - up) / (1 - up)))
+    return cfg.lr
+
+
+def warmup_enabled(cfg: TrainConfig) -> bool:
+    if cfg.warmup == "auto":
+        return parse_name(cfg.model)[2] >= 110
+    return cfg.warmup == "paper"
+
+
+# --- callbacks ---------------------------------------------------------------------------
+class Callback:
+    """Hooks into the loop. ``ctx`` is the TrainContext; every method is optional."""
+
+    needs_hooks = True  # torch.compile is skipped when an attached callback needs hooks
+
+    def on_train_start(self, ctx: "TrainContext") -> None: ...
+    def on_after_backward(self, ctx: "TrainContext") -> None: ...
+    def on_step_end(self, ctx: "TrainContext") -> None: ...
+    def on_eval(self, ctx: "TrainContext", results: dict) -> None: ...
+    def on_train_end(self, ctx: "TrainContext") -> None: ...
+
+
+@dataclass
+class TrainContext:
+    config: TrainConfig
+    model: torch.nn.Module
+    data: Dataset
+    device: torch.device
+    run: Run | None
+    total_steps: int
+    steps_per_epoch: int
+    precision: str
+    channels_last: bool
+    step: int = 0  # steps completed
+    loss: torch.Tensor | None = None  # this step's loss (a device tensor; .item() syncs)
+    layer_rows: list = field(default_factory=list)
+
+    def log_layers(self, rows: list[dict]) -> None:
+        """Recorders hand per-layer rows here; they are written with the next flush."""
+        self.layer_rows.extend(rows)
+
+    def prepare(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> the model's normalized input on the device."""
+        x = normalize(x_uint8.to(self.device), self.data.mean, self.data.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16" and self.device.type in ("cpu", "cuda"))
+
+
+def load_callbacks(paths: list[str]) -> list[Callback]:
+    """Instantiate callbacks named by "module:Class"; a missing optional package only warns,
+    so resnet_core runs where only torch and torchvision are installed."""
+    out = []
+    for p in paths:
+        mod, _, cls = p.partition(":")
+        try:
+            out.append(getattr(importlib.import_module(mod), cls)())
+        except (ImportError, AttributeError) as e:
+            warnings.warn(f"recorder {p!r} not attached: {e}")
+    return out
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Diverged(Exception):
+    pass
+
+
+# --- evaluation --------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> dict:
+    model = ctx.model
+    was = model.training
+    model.eval()
+    loss_sum, wrong = 0.0, 0
+    try:
+        for i in range(0, len(y), batch):
+            xb, yb = ctx.prepare(x[i:i + batch]), y[i:i + batch].to(ctx.device)
+            with ctx.autocast():
+                out = model(xb)
+            loss_sum += F.cross_entropy(out.float(), yb, reduction="sum").item()
+            wrong += (out.argmax(1) != yb).sum().item()
+    finally:
+        model.train(was)
+    n = max(1, len(y))
+    return {"loss": loss_sum / n, "error": wrong / n, "n": len(y)}
+
+
+# --- environment ------------------------------------------------------------------------
+def git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                           capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, threads: int, precision: str, channels_last: bool) -> dict:
+    import torchvision
+
+    env = {"torch": torch.__version__, "torchvision": torchvision.__version__,
+           "python": platform.python_version(), "platform": platform.platform(),
+           "device": str(device), "threads": threads, "precision": precision,
+           "channels_last": channels_last, "cpu_count": os.cpu_count(), "git_commit": git_commit(),
+           "host": platform.node()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+# --- the loop ---------------------------------------------------------------------------
+def train(cfg: TrainConfig, run: Run | None = None, callbacks: list[Callback] | None = None,
+          progress=None, threads: int | None = None, data: Dataset | None = None) -> dict:
+    """Train ``cfg``; record into ``run`` when given. Resumes from ``run``'s last checkpoint
+    when there is one. Returns the final status dict. ``progress(ctx, info)`` is called at
+    each log step."""
+    cfg.validate()
+    ident = process_identity()
+    t_start = time.time()
+    status = {}
+    if run is not None:
+        status = run.write_status(state="running", message="loading data", started=t_start,
+                                  heartbeat=t_start, **ident)
+    stop = {"flag": False}
+
+    def on_term(signum, frame):
+        stop["flag"] = True
+
+    old_handler = None
+    if threading_main():
+        old_handler = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _train(cfg, run, callbacks, progress, threads, data, t_start, stop)
+    except Diverged as e:
+        if run is not None:
+            return run.write_status(state="diverged", message=str(e), heartbeat=time.time(), eta_s=0)
+        raise
+    except Cancelled as e:
+        if run is not None:
+            return run.write_status(state="cancelled", message=str(e), heartbeat=time.time(), eta_s=0)
+        raise
+    except KeyboardInterrupt:
+        if run is not None:
+            run.write_status(state="cancelled", message="stopped by Ctrl-C; resume continues "
+                             "from the last checkpoint", heartbeat=time.time(), eta_s=0)
+        raise
+    except BaseException as e:
+        if run is not None:
+            try:
+                run.write_status(state="failed", message=f"{type(e).__name__}: {e}",
+                                 heartbeat=time.time(), eta_s=0)
+            except OSError:
+                pass  # the disk refuses even the status: the error below still says why
+        raise
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
+    device = resolve_device(cfg.device)
+    threads = threads or cfg.threads
+    if threads is None and run is not None and run.checkpoint_path("last").exists():
+        threads = (run.read_json("env.json") or {}).get("threads")  # resume as it ran
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    precision = resolve_precision(cfg.precision, device)
+    channels_last = resolve_channels_last(cfg.channels_last, device, precision)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.subset, cfg.image_size,
+                            cfg.val_split, cfg.seed)
+    if cfg.batch_size > len(data.y_train):
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(data.y_train)} "
+                         "training images; use a batch_size at most that")
+    data = data.to(device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, shortcut=cfg.shortcut, width=cfg.width, norm=cfg.norm,
+                        init=cfg.init, num_classes=data.num_classes, in_channels=data.in_channels)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    # weight decay on all weights, as the paper (and most reproductions) do
+    opt = torch.optim.SGD([{"params": decay}, {"params": no_decay}], lr=cfg.lr,
+                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    n_train = len(data.y_train)
+    steps_per_epoch = max(1, n_train // cfg.batch_size)
+    total = cfg.iterations if cfg.iterations is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    eval_every = cfg.eval_every or steps_per_epoch
+    ckpt_every = cfg.checkpoint_every or steps_per_epoch
+    ctx = TrainContext(cfg, model, data, device, run, total, steps_per_epoch, precision, channels_last)
+    callbacks = list(callbacks) if callbacks is not None else load_callbacks(cfg.recorders)
+    warming = warmup_enabled(cfg)
+    warmup_cap = max(1, total // 100)
+    best = math.inf
+    step = 0
+    resumed = False
+    if run is not None and run.checkpoint_path("last").exists():
+        ck = load_checkpoint(run.checkpoint_path("last"), map_location=device)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, warming, best = ck["step"], ck["warmup"], ck.get("best", math.inf)
+        resumed = True
+    if run is not None:
+        run.truncate_logs_after(step)
+        run.ckpt_dir.mkdir(exist_ok=True)
+        env = environment(device, threads, precision, channels_last)
+        atomic_write_json(run.path / "env.json", env)
+    use_compile = cfg.compile and not any(getattr(c, "needs_hooks", True) for c in callbacks)
+    fmodel = torch.compile(model) if use_compile else model
+    ctx.step = step
+    for c in callbacks:
+        c.on_train_start(ctx)
+    aug = augment_kind(cfg.augment, data.name)
+    gen = torch.Generator()
+    x_train, y_train = data.x_train, data.y_train
+    g_eval = torch.Generator().manual_seed(cfg.seed + 31)
+    te_idx = torch.randperm(n_train, generator=g_eval)[:cfg.train_eval_size].sort().values.to(device)
+    perm_epoch, perm = -1, None
+    window_loss, window_wrong, window_n, window_first = [], [], 0, step
+    last_beat, t_window, done_images = 0.0, time.time(), 0
+    rate, eval_time = None, 0.0
+
+    def beat(state="running", message="training", force=False):
+        nonlocal last_beat
+        now = time.time()
+        if run is None or (not force and now - last_beat < HEARTBEAT_S):
+            return
+        last_beat = now
+        eta = (total - ctx.step) * cfg.batch_size / rate if rate else None
+        run.write_status(state=state, message=message, heartbeat=now, step=ctx.step, total=total,
+                         eta_s=eta, images_per_s=rate, threads=threads, device=str(device),
+                         precision=precision, **process_identity())
+
+    def save(name_list):
+        if run is None:
+            return
+        state = {"version": CKPT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "step": ctx.step, "warmup": warming, "best": best, "threads": threads,
+                 "config": cfg.to_json(), "rng": torch.get_rng_state()}
+        save_checkpoint(run.checkpoint_path(name_list[0]), state)
+        for extra in name_list[1:]:
+            save_checkpoint(run.checkpoint_path(extra), state)
+
+    def do_eval(final=False):
+        nonlocal best, eval_time
+        t_eval = time.time()
+        rows = []
+        results = {}
+        t = time.time() - t_start
+        epoch = ctx.step / steps_per_epoch
+        n_eval = len(data.y_test)
+        res = evaluate(ctx, data.x_test[:n_eval], data.y_test[:n_eval])
+        results["test"] = res
+        if data.x_val is not None:
+            results["val"] = evaluate(ctx, data.x_val, data.y_val)
+        if cfg.train_eval_size:
+            results["train_eval"] = evaluate(ctx, x_train[te_idx], y_train[te_idx])
+        for split, r in results.items():
+            rows.append({"step": ctx.step, "epoch": round(epoch, 4), "split": split, "loss": r["loss"],
+                         "error": r["error"], "n": r["n"], "time": round(t, 3)})
+        for c in callbacks:
+            c.on_eval(ctx, results)
+        eval_time += time.time() - t_eval
+        key = results.get("val", results["test"])["error"]
+        is_best = key < best
+        if is_best:
+            best = key
+        return rows, is_best
+
+    beat(message="starting" if not resumed else f"resumed at step {step}", force=True)
+    model.train()
+    try:
+        while ctx.step < total:
+            if stop["flag"] or (run is not None and run.cancel_requested()):
+                save(["last"])
+                raise Cancelled(f"cancelled at step {ctx.step} of {total}; resume continues from here")
+            s = ctx.step
+            epoch, pos = divmod(s, steps_per_epoch)
+            if epoch != perm_epoch:
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+                perm, perm_epoch = torch.randperm(n_train, generator=g).to(device), epoch
+            idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+            gen.manual_seed(cfg.seed * 1_000_003 + 7_777_777 + s)
+            xb = ctx.prepare(augment_batch(x_train[idx], aug, gen))
+            yb = y_train[idx]
+            lr = lr_at(cfg, s, total, warming)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with ctx.autocast():
+                out = fmodel(xb)
+            loss = F.cross_entropy(out.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            ctx.loss = loss
+            for c in callbacks:
+                c.on_after_backward(ctx)
+            opt.step()
+            ctx.step = s + 1
+            window_loss.append(loss.detach())
+            window_wrong.append((out.detach().argmax(1) != yb).sum())
+            window_n += len(yb)
+            done_images += len(yb)
+            for c in callbacks:
+                c.on_step_end(ctx)
+            last = ctx.step == total
+            eval_due = ctx.step % eval_every == 0 or last
+            ckpt_due = ctx.step % ckpt_every == 0 or last or ctx.step in cfg.checkpoint_steps
+            if ctx.step % cfg.log_every == 0 or eval_due or ckpt_due:
+                losses = torch.stack(window_loss).float().cpu()
+                bad = (~torch.isfinite(losses)).nonzero()
+                if len(bad):
+                    at = window_first + int(bad[0]) + 1
+                    if run is not None:
+                        run.append_jsonl("metrics.jsonl", [{"step": at, "split": "train",
+                                                            "loss": float("nan"), "error": None, "lr": lr}])
+                    raise Diverged(f"diverged: the training loss became {losses[int(bad[0])].item()} "
+                                   f"at step {at} (lr {lr:g}); try a smaller lr or the paper's warmup")
+                err = float(torch.stack(window_wrong).sum()) / window_n
+                now = time.time()
+                rate = done_images / max(1e-9, now - t_window - eval_time)
+                row = {"step": ctx.step, "epoch": round(ctx.step / steps_per_epoch, 4), "split": "train",
+                       "loss": float(losses.mean()), "error": err, "lr": lr,
+                       "time": round(now - t_start, 3), "images_per_s": round(rate, 1)}
+                if warming and (err < 0.8 or ctx.step >= warmup_cap):
+                    warming = False  # the paper: back to the full lr once training error < 80%
+                rows = [row]
+                is_best = False
+                if eval_due:
+                    erows, is_best = do_eval(final=last)
+                    rows += erows
+                if run is not None:
+                    run.append_jsonl("metrics.jsonl", rows)
+                    if ctx.layer_rows:
+                        run.append_jsonl("layers.jsonl", ctx.layer_rows)
+                        ctx.layer_rows = []
+                if progress is not None:
+                    progress(ctx, row)
+                window_loss, window_wrong, window_n, window_first = [], [], 0, ctx.step
+                if ckpt_due:
+                    names = ["last"] + (["best"] if is_best else [])
+                    if ctx.step in cfg.checkpoint_steps:
+                        names.append(f"step-{ctx.step:06d}")
+                    save(names)
+                beat(force=last)
+            beat()
+    finally:
+        for c in callbacks:
+            try:
+                c.on_train_end(ctx)
+            except Exception as e:  # a recorder must never cost the run
+                warnings.warn(f"recorder {type(c).__name__} failed at the end: {e}")
+        if run is not None and ctx.layer_rows:
+            try:
+                run.append_jsonl("layers.jsonl", ctx.layer_rows)
+            except OSError:
+                pass
+    final = {}
+    if run is not None:
+        final = run.write_status(state="done", message=f"finished {total} steps", step=total,
+                                 total=total, eta_s=0, heartbeat=time.time(),
+                                 finished=time.time(), images_per_s=rate)
+    return final
+
+
+# --- checkpoints -------------------------------------------------------------------------
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file in the same folder, then replace: a kill mid-write leaves the
+    previous checkpoint whole."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load with ``weights_only=True``: a checkpoint carrying code is refused, not run."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} could not be loaded safely ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); it is truncated, "
+                              "corrupt, or holds objects other than tensors") from None
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def load_model(run: Run, checkpoint: str = "last", device="cpu") -> torch.nn.Module:
+    """The run's model with a checkpoint's weights, in eval mode."""
+    cfg = run.read_config()
+    ck = load_checkpoint(run.checkpoint_path(checkpoint), map_location=device)
+    sd = ck["model"]
+    fc_w = sd["fc.weight"]
+    in_ch = sd["conv1.weight"].shape[1]
+    model = build_model(cfg.model, shortcut=cfg.shortcut, width=cfg.width, norm=cfg.norm,
+                        init=cfg.init, num_classes=fc_w.shape[0], in_channels=in_ch)
+    model.load_state_dict(sd)
+    return model.to(device).eval()
+
+
+def run_in_store(store: RunStore, run_id: str, progress=None, threads: int | None = None) -> dict:
+    """Train (or resume) a stored run in this process."""
+    run = store.run(run_id)
+    cfg = run.read_config()
+    try:
+        (run.path / "cancel").unlink()
+    except FileNotFoundError:
+        pass
+    return train(cfg, run=run, progress=progress, threads=threads)
