@@ -225,7 +225,7 @@ class Run:
         return dedupe_steps(read_jsonl(self.path / "metrics.jsonl")[0])
 
     def read_layers(self) -> list[dict]:
-        return dedupe_steps(read_jsonl(self.path / "layers.jsonl")[0], key=("step", "layer", "stat"))
+        return dedupe_steps(read_jsonl(self.path / "layers.jsonl")[0], key=("step", "layer"))
 
     def truncate_logs_after(self, step: int) -> None:
         """Drop every line past ``step`` (and any torn line), so a resumed run records each
