@@ -263,7 +263,7 @@ def _load_digits() -> Dataset:
     d = load_digits()
     x = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8))[:, None]
     y = torch.from_numpy(d.target.astype(np.int64))
-    # a fixed split: every 5th image is a test image (360 test, 1,437 train)
+    # a fixed split: every 5th image is a test image (359 test, 1,438 train)
     test = torch.arange(len(y)) % 5 == 4
     return Dataset("digits", x[~test], y[~test], x[test], y[test], [str(i) for i in range(10)])
 
