@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -48,6 +49,28 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+FAULT_ENV = "RESNET_LAB_FAULT"
+_fault_seen: dict[str, int] = {}
+
+
+def fault_point(name: str, partial=None) -> None:
+    """Test-only fault injection, off unless $RESNET_LAB_FAULT is "point:N": the Nth time this
+    process reaches ``point`` it calls ``partial`` (to leave a half-written file) and SIGKILLs
+    itself. Points: start, step (after backward, before the update), ckpt_write, status_write,
+    config_write, env_write, metrics_flush, layers_flush. Used by tests/test_faults.py."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name:
+        return
+    _fault_seen[name] = _fault_seen.get(name, 0) + 1
+    if _fault_seen[name] == int(nth or 1):
+        if partial is not None:
+            partial()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -56,6 +79,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point(f"{path.stem}_write")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -218,6 +242,7 @@ class Run:
             return
         data = "".join(json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in rows)
         with open(self.path / name, "a") as f:
+            fault_point(f"{Path(name).stem}_flush", lambda: (f.write(data[:len(data) // 2]), f.flush()))
             f.write(data)
             f.flush()
 

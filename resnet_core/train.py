@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .data import Dataset, augment_batch, augment_kind, load_dataset, normalize
 from .models import build_model, parse_name
-from .store import HEARTBEAT_S, Run, RunStore, atomic_write_json, process_identity
+from .store import HEARTBEAT_S, Run, RunStore, atomic_write_json, fault_point, process_identity
 
 CKPT_VERSION = 1
 
@@ -215,6 +215,7 @@ def train(cfg: TrainConfig, run: Run | None = None, callbacks: list[Callback] | 
     if run is not None:
         status = run.write_status(state="running", message="loading data", started=t_start,
                                   heartbeat=t_start, **ident)
+        fault_point("start")
     stop = {"flag": False}
 
     def on_term(signum, frame):
@@ -394,6 +395,7 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
             loss = F.cross_entropy(out.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            fault_point("step")
             ctx.loss = loss
             for c in callbacks:
                 c.on_after_backward(ctx)
@@ -475,6 +477,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
+            fault_point("ckpt_write", lambda: (f.truncate(f.tell() // 2), f.flush()))
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
