@@ -1,0 +1,218 @@
+"""Lab: launch a run or a sweep; the queue with progress, ETA and cancel, refreshed live."""
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app import ui  # noqa: E402
+from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
+from resnet_core.config import (DEFAULT_RECORDERS, PRESETS, SWEEPS, ConfigError,  # noqa: E402
+                                apply_preset)
+from resnet_core.data import NAMED  # noqa: E402
+from resnet_core.store import ACTIVE, RESUMABLE, StoreError  # noqa: E402
+from resnet_core import jobs  # noqa: E402
+
+KINDS = {"plain": "Plain (no shortcuts)", "resnet": "Residual (ResNet)",
+         "preresnet": "Residual, pre-activation"}
+PRESET_HELP = {
+    "quick": "a laptop-CPU budget that still shows degradation (on digits: 30 epochs, minutes)",
+    "smoke": "20 iterations: checks the pipeline in seconds, shows nothing",
+    "paper": "the paper's 64k iterations at batch 128: hours on a GPU, days on a CPU",
+    "custom": "no preset: set epochs or iterations under Options",
+}
+PATH_CHOICE = "a path (.npz or ImageFolder)…"
+
+st.title("Lab")
+st.markdown("**Pick a model and a budget, press Launch** (or launch the `quick` sweep), then "
+            "watch it train here and on **Degradation**; runs keep going if you close the tab.")
+
+store = ui.get_store()
+
+# --- the form ---------------------------------------------------------------------------
+c1, c2, c3 = st.columns(3)
+with c1:
+    kind = st.radio("Model family", list(KINDS), format_func=KINDS.get, key="lab_kind")
+    depth_in = st.number_input("Depth (6n+2: 8, 14, 20, 32, 44, 56, 110)", value=20, step=6,
+                               key="lab_depth")
+    shortcut = st.selectbox("Shortcut option", ["A", "B", "C"], key="lab_shortcut",
+                            disabled=kind == "plain",
+                            help="A: identity + zero-padding (the paper's CIFAR choice); "
+                                 "B: 1x1 projection where dimensions change; C: projections "
+                                 "everywhere. Plain nets have no shortcut.")
+with c2:
+    ds_choice = st.selectbox("Dataset", list(NAMED) + [PATH_CHOICE], key="lab_dataset",
+                             help="digits is bundled (no download, works offline).")
+    data_path = ""
+    download = False
+    if ds_choice == PATH_CHOICE:
+        data_path = st.text_input("Dataset path", key="lab_data_path",
+                                  placeholder="../shared/data/cifar10-jpeg.npz")
+    elif ds_choice != "digits":
+        download = st.checkbox("Download it if missing", key="lab_download", value=False)
+    preset = st.selectbox("Budget preset", ["quick", "smoke", "paper", "custom"], key="lab_preset",
+                          format_func=lambda p: f"{p} — {PRESET_HELP[p]}")
+with c3:
+    with st.expander("Options (empty = the preset's value)", expanded=False):
+        iterations = st.number_input("Iterations", value=None, step=100, key="lab_iterations")
+        epochs = st.number_input("Epochs", value=None, step=1.0, key="lab_epochs")
+        batch = st.number_input("Batch size", value=None, step=32, key="lab_batch")
+        lr = st.number_input("Learning rate", value=None, step=0.01, format="%.4f", key="lab_lr")
+        width = st.number_input("Width (first stage's channels; paper 16)", value=None, step=4,
+                                key="lab_width")
+        image_size = st.number_input("Image size (pixels; resize at load)", value=None, step=4,
+                                     key="lab_image_size")
+        subset = st.number_input("Training subset (images)", value=None, step=500, key="lab_subset")
+        seed = st.number_input("Seed", value=0, step=1, key="lab_seed")
+        norm = st.selectbox("Normalization", ["batch", "none"], key="lab_norm")
+        init = st.selectbox("Init", ["he", "torch"], key="lab_init")
+        record = st.checkbox("Record per-layer statistics (Fig. 7, gradients)", value=True,
+                             key="lab_record")
+    name = st.text_input("Label (optional)", key="lab_name", max_chars=60)
+
+
+def _int_or_none(v):
+    if v is None:
+        return None
+    return int(v) if float(v).is_integer() else v  # a fraction goes on to validation's message
+
+
+def overrides() -> dict:
+    """The explicit options (None = keep the preset's), with the dataset checked."""
+    if ds_choice == PATH_CHOICE:
+        dataset = check_dataset(data_path)
+    else:
+        dataset = check_dataset(ds_choice)
+    return {"dataset": dataset, "download": download or None,
+            "iterations": _int_or_none(iterations), "epochs": epochs,
+            "batch_size": _int_or_none(batch), "lr": lr, "width": _int_or_none(width),
+            "image_size": _int_or_none(image_size), "subset": _int_or_none(subset),
+            "seed": _int_or_none(seed), "norm": norm, "init": init,
+            "recorders": list(DEFAULT_RECORDERS) if record else [], "name": name.strip() or None}
+
+
+def build_single():
+    depth = check_depth(depth_in)
+    ov = overrides()
+    ov["model"] = model_name(kind, depth)
+    ov["shortcut"] = None if kind == "plain" else shortcut
+    cfg = apply_preset(None if preset == "custom" else preset, ov)
+    if kind == "plain":
+        cfg.shortcut = None
+    return cfg
+
+
+b1, b2 = st.columns([1, 3])
+with b1:
+    launch = st.button("Launch", type="primary", key="lab_launch", icon=":material/rocket_launch:")
+if launch:
+    try:
+        cfg = build_single()
+        run = jobs.submit(store, cfg)
+        st.success(f"Queued **{run.id}** ({cfg.model}, {cfg.dataset}). It starts as soon as a "
+                   "core is free.", icon=":material/check:")
+        st.session_state["lab_last"] = [run.id]
+    except (InputError, ConfigError, StoreError, ValueError) as e:
+        st.error(f"Not launched: {e}", icon=":material/error:")
+
+# --- sweeps -------------------------------------------------------------------------------
+with st.container(border=True):
+    s1, s2, s3 = st.columns([1, 2, 1])
+    with s1:
+        sweep = st.selectbox("Sweep", list(SWEEPS), key="lab_sweep")
+    sw = SWEEPS[sweep]
+    with s2:
+        own_budget = st.checkbox(f"Use the budget chosen above instead of the sweep's own "
+                                 f"(`{sw['preset']}`)", key="lab_sweep_budget", value=False)
+        st.caption(f"Trains {', '.join(sw['models'])} on the dataset chosen above.")
+        if sw["preset"] == "paper" and not own_budget:
+            st.caption(":warning: `fig6` uses the paper's 64k iterations per run: hours on a GPU, "
+                       "days on a CPU. Tick the box to use a smaller budget.")
+    with s3:
+        launch_sweep = st.button(f"Launch sweep `{sweep}`", key="lab_launch_sweep",
+                                 icon=":material/playlist_add:")
+if launch_sweep:
+    try:
+        ov = overrides()
+        ov.pop("name")
+        pre = (None if preset == "custom" else preset) if own_budget else sw["preset"]
+        cfgs = [apply_preset(pre, {**ov, "model": m, "name": f"sweep {sweep}"}) for m in sw["models"]]
+        ids = [jobs.submit(store, c, start_runner=False).id for c in cfgs]
+        jobs.ensure_runner(store)
+        st.session_state["lab_last"] = ids
+        st.success(f"Queued {len(ids)} runs of sweep `{sweep}`; they train one per free core.",
+                   icon=":material/check:")
+    except (InputError, ConfigError, StoreError, ValueError) as e:
+        st.error(f"Sweep not launched: {e}", icon=":material/error:")
+
+with st.expander("The config that Launch would queue", expanded=False):
+    try:
+        st.code(build_single().to_json(), language="json")
+    except (InputError, ConfigError, ValueError) as e:
+        st.error(str(e))
+
+
+# --- the queue ------------------------------------------------------------------------------
+def queue_rows(df):
+    active = df[df["state"].isin(ACTIVE)]
+    recent = df[~df["state"].isin(ACTIVE)].head(6)
+    return active, recent
+
+
+try:
+    _df0 = ui.runs_df(store)
+except OSError as e:
+    st.error(f"The run store {store.root} can't be read: {e}")
+    st.stop()
+_every = 2.0 if ui.active_count(_df0) else 8.0
+
+
+@st.fragment(run_every=_every)
+def queue_panel():
+    df = ui.runs_df(store)
+    st.subheader("Queue")
+    if not len(df):
+        st.caption("No runs yet: launch one above.")
+        return
+    active, recent = queue_rows(df)
+    if (active["state"] == "queued").any() and not jobs.runner_alive(store):
+        jobs.ensure_runner(store)  # after a restart: queued runs need a runner again
+    n_run, n_q = int((active["state"] == "running").sum()), int((active["state"] == "queued").sum())
+    st.caption(f"{n_run} running · {n_q} queued · {jobs.cores()} core(s); refreshed every "
+               f"{int(_every)} s")
+    for r in list(active.itertuples()) + list(recent.itertuples()):
+        with st.container(border=True):
+            a, b, c = st.columns([3, 5, 1.4])
+            a.markdown(f"**{r.label}**  \n{ui.state_text(r.state)}")
+            with b:
+                total = r.total if isinstance(r.total, (int, float)) and r.total == r.total else None
+                if r.state == "queued":
+                    text = r.message or "waiting for a free core"
+                elif r.state == "running":
+                    rate = f" · {r.images_per_s:,.0f} img/s" if isinstance(r.images_per_s, (int, float)) and r.images_per_s == r.images_per_s else ""
+                    text = f"step {int(r.step)}/{int(total) if total else '?'} · {ui.fmt_eta(r.eta_s)}{rate}"
+                else:
+                    errs = f"test error {ui.fmt_pct(r.test_error)}" if r.test_error == r.test_error and r.test_error is not None else ""
+                    text = f"{r.message[:160]}" + (f" · {errs}" if errs else "")
+                st.progress(float(r.progress or 0.0), text=text)
+            with c:
+                if r.state in ACTIVE:
+                    if st.button("Cancel", key=f"lab_cancel_{r.id}", icon=":material/stop:"):
+                        try:
+                            st.toast(f"{r.label}: {jobs.cancel(store, r.id)}")
+                        except StoreError as e:
+                            st.error(str(e))
+                elif r.state in RESUMABLE:
+                    if st.button("Resume", key=f"lab_resume_{r.id}", icon=":material/play_arrow:"):
+                        try:
+                            jobs.resume(store, r.id)
+                            st.toast(f"{r.label}: queued to resume")
+                        except StoreError as e:
+                            st.error(str(e))
+    st.caption("Older runs: see **Runs**.")
+
+
+queue_panel()

@@ -1,0 +1,422 @@
+"""Chart builders: data in, plotly figure out. Pure (no streamlit, no disk), tested without a
+server.
+
+Colors: a run keeps one color on every page. Hue tells the family (plain: oranges/reds,
+ResNet: blues, pre-activation ResNet: greens), shade tells the depth (deeper is darker), so
+a panel of one family reads "colored by depth" as in the paper's Fig. 6, and two runs of the
+same model get a small hue shift (``variant``).
+"""
+from __future__ import annotations
+
+import colorsys
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+TEMPLATE = "plotly_white"
+SCALES = {"plain": "Oranges", "resnet": "Blues", "preresnet": "Greens"}
+OTHER_SCALE = "Purples"
+REF_COLORS = {"plain": "#7f2704", "resnet": "#08306b", "preresnet": "#00441b"}
+
+# --- reference values (PAPER.md) --------------------------------------------------------
+# (source, kind, depth, test error %, std or None)
+REFERENCES: list[tuple[str, str, int, float, float | None]] = (
+    [("paper Table 6", "resnet", d, e, None) for d, e in
+     [(20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43), (1202, 7.93)]]
+    + [("paper Fig. 6 (read off)", "plain", d, e, None) for d, e in
+       [(20, 9.5), (32, 10.0), (44, 12.0), (56, 13.5)]]
+    + [("akamaster", "resnet", d, e, None) for d, e in
+       [(20, 8.27), (32, 7.37), (44, 6.90), (56, 6.61), (110, 6.32), (1202, 6.18)]]
+    + [("nabla0001 (5 seeds)", "resnet", d, e, s) for d, e, s in
+       [(20, 8.51, 0.22), (56, 7.40, 0.27), (110, 7.14, 0.20)]]
+    + [("nabla0001 (5 seeds)", "plain", d, e, s) for d, e, s in [(20, 9.78, 0.13), (56, 12.95, 0.22)]]
+    + [("a-martyn", "plain", d, e, None) for d, e in
+       [(20, 9.5), (32, 9.92), (44, 11.35), (56, 12.76)]]
+    + [("a-martyn", "resnet", d, e, None) for d, e in
+       [(20, 8.0), (32, 7.51), (44, 7.38), (56, 7.33)]]
+)
+REF_SYMBOLS = {"paper Table 6": "x-thin-open", "paper Fig. 6 (read off)": "x-thin-open",
+               "akamaster": "diamond-open", "nabla0001 (5 seeds)": "circle-open",
+               "a-martyn": "square-open"}
+
+
+def references_frame() -> pd.DataFrame:
+    return pd.DataFrame(REFERENCES, columns=["source", "kind", "depth", "test_error_pct", "std_pct"])
+
+
+def _depth_pos(depth) -> float:
+    """0..1 along log depth from 8 to 1202."""
+    try:
+        d = float(depth)
+    except (TypeError, ValueError):
+        return 0.5
+    if not math.isfinite(d) or d <= 0:
+        return 0.5
+    return min(1.0, max(0.0, math.log(max(d, 8) / 8) / math.log(1202 / 8)))
+
+
+def run_color(kind, depth, variant: int = 0) -> str:
+    """The color of a run: hue by family, shade by depth; ``variant`` shifts the hue a little
+    for a second (third, ...) run of the same model. Returns "#rrggbb"."""
+    scale = SCALES.get(kind, OTHER_SCALE)
+    t = 0.45 + 0.5 * _depth_pos(depth) ** 0.6
+    rgb = sample_colorscale(scale, [t], colortype="tuple")[0]
+    r, g, b = (float(c) / (255 if max(rgb) > 1 else 1) for c in rgb)
+    if variant:
+        h, l, s = colorsys.rgb_to_hls(r, g, b)
+        step = ((variant + 1) // 2) * (1 if variant % 2 else -1)
+        h = (h + 0.045 * step) % 1.0
+        l = min(0.8, max(0.15, l + 0.05 * step))
+        r, g, b = colorsys.hls_to_rgb(h, l, s)
+    return "#%02x%02x%02x" % tuple(int(round(255 * min(1, max(0, c)))) for c in (r, g, b))
+
+
+def _color_map(runs: pd.DataFrame) -> dict:
+    return dict(zip(runs["id"], runs["color"])) if len(runs) else {}
+
+
+def _label_map(runs: pd.DataFrame) -> dict:
+    return dict(zip(runs["id"], runs["label"])) if len(runs) else {}
+
+
+def empty_figure(message: str, height: int = 320) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font=dict(size=14, color="#666"))
+    fig.update_layout(template=TEMPLATE, height=height, xaxis_visible=False, yaxis_visible=False)
+    return fig
+
+
+def _pct(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else 100.0 * v
+
+
+# --- Fig. 6: degradation curves ---------------------------------------------------------
+def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: str = "train",
+                       height: int = 460) -> go.Figure:
+    """Training error dashed, test error solid, against iterations; plain on the left,
+    residual on the right, each run in its color.
+
+    ``metrics``: rows with run_id, step, split, error (0..1). ``runs``: id, label, kind,
+    depth, color. ``train_split``: "train" (the running training error) or "train_eval"
+    (training images re-scored in eval mode)."""
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=("Plain nets", "Residual nets"))
+    colors, labels = _color_map(runs), _label_map(runs)
+    runs = runs.sort_values(["depth", "id"], na_position="last") if len(runs) else runs
+    ymax = 0.0
+    for _, r in runs.iterrows():
+        col = 1 if r["kind"] == "plain" else 2
+        m = metrics[metrics["run_id"] == r["id"]] if len(metrics) else metrics
+        for split, dash, width in ((train_split, "dash", 1.3), ("test", "solid", 2.6)):
+            d = m[(m["split"] == split) & m["error"].notna()].sort_values("step") if len(m) else m
+            if not len(d):
+                continue
+            y = 100.0 * d["error"].astype(float)
+            ymax = max(ymax, float(y.max()))
+            what = "test error" if split == "test" else "training error"
+            fig.add_trace(go.Scatter(
+                x=d["step"], y=y, mode="lines", name=labels.get(r["id"], r["id"]),
+                legendgroup=r["id"], showlegend=split == "test",
+                line=dict(color=colors.get(r["id"]), dash=dash, width=width),
+                hovertemplate=f"{labels.get(r['id'], r['id'])}<br>{what}: %{{y:.2f}}%<br>"
+                              "iteration %{x}<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(title_text="iterations (steps)")
+    fig.update_yaxes(title_text="error (%)", row=1, col=1)
+    fig.update_yaxes(range=[0, min(100.0, max(5.0, ymax * 1.05))])
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=60, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.18),
+                      title=dict(text="dashed: training error · solid: test error",
+                                 font=dict(size=13), x=0.0))
+    if not len(fig.data):
+        fig.add_annotation(text="no logged errors yet", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper", font=dict(color="#666"))
+    return fig
+
+
+def final_errors_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Final test/training error (%) per run with its family and depth."""
+    cols = ["id", "label", "kind", "depth", "color", "test_error_pct", "train_error_pct"]
+    if not len(runs):
+        return pd.DataFrame(columns=cols)
+    df = runs.copy()
+    df["test_error_pct"] = [_pct(v) for v in df["test_error"]]
+    df["train_error_pct"] = [_pct(v) for v in df["train_error"]]
+    return df[cols]
+
+
+def final_error_figure(finals: pd.DataFrame, which: str = "test", references: bool = True,
+                       height: int = 460) -> go.Figure:
+    """Final error against depth, plain and residual; each run a marker in its color, a line
+    through each family's mean per depth, and the paper's / reproductions' values as open
+    reference marks (CIFAR-10, full budget)."""
+    col = "test_error_pct" if which == "test" else "train_error_pct"
+    fig = go.Figure()
+    d = finals[finals[col].notna() & finals["depth"].notna()] if len(finals) else finals
+    for kind in ("plain", "resnet", "preresnet"):
+        k = d[d["kind"] == kind] if len(d) else d
+        if not len(k):
+            continue
+        mean = k.groupby("depth")[col].mean().sort_index()
+        fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines",
+                                 line=dict(color=REF_COLORS[kind], width=1.5),
+                                 name=f"{'plain' if kind == 'plain' else 'residual'} (mean of your runs)",
+                                 hoverinfo="skip"))
+        fig.add_trace(go.Scatter(
+            x=k["depth"], y=k[col], mode="markers", name=f"your {kind} runs",
+            marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
+            text=k["label"], customdata=k["id"],
+            hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>"))
+    if references and which == "test":
+        ref = references_frame()
+        for (source, kind), g in ref.groupby(["source", "kind"], sort=False):
+            fig.add_trace(go.Scatter(
+                x=g["depth"], y=g["test_error_pct"], mode="markers",
+                name=f"{source} ({'plain' if kind == 'plain' else 'ResNet'}, CIFAR-10)",
+                marker=dict(symbol=REF_SYMBOLS.get(source, "circle-open"), size=10,
+                            color=REF_COLORS.get(kind, "#444"), line=dict(width=1.5)),
+                error_y=dict(type="data", array=g["std_pct"].fillna(0), visible=bool(g["std_pct"].notna().any())),
+                hovertemplate=f"{source} {kind}-%{{x}}: %{{y:.2f}}%<extra></extra>",
+                legendgroup="references", visible=True))
+    fig.update_xaxes(title_text="depth (weighted layers)", type="log",
+                     tickvals=[8, 20, 56, 110, 1202])
+    fig.update_yaxes(title_text=f"final {which} error (%)", rangemode="tozero")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
+                      legend=dict(font=dict(size=10), orientation="h", y=-0.2),
+                      title=dict(text=f"final {which} error against depth", font=dict(size=13)))
+    if not len(d) and not (references and which == "test"):
+        fig.add_annotation(text="no finished evaluations yet", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+    return fig
+
+
+# --- Fig. 7: layer responses ------------------------------------------------------------
+def responses_frame(layers: pd.DataFrame) -> pd.DataFrame:
+    """BN-output std per layer at one step per run: run_id, layer, index (1..L, in order),
+    std, rank (1 = largest)."""
+    d = layers[(layers["type"] == "bn") & layers["std"].notna()].copy() if len(layers) else layers
+    if not len(d):
+        return pd.DataFrame(columns=["run_id", "step", "layer", "index", "std", "rank"])
+    d = d.sort_values(["run_id", "order"])
+    d["index"] = d.groupby("run_id").cumcount() + 1
+    d["rank"] = d.groupby("run_id")["std"].rank(ascending=False, method="first").astype(int)
+    return d[["run_id", "step", "layer", "index", "std", "rank"]].reset_index(drop=True)
+
+
+def responses_figure(resp: pd.DataFrame, runs: pd.DataFrame, height: int = 520) -> go.Figure:
+    """The paper's Fig. 7: std of each 3x3 layer's output (after BN, before ReLU/addition),
+    top in layer order, bottom sorted by magnitude."""
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.12,
+                        subplot_titles=("in layer order", "sorted by magnitude"))
+    colors, labels = _color_map(runs), _label_map(runs)
+    for rid, g in resp.groupby("run_id", sort=False):
+        g = g.sort_values("index")
+        name = labels.get(rid, rid)
+        fig.add_trace(go.Scatter(x=g["index"], y=g["std"], mode="lines+markers", name=name,
+                                 legendgroup=rid, line=dict(color=colors.get(rid), width=2),
+                                 marker=dict(size=4), text=g["layer"],
+                                 hovertemplate=name + "<br>%{text}: std %{y:.3f}<extra></extra>"),
+                      row=1, col=1)
+        s = g.sort_values("rank")
+        fig.add_trace(go.Scatter(x=s["rank"], y=s["std"], mode="lines", name=name, legendgroup=rid,
+                                 showlegend=False, line=dict(color=colors.get(rid), width=2),
+                                 text=s["layer"],
+                                 hovertemplate=name + "<br>%{text}: std %{y:.3f}<extra></extra>"),
+                      row=2, col=1)
+    fig.update_xaxes(title_text="layer index (input → output)", row=1, col=1)
+    fig.update_xaxes(title_text="layer rank (largest response first)", row=2, col=1)
+    fig.update_yaxes(title_text="std of BN output", rangemode="tozero")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def ratio_frame(layers: pd.DataFrame) -> pd.DataFrame:
+    d = layers[(layers["type"] == "block") & layers["f_over_x"].notna()].copy() if len(layers) else layers
+    if not len(d):
+        return pd.DataFrame(columns=["run_id", "step", "layer", "index", "f_over_x"])
+    d = d.sort_values(["run_id", "order"])
+    d["index"] = d.groupby("run_id").cumcount() + 1
+    return d[["run_id", "step", "layer", "index", "f_over_x"]].reset_index(drop=True)
+
+
+def ratio_figure(ratios: pd.DataFrame, runs: pd.DataFrame, height: int = 340) -> go.Figure:
+    """||F(x)|| / ||x|| per block: how much each residual branch changes its input."""
+    fig = go.Figure()
+    colors, labels = _color_map(runs), _label_map(runs)
+    for rid, g in ratios.groupby("run_id", sort=False):
+        g = g.sort_values("index")
+        name = labels.get(rid, rid)
+        fig.add_trace(go.Scatter(x=g["index"], y=g["f_over_x"], mode="lines+markers", name=name,
+                                 line=dict(color=colors.get(rid), width=2), text=g["layer"],
+                                 hovertemplate=name + "<br>%{text}: ‖F(x)‖/‖x‖ = %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(title_text="block index (input → output)")
+    fig.update_yaxes(title_text="‖F(x)‖ / ‖x‖ (ratio)", rangemode="tozero")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+# --- gradient flow ----------------------------------------------------------------------
+GRAD_VALUES = {"grad_norm": ("weight", "‖∇W‖ (gradient norm)"),
+               "grad_to_weight": ("weight", "‖∇W‖ / ‖W‖ (ratio)"),
+               "out_grad_norm": ("block", "‖∂L/∂y‖ at block output")}
+
+
+def grad_matrix(layers: pd.DataFrame, value: str = "grad_norm") -> pd.DataFrame:
+    """layer (rows, input first) x step (columns) of a gradient statistic."""
+    typ = GRAD_VALUES[value][0]
+    d = layers[(layers["type"] == typ) & layers[value].notna()] if len(layers) else layers
+    if not len(d):
+        return pd.DataFrame()
+    order = d.groupby("layer")["order"].min().sort_values()
+    m = d.pivot_table(index="layer", columns="step", values=value, aggfunc="last")
+    return m.reindex(order.index)
+
+
+def grad_heatmaps(mats: list[pd.DataFrame], titles: list[str], value: str = "grad_norm",
+                  height: int = 520) -> go.Figure:
+    """Side-by-side layer x step heatmaps of log10 of a gradient statistic, on one color
+    scale so the panels compare."""
+    n = max(1, len(mats))
+    fig = make_subplots(rows=1, cols=n, subplot_titles=titles or None, horizontal_spacing=0.14)
+    vals = []
+    for m in mats:
+        if len(m):
+            v = m.to_numpy(dtype=float)
+            v = v[(v > 0) & (v == v)]
+            vals.extend([float(v.min()), float(v.max())] if v.size else [])
+    lo, hi = (math.log10(min(vals)), math.log10(max(vals))) if vals else (0, 1)
+    label = GRAD_VALUES[value][1]
+    for i, m in enumerate(mats):
+        if not len(m):
+            continue
+        z = m.to_numpy(dtype=float)
+        zl = np.where(z > 0, np.log10(np.where(z > 0, z, 1)), np.nan)
+        fig.add_trace(go.Heatmap(z=zl, x=[int(c) for c in m.columns], y=list(m.index),
+                                 zmin=lo, zmax=hi, coloraxis="coloraxis",
+                                 customdata=z,
+                                 hovertemplate="%{y}<br>step %{x}<br>" + label +
+                                               " %{customdata:.3g}<extra></extra>"),
+                      row=1, col=i + 1)
+        fig.update_yaxes(autorange="reversed", row=1, col=i + 1, tickfont=dict(size=9))
+    fig.update_xaxes(title_text="iterations (steps)")
+    fig.update_yaxes(title_text="layer (input at top)", row=1, col=1)
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
+                      coloraxis=dict(colorscale="Viridis", cmin=lo, cmax=hi,
+                                     colorbar=dict(title=f"log10<br>{label}")))
+    return fig
+
+
+def grad_profile_figure(mats: list[pd.DataFrame], names: list[str], colors: list[str],
+                        value: str = "grad_norm", height: int = 340) -> go.Figure:
+    """The last logged step's gradient statistic per layer, runs overlaid (log scale)."""
+    fig = go.Figure()
+    for m, name, color in zip(mats, names, colors):
+        if not len(m):
+            continue
+        last = m.iloc[:, -1]
+        fig.add_trace(go.Scatter(x=list(range(1, len(last) + 1)), y=last.values, text=list(last.index),
+                                 mode="lines+markers", name=f"{name} (step {m.columns[-1]})",
+                                 line=dict(color=color),
+                                 hovertemplate="%{text}: %{y:.3g}<extra></extra>"))
+    fig.update_xaxes(title_text="layer index (input → output)")
+    fig.update_yaxes(title_text=GRAD_VALUES[value][1], type="log")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def signal_figure(df: pd.DataFrame, value: str, ylabel: str, height: int = 380,
+                  log: bool = True) -> go.Figure:
+    """Signal propagation at initialization: ``value`` per layer index, one line per series
+    (column ``series``; colors in column ``color`` when present)."""
+    fig = go.Figure()
+    for series, g in df.groupby("series", sort=False):
+        g = g.sort_values("index")
+        color = g["color"].iloc[0] if "color" in g.columns else None
+        fig.add_trace(go.Scatter(x=g["index"], y=g[value], mode="lines+markers", name=str(series),
+                                 line=dict(color=color), marker=dict(size=4),
+                                 text=g["layer"] if "layer" in g.columns else None,
+                                 hovertemplate="%{text}: %{y:.3g}<extra>" + str(series) + "</extra>"))
+    fig.update_xaxes(title_text="layer index (input → output)")
+    fig.update_yaxes(title_text=ylabel, type="log" if log else "linear")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+# --- comparisons and studies ------------------------------------------------------------
+def compare_figure(metrics: pd.DataFrame, runs: pd.DataFrame, height: int = 380) -> go.Figure:
+    """Loss and error (train dashed, test solid) of a few runs overlaid."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "error (%)"), horizontal_spacing=0.1)
+    colors, labels = _color_map(runs), _label_map(runs)
+    for rid in runs["id"]:
+        m = metrics[metrics["run_id"] == rid]
+        for split, dash in (("train", "dash"), ("test", "solid")):
+            d = m[m["split"] == split].sort_values("step")
+            if not len(d):
+                continue
+            name = f"{labels.get(rid, rid)} {split}"
+            fig.add_trace(go.Scatter(x=d["step"], y=d["loss"], mode="lines", name=name, legendgroup=rid,
+                                     line=dict(color=colors.get(rid), dash=dash)), row=1, col=1)
+            fig.add_trace(go.Scatter(x=d["step"], y=100 * d["error"], mode="lines", name=name,
+                                     legendgroup=rid, showlegend=False,
+                                     line=dict(color=colors.get(rid), dash=dash)), row=1, col=2)
+    fig.update_xaxes(title_text="iterations (steps)")
+    fig.update_yaxes(title_text="cross-entropy loss (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="error (%)", row=1, col=2, rangemode="tozero")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def series_figure(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, height: int = 360,
+                  log_y: bool = False, mode: str = "lines+markers") -> go.Figure:
+    """A generic line chart: one line per ``series`` with optional ``color`` column."""
+    fig = go.Figure()
+    for series, g in df.groupby("series", sort=False):
+        g = g.sort_values(x)
+        color = g["color"].iloc[0] if "color" in g.columns else None
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode=mode, name=str(series), line=dict(color=color)))
+    fig.update_xaxes(title_text=xlabel)
+    fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def embedding_figure(points: pd.DataFrame, title: str, height: int = 420) -> go.Figure:
+    """2-D embedding, colored by class: columns x, y, label (class name)."""
+    fig = go.Figure()
+    for label, g in points.groupby("label", sort=True):
+        fig.add_trace(go.Scattergl(x=g["x"], y=g["y"], mode="markers", name=str(label),
+                                   marker=dict(size=5, opacity=0.8)))
+    fig.update_xaxes(title_text="component 1")
+    fig.update_yaxes(title_text="component 2")
+    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, font=dict(size=13)),
+                      margin=dict(t=40, b=40, l=50, r=10), legend=dict(title="class"))
+    return fig
+
+
+def image_figure(img, title: str = "", height: int = 260, colorscale: str = "gray",
+                 overlay=None) -> go.Figure:
+    """A 2-D array (or H,W,3 uint8) as an image, with an optional heatmap overlay."""
+    a = np.asarray(img)
+    fig = go.Figure()
+    if a.ndim == 3:
+        fig.add_trace(go.Image(z=a))
+    else:
+        fig.add_trace(go.Heatmap(z=a, colorscale=colorscale, showscale=False))
+    if overlay is not None:
+        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale="Jet", opacity=0.45,
+                                 showscale=False))
+    fig.update_yaxes(autorange="reversed", visible=False, scaleanchor="x")
+    fig.update_xaxes(visible=False)
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=5, l=5, r=5),
+                      title=dict(text=title, font=dict(size=12)))
+    return fig

@@ -1,0 +1,202 @@
+"""Streamlit helpers shared by the pages: the store, cached readers, pickers, chart export.
+
+Nothing here holds state the store lacks: every page re-reads the run store on each rerun
+(cheap: small JSON files, log tails, and caches keyed by file size and mtime), so a refresh,
+a second tab or a restarted server sees the same runs.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+
+import pandas as pd
+import streamlit as st
+
+from resnet_core.store import ACTIVE, RESUMABLE, RunStore, StoreError
+
+from . import runs_data
+
+STATE_ICONS = {"queued": ":material/hourglass_top:", "running": ":material/play_circle:",
+               "done": ":material/check_circle:", "failed": ":material/error:",
+               "diverged": ":material/warning:", "cancelled": ":material/cancel:",
+               "interrupted": ":material/pause_circle:", "broken": ":material/broken_image:"}
+PLOTLY_CONFIG = {"displaylogo": False,
+                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "resnet-lab"},
+                 "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+
+
+def get_store() -> RunStore:
+    """The store of $RESNET_LAB_RUNS_DIR (default ./checkpoints), the CLI's too."""
+    return RunStore()
+
+
+def runs_df(store: RunStore | None = None) -> pd.DataFrame:
+    """Every run in the store, newest first (re-read on every call: the truth is on disk)."""
+    store = store or get_store()
+    return runs_data.runs_frame(store)
+
+
+def _sig(path) -> tuple:
+    try:
+        s = os.stat(path)
+        return (s.st_size, s.st_mtime_ns)
+    except OSError:
+        return (0, 0)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _metrics_cached(root: str, run_id: str, sig: tuple) -> pd.DataFrame:
+    return runs_data.metrics_frame(RunStore(root).run(run_id))
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _layers_cached(root: str, run_id: str, sig: tuple) -> pd.DataFrame:
+    return runs_data.layers_frame(RunStore(root).run(run_id))
+
+
+def metrics_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
+    """metrics.jsonl of several runs in one frame with a run_id column."""
+    store = store or get_store()
+    frames = []
+    for rid in run_ids:
+        try:
+            df = _metrics_cached(str(store.root), rid, _sig(store.root / rid / "metrics.jsonl"))
+        except StoreError:
+            continue
+        if len(df):
+            frames.append(df.assign(run_id=rid))
+    if not frames:
+        return pd.DataFrame(columns=runs_data.METRIC_COLUMNS + ["run_id"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def layers_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
+    store = store or get_store()
+    frames = []
+    for rid in run_ids:
+        try:
+            df = _layers_cached(str(store.root), rid, _sig(store.root / rid / "layers.jsonl"))
+        except StoreError:
+            continue
+        if len(df):
+            frames.append(df.assign(run_id=rid))
+    if not frames:
+        return pd.DataFrame(columns=runs_data.LAYER_COLUMNS + ["run_id"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def has_layers(store: RunStore, run_id: str) -> bool:
+    return _sig(store.root / run_id / "layers.jsonl")[0] > 0
+
+
+def fmt_eta(seconds) -> str:
+    if seconds is None or not isinstance(seconds, (int, float)) or seconds != seconds:
+        return "ETA –"
+    s = int(max(0, seconds))
+    return f"ETA {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"ETA {s // 60}:{s % 60:02d}"
+
+
+def fmt_pct(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and v != v) else f"{100 * v:.2f}%"
+
+
+def state_text(state: str, icon: bool = True) -> str:
+    """The state with a material icon (markdown only; tables get ``icon=False``)."""
+    return f"{STATE_ICONS.get(state, '')} {state}" if icon else str(state)
+
+
+def show_chart(fig, data: pd.DataFrame | None, name: str, key: str, caption: str | None = None):
+    """A plotly chart (its modebar exports PNG) with a CSV download of its data."""
+    cfg = dict(PLOTLY_CONFIG, toImageButtonOptions=dict(PLOTLY_CONFIG["toImageButtonOptions"],
+                                                        filename=name))
+    st.plotly_chart(fig, config=cfg, key=f"chart_{key}")
+    if caption:
+        st.caption(caption)
+    if data is not None and len(data):
+        st.download_button("Download data (CSV)", data.to_csv(index=False).encode(),
+                           file_name=f"{name}.csv", mime="text/csv", key=f"csv_{key}",
+                           on_click="ignore", icon=":material/download:")
+
+
+def run_options(df: pd.DataFrame) -> tuple[list[str], dict]:
+    """Run ids and their labels (with state), for pickers."""
+    labels = {r.id: f"{r.label} ({r.state})" if r.state not in ("done",) else r.label
+              for r in df.itertuples()}
+    return list(df["id"]), labels
+
+
+def pick_runs(df: pd.DataFrame, label: str, key: str, default: list[str] | None = None,
+              max_selections: int | None = None, help: str | None = None) -> list[str]:
+    ids, labels = run_options(df)
+    if key in st.session_state:  # drop ids that vanished (deleted runs)
+        st.session_state[key] = [i for i in st.session_state[key] if i in labels]
+    default = [d for d in (default or []) if d in labels]
+    return st.multiselect(label, ids, default=default if key not in st.session_state else None,
+                          format_func=lambda i: labels.get(i, i), key=key,
+                          max_selections=max_selections, help=help)
+
+
+def pick_run(df: pd.DataFrame, label: str, key: str, default: str | None = None) -> str | None:
+    ids, labels = run_options(df)
+    if not ids:
+        return None
+    if key in st.session_state and st.session_state[key] not in labels:
+        del st.session_state[key]
+    index = ids.index(default) if default in ids else 0
+    return st.selectbox(label, ids, index=index, format_func=lambda i: labels.get(i, i), key=key)
+
+
+def default_pair(df: pd.DataFrame, need=None) -> list[str]:
+    """The pair to compare: the one chosen on the Runs page when set, else the newest plain
+    and the newest residual run (among rows passing ``need``)."""
+    d = df if need is None else df[need(df)]
+    pair = [i for i in st.session_state.get("pair", []) if i in set(d["id"])]
+    if len(pair) == 2:
+        return pair
+    out = []
+    for kind in ("plain", "resnet", "preresnet"):
+        k = d[d["kind"] == kind]
+        if len(k) and len(out) < 2:
+            out.append(k["id"].iloc[0])
+    for rid in d["id"]:
+        if len(out) >= 2:
+            break
+        if rid not in out:
+            out.append(rid)
+    return out
+
+
+def analysis_function(module: str, name: str, what: str):
+    """``analysis.<module>.<name>`` when it exists; else None, after a note in the page."""
+    try:
+        mod = importlib.import_module(f"analysis.{module}" if module else "analysis")
+        fn = getattr(mod, name)
+        return fn
+    except Exception as e:  # ImportError, AttributeError, or an error inside analysis itself
+        st.info(f"**{what}** is not available yet: it needs `analysis.{module}.{name}` "
+                f"(from the analysis package), which {'is not installed or has not landed' if isinstance(e, (ImportError, AttributeError)) else 'failed to import: ' + str(e)[:200]}. "
+                "The rest of the page works without it.", icon=":material/hourglass_empty:")
+        return None
+
+
+def no_runs_note(what: str = "this page"):
+    st.info(f"No runs in the store yet ({get_store().root}). Launch one on the **Lab** page "
+            f"and come back to {what}.", icon=":material/science:")
+
+
+def active_count(df: pd.DataFrame) -> int:
+    return int(df["state"].isin(ACTIVE).sum()) if len(df) else 0
+
+
+def config_json(store: RunStore, run_id: str) -> str:
+    try:
+        return json.dumps(store.run(run_id).read_config_dict(), indent=2)
+    except StoreError as e:
+        return json.dumps({"error": str(e)})
+
+
+__all__ = ["get_store", "runs_df", "metrics_for", "layers_for", "show_chart", "pick_runs",
+           "pick_run", "default_pair", "analysis_function", "fmt_eta", "fmt_pct", "state_text",
+           "no_runs_note", "ACTIVE", "RESUMABLE", "time"]

@@ -1,0 +1,154 @@
+"""Shared fixtures: a run store in a temporary folder, and a few real tiny runs.
+
+- ``store``: a RunStore under tmp_path, with RESNET_LAB_RUNS_DIR pointing at it (so
+  ``RunStore()`` in the code under test reads the same folder).
+- ``tiny_runs``: the ``store`` holding real runs trained in this process (digits, 20
+  iterations, width 4): plain8, plain14, resnet8, resnet14. They are trained once per test
+  session and copied into each test's folder, so a test may change or delete them.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TINY_MODELS = ("cifar_plain8", "cifar_plain14", "cifar_resnet8", "cifar_resnet14")
+
+
+def tiny_config(model: str = "cifar_resnet8", **kw):
+    from resnet_core import TrainConfig
+
+    base = dict(model=model, dataset="digits", iterations=20, batch_size=32, width=4, log_every=5,
+                eval_every=10, recorders=[], train_eval_size=200)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def layer_recorder():
+    """The analysis package's recorder when it is there, else a minimal stand-in writing the
+    same wide rows (bn std/mean, block F(x)/x, weight grad norms) from the models' taps."""
+    try:
+        from analysis.recorders import LayerStatsRecorder
+
+        return LayerStatsRecorder()
+    except Exception:
+        return _TapRecorder()
+
+
+def train_tiny(store, model: str = "cifar_resnet8", record: bool = True, **kw):
+    """Train one tiny run in this process (1 thread) and return its Run."""
+    from resnet_core import train
+
+    cfg = tiny_config(model, **kw)
+    run = store.create(cfg, state="running")
+    train(cfg, run=run, threads=1, callbacks=[layer_recorder()] if record else [])
+    return run
+
+
+class _TapRecorder:
+    needs_hooks = True
+
+    def on_train_start(self, ctx):
+        import torch
+
+        from resnet_core.models import blocks_of, taps_of
+
+        self.due = False
+        self.rows = {}
+        self.every = ctx.config.log_every
+        self.handles = []
+
+        def bn_hook(name, order):
+            def h(mod, inp, out):
+                if self.due and mod.training:
+                    o = out.detach().float()
+                    self.rows[name] = {"layer": name, "type": "bn", "order": order,
+                                       "std": float(o.std()), "mean": float(o.mean())}
+            return h
+
+        def block_hook(name, order):
+            def h(mod, inp, out):
+                if self.due and mod.training:
+                    x = inp[0].detach().float()
+                    f = mod._f_out.detach().float()
+                    fx = float(f.norm()) / max(1e-12, float(x.norm()))
+                    self.rows[name] = {"layer": name, "type": "block", "order": order,
+                                       "f_std": float(f.std()), "x_std": float(x.std()),
+                                       "f_over_x": fx, "out_grad_norm": None}
+            return h
+
+        def f_hook(block):
+            def h(mod, inp, out):
+                block._f_out = out
+            return h
+
+        for i, (name, tap) in enumerate(taps_of(ctx.model, "bn")):
+            self.handles.append(tap.register_forward_hook(bn_hook(name, i)))
+        for j, (name, b) in enumerate(blocks_of(ctx.model)):
+            self.handles.append(b.tap_f.register_forward_hook(f_hook(b)))
+            self.handles.append(b.register_forward_hook(block_hook(name, j)))
+        self.params = [(n[:-len(".weight")], p) for n, p in ctx.model.named_parameters()
+                       if n.endswith(".weight") and p.ndim > 1]
+        self.torch = torch
+
+    def on_after_backward(self, ctx):
+        step = ctx.step + 1
+        if not self.due:
+            self.due = (step + 1) % self.every == 0
+            return
+        rows = [dict(r, step=step) for r in self.rows.values()]
+        for k, (name, p) in enumerate(self.params):
+            if p.grad is None:
+                continue
+            g, w = float(p.grad.norm()), float(p.detach().norm())
+            rows.append({"step": step, "layer": name, "type": "weight", "order": k,
+                         "grad_norm": g, "weight_norm": w, "grad_to_weight": g / max(w, 1e-12)})
+        ctx.log_layers(rows)
+        self.rows = {}
+        self.due = (step + 1) % self.every == 0
+
+    def on_step_end(self, ctx):
+        pass
+
+    def on_eval(self, ctx, results):
+        pass
+
+    def on_train_end(self, ctx):
+        for h in self.handles:
+            h.remove()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    from resnet_core import RunStore
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("RESNET_LAB_RUNS_DIR", str(root))
+    return RunStore(root)
+
+
+@pytest.fixture(scope="session")
+def _tiny_runs_master(tmp_path_factory):
+    from resnet_core import RunStore
+
+    root = tmp_path_factory.mktemp("tiny_runs_master")
+    st = RunStore(root)
+    for i, m in enumerate(TINY_MODELS):
+        train_tiny(st, m, seed=i)
+    return root
+
+
+@pytest.fixture
+def tiny_runs(store, _tiny_runs_master):
+    """``store`` holding four real finished tiny runs (plain8, plain14, resnet8, resnet14)."""
+    for p in Path(_tiny_runs_master).iterdir():
+        if p.is_dir():
+            shutil.copytree(p, store.root / p.name)
+    return store
