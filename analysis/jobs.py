@@ -1,0 +1,315 @@
+"""Cached analyses of a checkpoint, computed inline or in a background process.
+
+The app's whole API:
+
+    res = get_or_start(run, "umap", checkpoint="best", n=2000)  # dict, or None while pending
+    st = status(run, "umap", checkpoint="best", n=2000)         # {"state", "progress", ...}
+    cancel(run, "umap", checkpoint="best", n=2000)
+
+``get_or_start`` returns the cached result when there is one; computes quick tasks (``pca``,
+``fig7``, ``confusion``, ``activations``) at once; otherwise starts one background process
+(``python -m analysis.jobs --root R --run ID --task T --checkpoint C --params JSON``, a new
+session, never a shell) and returns None. The process writes progress to
+``cache/<key>.job.json``, the result to ``cache/<key>.npz`` (atomically), and stops at its next
+progress report once ``cache/<key>.cancel`` exists. States: ``missing``, ``running``, ``done``,
+``failed``, ``cancelled``, ``interrupted`` (the process died). A failed task is not restarted
+by ``get_or_start`` unless ``retry=True`` (so a crash does not loop).
+
+Tasks and their parameters (defaults in ``TASKS``): pca / umap / tsne (n, seed, ...), fig7 (n),
+confusion (n), activations (n), lesion (n), lesion_random (n, samples, seed),
+landscape1d / landscape2d (n, steps, span, seed), shattering (image, n_points, eps, seed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from resnet_core.store import Run, atomic_write_json, pid_alive, process_identity
+
+from . import cache
+from .progress import Cancelled
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- tasks ------------------------------------------------------------------------------
+def _embedding(method):
+    def fn(run, checkpoint, p, progress):
+        from .embeddings import embed_checkpoint
+
+        if progress:
+            progress(0.0, f"{method}: features")
+        out = embed_checkpoint(run, checkpoint, method, **p)
+        return out
+    return fn
+
+
+def _fig7(run, checkpoint, p, progress):
+    from .activations import fig7
+
+    return {"table": fig7(run, checkpoint, p["n"])}
+
+
+def _activations(run, checkpoint, p, progress):
+    from .activations import activation_stats
+    from .checkpoints import load, test_batch
+
+    model, ds = load(run, checkpoint)
+    return {"table": activation_stats(model, test_batch(ds, p["n"])[0])}
+
+
+def _confusion(run, checkpoint, p, progress):
+    from .evaluation import evaluate_checkpoint
+
+    r = evaluate_checkpoint(run, checkpoint, p["n"])
+    return {"confusion": r["confusion"], "per_class": r["per_class"], "error": r["error"],
+            "classes": r["classes"]}
+
+
+def _lesion(run, checkpoint, p, progress):
+    from .checkpoints import load, test_batch
+    from .studies.lesion import lesion_each
+
+    model, ds = load(run, checkpoint)
+    x, y = test_batch(ds, p["n"])
+    return {"table": lesion_each(model, x, y, progress)}
+
+
+def _lesion_random(run, checkpoint, p, progress):
+    from .checkpoints import load, test_batch
+    from .studies.lesion import lesion_random
+
+    model, ds = load(run, checkpoint)
+    x, y = test_batch(ds, p["n"])
+    return {"table": lesion_random(model, x, y, samples=p["samples"], seed=p["seed"],
+                                   progress=progress)}
+
+
+def _landscape(dim):
+    def fn(run, checkpoint, p, progress):
+        from .checkpoints import load, test_batch
+        from .studies import landscape
+
+        model, ds = load(run, checkpoint)
+        x, y = test_batch(ds, p["n"])
+        f = landscape.landscape_1d if dim == 1 else landscape.landscape_2d
+        return {"table": f(model, x, y, p["steps"], p["span"], p["seed"], progress)}
+    return fn
+
+
+def _shattering(run, checkpoint, p, progress):
+    from .checkpoints import load, test_batch
+    from .studies.shattering import shattering
+
+    model, ds = load(run, checkpoint)
+    x, _ = test_batch(ds, 1, start=p["image"])
+    return {"table": shattering(model, x[0], p["n_points"], p["eps"], p["seed"])}
+
+
+# name -> (function, default parameters, inline)
+TASKS = {
+    "pca": (_embedding("pca"), {"n": 2000, "seed": 0}, True),
+    "umap": (_embedding("umap"), {"n": 2000, "seed": 0, "n_neighbors": 15, "min_dist": 0.1}, False),
+    "tsne": (_embedding("tsne"), {"n": 2000, "seed": 0, "perplexity": 30.0}, False),
+    "fig7": (_fig7, {"n": None}, True),
+    "activations": (_activations, {"n": 1000}, True),
+    "confusion": (_confusion, {"n": None}, True),
+    "lesion": (_lesion, {"n": None}, False),
+    "lesion_random": (_lesion_random, {"n": None, "samples": 5, "seed": 0}, False),
+    "landscape1d": (_landscape(1), {"n": 256, "steps": 21, "span": 1.0, "seed": 0}, False),
+    "landscape2d": (_landscape(2), {"n": 256, "steps": 21, "span": 1.0, "seed": 0}, False),
+    "shattering": (_shattering, {"image": 0, "n_points": 64, "eps": 0.01, "seed": 0}, False),
+}
+
+
+def _params(task: str, params: dict) -> dict:
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not accepted; use one of {', '.join(TASKS)}")
+    defaults = TASKS[task][1]
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"task {task!r}: unknown parameter(s) {unknown}; accepted: "
+                         f"{', '.join(defaults)}")
+    return {**defaults, **params}
+
+
+def key_of(run: Run, task: str, checkpoint: str = "last", **params) -> str:
+    return cache.cache_key(run, task, checkpoint, _params(task, params))
+
+
+def _job_path(run, key):
+    return Path(run.cache_dir) / f"{key}.job.json"
+
+
+def _cancel_path(run, key):
+    return Path(run.cache_dir) / f"{key}.cancel"
+
+
+# --- the API ----------------------------------------------------------------------------
+def compute(run: Run, task: str, checkpoint: str = "last", progress=None, **params) -> dict:
+    """Compute in this process (cached on disk); returns the result dict."""
+    p = _params(task, params)
+    key = cache.cache_key(run, task, checkpoint, p)
+    hit = cache.load(run, key)
+    if hit is not None:
+        return hit
+    result = TASKS[task][0](run, checkpoint, p, progress)
+    cache.save(run, key, result)
+    return cache.load(run, key)
+
+
+def status(run: Run, task: str, checkpoint: str = "last", **params) -> dict:
+    """{"state", "progress" (0..1), "message", "key"} for this task and parameters."""
+    key = key_of(run, task, checkpoint, **params)
+    if cache.result_path(run, key).exists():
+        return {"state": "done", "progress": 1.0, "message": "", "key": key}
+    job = run_json(_job_path(run, key))
+    if job is None:
+        return {"state": "missing", "progress": 0.0, "message": "", "key": key}
+    state = job.get("state", "missing")
+    if state in ("running", "starting") and not pid_alive(job.get("pid"), job.get("pid_start")):
+        # "starting" without a pid: the starter is between writing it and Popen
+        if job.get("pid") is not None or time.time() - job.get("updated", 0) > 30:
+            state = "interrupted"
+            job["message"] = (f"the job (pid {job.get('pid')}) stopped without a result; see "
+                              f"cache/{key}.log")
+    return {"state": state, "progress": float(job.get("progress") or 0.0),
+            "message": job.get("message", ""), "key": key}
+
+
+def run_json(p: Path):
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **params) -> dict:
+    """Start the background process (unless one is running or the result exists)."""
+    st = status(run, task, checkpoint, **params)
+    if st["state"] in ("done", "running", "starting"):
+        return st
+    p = _params(task, params)
+    key = st["key"]
+    Path(run.cache_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        _cancel_path(run, key).unlink()
+    except FileNotFoundError:
+        pass
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [x for x in
+                                        env.get("PYTHONPATH", "").split(os.pathsep) if x])
+    starting = {"state": "starting", "pid": None, "pid_start": None, "progress": 0.0,
+                "message": "starting", "task": task, "updated": time.time()}
+    atomic_write_json(_job_path(run, key), starting)
+    log = open(Path(run.cache_dir) / f"{key}.log", "ab")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "analysis.jobs", "--root", str(run.root), "--run", run.id,
+             "--task", task, "--checkpoint", checkpoint, "--params", json.dumps(p),
+             "--threads", str(threads)],
+            cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True)
+    finally:
+        log.close()
+    if (run_json(_job_path(run, key)) or {}).get("state") == "starting":  # the child may be quicker
+        atomic_write_json(_job_path(run, key), dict(starting, pid=proc.pid, updated=time.time()))
+    return status(run, task, checkpoint, **params)
+
+
+def get_or_start(run: Run, task: str, checkpoint: str = "last", retry: bool = False,
+                 background: bool | None = None, **params):
+    """The result if cached; computed now for quick tasks; else start it and return None."""
+    p = _params(task, params)
+    key = cache.cache_key(run, task, checkpoint, p)
+    hit = cache.load(run, key)
+    if hit is not None:
+        return hit
+    inline = TASKS[task][2] if background is None else not background
+    if inline:
+        return compute(run, task, checkpoint, **params)
+    st = status(run, task, checkpoint, **params)
+    if st["state"] == "failed" and not retry:
+        return None
+    if st["state"] not in ("running", "starting"):
+        start(run, task, checkpoint, **params)
+    return None
+
+
+def cancel(run: Run, task: str, checkpoint: str = "last", **params) -> None:
+    """Ask the background job to stop at its next progress report."""
+    key = key_of(run, task, checkpoint, **params)
+    Path(run.cache_dir).mkdir(parents=True, exist_ok=True)
+    _cancel_path(run, key).touch()
+
+
+def wait(run: Run, task: str, checkpoint: str = "last", timeout: float = 300.0, **params) -> dict:
+    """Block until the task is no longer running (for scripts and tests); returns status."""
+    t0 = time.time()
+    while True:
+        st = status(run, task, checkpoint, **params)
+        if st["state"] not in ("running", "starting") or time.time() - t0 > timeout:
+            return st
+        time.sleep(0.2)
+
+
+# --- the background process -------------------------------------------------------------
+def _main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.jobs",
+                                 description="Compute one cached analysis of a checkpoint.")
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--task", required=True, choices=sorted(TASKS))
+    ap.add_argument("--checkpoint", default="last")
+    ap.add_argument("--params", default="{}")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, a.threads))
+    from resnet_core.store import RunStore
+
+    run = RunStore(a.root).run(a.run)
+    params = json.loads(a.params)
+    key = key_of(run, a.task, a.checkpoint, **params)
+    jp, cp = _job_path(run, key), _cancel_path(run, key)
+    ident = process_identity()
+    last = {"t": 0.0}
+
+    def write(state, progress, message):
+        atomic_write_json(jp, {"state": state, "progress": progress, "message": message,
+                               "task": a.task, "updated": time.time(), **ident})
+
+    def progress(frac, message=""):
+        if cp.exists():
+            raise Cancelled(f"cancelled at {frac:.0%}")
+        now = time.time()
+        if now - last["t"] > 0.5:
+            last["t"] = now
+            write("running", float(frac), message)
+
+    write("running", 0.0, "loading")
+    try:
+        compute(run, a.task, a.checkpoint, progress, **params)
+    except Cancelled as e:
+        write("cancelled", 0.0, str(e))
+        return 1
+    except BaseException as e:
+        write("failed", 0.0, f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        try:
+            cp.unlink()
+        except FileNotFoundError:
+            pass
+    write("done", 1.0, "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,97 @@
+"""Loss landscape slices (Li et al. 2018) around a checkpoint, filter-normalized.
+
+A random direction d gets, filter by filter (each output channel of a conv, each row of the
+linear layer), the norm of the same filter of the weights; BN parameters and biases get no
+direction (d = 0), as Li et al. do. The loss is then measured at theta + a*d1 (1D) or
+theta + a*d1 + b*d2 (2D), on a fixed probe subset, in eval mode (BN's running statistics).
+
+CPU-sized defaults: 21 points (1D) or a 21 x 21 grid (2D) over [-1, 1], on 256 test images.
+``progress(fraction, message)`` is called after each point; raise
+:class:`analysis.progress.Cancelled` from it to stop. The model itself is never changed: the
+slices are taken on a copy.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..progress import report
+
+
+def filter_normalized_direction(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random direction per parameter name, filter-normalized; zero for 1-d parameters."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for n, p in model.named_parameters():
+        if p.ndim <= 1:
+            out[n] = torch.zeros_like(p)
+            continue
+        d = torch.randn(p.shape, generator=g, dtype=torch.float32).to(p)
+        dims = tuple(range(1, p.ndim))
+        d = d * (p.detach().norm(dim=dims, keepdim=True) / d.norm(dim=dims, keepdim=True).clamp_min(1e-12))
+        out[n] = d
+    return out
+
+
+@torch.no_grad()
+def _loss(model, x, y, batch=512):
+    loss, wrong = 0.0, 0
+    for i in range(0, len(y), batch):
+        out = model(x[i:i + batch]).float()
+        loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
+        wrong += int((out.argmax(1) != y[i:i + batch]).sum())
+    n = max(1, len(y))
+    return loss / n, wrong / n
+
+
+def _slice(model, x, y, coords, directions, progress):
+    m = copy.deepcopy(model).eval()
+    params = dict(m.named_parameters())
+    theta = {n: p.detach().clone() for n, p in params.items()}
+    rows = []
+    for i, c in enumerate(coords):
+        with torch.no_grad():
+            for n, p in params.items():
+                v = theta[n]
+                for a, d in zip(c, directions):
+                    v = v + a * d[n]
+                p.copy_(v)
+        loss, err = _loss(m, x, y)
+        rows.append((*c, loss, err))
+        report(progress, i + 1, len(coords), f"point {i + 1} of {len(coords)}")
+    return rows
+
+
+def landscape_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 21,
+                 span: float = 1.0, seed: int = 0, progress=None) -> pd.DataFrame:
+    """Loss and error along one filter-normalized direction: columns alpha, loss, error."""
+    d = filter_normalized_direction(model, seed)
+    alphas = np.linspace(-span, span, steps)
+    rows = _slice(model, x, y, [(float(a),) for a in alphas], [d], progress)
+    return pd.DataFrame(rows, columns=["alpha", "loss", "error"])
+
+
+def landscape_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 21,
+                 span: float = 1.0, seed: int = 0, progress=None) -> pd.DataFrame:
+    """Loss and error on a steps x steps grid of two filter-normalized directions: columns
+    alpha, beta, loss, error (long format; pivot for a contour plot)."""
+    d1 = filter_normalized_direction(model, seed)
+    d2 = filter_normalized_direction(model, seed + 1)
+    a = np.linspace(-span, span, steps)
+    coords = [(float(i), float(j)) for i in a for j in a]
+    rows = _slice(model, x, y, coords, [d1, d2], progress)
+    return pd.DataFrame(rows, columns=["alpha", "beta", "loss", "error"])
+
+
+def roughness(df: pd.DataFrame) -> float:
+    """How far a 2D slice is from convex: the share of grid points that are local minima
+    among their 4 neighbours, excluding the global minimum (0 for a single clean bowl)."""
+    z = df.pivot(index="alpha", columns="beta", values="loss").to_numpy()
+    c = z[1:-1, 1:-1]
+    is_min = ((c < z[:-2, 1:-1]) & (c < z[2:, 1:-1]) & (c < z[1:-1, :-2]) & (c < z[1:-1, 2:]))
+    return float(max(0, int(is_min.sum()) - 1) / max(1, c.size))

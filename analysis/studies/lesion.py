@@ -1,0 +1,118 @@
+"""Lesion study (Veit, Wilber, Belongie 2016): delete blocks of a trained net, measure error.
+
+One rule for plain and residual nets, so the comparison is fair: a deleted block becomes the
+identity, or, where the block changes shape (stride 2 or more channels), the option-A
+shortcut (subsample and zero-pad, ``resnet_core.models.ShortcutA``). A residual block's own
+shortcut is thrown away with it, so a residual net loses exactly F(x); a plain net loses its
+whole layer pair.
+
+- :func:`lesion_each`: every block deleted alone, in order;
+- :func:`lesion_random`: k random blocks deleted at once, for k = 1..N, ``samples`` draws each.
+
+The model is changed only inside :func:`deleted` and restored in ``finally``.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_core.models import ShortcutA, blocks_of
+
+from ..progress import report
+
+
+def stand_in(block: nn.Module) -> nn.Module:
+    """What replaces a deleted block: identity, or option A where the shape changes."""
+    if block.stride != 1 or block.in_planes != block.out_planes:
+        return ShortcutA(block.in_planes, block.out_planes, block.stride)
+    return nn.Identity()
+
+
+@contextmanager
+def deleted(model: nn.Module, names):
+    """Inside the block, the named blocks are replaced by :func:`stand_in`."""
+    mods = dict(model.named_modules())
+    swaps = []
+    try:
+        for n in names:
+            parent_name, _, child = n.rpartition(".")
+            parent = mods[parent_name] if parent_name else model
+            old = getattr(parent, child)
+            swaps.append((parent, child, old))
+            setattr(parent, child, stand_in(old).to(next(old.parameters()).device))
+        yield model
+    finally:
+        for parent, child, old in reversed(swaps):
+            setattr(parent, child, old)
+
+
+@torch.no_grad()
+def error_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> dict:
+    """Test error and mean loss of ``model`` (eval mode) on normalized ``x``."""
+    was = model.training
+    model.eval()
+    wrong, loss = 0, 0.0
+    try:
+        for i in range(0, len(y), batch):
+            out = model(x[i:i + batch]).float()
+            wrong += int((out.argmax(1) != y[i:i + batch]).sum())
+            loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
+    finally:
+        model.train(was)
+    return {"error": wrong / max(1, len(y)), "loss": loss / max(1, len(y))}
+
+
+def lesion_each(model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress=None) -> pd.DataFrame:
+    """One row per block: block, order, stage, downsampling, error (and loss) with the block
+    deleted, the intact net's error (``base_error``) and the increase (``delta``)."""
+    blocks = blocks_of(model)
+    base = error_of(model, x, y)
+    rows = []
+    for j, (n, b) in enumerate(blocks):
+        report(progress, j, len(blocks), f"deleting {n}")
+        with deleted(model, [n]):
+            r = error_of(model, x, y)
+        rows.append({"block": n, "order": j, "stage": n.split(".")[0],
+                     "downsampling": b.stride != 1 or b.in_planes != b.out_planes,
+                     "residual": bool(b.residual), "error": r["error"], "loss": r["loss"],
+                     "base_error": base["error"], "delta": r["error"] - base["error"]})
+    report(progress, len(blocks), len(blocks), "done")
+    return pd.DataFrame(rows)
+
+
+def lesion_random(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ks=None,
+                  samples: int = 5, seed: int = 0, include_downsampling: bool = False,
+                  progress=None) -> pd.DataFrame:
+    """k random blocks deleted together, ``samples`` draws per k. Downsampling blocks are
+    left in unless ``include_downsampling`` (Veit et al. delete only the others). Columns:
+    k, sample, blocks (comma-joined), error, base_error."""
+    pool = [n for n, b in blocks_of(model)
+            if include_downsampling or (b.stride == 1 and b.in_planes == b.out_planes)]
+    ks = list(ks) if ks is not None else list(range(1, len(pool) + 1))
+    rng = np.random.default_rng(seed)
+    base = error_of(model, x, y)["error"]
+    rows, total, done = [], len(ks) * samples, 0
+    for k in ks:
+        if k > len(pool):
+            continue
+        for s in range(samples):
+            report(progress, done, total, f"k={k} sample {s + 1}")
+            done += 1
+            pick = sorted(rng.choice(len(pool), size=k, replace=False).tolist())
+            names = [pool[i] for i in pick]
+            with deleted(model, names):
+                r = error_of(model, x, y)
+            rows.append({"k": k, "sample": s, "blocks": ",".join(names), "error": r["error"],
+                         "base_error": base})
+    report(progress, total, total, "done")
+    return pd.DataFrame(rows)
+
+
+def summarize_random(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std of the error per k."""
+    return df.groupby("k")["error"].agg(["mean", "std", "count"]).reset_index()
