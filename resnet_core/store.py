@@ -271,6 +271,9 @@ class Run:
             return default
 
     def checkpoint_path(self, name: str = "last") -> Path:
+        if not isinstance(name, str) or not _RUN_ID.fullmatch(name) or ".." in name:
+            raise StoreError(f"checkpoint name {name!r} is not accepted: use a name from the "
+                             "run's ckpt/ folder (last, best, step-NNNNNN)")
         return self.ckpt_dir / f"{name}.pt"
 
     def list_checkpoints(self) -> list[str]:
