@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 
 from .config import PRESETS, SWEEPS, ConfigError, TrainConfig, apply_preset
-from .data import DataError
+from .data import DataError, check_source, load_dataset
 from .models import ModelNameError
 from .store import RunStore, StoreError
 
@@ -165,6 +165,7 @@ def cmd_train(args) -> int:
 
     cfg = build_config(args)
     store = RunStore(args.runs_dir)
+    check_source(cfg.dataset)
     if args.background:
         from .jobs import submit
 
@@ -172,10 +173,17 @@ def cmd_train(args) -> int:
         print(run.id, flush=True)
         print(f"queued in {store.root}; follow it with: python -m resnet_core runs", file=sys.stderr)
         return 0
+    # load the data before making a run folder: a missing or broken dataset leaves nothing behind
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.subset, cfg.image_size,
+                        cfg.val_split, cfg.seed)
+    if cfg.batch_size > len(data.y_train):
+        raise CliError(f"--batch-size {cfg.batch_size} is larger than the {len(data.y_train)} "
+                       "training images; accepted: 1 to that")
     run = store.create(cfg, state="running", message="starting")
     print(run.id, flush=True)
     print(f"run folder: {run.path}", file=sys.stderr, flush=True)
-    return _finish(run, lambda: train(cfg, run=run, progress=None if args.quiet else Progress()))
+    return _finish(run, lambda: train(cfg, run=run, data=data,
+                                      progress=None if args.quiet else Progress()))
 
 
 def _finish(run, fn) -> int:
@@ -219,6 +227,7 @@ def cmd_sweep(args) -> int:
     if overrides.get("model"):
         raise CliError(f"--model can't be used with a sweep: {args.name} trains {', '.join(sw['models'])}")
     store = RunStore(args.runs_dir)
+    check_source(overrides.get("dataset") or TrainConfig.dataset)
     configs = []
     for m in sw["models"]:
         configs.append(apply_preset(sw["preset"], {**overrides, "model": m,
@@ -340,8 +349,15 @@ def cmd_run_stored(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line naming the flag, not the whole usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m resnet_core",
+    p = Parser(prog="python -m resnet_core",
                                 description="Train and inspect plain and residual nets (He et al. 2016).")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel}")
 

@@ -68,6 +68,24 @@ def is_path_dataset(name: str) -> bool:
     return name.endswith(".npz") or os.sep in name or "/" in name or os.path.isdir(name)
 
 
+def check_source(name: str) -> None:
+    """Cheap check of a dataset name or path, before any run folder is made."""
+    if not isinstance(name, str) or not name:
+        raise DataError(f"dataset must be a name ({', '.join(NAMED)}) or a path")
+    if is_path_dataset(name):
+        p = Path(name).expanduser()
+        if not p.exists():
+            raise DataError(f"dataset path {name!r} does not exist; give a .npz file, an "
+                            f"ImageFolder folder (train/<class>/, test/<class>/), or a name: "
+                            f"{', '.join(NAMED)}")
+        if p.is_file() and p.suffix != ".npz":
+            raise DataError(f"dataset path {name!r} is a file but not a .npz; accepted: a .npz "
+                            "file or an ImageFolder folder")
+    elif name not in NAMED:
+        raise DataError(f"dataset={name!r} is not accepted; accepted: {', '.join(NAMED)}, a .npz "
+                        "path, or an ImageFolder folder path")
+
+
 def load_dataset(name: str, data_root: str | None = None, download: bool = False,
                  subset: int | None = None, image_size: int | None = None, val_split: int = 0,
                  seed: int = 0) -> Dataset:

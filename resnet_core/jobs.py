@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .config import TrainConfig
+from .data import check_source
 from .store import ACTIVE, RESUMABLE, Run, RunStore, StoreError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,7 @@ def cores() -> int:
 
 def submit(store: RunStore, config: TrainConfig, start_runner: bool = True) -> Run:
     config.validate()
+    check_source(config.dataset)
     run = store.create(config, state="queued", message="waiting for a free core")
     if start_runner:
         ensure_runner(store)
