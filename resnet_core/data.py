@@ -302,7 +302,7 @@ def _load_torchvision(name: str, root: str, download: bool) -> Dataset:
             cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST,
                    "fashion_mnist": tvd.FashionMNIST}[name]
             tr = cls(root, train=True, download=download)
-            te = cls(root, train=False, download=download)
+            te = cls(root, train=False, download=False)  # one archive holds both splits
             xtr, xte = (torch.as_tensor(np.asarray(d.data)) for d in (tr, te))
             if xtr.ndim == 3:
                 xtr, xte = xtr[:, None], xte[:, None]
