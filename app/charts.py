@@ -125,6 +125,14 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
                 line=dict(color=colors.get(r["id"]), dash=dash, width=width),
                 hovertemplate=f"{labels.get(r['id'], r['id'])}<br>{what}: %{{y:.2f}}%<br>"
                               "iteration %{x}<extra></extra>"), row=1, col=col)
+    for col, what in ((1, "plain"), (2, "residual")):
+        if not any(t.xaxis == ("x" if col == 1 else "x2") for t in fig.data):
+            # an empty panel still shows its axes, and says why it is empty
+            fig.add_trace(go.Scatter(x=[0], y=[0], mode="markers", marker=dict(opacity=0),
+                                     showlegend=False, hoverinfo="skip"), row=1, col=col)
+            fig.add_annotation(text=f"no {what} runs selected", showarrow=False, x=0.5, y=0.5,
+                               xref=f"x{'' if col == 1 else 2} domain",
+                               yref=f"y{'' if col == 1 else 2} domain", font=dict(color="#888"))
     fig.update_xaxes(title_text="iterations (steps)")
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
     fig.update_yaxes(range=[0, min(100.0, max(5.0, ymax * 1.05))])
@@ -132,9 +140,6 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
                       legend=dict(orientation="h", y=-0.18),
                       title=dict(text="dashed: training error · solid: test error",
                                  font=dict(size=13), x=0.0))
-    if not len(fig.data):
-        fig.add_annotation(text="no logged errors yet", showarrow=False, x=0.5, y=0.5,
-                           xref="paper", yref="paper", font=dict(color="#666"))
     return fig
 
 
