@@ -108,6 +108,21 @@ def _threads_in_use(store: RunStore) -> int:
     return used
 
 
+def concurrent_jobs(ncores: int) -> int:
+    """How many trainers may run at once. On CPU, one per core at most (each gets
+    cores // jobs threads). On a GPU the CIFAR nets are far too small to fill it alone, so
+    several share it ($RESNET_LAB_GPU_JOBS, default 4), with the CPU threads split between them."""
+    import torch
+
+    if torch.cuda.is_available():
+        try:
+            n = int(os.environ.get("RESNET_LAB_GPU_JOBS", "4"))
+        except ValueError:
+            n = 4
+        return max(1, min(n, ncores))
+    return ncores
+
+
 def run_queue(store: RunStore, max_cores: int | None = None, poll: float = 0.5,
               on_tick=None, wait_for_lock: bool = False) -> int:
     """Drain the queue: start trainers while cores are free; return when nothing is queued or
@@ -119,6 +134,7 @@ def run_queue(store: RunStore, max_cores: int | None = None, poll: float = 0.5,
     if lock is None:
         return 0
     ncores = max_cores or cores()
+    max_jobs = concurrent_jobs(ncores)
     children: dict[str, tuple[subprocess.Popen, int]] = {}
     started = 0
     try:
@@ -139,7 +155,7 @@ def run_queue(store: RunStore, max_cores: int | None = None, poll: float = 0.5,
                     continue
                 free = ncores - used
                 n_jobs = len(children) + len(queued)
-                want = max(1, ncores // max(1, min(ncores, n_jobs)))
+                want = max(1, ncores // max(1, min(max_jobs, n_jobs)))
                 recorded = (run.read_json("env.json") or {}).get("threads")
                 if recorded and run.checkpoint_path("last").exists():
                     want = min(int(recorded), ncores)  # a resumed run keeps its thread count
