@@ -161,3 +161,53 @@ def snapshot(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
 
 def no_traceback(text: str) -> bool:
     return "Traceback" not in text
+
+
+def fork_trainers(tmp: Path, jobs: list[tuple[str, list[str], str | None]],
+                  timeout: float = 300) -> dict:
+    """Run `python -m resnet_core ARGS` for each (key, args, fault) as forked children of one
+    helper process that imported torch and resnet_core once (start-up is most of a tiny run's
+    cost on 2 cores). Each child is a real process: SIGKILL ends it, /proc shows it; the fault
+    is set in its environment only. Returns key -> (exit code or -signal, stdout, stderr)."""
+    import json
+
+    env = subprocess_env(tmp)
+    (tmp / "cwd").mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([PY, "-c", _FORK_HELPER, json.dumps(jobs)], env=env, capture_output=True,
+                       text=True, timeout=timeout, cwd=tmp / "cwd")
+    if r.returncode != 0:
+        raise AssertionError(f"fork helper failed: {r.stderr[-2000:]}")
+    return {k: tuple(v) for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}
+
+
+_FORK_HELPER = r"""
+import json, os, sys, tempfile
+import torch, torchvision, sklearn.datasets  # imported once, before any fork
+from resnet_core.__main__ import main
+jobs = json.loads(sys.argv[1])
+kids = {}
+for key, args, fault in jobs:
+    out = tempfile.TemporaryFile(mode="w+"), tempfile.TemporaryFile(mode="w+")
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(out[0].fileno(), 1); os.dup2(out[1].fileno(), 2)
+        if fault:
+            os.environ["RESNET_LAB_FAULT"] = fault
+        try:
+            code = main(args)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            import traceback; traceback.print_exc(); code = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code or 0)
+    kids[pid] = (key, out)
+res = {}
+for pid, (key, out) in kids.items():
+    _, status = os.waitpid(pid, 0)
+    texts = []
+    for f in out:
+        f.seek(0); texts.append(f.read())
+    res[key] = [os.waitstatus_to_exitcode(status), texts[0], texts[1]]
+print(json.dumps(res))
+"""
