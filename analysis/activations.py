@@ -18,7 +18,7 @@ from torch import nn
 
 from resnet_core.models import taps_of
 
-from .checkpoints import load, test_batch
+from .checkpoints import load, heldout_batch
 from .taps import capture_outputs, eval_mode, forward_hooks, moments
 
 
@@ -38,7 +38,7 @@ def fig7(run, checkpoint: str = "last", n: int | None = None) -> pd.DataFrame:
     """Fig. 7 on a run's test set (the first ``n`` images; all when None): layer order plus
     ``rank`` (0 = largest std) for the sorted view."""
     model, ds = load(run, checkpoint)
-    x, _ = test_batch(ds, n)
+    x, _ = heldout_batch(ds, n)
     df = layer_responses(model, x)
     df["rank"] = df["std"].rank(ascending=False, method="first").astype(int) - 1
     return df

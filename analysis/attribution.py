@@ -74,7 +74,7 @@ def saliency(model: nn.Module, x1: torch.Tensor, target: int | None = None) -> n
     t = _target(model, x1, target)
     with eval_mode(model):
         try:
-            a = Saliency(model).attribute(x1[None].clone(), target=t, abs=True)
+            a = Saliency(model).attribute(x1[None].clone().requires_grad_(True), target=t, abs=True)
         finally:
             _no_param_grads(model)
     return a[0].amax(0).detach().float().cpu().numpy()

@@ -1,7 +1,7 @@
 """Load a stored run's model and its held-out data, the same way for every analysis.
 
     model, ds = load(run, "best")
-    x, y = test_batch(ds, n=1000)      # normalized test images on the CPU, and labels
+    x, y = heldout_batch(ds, n=1000)      # normalized test images on the CPU, and labels
 
 Datasets are kept in memory per process (loading CIFAR from a .npz takes seconds), keyed by
 the arguments that define them.
@@ -32,7 +32,7 @@ def load(run, checkpoint: str = "last", device="cpu"):
     return load_model(run, checkpoint, device), dataset_of(run)
 
 
-def test_batch(ds: Dataset, n: int | None = None, start: int = 0, device="cpu"):
+def heldout_batch(ds: Dataset, n: int | None = None, start: int = 0, device="cpu"):
     """The first ``n`` test images (all when None), normalized, and their labels."""
     end = len(ds.y_test) if n is None else min(len(ds.y_test), start + n)
     x = normalize(ds.x_test[start:end].to(device), ds.mean.to(device), ds.std.to(device))

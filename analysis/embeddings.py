@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import load, predict, test_batch
+from .checkpoints import load, predict, heldout_batch
 from .taps import eval_mode
 
 METHODS = ("pca", "umap", "tsne")
@@ -67,7 +67,7 @@ def embed_checkpoint(run, checkpoint: str = "last", method: str = "pca", n: int 
     """The first ``n`` test images of ``run``: coords (n, 2), labels, pred (the model's
     predictions), index (test-set indices), classes, method, seconds (reduction time)."""
     model, ds = load(run, checkpoint)
-    x, y = test_batch(ds, n)
+    x, y = heldout_batch(ds, n)
     feats = penultimate(model, x)
     pred = predict(model, x).argmax(1).numpy()
     t0 = time.perf_counter()

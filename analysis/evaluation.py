@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .checkpoints import load, predict, test_batch
+from .checkpoints import load, predict, heldout_batch
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -39,7 +39,7 @@ def per_class_error(cm: np.ndarray, classes=None) -> pd.DataFrame:
 def evaluate_checkpoint(run, checkpoint: str = "last", n: int | None = None) -> dict:
     """Confusion matrix, per-class error, overall error and predictions on the test set."""
     model, ds = load(run, checkpoint)
-    x, y = test_batch(ds, n)
+    x, y = heldout_batch(ds, n)
     logits = predict(model, x)
     pred = logits.argmax(1).numpy()
     cm = confusion_matrix(y.numpy(), pred, ds.num_classes)

@@ -57,10 +57,10 @@ def _fig7(run, checkpoint, p, progress):
 
 def _activations(run, checkpoint, p, progress):
     from .activations import activation_stats
-    from .checkpoints import load, test_batch
+    from .checkpoints import load, heldout_batch
 
     model, ds = load(run, checkpoint)
-    return {"table": activation_stats(model, test_batch(ds, p["n"])[0])}
+    return {"table": activation_stats(model, heldout_batch(ds, p["n"])[0])}
 
 
 def _confusion(run, checkpoint, p, progress):
@@ -72,42 +72,42 @@ def _confusion(run, checkpoint, p, progress):
 
 
 def _lesion(run, checkpoint, p, progress):
-    from .checkpoints import load, test_batch
+    from .checkpoints import load, heldout_batch
     from .studies.lesion import lesion_each
 
     model, ds = load(run, checkpoint)
-    x, y = test_batch(ds, p["n"])
+    x, y = heldout_batch(ds, p["n"])
     return {"table": lesion_each(model, x, y, progress)}
 
 
 def _lesion_random(run, checkpoint, p, progress):
-    from .checkpoints import load, test_batch
+    from .checkpoints import load, heldout_batch
     from .studies.lesion import lesion_random
 
     model, ds = load(run, checkpoint)
-    x, y = test_batch(ds, p["n"])
+    x, y = heldout_batch(ds, p["n"])
     return {"table": lesion_random(model, x, y, samples=p["samples"], seed=p["seed"],
                                    progress=progress)}
 
 
 def _landscape(dim):
     def fn(run, checkpoint, p, progress):
-        from .checkpoints import load, test_batch
+        from .checkpoints import load, heldout_batch
         from .studies import landscape
 
         model, ds = load(run, checkpoint)
-        x, y = test_batch(ds, p["n"])
+        x, y = heldout_batch(ds, p["n"])
         f = landscape.landscape_1d if dim == 1 else landscape.landscape_2d
         return {"table": f(model, x, y, p["steps"], p["span"], p["seed"], progress)}
     return fn
 
 
 def _shattering(run, checkpoint, p, progress):
-    from .checkpoints import load, test_batch
+    from .checkpoints import load, heldout_batch
     from .studies.shattering import shattering
 
     model, ds = load(run, checkpoint)
-    x, _ = test_batch(ds, 1, start=p["image"])
+    x, _ = heldout_batch(ds, 1, start=p["image"])
     return {"table": shattering(model, x[0], p["n_points"], p["eps"], p["seed"])}
 
 

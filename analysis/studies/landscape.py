@@ -33,7 +33,8 @@ def filter_normalized_direction(model: nn.Module, seed: int = 0) -> dict[str, to
             continue
         d = torch.randn(p.shape, generator=g, dtype=torch.float32).to(p)
         dims = tuple(range(1, p.ndim))
-        d = d * (p.detach().norm(dim=dims, keepdim=True) / d.norm(dim=dims, keepdim=True).clamp_min(1e-12))
+        vn = torch.linalg.vector_norm
+        d = d * (vn(p.detach(), dim=dims, keepdim=True) / vn(d, dim=dims, keepdim=True).clamp_min(1e-12))
         out[n] = d
     return out
 

@@ -1,0 +1,284 @@
+"""Checkpoint analyses, studies, cache and background jobs, on tiny CPU nets: each test
+asserts the property its analysis exists to show, as measured."""
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import analysis
+from analysis import jobs
+from analysis.checkpoints import load, heldout_batch
+from analysis.progress import Cancelled
+from analysis.taps import hook_count
+from resnet_core import RunStore, TrainConfig, train
+from resnet_core.models import ShortcutA, build_model
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A short digits run of a residual and a plain 14-layer net (width 8), same recipe."""
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    runs = {}
+    for kind in ("resnet", "plain"):
+        cfg = TrainConfig(model=f"cifar_{kind}14", width=8, dataset="digits", iterations=120,
+                          batch_size=64, schedule="cosine", log_every=20, eval_every=60,
+                          train_eval_size=100, device="cpu", threads=1, precision="fp32")
+        run = store.create(cfg)
+        train(cfg, run)
+        runs[kind] = run
+    return runs
+
+
+# --- studies ----------------------------------------------------------------------------
+def test_signal_propagation_plain_bn_gradients_explode_toward_the_input():
+    from analysis.studies.signal import grad_ratio, ratio_table, signal_propagation
+
+    rng = torch.get_rng_state()
+    t = ratio_table(depths=(8, 56), norms=("batch", "none"), width=4, image_size=8, batch=64,
+                    seeds=(0, 1))
+    assert torch.equal(rng, torch.get_rng_state())  # the caller's RNG is untouched
+    r = {(k, d, n): v for k, d, n, v in zip(t.kind, t.depth, t.norm, t.ratio_gmean)}
+    # plain + BN: the first conv's gradient grows by orders of magnitude over the last's
+    assert r["plain", 56, "batch"] > 100 * r["plain", 8, "batch"]
+    assert r["plain", 56, "batch"] > 300
+    # residual + BN: within tens
+    assert r["resnet", 56, "batch"] < 50
+    # without BN all stay within about an order of magnitude of 1
+    for k in ("plain", "resnet"):
+        for d in (8, 56):
+            assert 0.05 < r[k, d, "none"] < 20
+    df = signal_propagation("plain", 8, width=4, image_size=8, batch=32, seeds=(0,))
+    assert len(df) == 7 and (df["grad_norm"] > 0).all() and (df["act_std"] > 0).all()
+    assert grad_ratio(df) == pytest.approx(df.grad_norm.iloc[0] / df.grad_norm.iloc[-1])
+
+
+def test_lesion_deleting_a_residual_block_hurts_far_less_than_a_plain_one(trained):
+    from analysis.studies.lesion import deleted, lesion_each, lesion_random, stand_in
+
+    res = {}
+    for kind, run in trained.items():
+        model, ds = load(run)
+        x, y = heldout_batch(ds)
+        before = model(x[:8]).detach()
+        df = lesion_each(model, x, y)
+        assert torch.equal(before, model(x[:8]).detach())  # restored
+        assert len(df) == 6 and df["downsampling"].sum() == 2
+        res[kind] = df.set_index("block")
+    base_r, base_p = res["resnet"]["base_error"].iloc[0], res["plain"]["base_error"].iloc[0]
+    assert base_r < 0.25 and base_p < 0.35  # both learned something
+    same = res["resnet"].index[~res["resnet"]["downsampling"]]
+    d_res, d_plain = res["resnet"].loc[same, "delta"], res["plain"].loc[same, "delta"]
+    assert d_res.mean() < 0.5 * d_plain.mean()
+    assert (d_res < d_plain).sum() >= len(same) - 1
+    # the stand-in for a downsampling block is option A, for others the identity
+    model, ds = load(trained["plain"])
+    b = model.layer2[0]
+    assert isinstance(stand_in(b), ShortcutA) and isinstance(stand_in(model.layer2[1]), torch.nn.Identity)
+    with deleted(model, ["layer2.0"]):
+        assert isinstance(model.layer2[0], ShortcutA)
+        assert model(heldout_batch(ds, 2)[0]).shape == (2, 10)
+    assert model.layer2[0] is b
+    x, y = heldout_batch(ds, 200)
+    calls = []
+    r = lesion_random(model, x, y, ks=[1, 2], samples=2, progress=lambda f, m: calls.append(f))
+    assert list(r["k"]) == [1, 1, 2, 2] and calls[-1] == 1.0
+
+
+def test_shattering_plain_gradients_decorrelate_with_depth_residual_ones_less():
+    from analysis.studies.shattering import shattering_vs_depth, summarize
+
+    s = summarize(shattering_vs_depth(depths=(8, 56), width=4, image_size=8, n_points=24,
+                                      seeds=(0, 1)))
+    c = {(k, d): m for k, d, m in zip(s.kind, s.depth, s["mean"])}
+    assert c["plain", 8] > 0.7 and c["resnet", 8] > 0.7
+    assert c["plain", 56] < 0.3  # shattered
+    assert c["resnet", 56] > c["plain", 56] + 0.3
+
+
+def test_landscape_slices_center_on_the_checkpoint_and_can_be_cancelled(trained):
+    from analysis.studies.landscape import landscape_1d, landscape_2d
+
+    model, ds = load(trained["resnet"])
+    x, y = heldout_batch(ds, 128)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    d1 = landscape_1d(model, x, y, steps=7, span=1.0)
+    centre = d1.loc[d1.alpha.abs().idxmin()]
+    with torch.no_grad():
+        direct = F.cross_entropy(model(x), y).item()
+    assert centre.alpha == 0 and centre.loss == pytest.approx(direct, rel=1e-4)
+    assert centre.loss < d1.loss.iloc[0] and centre.loss < d1.loss.iloc[-1]
+    seen = []
+    d2 = landscape_2d(model, x, y, steps=3, progress=lambda f, m: seen.append(f))
+    assert len(d2) == 9 and len(seen) == 9 and seen[-1] == 1.0
+    assert d2.loss.min() == pytest.approx(d2[(d2.alpha == 0) & (d2.beta == 0)].loss.iloc[0]) or \
+        d2[(d2.alpha == 0) & (d2.beta == 0)].loss.iloc[0] <= d2.loss.quantile(0.5)
+
+    def stop(f, m):
+        if f > 0.3:
+            raise Cancelled("enough")
+    with pytest.raises(Cancelled):
+        landscape_2d(model, x, y, steps=3, progress=stop)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in sd.items())  # untouched
+
+
+# --- on a checkpoint ----------------------------------------------------------------------
+def test_fig7_on_a_checkpoint_equals_a_direct_computation(trained):
+    run = trained["plain"]
+    df = analysis.fig7(run)
+    model, ds = load(run)
+    x, _ = heldout_batch(ds)
+    out = {}
+    h = model.layer3[1].bn2.register_forward_hook(lambda m, i, o: out.__setitem__("o", o))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    row = df.set_index("layer").loc["layer3.1.tap2"]
+    assert row["std"] == pytest.approx(out["o"].double().std(unbiased=False).item(), rel=1e-6)
+    assert sorted(df["rank"]) == list(range(len(df))) and list(df["order"]) == list(range(13))
+    assert hook_count(model) == 0
+
+
+def test_activation_stats_and_feature_maps(trained):
+    model, ds = load(trained["resnet"])
+    x, _ = heldout_batch(ds, 100)
+    a = analysis.activation_stats(model, x)
+    act = dict(model.named_modules())["layer1.0.act1"]
+    with torch.no_grad():
+        o = {}
+        h = act.register_forward_hook(lambda m, i, out: o.__setitem__("o", out))
+        model(x)
+        h.remove()
+    row = a.set_index("layer").loc["layer1.0.act1"]
+    assert row["dead_frac"] == pytest.approx(1 - (o["o"] > 0).flatten(1).any(0).double().mean().item())
+    assert row["std"] == pytest.approx(o["o"].double().std(unbiased=False).item(), rel=1e-6)
+    fm = analysis.feature_maps(model, x[3], "layer2.0.tap_out")
+    with torch.no_grad():
+        ref = model.layer2[0](model.layer1(model.act1(model.bn1(model.conv1(x[3:4])))))[0]
+    assert fm.shape == (16, 4, 4) and np.allclose(fm, ref.numpy(), atol=1e-5)
+    assert hook_count(model) == 0
+
+
+def test_confusion_matrix_agrees_with_the_trainers_test_error(trained):
+    run = trained["resnet"]
+    r = analysis.evaluate_checkpoint(run)
+    cm = r["confusion"]
+    assert cm.shape == (10, 10) and cm.sum() == len(load(run)[1].y_test) == 359
+    assert 1 - np.trace(cm) / cm.sum() == pytest.approx(r["error"])
+    last_test = [m for m in run.read_metrics() if m["split"] == "test"][-1]
+    assert r["error"] == pytest.approx(last_test["error"], abs=1e-9)
+    pc = r["per_class"]
+    assert (pc["errors"].sum() == cm.sum() - np.trace(cm)) and (pc["n"] == cm.sum(1)).all()
+    curves = analysis.error_curves(run)
+    assert {"step", "train", "train_eval", "test"} <= set(curves.columns)
+    assert curves["test"].dropna().iloc[-1] == pytest.approx(r["error"])
+
+
+def test_attributions_gradcam_ig_saliency_topk(trained):
+    from analysis import attribution as A
+
+    model, ds = load(trained["resnet"])
+    x, y = heldout_batch(ds, 4)
+    x1 = x[1]
+    cam = A.grad_cam(model, x1, layer="layer3")
+    assert cam.shape == (8, 8) and (cam >= 0).all() and cam.max() > 0
+    t = int(y[1])
+    ig = A.integrated_gradients(model, x1, target=t, steps=64)
+    with torch.no_grad():
+        gap = (model(x1[None])[0, t] - model(torch.zeros_like(x1)[None])[0, t]).item()
+    assert ig.sum() == pytest.approx(gap, rel=0.05, abs=0.05)  # completeness, measured
+    sal = A.saliency(model, x1, target=t)
+    xx = x1[None].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xx)[0, t], xx)
+    assert np.allclose(sal, g[0].abs().amax(0).numpy(), atol=1e-6)
+    tk = A.top_k(model, x1, k=3, classes=ds.classes)
+    assert list(tk["rank"]) == [0, 1, 2] and tk["prob"].is_monotonic_decreasing
+    other, _ = load(trained["plain"])
+    both = A.compare({"resnet": model, "plain": other}, x1, "saliency")
+    assert set(both) == {"resnet", "plain"} and both["plain"]["map"].shape == (8, 8)
+    assert all(p.grad is None for p in model.parameters()) and hook_count(model) == 0
+    assert not model.training
+
+
+# --- cache and background jobs ------------------------------------------------------------
+def _nn1_accuracy(coords, labels):
+    d = ((coords[:, None] - coords[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return float((labels[d.argmin(1)] == labels).mean())
+
+
+def test_pca_inline_tsne_in_background_cached_per_checkpoint(trained):
+    run = trained["resnet"]
+    res = jobs.get_or_start(run, "pca", n=300)
+    assert res["coords"].shape == (300, 2) and len(res["labels"]) == 300
+    key = jobs.key_of(run, "pca", n=300)
+    f = run.cache_dir / f"{key}.npz"
+    mtime = f.stat().st_mtime_ns
+    again = jobs.get_or_start(run, "pca", n=300)
+    assert f.stat().st_mtime_ns == mtime and np.array_equal(again["coords"], res["coords"])
+    assert _nn1_accuracy(res["coords"], res["labels"]) > 0.3  # classes cluster (chance 0.1)
+    # t-SNE: a separate OS process, pending first, then cached
+    assert jobs.get_or_start(run, "tsne", n=300) is None
+    st = jobs.status(run, "tsne", n=300)
+    assert st["state"] in ("starting", "running", "done")
+    job = jobs.run_json(run.cache_dir / f"{st['key']}.job.json")
+    assert job and job.get("pid") not in (None, os.getpid())
+    st = jobs.wait(run, "tsne", timeout=240, n=300)
+    assert st["state"] == "done", st
+    ts = jobs.get_or_start(run, "tsne", n=300)
+    assert ts["coords"].shape == (300, 2) and _nn1_accuracy(ts["coords"], ts["labels"]) > 0.6
+    # a rewritten checkpoint is a cache miss
+    p = run.checkpoint_path("last")
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    assert jobs.key_of(run, "pca", n=300) != key
+    assert jobs.status(run, "tsne", n=300)["state"] == "missing"
+    with pytest.raises(ValueError, match="accepted"):
+        jobs.get_or_start(run, "pca", nn=3)
+
+
+def test_background_job_can_be_cancelled_and_a_study_is_cached(trained):
+    run = trained["plain"]
+    kw = dict(steps=15, n=64)
+    assert jobs.get_or_start(run, "landscape2d", **kw) is None
+    jobs.cancel(run, "landscape2d", **kw)
+    st = jobs.wait(run, "landscape2d", timeout=120, **kw)
+    assert st["state"] == "cancelled", st
+    lesion = jobs.compute(run, "lesion", n=100)["table"]
+    assert isinstance(lesion, pd.DataFrame) and len(lesion) == 6
+    assert jobs.status(run, "lesion", n=100)["state"] == "done"
+
+
+def test_recorded_gradient_ratio_and_layer_table(trained):
+    from analysis.recorders import grad_ratio_over_training
+
+    df = analysis.read_layer_stats(trained["plain"], "block")
+    assert set(df["step"]) == {0, 120} and {"f_over_x", "out_grad_norm"} <= set(df.columns)
+    g = grad_ratio_over_training(trained["plain"])
+    assert list(g["step"]) == [0] and g["ratio"].iloc[0] > 0
+
+
+def test_analysis_imports_no_ui_library():
+    for p in (ROOT / "analysis").rglob("*.py"):
+        tree = ast.parse(p.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("streamlit", "plotly") for n in names), p
+
+
+@pytest.mark.slow
+def test_umap_embedding_separates_classes(trained):
+    from analysis.embeddings import reduce
+
+    res = jobs.compute(trained["resnet"], "umap", n=300)
+    assert res["coords"].shape == (300, 2) and _nn1_accuracy(res["coords"], res["labels"]) > 0.6
+    assert np.array_equal(reduce(np.eye(5, 3), "pca").shape, (5, 2))
