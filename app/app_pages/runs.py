@@ -116,7 +116,6 @@ def actions(rid: str):
             try:
                 store.delete(rid)
                 st.session_state.pop("runs_confirm_delete", None)
-                st.session_state["runs_pick"] = [i for i in st.session_state.get("runs_pick", []) if i != rid]
                 st.rerun()
             except (StoreError, OSError) as e:
                 st.error(f"Not deleted: {e}")
