@@ -212,10 +212,10 @@ def responses_frame(layers: pd.DataFrame) -> pd.DataFrame:
     return d[["run_id", "step", "layer", "index", "std", "rank"]].reset_index(drop=True)
 
 
-def responses_figure(resp: pd.DataFrame, runs: pd.DataFrame, height: int = 520) -> go.Figure:
+def responses_figure(resp: pd.DataFrame, runs: pd.DataFrame, height: int = 580) -> go.Figure:
     """The paper's Fig. 7: std of each 3x3 layer's output (after BN, before ReLU/addition),
     top in layer order, bottom sorted by magnitude."""
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.12,
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.2,
                         subplot_titles=("in layer order", "sorted by magnitude"))
     colors, labels = _color_map(runs), _label_map(runs)
     for rid, g in resp.groupby("run_id", sort=False):
@@ -424,4 +424,58 @@ def image_figure(img, title: str = "", height: int = 260, colorscale: str = "gra
     fig.update_xaxes(visible=False)
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=5, l=5, r=5),
                       title=dict(text=title, font=dict(size=12)))
+    return fig
+
+
+def feature_grid_figure(maps, title: str = "", n: int = 8, cols: int = 4,
+                        height: int = 300) -> go.Figure:
+    """The first ``n`` channels of a (C, H, W) feature map as small heatmaps."""
+    a = np.asarray(maps)
+    n = min(n, len(a))
+    rows = max(1, math.ceil(n / cols))
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02, vertical_spacing=0.04,
+                        subplot_titles=[f"ch {i}" for i in range(n)])
+    for i in range(n):
+        fig.add_trace(go.Heatmap(z=a[i], colorscale="Viridis", showscale=False,
+                                 hovertemplate=f"channel {i}<br>x %{{x}} y %{{y}}: %{{z:.3f}}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_annotations(font_size=9)
+    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, font=dict(size=12)),
+                      margin=dict(t=40, b=5, l=5, r=5))
+    return fig
+
+
+def lesion_figure(tables: list[pd.DataFrame], names: list[str], colors: list[str],
+                  height: int = 380) -> go.Figure:
+    """Test error with each block deleted alone (Veit et al. 2016), runs overlaid; hollow
+    markers are downsampling blocks. Each table: block, order, downsampling, error, base_error."""
+    fig = go.Figure()
+    for t, name, color in zip(tables, names, colors):
+        t = t.sort_values("order")
+        fig.add_trace(go.Scatter(
+            x=t["order"] + 1, y=100 * t["error"], mode="lines+markers", name=name,
+            line=dict(color=color), text=t["block"],
+            marker=dict(size=9, color=color,
+                        symbol=["circle-open" if d else "circle" for d in t["downsampling"]]),
+            hovertemplate="%{text} deleted: error %{y:.2f}%<extra>" + name + "</extra>"))
+        fig.add_hline(y=100 * float(t["base_error"].iloc[0]), line=dict(color=color, dash="dot", width=1))
+    fig.update_xaxes(title_text="deleted block (index, input → output)")
+    fig.update_yaxes(title_text="test error with the block deleted (%)", rangemode="tozero")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def landscape_2d_figure(table: pd.DataFrame, title: str, height: int = 380) -> go.Figure:
+    """A 2-D loss slice (columns alpha, beta, loss) as a contour plot of log loss."""
+    z = table.pivot(index="beta", columns="alpha", values="loss")
+    fig = go.Figure(go.Contour(z=np.log10(np.clip(z.to_numpy(dtype=float), 1e-12, None)),
+                               x=list(z.columns), y=list(z.index), colorscale="Viridis",
+                               colorbar=dict(title="log10 loss"), ncontours=25))
+    fig.update_xaxes(title_text="α (direction 1, filter-normalized)")
+    fig.update_yaxes(title_text="β (direction 2)")
+    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, font=dict(size=12)),
+                      margin=dict(t=40, b=40, l=50, r=10))
     return fig

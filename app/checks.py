@@ -163,4 +163,4 @@ def image_to_input(im, size: int, channels: int) -> np.ndarray:
 
     im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
     a = np.asarray(im, dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy()
+    return (a[None] if a.ndim == 2 else a.transpose(2, 0, 1)).copy()

@@ -200,3 +200,67 @@ def config_json(store: RunStore, run_id: str) -> str:
 __all__ = ["get_store", "runs_df", "metrics_for", "layers_for", "show_chart", "pick_runs",
            "pick_run", "default_pair", "analysis_function", "fmt_eta", "fmt_pct", "state_text",
            "no_runs_note", "ACTIVE", "RESUMABLE", "time"]
+
+
+# --- background analyses (analysis.jobs) -------------------------------------------------
+def analysis_task(run, task: str, label: str, key: str, start: bool = True, **params):
+    """The result of ``analysis.jobs`` task ``task`` on ``run`` (a dict), or None while it is
+    computed in its own background process; meanwhile a progress bar with Cancel, refreshed
+    every 2 s. ``start=False`` only reports (nothing is started until asked)."""
+    try:
+        from analysis import jobs as ajobs
+    except Exception as e:
+        st.info(f"**{label}** is not available yet: the analysis package can't be imported "
+                f"({type(e).__name__}: {str(e)[:160]}).", icon=":material/hourglass_empty:")
+        return None
+    try:
+        res = ajobs.get_or_start(run, task, **params) if start else None
+        if res is not None:
+            return res
+        stat = ajobs.status(run, task, **params)
+    except FileNotFoundError:
+        st.warning(f"{label}: run {run.id} has no checkpoint yet (it is written at the end of "
+                   "each epoch and at the end of training).")
+        return None
+    except Exception as e:  # a broken checkpoint or cache: say so, keep the page alive
+        st.error(f"{label} failed on {run.id}: {type(e).__name__}: {str(e)[:300]}")
+        return None
+    if stat["state"] == "done":
+        return ajobs.get_or_start(run, task, **params)
+    _task_progress(run, task, label, key, params)
+    return None
+
+
+@st.fragment(run_every=2.0)
+def _task_progress(run, task, label, key, params):
+    from analysis import jobs as ajobs
+
+    stat = ajobs.status(run, task, **params)
+    state = stat["state"]
+    if state == "done":
+        st.rerun(scope="app")  # draw the result with the rest of the page
+    if state in ("running", "starting"):
+        c1, c2 = st.columns([5, 1])
+        c1.progress(float(stat["progress"]), text=f"{label}: {stat['message'] or state} "
+                                                  "(in the background; you may leave this page)")
+        if c2.button("Cancel", key=f"cancel_task_{key}"):
+            ajobs.cancel(run, task, **params)
+    elif state in ("failed", "interrupted", "cancelled"):
+        st.warning(f"{label}: {state}. {stat['message'][:300]}")
+        if st.button("Try again", key=f"retry_task_{key}"):
+            ajobs.get_or_start(run, task, retry=True, **params)
+            st.rerun(scope="app")
+    else:
+        st.caption(f"{label}: not computed yet.")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model…")
+def load_checkpoint_model(root: str, run_id: str, checkpoint: str, sig: tuple):
+    """(model, dataset) of a run's checkpoint; shared by all sessions (read-only use)."""
+    from analysis.checkpoints import load
+
+    return load(RunStore(root).run(run_id), checkpoint)
+
+
+def checkpoint_sig(store: RunStore, run_id: str, checkpoint: str = "last") -> tuple:
+    return _sig(store.root / run_id / "ckpt" / f"{checkpoint}.pt")

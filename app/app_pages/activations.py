@@ -1,3 +1,5 @@
+"""Activations: one image (a test image or an upload) through two runs side by side: their
+predictions, feature maps per stage, and Grad-CAM / Integrated Gradients / saliency."""
 import sys
 from pathlib import Path
 
@@ -5,7 +7,127 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+import copy  # noqa: E402
+
+import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
-st.title("activations")
-st.info("coming")
+from app import charts, ui  # noqa: E402
+from app.checks import MAX_UPLOAD_PIXELS, InputError, image_to_input, load_upload  # noqa: E402
+
+st.title("Activations")
+st.markdown("One image through two nets: what each predicts, what its stages respond to, and "
+            "which pixels drove the prediction.")
+
+store = ui.get_store()
+df = ui.runs_df(store)
+df = df[df["state"] != "broken"]
+ok = df[[(store.root / i / "ckpt" / "last.pt").exists() for i in df["id"]]] if len(df) else df
+if not len(ok):
+    ui.no_runs_note("look at activations (a run needs a checkpoint: one is written at each "
+                    "epoch's end and at the end of training)")
+    st.stop()
+try:
+    import analysis.activations as aact  # noqa: F401
+    import analysis.attribution as aattr  # noqa: F401
+    from resnet_core.data import normalize
+except Exception as e:
+    st.info(f"**Activations** are not available yet: the analysis package can't be imported "
+            f"({type(e).__name__}: {str(e)[:160]}).")
+    st.stop()
+
+pair = ui.default_pair(ok)
+c1, c2 = st.columns(2)
+with c1:
+    a = ui.pick_run(ok, "Left", key="act_a", default=pair[0])
+with c2:
+    b = ui.pick_run(ok, "Right", key="act_b", default=pair[-1])
+ids = [a, b]
+labels = dict(zip(ok["id"], ok["label"]))
+
+
+def model_of(rid):
+    model, ds = ui.load_checkpoint_model(str(store.root), rid, "last", ui.checkpoint_sig(store, rid))
+    return copy.deepcopy(model), ds  # hooks go on this session's copy, never the shared one
+
+
+try:
+    models = {rid: model_of(rid) for rid in dict.fromkeys(ids)}
+except Exception as e:
+    st.error(f"A checkpoint can't be loaded: {type(e).__name__}: {str(e)[:300]}")
+    st.stop()
+
+s1, s2 = st.columns([1, 2])
+with s1:
+    source = st.radio("Image", ["test", "upload"], key="act_source", horizontal=True,
+                      format_func={"test": "a test image", "upload": "upload one"}.get)
+ds_a = models[a][1]
+raw = None  # uint8 C,H,W or a PIL image
+true_label = None
+with s2:
+    if source == "test":
+        idx = st.number_input(f"Test image index (0–{len(ds_a.y_test) - 1}, from {labels[a]}'s dataset)",
+                              min_value=0, max_value=len(ds_a.y_test) - 1, value=0, step=1,
+                              key="act_index")
+        raw = ds_a.x_test[int(idx)].numpy()
+        true_label = ds_a.classes[int(ds_a.y_test[int(idx)])]
+    else:
+        up = st.file_uploader(f"An image (png, jpeg, bmp, gif, webp; at most "
+                              f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels)",
+                              type=["png", "jpg", "jpeg", "bmp", "gif", "webp"], key="act_upload")
+        if up is not None:
+            try:
+                raw = load_upload(up.getvalue())
+            except InputError as e:
+                st.error(f"Upload refused: {e}")
+if raw is None:
+    st.info("Choose an image.")
+    st.stop()
+
+
+def input_for(ds):
+    """The image as this model's normalized input (its size, channels and statistics)."""
+    if isinstance(raw, np.ndarray):
+        from PIL import Image
+
+        arr = raw.transpose(1, 2, 0)
+        im = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    else:
+        im = raw
+    u8 = image_to_input(im, ds.image_size, ds.in_channels)
+    import torch
+
+    x = torch.from_numpy(u8)[None]
+    return normalize(x, ds.mean, ds.std)[0], u8
+
+
+m1, m2 = st.columns([1, 1])
+method = m1.selectbox("Attribution", list(aattr.METHODS), key="act_method",
+                      format_func={"gradcam": "Grad-CAM (last stage)",
+                                   "integrated_gradients": "Integrated Gradients",
+                                   "saliency": "saliency (|∂logit/∂x|)"}.get)
+stage = m2.selectbox("Feature maps of", ["tap1", "layer1", "layer2", "layer3"], index=1,
+                     key="act_stage", format_func=lambda s: "the first conv (after BN)" if s == "tap1" else f"stage {s[-1]} output")
+if true_label is not None:
+    st.caption(f"True class: **{true_label}**")
+cols = st.columns(2)
+for i, (col, rid) in enumerate(zip(cols, ids)):
+    model, ds = models[rid]
+    with col:
+        st.markdown(f"**{labels[rid]}**")
+        try:
+            x1, u8 = input_for(ds)
+            top = aattr.top_k(model, x1, k=3, classes=ds.classes)
+            st.dataframe(top[["class", "prob"]].assign(prob=(100 * top["prob"]).round(1)).rename(
+                columns={"prob": "probability (%)"}), hide_index=True, key=f"act_top_{i}")
+            amap = aattr.attribute(model, x1, method)
+            img = u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0)
+            st.plotly_chart(charts.image_figure(img, f"{method} for '{top['class'].iloc[0]}'",
+                                                overlay=np.abs(amap) if method != "gradcam" else amap),
+                            key=f"act_img_{i}", config=ui.PLOTLY_CONFIG)
+            fm = aact.feature_maps(model, x1, stage)
+            st.plotly_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[0]} channels "
+                                                           f"of {fm.shape[1]}x{fm.shape[2]}"),
+                            key=f"act_fm_{i}", config=ui.PLOTLY_CONFIG)
+        except Exception as e:
+            st.error(f"{type(e).__name__}: {str(e)[:300]}")

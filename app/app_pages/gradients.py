@@ -1,3 +1,5 @@
+"""Gradient flow: layer x step heatmaps of gradient norms, plain and residual side by side;
+signal propagation at initialization, computed on the spot."""
 import sys
 from pathlib import Path
 
@@ -5,7 +7,108 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-st.title("gradients")
-st.info("coming")
+from app import charts, ui  # noqa: E402
+
+st.title("Gradient flow")
+st.markdown("Where does the gradient go during training? Each row is a layer (input at the "
+            "top), each column a recorded step; color is log10 of the gradient statistic, on "
+            "one scale for both runs.")
+
+store = ui.get_store()
+df = ui.runs_df(store)
+df = df[df["state"] != "broken"]
+with_layers = df[[ui.has_layers(store, i) for i in df["id"]]] if len(df) else df
+
+if len(with_layers):
+    pair = ui.default_pair(with_layers)
+    c1, c2, c3 = st.columns([2, 2, 1.4])
+    with c1:
+        a = ui.pick_run(with_layers, "Left", key="grad_a", default=pair[0] if pair else None)
+    with c2:
+        b = ui.pick_run(with_layers, "Right", key="grad_b", default=pair[-1] if pair else None)
+    with c3:
+        value = st.radio("Statistic", list(charts.GRAD_VALUES), key="grad_value",
+                         format_func=lambda v: charts.GRAD_VALUES[v][1])
+    ids = [a, b]
+    layers = ui.layers_for(list(dict.fromkeys(ids)), store)
+    mats = [charts.grad_matrix(layers[layers["run_id"] == rid], value) for rid in ids]
+    labels = dict(zip(with_layers["id"], with_layers["label"]))
+    colors = dict(zip(with_layers["id"], with_layers["color"]))
+    if any(len(m) for m in mats):
+        data = layers[layers["type"] == charts.GRAD_VALUES[value][0]][
+            ["run_id", "step", "layer", "order", value]]
+        ui.show_chart(charts.grad_heatmaps(mats, [labels[i] for i in ids], value), data,
+                      "gradient-heatmaps", "grad_heat")
+        ui.show_chart(charts.grad_profile_figure(mats, [labels[i] for i in ids],
+                                                 [colors[i] for i in ids], value),
+                      None, "gradient-profile", "grad_profile")
+        for rid, m in zip(ids, mats):
+            if len(m) >= 2 and value == "grad_norm":
+                last = m.iloc[:, -1].dropna()
+                if len(last) >= 2 and last.iloc[-1] > 0:
+                    st.caption(f"{labels[rid]}: first/last layer gradient-norm ratio at step "
+                               f"{m.columns[-1]}: **{last.iloc[0] / last.iloc[-1]:.3g}**")
+    else:
+        st.info(f"No '{charts.GRAD_VALUES[value][1]}' records for these runs.")
+else:
+    st.info("No run has per-layer gradient records yet (launch one from the **Lab** with "
+            "per-layer statistics on). Signal propagation below needs no run.")
+
+st.divider()
+st.subheader("Signal propagation at initialization")
+st.markdown("A fresh net, one batch of noise, one forward and one backward pass: the std of "
+            "each layer's output and the norm of each conv's weight gradient. With BN, deep "
+            "*plain* nets' gradients grow toward the input at init (Yang et al. 2019); "
+            "shortcuts keep them even. Seconds on a CPU.")
+s1, s2, s3, s4, s5 = st.columns(5)
+kinds = s1.multiselect("Families", ["plain", "resnet", "preresnet"], default=["plain", "resnet"],
+                       key="sig_kinds")
+depths = s2.multiselect("Depths", [8, 14, 20, 32, 44, 56, 110], default=[20, 56], key="sig_depths")
+norm = s3.radio("Normalization", ["batch", "none"], key="sig_norm",
+                format_func={"batch": "BatchNorm", "none": "none"}.get)
+init = s4.radio("Init", ["he", "torch"], key="sig_init",
+                format_func={"he": "He (paper)", "torch": "PyTorch default"}.get)
+width = s5.selectbox("Width", [4, 8, 16], index=1, key="sig_width")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def signal(kind, depth, norm, init, width):
+    from analysis.studies.signal import signal_propagation
+
+    return signal_propagation(kind, depth, norm, init, width=width, batch=64, image_size=16,
+                              seeds=(0,))
+
+
+fn = ui.analysis_function("studies.signal", "signal_propagation", "Signal propagation")
+if fn is not None and kinds and depths:
+    if len(kinds) * len(depths) > 8:
+        st.warning("At most 8 nets at once: pick fewer families or depths.")
+    else:
+        frames = []
+        with st.spinner("Measuring fresh nets…"):
+            for k in kinds:
+                for d in sorted(depths):
+                    r = signal(k, int(d), norm, init, int(width)).copy()
+                    r["series"] = f"{k}-{d}"
+                    r["color"] = charts.run_color(k, d)
+                    r["index"] = r["order"] + 1
+                    frames.append(r)
+        sig = pd.concat(frames, ignore_index=True)
+        g1, g2 = st.columns(2)
+        with g1:
+            ui.show_chart(charts.signal_figure(sig, "grad_norm", "‖∇W‖ of each conv (log)"),
+                          sig.drop(columns=["color"]), "signal-grad", "sig_grad")
+        with g2:
+            ui.show_chart(charts.signal_figure(sig, "act_std", "std of BN/conv output", log=norm == "none"),
+                          None, "signal-act", "sig_act")
+        ratios = (sig.groupby("series")
+                  .apply(lambda g: g.sort_values("order")["grad_norm"].iloc[0]
+                         / g.sort_values("order")["grad_norm"].iloc[-1], include_groups=False)
+                  .rename("first/last gradient-norm ratio").reset_index())
+        st.dataframe(ratios, hide_index=True, key="sig_ratios")
+        st.caption("Measured (PAPER.md, width 16, batch 128, 3 seeds): plain with BN ≈ 10 at "
+                   "depth 20, 10³ at 56, 10⁶–10⁷ at 110; residual ≈ 2.5, 9, 20; without BN "
+                   "0.1–13. Here width, batch and image size are smaller, for speed.")

@@ -1,3 +1,5 @@
+"""Layer responses (the paper's Fig. 7): std of each conv's output after BN, in layer order
+and sorted, plain vs residual, over training steps; ||F(x)|| / ||x|| per block."""
 import sys
 from pathlib import Path
 
@@ -5,7 +7,84 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-st.title("responses")
-st.info("coming")
+from app import charts, ui  # noqa: E402
+
+st.title("Layer responses")
+st.markdown("The paper's **Fig. 7**: how strongly each 3x3 layer responds (std of its output "
+            "after BN, before the ReLU or the addition). Residual layers respond more weakly: "
+            "each block only nudges its input.")
+
+store = ui.get_store()
+df = ui.runs_df(store)
+df = df[df["state"] != "broken"]
+if not len(df):
+    ui.no_runs_note("see layer responses")
+    st.stop()
+with_layers = df[[ui.has_layers(store, i) for i in df["id"]]]
+if not len(with_layers):
+    st.info("None of the runs has per-layer records yet. They are written while a run trains "
+            "with **Record per-layer statistics** ticked in the Lab (the default).")
+    st.stop()
+
+sel = ui.pick_runs(with_layers, "Runs", key="resp_runs",
+                   default=ui.default_pair(with_layers), max_selections=8)
+if not sel:
+    st.info("Pick at least one run.")
+    st.stop()
+runs = with_layers[with_layers["id"].isin(sel)]
+layers = ui.layers_for(sel, store)
+bn = layers[(layers["type"] == "bn") & layers["std"].notna()]
+steps = sorted(int(s) for s in bn["step"].dropna().unique())
+if not steps:
+    st.info("The selected runs have no BN-output records.")
+    st.stop()
+step = st.select_slider("Training step (each run shows its last record at or before it)",
+                        options=steps, value=steps[-1], key="resp_step")
+
+
+def at_step(d: pd.DataFrame, step: int) -> pd.DataFrame:
+    """For each run, the rows of its latest recorded step <= ``step`` (else its first)."""
+    out = []
+    for rid, g in d.groupby("run_id", sort=False):
+        avail = sorted(g["step"].unique())
+        s = max([v for v in avail if v <= step], default=avail[0])
+        out.append(g[g["step"] == s])
+    return pd.concat(out, ignore_index=True) if out else d.iloc[:0]
+
+
+resp = charts.responses_frame(at_step(bn, step))
+left, right = st.columns([3, 2])
+with left:
+    ui.show_chart(charts.responses_figure(resp, runs), resp, "layer-responses", "resp_fig7",
+                  caption="Measured by the recorder on a fixed batch of test images, eval mode.")
+with right:
+    summary = resp.groupby("run_id")["std"].agg(["mean", "max", "count"]).reset_index()
+    summary = summary.merge(runs[["id", "label"]], left_on="run_id", right_on="id")
+    summary["mean std at step"] = summary["mean"]
+    st.markdown("**Mean response per run** (the paper: ResNets < plain nets; deeper ResNets "
+                "smaller still)")
+    st.dataframe(summary[["label", "mean", "max", "count"]].rename(
+        columns={"mean": "mean std", "max": "max std", "count": "layers"}),
+        hide_index=True, key="resp_summary")
+    blocks = layers[(layers["type"] == "block")]
+    ratios = charts.ratio_frame(at_step(blocks, step)) if len(blocks) else charts.ratio_frame(blocks)
+    if len(ratios):
+        ui.show_chart(charts.ratio_figure(ratios, runs), ratios, "f-over-x", "resp_ratio",
+                      caption="‖F(x)‖/‖x‖ per block: the size of what each block adds relative "
+                              "to what it receives. For plain blocks F(x) is all there is.")
+    else:
+        st.caption("No per-block records (‖F(x)‖/‖x‖) for these runs.")
+
+with st.expander("Exact Fig. 7 on the whole test set, from a checkpoint"):
+    rid = ui.pick_run(runs, "Run", key="resp_exact_run")
+    if rid and st.toggle("Compute it (seconds; cached)", key="resp_exact"):
+        run = store.run(rid)
+        res = ui.analysis_task(run, "fig7", "Fig. 7 on the test set", key=f"fig7_{rid}")
+        if res is not None:
+            t = res["table"]
+            exact = pd.DataFrame({"run_id": rid, "step": None, "layer": t["layer"],
+                                  "index": t["order"] + 1, "std": t["std"], "rank": t["rank"] + 1})
+            ui.show_chart(charts.responses_figure(exact, runs), exact, "fig7-exact", "resp_exact_fig")
