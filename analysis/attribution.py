@@ -110,3 +110,19 @@ def compare(models: dict, x1: torch.Tensor, method: str = "gradcam", target: int
     ``target`` None explains each model's own prediction."""
     return {label: {"map": attribute(m, x1, method, target, layer),
                     "top_k": top_k(m, x1, k, classes)} for label, m in models.items()}
+
+
+def explain_runs(runs: dict, index: int, method: str = "gradcam", checkpoint: str = "last",
+                 layer: str = "layer3", k: int = 3, target: int | None = None) -> dict:
+    """Test image ``index`` through several stored runs ({label: Run}), each normalized with
+    its own dataset statistics: {label: {"map", "top_k", "image" (uint8 C,H,W), "label"}}."""
+    from .checkpoints import heldout_batch, load
+
+    out = {}
+    for label, run in runs.items():
+        model, ds = load(run, checkpoint)
+        x, y = heldout_batch(ds, 1, start=index)
+        out[label] = {"map": attribute(model, x[0], method, target, layer),
+                      "top_k": top_k(model, x[0], k, ds.classes),
+                      "image": ds.x_test[index].numpy(), "label": int(y[0])}
+    return out

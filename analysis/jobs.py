@@ -204,6 +204,8 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [x for x in
                                         env.get("PYTHONPATH", "").split(os.pathsep) if x])
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(max(1, threads))  # t-SNE (OpenMP) and UMAP (numba) stay in their share
     starting = {"state": "starting", "pid": None, "pid_start": None, "progress": 0.0,
                 "message": "starting", "task": task, "updated": time.time()}
     atomic_write_json(_job_path(run, key), starting)

@@ -207,6 +207,9 @@ def test_attributions_gradcam_ig_saliency_topk(trained):
     assert set(both) == {"resnet", "plain"} and both["plain"]["map"].shape == (8, 8)
     assert all(p.grad is None for p in model.parameters()) and hook_count(model) == 0
     assert not model.training
+    runs = A.explain_runs(trained, 1, "gradcam", layer="layer2", k=2)
+    assert set(runs) == {"resnet", "plain"} and runs["plain"]["label"] == t
+    assert runs["resnet"]["map"].shape == (8, 8) and runs["resnet"]["image"].shape == (1, 8, 8)
 
 
 # --- cache and background jobs ------------------------------------------------------------
