@@ -127,6 +127,16 @@ def run_queue(store: RunStore, max_cores: int | None = None, poll: float = 0.5,
               on_tick=None, wait_for_lock: bool = False) -> int:
     """Drain the queue: start trainers while cores are free; return when nothing is queued or
     running. Returns the number of trainers started (0 if another runner holds the store)."""
+    started = _drain(store, max_cores, poll, on_tick, wait_for_lock)
+    # A run submitted while this runner was deciding to stop found the lock still held and
+    # started no runner: now that the lock is free, look once more.
+    if any(i["status"].get("state") == "queued" and not Run(store.root, i["id"]).cancel_requested()
+           for i in store.list_runs()):
+        ensure_runner(store)
+    return started
+
+
+def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock) -> int:
     lock = _lock(store)
     while lock is None and wait_for_lock:
         time.sleep(poll)
