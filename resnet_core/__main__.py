@@ -205,7 +205,7 @@ def cmd_resume(args) -> int:
     from .train import run_in_store
 
     store = RunStore(args.runs_dir)
-    run = resume(store, args.run_id, start_runner=False)
+    run = resume(store, args.run_id, start_runner=False, foreground=not args.background)
     if args.background:
         from .jobs import ensure_runner
 

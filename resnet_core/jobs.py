@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .data import check_source
-from .store import ACTIVE, RESUMABLE, Run, RunStore, StoreError
+from .store import ACTIVE, RESUMABLE, Run, RunStore, StoreError, process_identity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,8 @@ def submit(store: RunStore, config: TrainConfig, start_runner: bool = True) -> R
     return run
 
 
-def resume(store: RunStore, run_id: str, start_runner: bool = True) -> Run:
+def resume(store: RunStore, run_id: str, start_runner: bool = True,
+           foreground: bool = False) -> Run:
     run = store.run(run_id)
     s = run.read_status()
     if s["state"] not in RESUMABLE:
@@ -47,6 +48,10 @@ def resume(store: RunStore, run_id: str, start_runner: bool = True) -> Run:
         (run.path / "cancel").unlink()
     except FileNotFoundError:
         pass
+    if foreground:  # this process trains it now: never show it queued, or a runner starts it too
+        run.write_status(state="running", message=f"resuming from step {s.get('step', 0)}",
+                         **process_identity())
+        return run
     run.write_status(state="queued", message=f"queued to resume from step {s.get('step', 0)}",
                      pid=None, pid_start=None)
     if start_runner:
