@@ -45,10 +45,11 @@ if not ({"plain"} <= kinds and kinds & {"resnet", "preresnet"}):
               on_click=launch_quick)
     if st.session_state.get("tour_error"):
         st.error(st.session_state["tour_error"])
-    if st.session_state.get("tour_launched") or (len(df) and df["state"].isin(ACTIVE).any()):
-        st.success("Sweep queued: follow it on the **Lab** page, then come back here.")
     if not len(df):
         st.stop()
+if st.session_state.get("tour_launched") or (len(df) and df["state"].isin(ACTIVE).any()):
+    st.success("Runs are queued or training: follow them on the **Lab** page; the charts "
+               "below fill in as they train.", icon=":material/check:")
 
 newest = df["dataset"].iloc[0]
 on_ds = df[df["dataset"] == newest]
@@ -60,7 +61,7 @@ STEPS = [
     ("1. The puzzle: deeper is worse",
      "A deeper net can do everything a shallower one can: copy it and make the extra layers "
      "the identity. Yet when you stack more plain layers, the error goes **up**. Look at the "
-     "plain nets on the left: the deeper ones (darker) sit higher."),
+     "plain nets on the left: trained long enough, the deeper ones (darker) sit higher."),
     ("2. It is not overfitting",
      "Overfitting would mean low *training* error and high test error. Here the deeper plain "
      "net has higher **training** error too: the optimizer fails to fit the data. The paper "
