@@ -242,6 +242,19 @@ def read_layer_stats(run, type: str | None = None):
     return df.sort_values(["step", "type", "order"]).reset_index(drop=True)
 
 
+def pivot_layer_stats(run, type: str, value: str):
+    """Step x layer table of one statistic (columns in forward order), e.g.
+    ``pivot_layer_stats(run, "block", "f_over_x")``: whether residual functions stay small."""
+    df = read_layer_stats(run, type)
+    if df.empty or value not in df:
+        import pandas as pd
+
+        return pd.DataFrame()
+    order = df.drop_duplicates("layer").sort_values("order")["layer"].tolist()
+    wide = df.pivot_table(index="step", columns="layer", values=value, aggfunc="last")
+    return wide.reindex(columns=[c for c in order if c in wide.columns])
+
+
 def grad_ratio_over_training(run):
     """Per recorded step: the first conv's weight-gradient norm over the last conv's (the
     quantity of the signal-propagation study, measured during training)."""

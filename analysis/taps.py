@@ -107,7 +107,7 @@ def capture_outputs(model: nn.Module, names: Iterable[str], detach: bool = True)
 
 
 def hook_count(model: nn.Module) -> int:
-    """How many module and tensor-free hooks the model carries (forward, pre, backward)."""
+    """How many module hooks the model carries (forward, forward-pre, backward, backward-pre)."""
     total = 0
     for m in model.modules():
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",

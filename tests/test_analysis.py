@@ -57,6 +57,9 @@ def test_signal_propagation_plain_bn_gradients_explode_toward_the_input():
     for k in ("plain", "resnet"):
         for d in (8, 56):
             assert 0.05 < r[k, d, "none"] < 20
+    torch_init = signal_propagation("resnet", 8, init="torch", width=4, image_size=8, batch=32,
+                                    seeds=(0,))
+    assert np.isfinite(torch_init[["act_std", "grad_norm"]].to_numpy()).all()
     df = signal_propagation("plain", 8, width=4, image_size=8, batch=32, seeds=(0,))
     assert len(df) == 7 and (df["grad_norm"] > 0).all() and (df["act_std"] > 0).all()
     assert grad_ratio(df) == pytest.approx(df.grad_norm.iloc[0] / df.grad_norm.iloc[-1])
@@ -106,7 +109,7 @@ def test_shattering_plain_gradients_decorrelate_with_depth_residual_ones_less():
 
 
 def test_landscape_slices_center_on_the_checkpoint_and_can_be_cancelled(trained):
-    from analysis.studies.landscape import landscape_1d, landscape_2d
+    from analysis.studies.landscape import landscape_1d, landscape_2d, roughness
 
     model, ds = load(trained["resnet"])
     x, y = heldout_batch(ds, 128)
@@ -120,6 +123,7 @@ def test_landscape_slices_center_on_the_checkpoint_and_can_be_cancelled(trained)
     seen = []
     d2 = landscape_2d(model, x, y, steps=3, progress=lambda f, m: seen.append(f))
     assert len(d2) == 9 and len(seen) == 9 and seen[-1] == 1.0
+    assert 0 <= roughness(d2) <= 1
     assert d2.loss.min() == pytest.approx(d2[(d2.alpha == 0) & (d2.beta == 0)].loss.iloc[0]) or \
         d2[(d2.alpha == 0) & (d2.beta == 0)].loss.iloc[0] <= d2.loss.quantile(0.5)
 
@@ -181,6 +185,10 @@ def test_confusion_matrix_agrees_with_the_trainers_test_error(trained):
     curves = analysis.error_curves(run)
     assert {"step", "train", "train_eval", "test"} <= set(curves.columns)
     assert curves["test"].dropna().iloc[-1] == pytest.approx(r["error"])
+    summary = analysis.evaluation.degradation_summary(trained).set_index("run")
+    assert summary.loc["resnet", "test_error"] == pytest.approx(r["error"])
+    assert summary.loc["plain", "train_error"] == pytest.approx(
+        [m for m in trained["plain"].read_metrics() if m["split"] == "train_eval"][-1]["error"])
 
 
 def test_attributions_gradcam_ig_saliency_topk(trained):
@@ -255,18 +263,22 @@ def test_background_job_can_be_cancelled_and_a_study_is_cached(trained):
     jobs.cancel(run, "landscape2d", **kw)
     st = jobs.wait(run, "landscape2d", timeout=120, **kw)
     assert st["state"] == "cancelled", st
+    sh = jobs.compute(run, "shattering", n_points=12)["table"]  # on a trained checkpoint
+    assert list(sh["lag"]) == list(range(1, 9)) and sh["correlation"].between(-1, 1).all()
     lesion = jobs.compute(run, "lesion", n=100)["table"]
     assert isinstance(lesion, pd.DataFrame) and len(lesion) == 6
     assert jobs.status(run, "lesion", n=100)["state"] == "done"
 
 
 def test_recorded_gradient_ratio_and_layer_table(trained):
-    from analysis.recorders import grad_ratio_over_training
+    from analysis.recorders import grad_ratio_over_training, pivot_layer_stats
 
     df = analysis.read_layer_stats(trained["plain"], "block")
     assert set(df["step"]) == {0, 120} and {"f_over_x", "out_grad_norm"} <= set(df.columns)
     g = grad_ratio_over_training(trained["plain"])
     assert list(g["step"]) == [0] and g["ratio"].iloc[0] > 0
+    wide = pivot_layer_stats(trained["resnet"], "block", "f_over_x")
+    assert list(wide.index) == [0, 120] and list(wide.columns)[0] == "layer1.0" and wide.shape[1] == 6
 
 
 def test_analysis_imports_no_ui_library():

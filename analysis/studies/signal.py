@@ -83,6 +83,21 @@ def measure(model: nn.Module, batch: int = 128, image_size: int = 32, seed: int 
     return pd.DataFrame(rows)
 
 
+# The starting measurement of issue 4 (plain/residual 6n+2 nets, He init, BN in train mode,
+# batch 128 of noise, width 16, 32x32, 3 seeds): first/last conv weight-gradient norm ratio.
+# Shown beside what this module measures; never used in place of it.
+REFERENCE_RATIOS = pd.DataFrame([
+    {"kind": "plain", "depth": 20, "norm": "batch", "reference": "about 10"},
+    {"kind": "plain", "depth": 56, "norm": "batch", "reference": "about 1e3"},
+    {"kind": "plain", "depth": 110, "norm": "batch", "reference": "1e6 to 1e7"},
+    {"kind": "resnet", "depth": 20, "norm": "batch", "reference": "about 2.5"},
+    {"kind": "resnet", "depth": 56, "norm": "batch", "reference": "about 9"},
+    {"kind": "resnet", "depth": 110, "norm": "batch", "reference": "about 20"},
+    {"kind": "plain", "depth": None, "norm": "none", "reference": "0.1 to 13 (all depths)"},
+    {"kind": "resnet", "depth": None, "norm": "none", "reference": "0.1 to 13 (all depths)"},
+])
+
+
 def grad_ratio(df: pd.DataFrame) -> float:
     """First main conv's weight-gradient norm over the last one's."""
     df = df.sort_values("order")
