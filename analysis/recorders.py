@@ -202,6 +202,9 @@ class LayerStatsRecorder(Callback):
             self.steps = set(default_schedule(total, ctx.config.batch_size, self.probe_size,
                                               self.budget))
         n = min(self.probe_size, len(ctx.data.y_test))
+        if n == 0:
+            warnings.warn("LayerStatsRecorder: the dataset has no test images to probe with")
+            return
         self._x = ctx.prepare(ctx.data.x_test[:n])
         self._y = ctx.data.y_test[:n].to(ctx.device)
 

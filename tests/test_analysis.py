@@ -18,7 +18,7 @@ from analysis.checkpoints import load, heldout_batch
 from analysis.progress import Cancelled
 from analysis.taps import hook_count
 from resnet_core import RunStore, TrainConfig, train
-from resnet_core.models import ShortcutA, build_model
+from resnet_core.models import ShortcutA
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent

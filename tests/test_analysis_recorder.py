@@ -119,7 +119,6 @@ def _final_state(tmp_path, name, c, interrupt_at=None):
 
 
 def test_recorder_leaves_the_trajectory_bit_identical_even_across_a_resume(tmp_path):
-    every = list(range(0, 13))
     plain, sd0 = _final_state(tmp_path, "none", cfg(recorders=[]))
     rec, sd1 = _final_state(tmp_path, "rec", cfg(recorders=["analysis.recorders:LayerStatsRecorder"]))
     assert {r["step"] for r in rec.read_layers()} == set(default_schedule(12, 32))
@@ -137,18 +136,15 @@ def test_recorder_leaves_the_trajectory_bit_identical_even_across_a_resume(tmp_p
     for key in a:
         for f, v in a[key].items():
             assert v == b[key][f] or (isinstance(v, float) and math.isclose(v, b[key][f], rel_tol=1e-12)), (key, f)
-    del every
 
 
 def test_recording_at_every_step_changes_nothing(tmp_path):
-    from analysis.recorders import LayerStatsRecorder as R
-
     store = RunStore(tmp_path)
     c = cfg(recorders=[])
     r0 = store.create(c)
     train(c, r0)
     r1 = store.create(c)
-    rec = R(steps=list(range(13)))
+    rec = LayerStatsRecorder(steps=list(range(13)))
     train(c, r1, callbacks=[rec])
     assert rec.records == 13
     a, b = load_model(r0).state_dict(), load_model(r1).state_dict()
