@@ -117,7 +117,7 @@ def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, ca
 def test_external_sigkill_mid_epoch_shows_interrupted_and_resume_matches(tmp_path):
     over = dict(iterations=300, checkpoint_every=10, eval_every=100, log_every=10)
     cfg = tiny_config(**over)
-    steps_per_epoch = 1437 // cfg.batch_size  # digits: 1,437 training images
+    steps_per_epoch = 1438 // cfg.batch_size  # digits: 1,438 training images
     root = tmp_path / "runs"
     p = start_cli(tmp_path, ["train", *cli_flags(**over), "--quiet", "--runs-dir", str(root)])
     store = RunStore(root)
