@@ -9,6 +9,7 @@ same model get a small hue shift (``variant``).
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
 
 import numpy as np
@@ -59,6 +60,7 @@ def _depth_pos(depth) -> float:
     return min(1.0, max(0.0, math.log(max(d, 8) / 8) / math.log(1202 / 8)))
 
 
+@functools.lru_cache(maxsize=1024)
 def run_color(kind, depth, variant: int = 0) -> str:
     """The color of a run: hue by family, shade by depth; ``variant`` shifts the hue a little
     for a second (third, ...) run of the same model. Returns "#rrggbb"."""

@@ -79,17 +79,53 @@ def tail_rows(path: Path, nbytes: int = 65536) -> list[dict]:
     return rows
 
 
+_FINALS: dict = {}  # (path, size, mtime_ns) -> final errors; logs only grow, so this is safe
+
+
 def final_errors(run: Run) -> dict:
     """The last test error and the last training error of a run (eval-mode re-scoring when
-    there is one, else the last logged training window), as fractions."""
-    rows = tail_rows(run.path / "metrics.jsonl")
+    there is one, else the last logged training window), as fractions. Reads the log's tail
+    backwards and parses only the lines it needs; memoized on the file's size and mtime."""
+    path = run.path / "metrics.jsonl"
+    try:
+        st = os.stat(path)
+        key = (str(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return {"test_error": None, "train_error": None}
+    if key in _FINALS:
+        return _FINALS[key]
     out = {"test": None, "train": None, "train_eval": None}
-    for r in rows:
-        split, err = r.get("split"), r.get("error")
-        if split in out and isinstance(err, (int, float)):
-            out[split] = float(err)
-    return {"test_error": out["test"],
-            "train_error": out["train_eval"] if out["train_eval"] is not None else out["train"]}
+    for nbytes in (16384, 262144, None):
+        try:
+            with open(path, "rb") as f:
+                if nbytes is not None and st.st_size > nbytes:
+                    f.seek(st.st_size - nbytes)
+                data = f.read()
+        except OSError:
+            break
+        lines = data.split(b"\n")
+        if nbytes is not None and st.st_size > nbytes:
+            lines = lines[1:]
+        for line in reversed(lines):
+            for split in [k for k, v in out.items() if v is None]:
+                if f'"split": "{split}"'.encode() in line or f'"split":"{split}"'.encode() in line:
+                    try:
+                        err = json.loads(line).get("error")
+                    except (ValueError, UnicodeDecodeError):
+                        continue
+                    if isinstance(err, (int, float)):
+                        out[split] = float(err)
+            if out["test"] is not None and out["train_eval"] is not None:
+                break
+        if (out["test"] is not None and out["train_eval"] is not None) or nbytes is None \
+                or st.st_size <= (nbytes or 0):
+            break
+    res = {"test_error": out["test"],
+           "train_error": out["train_eval"] if out["train_eval"] is not None else out["train"]}
+    if len(_FINALS) > 4096:
+        _FINALS.clear()
+    _FINALS[key] = res
+    return res
 
 
 def runs_frame(store: RunStore, infos: list[dict] | None = None) -> pd.DataFrame:

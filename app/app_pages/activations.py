@@ -110,22 +110,35 @@ stage = m2.selectbox("Feature maps of", ["tap1", "layer1", "layer2", "layer3"], 
                      key="act_stage", format_func=lambda s: "the first conv (after BN)" if s == "tap1" else f"stage {s[-1]} output")
 if true_label is not None:
     st.caption(f"True class: **{true_label}**")
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def explain(root: str, rid: str, sig: tuple, u8: np.ndarray, method: str, stage: str):
+    """Top-3 predictions, attribution map and feature maps of one image (cached on the
+    checkpoint's identity, the image's pixels and the choices)."""
+    import torch
+
+    model, ds = model_of(rid)
+    x1 = normalize(torch.from_numpy(u8.copy())[None], ds.mean, ds.std)[0]
+    top = aattr.top_k(model, x1, k=3, classes=ds.classes)
+    return top, aattr.attribute(model, x1, method), aact.feature_maps(model, x1, stage)
+
+
 cols = st.columns(2)
 for i, (col, rid) in enumerate(zip(cols, ids)):
     model, ds = models[rid]
     with col:
         st.markdown(f"**{labels[rid]}**")
         try:
-            x1, u8 = input_for(ds)
-            top = aattr.top_k(model, x1, k=3, classes=ds.classes)
+            _, u8 = input_for(ds)
+            top, amap, fm = explain(str(store.root), rid, ui.checkpoint_sig(store, rid), u8,
+                                    method, stage)
             st.dataframe(top[["class", "prob"]].assign(prob=(100 * top["prob"]).round(1)).rename(
                 columns={"prob": "probability (%)"}), hide_index=True, key=f"act_top_{i}")
-            amap = aattr.attribute(model, x1, method)
             img = u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0)
             st.plotly_chart(charts.image_figure(img, f"{method} for '{top['class'].iloc[0]}'",
                                                 overlay=np.abs(amap) if method != "gradcam" else amap),
                             key=f"act_img_{i}", config=ui.PLOTLY_CONFIG)
-            fm = aact.feature_maps(model, x1, stage)
             st.plotly_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[0]} channels "
                                                            f"of {fm.shape[1]}x{fm.shape[2]}"),
                             key=f"act_fm_{i}", config=ui.PLOTLY_CONFIG)
