@@ -102,12 +102,16 @@ def _clean(v):
 
 def read_jsonl(path: Path) -> tuple[list[dict], int]:
     """All complete lines of a JSON-lines file, and how many lines were unreadable."""
-    rows, bad = [], 0
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return [], 0
+    return parse_jsonl(data)
+
+
+def parse_jsonl(data: bytes) -> tuple[list[dict], int]:
+    rows, bad = [], 0
     lines = data.split(b"\n")
     for i, line in enumerate(lines):
         if not line.strip():
@@ -252,15 +256,30 @@ class Run:
     def read_layers(self) -> list[dict]:
         return dedupe_steps(read_jsonl(self.path / "layers.jsonl")[0], key=("step", "layer"))
 
-    def truncate_logs_after(self, step: int) -> None:
-        """Drop every line past ``step`` (and any torn line), so a resumed run records each
-        step once."""
-        for name in ("metrics.jsonl", "layers.jsonl"):
+    LOGS = ("metrics.jsonl", "layers.jsonl")
+
+    def log_sizes(self) -> dict:
+        """The logs' byte sizes, saved in each checkpoint (see truncate_logs_after)."""
+        return {n: (self.path / n).stat().st_size if (self.path / n).exists() else 0
+                for n in self.LOGS}
+
+    def truncate_logs_after(self, step: int, sizes: dict | None = None) -> None:
+        """Drop every line written after the checkpoint a run resumes from (and any torn
+        line), so a resumed run records each step once. ``sizes``: the logs' byte sizes when
+        that checkpoint was saved; exact whatever step a recorder labels its rows with (the
+        analysis recorder labels rows recorded during step s+1 as s). Without them, lines
+        labelled past ``step`` go."""
+        for name in self.LOGS:
             p = self.path / name
             if not p.exists():
                 continue
-            rows, _ = read_jsonl(p)
-            keep = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= step]
+            data = p.read_bytes()
+            size = (sizes or {}).get(name)
+            if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= len(data):
+                keep, _ = parse_jsonl(data[:size])
+            else:
+                rows, _ = parse_jsonl(data)
+                keep = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= step]
             atomic_write_bytes(p, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
     # --- other files --------------------------------------------------------------------

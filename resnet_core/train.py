@@ -305,7 +305,9 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         step, warming, best = ck["step"], ck["warmup"], ck.get("best", math.inf)
         resumed = True
     if run is not None:
-        run.truncate_logs_after(step)
+        # what was logged after the checkpoint is logged again: drop it (all of it when
+        # there is no checkpoint, the run starts over)
+        run.truncate_logs_after(step, ck.get("log_bytes") if resumed else {n: 0 for n in run.LOGS})
         run.ckpt_dir.mkdir(exist_ok=True)
         env = environment(device, threads, precision, channels_last)
         atomic_write_json(run.path / "env.json", env)
@@ -340,7 +342,8 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
             return
         state = {"version": CKPT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "step": ctx.step, "warmup": warming, "best": best, "threads": threads,
-                 "config": cfg.to_json(), "rng": torch.get_rng_state()}
+                 "config": cfg.to_json(), "rng": torch.get_rng_state(),
+                 "log_bytes": run.log_sizes()}
         save_checkpoint(run.checkpoint_path(name_list[0]), state)
         for extra in name_list[1:]:
             save_checkpoint(run.checkpoint_path(extra), state)
@@ -376,6 +379,9 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
     try:
         while ctx.step < total:
             if stop["flag"] or (run is not None and run.cancel_requested()):
+                if run is not None and ctx.layer_rows:  # recorded before this checkpoint
+                    run.append_jsonl("layers.jsonl", ctx.layer_rows)
+                    ctx.layer_rows = []
                 save(["last"])
                 raise Cancelled(f"cancelled at step {ctx.step} of {total}; resume continues from here")
             s = ctx.step
