@@ -48,7 +48,11 @@ KILL_MOMENTS = [
     ("metrics_flush", _rng.randint(4, 6)),      # (flushes at 10, 20, 30 carry eval rows too)
     ("status_write", _rng.randint(3, 4)),       # a heartbeat's status.json, never renamed
 ]
-IDS = [f"{p}:{n}" for p, n in KILL_MOMENTS]
+# Two more with the analysis recorder attached: its layers.jsonl must come out whole too, and
+# the weights must still equal the run without recorders (recording never changes training).
+REC_MOMENTS = [("layers_flush", 1), ("step", _rng.randint(6, 29))]
+REC = dict(recorders=["analysis.recorders:LayerStatsRecorder"])
+IDS = [f"{p}:{n}" for p, n in KILL_MOMENTS] + [f"{p}:{n}+rec" for p, n in REC_MOMENTS]
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +67,29 @@ def killed_runs(tmp_path_factory):
     """One real trainer per kill moment, all at once, forked from one helper that imported
     torch once (start-up dominates a tiny run on 2 cores)."""
     base = tmp_path_factory.mktemp("killed")
-    jobs = [(f"{p}:{n}", ["train", *cli_flags(), "--quiet", "--runs-dir", str(base / f"{p}-{n}" / "runs")],
-             f"{p}:{n}") for p, n in KILL_MOMENTS]
+    jobs = []
+    for key in IDS:
+        fault, _, rec = key.partition("+")
+        d = base / key.replace(":", "-").replace("+", "-")
+        jobs.append((key, ["train", *cli_flags(**(REC if rec else {})), "--quiet",
+                           "--runs-dir", str(d / "runs")], fault))
     res = fork_trainers(base, jobs)
-    return {k: (base / k.replace(":", "-"), *v) for k, v in res.items()}
+    return {k: (base / k.replace(":", "-").replace("+", "-"), *v) for k, v in res.items()}
+
+
+@pytest.fixture(scope="module")
+def reference_rec(tmp_path_factory):
+    """The uninterrupted TINY run with the analysis recorder."""
+    cfg = tiny_config(**REC)
+    return cfg, train_reference(tmp_path_factory.mktemp("reference_rec"), cfg)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", IDS)
-def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, capsys):
+def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, reference_rec, capsys):
     cfg, ref = reference
+    if moment.endswith("+rec"):
+        cfg = reference_rec[0]
     d, rc, stdout, stderr = killed_runs[moment]
     assert rc == -signal.SIGKILL, f"the trainer was not killed at {moment}: rc={rc}\n{stderr}"
     store = RunStore(d / "runs")
@@ -86,6 +103,9 @@ def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, ca
     # metrics parse: at most one torn line, and only the last one
     rows, bad = raw_metrics(run)
     assert bad <= 1
+    if moment.startswith(("metrics_flush", "layers_flush")):
+        name = "metrics.jsonl" if moment.startswith("metrics") else "layers.jsonl"
+        assert read_jsonl(run.path / name)[1] == 1, f"the half-written flush left no torn line in {name}"
     if moment.startswith("metrics_flush"):
         assert bad == 1, "the half-written flush should have left a torn last line"
         assert not (run.path / "metrics.jsonl").read_bytes().endswith(b"\n")
@@ -97,8 +117,6 @@ def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, ca
         ck = load_checkpoint(ck_path)
         assert ck["step"] % cfg.checkpoint_every == 0 and 0 < ck["step"] <= cfg.iterations
         assert ck["step"] <= max((k[0] for k in keys), default=0)
-    else:
-        assert moment.split(":")[0] in ("start", "env_write", "status_write", "step", "ckpt_write")
     # listing the store works and says the same
     assert cli_main(["runs", "--runs-dir", str(store.root)]) == 0
     assert "interrupted" in capsys.readouterr().out
@@ -108,6 +126,12 @@ def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, ca
     assert run.read_status()["state"] == "done"
     assert_each_step_once(run, cfg)
     assert_same_weights(run.checkpoint_path("last"), ref.checkpoint_path("last"))
+    if moment.endswith("+rec"):
+        rows, bad = read_jsonl(run.path / "layers.jsonl")
+        keys = [(r["step"], r["layer"]) for r in rows]
+        want = [(r["step"], r["layer"]) for r in read_jsonl(reference_rec[1].path / "layers.jsonl")[0]]
+        assert bad == 0 and len(set(keys)) == len(keys), "a layers line lost, torn or doubled"
+        assert sorted(keys) == sorted(want) and len(keys) > 0
     # the torn temporary checkpoint never shows as a checkpoint
     assert set(run.list_checkpoints()) <= {"last", "best"}
 
@@ -406,3 +430,35 @@ def test_paper_warmup_lets_resnet110_start_at_lr_0_1(tmp_path):
     assert train_rows[1]["lr"] == pytest.approx(0.1)  # error < 80% or 1% of steps: back to 0.1
     assert train_rows[-1]["lr"] == pytest.approx(0.1 * 0.01)  # back to 0.1, then the /10 steps
     assert all(r["loss"] is not None and math.isfinite(r["loss"]) for r in train_rows)
+
+
+# --- cancel between flushes, with a recorder -------------------------------------------------
+class CancelAt(Callback):
+    """Asks for a cancel (as the app's Cancel button does) once `step` steps are done."""
+
+    def __init__(self, run, step):
+        self.run, self.at = run, step
+
+    def on_step_end(self, ctx):
+        if ctx.step == self.at:
+            self.run.request_cancel()
+
+
+def test_cancel_between_flushes_then_resume_keeps_every_layer_row(tmp_path):
+    from analysis.recorders import LayerStatsRecorder
+
+    cfg = tiny_config()
+    rec = lambda: LayerStatsRecorder(steps=[0, 6, 12, 30])  # noqa: E731 - rows at 6 wait in memory
+    ref = RunStore(tmp_path / "ref").create(cfg, state="running")
+    train(cfg, run=ref, callbacks=[rec()])
+    run = RunStore(tmp_path / "runs").create(cfg, state="running")
+    st = train(cfg, run=run, callbacks=[rec(), CancelAt(run, 7)])
+    assert st["state"] == "cancelled" and load_checkpoint(run.checkpoint_path("last"))["step"] == 7
+    (run.path / "cancel").unlink()
+    st = train(cfg, run=run, callbacks=[rec()])  # resumes from last.pt
+    assert st["state"] == "done"
+    keys = lambda r: sorted((x["step"], x["layer"]) for x in read_jsonl(r.path / "layers.jsonl")[0])  # noqa: E731
+    assert {k[0] for k in keys(ref)} == {0, 6, 12, 30}
+    assert keys(run) == keys(ref), "layer rows recorded before the cancel were lost or doubled"
+    assert_each_step_once(run, cfg)
+    assert_same_weights(run.checkpoint_path("last"), ref.checkpoint_path("last"))
