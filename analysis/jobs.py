@@ -12,8 +12,11 @@ The app's whole API:
 session, never a shell) and returns None. The process writes progress to
 ``cache/<key>.job.json``, the result to ``cache/<key>.npz`` (atomically), and stops at its next
 progress report once ``cache/<key>.cancel`` exists. States: ``missing``, ``running``, ``done``,
-``failed``, ``cancelled``, ``interrupted`` (the process died). A failed task is not restarted
-by ``get_or_start`` unless ``retry=True`` (so a crash does not loop).
+``failed``, ``cancelled``, ``interrupted`` (the process died). ``get_or_start`` starts a job
+only when there is none (``missing``): a failed, cancelled or interrupted one is restarted only
+with ``retry=True``, so neither a crash nor a page refresh after Cancel loops. ``cancel`` also
+sends SIGTERM to the job's own process (by the pid and start time it recorded), so a long
+UMAP fit stops without waiting for a progress report.
 
 Tasks and their parameters (defaults in ``TASKS``): pca / umap / tsne (n, seed, ...), fig7 (n),
 confusion (n), activations (n), lesion (n), lesion_random (n, samples, seed),
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -236,9 +240,7 @@ def get_or_start(run: Run, task: str, checkpoint: str = "last", retry: bool = Fa
     if inline:
         return compute(run, task, checkpoint, **params)
     st = status(run, task, checkpoint, **params)
-    if st["state"] == "failed" and not retry:
-        return None
-    if st["state"] not in ("running", "starting"):
+    if st["state"] == "missing" or (retry and st["state"] not in ("running", "starting")):
         start(run, task, checkpoint, **params)
     return None
 
@@ -248,6 +250,14 @@ def cancel(run: Run, task: str, checkpoint: str = "last", **params) -> None:
     key = key_of(run, task, checkpoint, **params)
     Path(run.cache_dir).mkdir(parents=True, exist_ok=True)
     _cancel_path(run, key).touch()
+    job = run_json(_job_path(run, key)) or {}
+    pid, pid_start = job.get("pid"), job.get("pid_start")
+    # only a job that recorded its own identity (and so has its SIGTERM handler in place)
+    if job.get("state") == "running" and pid_start and pid_alive(pid, pid_start):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def wait(run: Run, task: str, checkpoint: str = "last", timeout: float = 300.0, **params) -> dict:
@@ -295,6 +305,10 @@ def _main(argv=None) -> int:
             last["t"] = now
             write("running", float(frac), message)
 
+    def on_term(signum, frame):
+        raise Cancelled("cancelled")
+
+    signal.signal(signal.SIGTERM, on_term)
     write("running", 0.0, "loading")
     try:
         compute(run, a.task, a.checkpoint, progress, **params)

@@ -7,8 +7,11 @@ exception propagates (nothing half-written is cached).
 from __future__ import annotations
 
 
-class Cancelled(Exception):
-    """Raised from a progress callback to stop a long analysis."""
+class Cancelled(BaseException):
+    """Raised from a progress callback (or a job's SIGTERM handler) to stop a long analysis.
+
+    A BaseException, like KeyboardInterrupt, so that code catching ``Exception`` on the way
+    (a checkpoint loader re-raising its own error, a library's retry loop) lets it through."""
 
 
 def report(progress, done: int, total: int, message: str = "") -> None:

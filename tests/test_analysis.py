@@ -260,9 +260,17 @@ def test_background_job_can_be_cancelled_and_a_study_is_cached(trained):
     run = trained["plain"]
     kw = dict(steps=15, n=64)
     assert jobs.get_or_start(run, "landscape2d", **kw) is None
+    import time
+
+    t0 = time.time()  # let it get going, so cancel also reaches it by SIGTERM
+    while jobs.status(run, "landscape2d", **kw)["state"] == "starting" and time.time() - t0 < 60:
+        time.sleep(0.2)
+    assert jobs.status(run, "landscape2d", **kw)["state"] == "running"
     jobs.cancel(run, "landscape2d", **kw)
     st = jobs.wait(run, "landscape2d", timeout=120, **kw)
     assert st["state"] == "cancelled", st
+    assert jobs.get_or_start(run, "landscape2d", **kw) is None  # no restart without retry
+    assert jobs.status(run, "landscape2d", **kw)["state"] == "cancelled"
     sh = jobs.compute(run, "shattering", n_points=12)["table"]  # on a trained checkpoint
     assert list(sh["lag"]) == list(range(1, 9)) and sh["correlation"].between(-1, 1).all()
     lesion = jobs.compute(run, "lesion", n=100)["table"]
