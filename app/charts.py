@@ -410,21 +410,29 @@ def embedding_figure(points: pd.DataFrame, title: str, height: int = 420) -> go.
     return fig
 
 
-def image_figure(img, title: str = "", height: int = 260, colorscale: str = "gray",
-                 overlay=None) -> go.Figure:
-    """A 2-D array (or H,W,3 uint8) as an image, with an optional heatmap overlay."""
+def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gray",
+                 overlay=None, overlay_title: str = "attribution") -> go.Figure:
+    """A 2-D array (or H,W,3 uint8) as an image; with ``overlay``, the map beside it (same
+    pixel grid), so both stay readable."""
     a = np.asarray(img)
-    fig = go.Figure()
+    cols = 2 if overlay is not None else 1
+    fig = make_subplots(rows=1, cols=cols, horizontal_spacing=0.04,
+                        subplot_titles=("image", overlay_title) if cols == 2 else None)
     if a.ndim == 3:
-        fig.add_trace(go.Image(z=a))
+        fig.add_trace(go.Image(z=a), row=1, col=1)
     else:
-        fig.add_trace(go.Heatmap(z=a, colorscale=colorscale, showscale=False))
+        fig.add_trace(go.Heatmap(z=a, colorscale=colorscale, showscale=False,
+                                 hovertemplate="x %{x} y %{y}: %{z}<extra></extra>"), row=1, col=1)
     if overlay is not None:
-        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale="Jet", opacity=0.45,
-                                 showscale=False))
-    fig.update_yaxes(autorange="reversed", visible=False, scaleanchor="x")
+        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale="Inferno", showscale=True,
+                                 colorbar=dict(thickness=10, len=0.8),
+                                 hovertemplate="x %{x} y %{y}: %{z:.3g}<extra></extra>"),
+                      row=1, col=2)
+    fig.update_yaxes(autorange="reversed", visible=False)
     fig.update_xaxes(visible=False)
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=5, l=5, r=5),
+    for c in range(1, cols + 1):
+        fig.update_yaxes(scaleanchor=f"x{'' if c == 1 else c}", row=1, col=c)
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=50, b=5, l=5, r=5),
                       title=dict(text=title, font=dict(size=12)))
     return fig
 
@@ -435,7 +443,7 @@ def feature_grid_figure(maps, title: str = "", n: int = 8, cols: int = 4,
     a = np.asarray(maps)
     n = min(n, len(a))
     rows = max(1, math.ceil(n / cols))
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02, vertical_spacing=0.04,
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02, vertical_spacing=0.08,
                         subplot_titles=[f"ch {i}" for i in range(n)])
     for i in range(n):
         fig.add_trace(go.Heatmap(z=a[i], colorscale="Viridis", showscale=False,

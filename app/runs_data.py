@@ -157,10 +157,11 @@ def runs_frame(store: RunStore, infos: list[dict] | None = None) -> pd.DataFrame
     if df.empty:
         return df
     # one color per run: hue by family, shade by depth, a small hue shift for repeats
-    df = df.sort_values("id").reset_index(drop=True)
+    df["_t"] = pd.to_numeric(df["created"], errors="coerce").fillna(0.0)
+    df = df.sort_values(["_t", "id"]).reset_index(drop=True)
     variant = df.groupby(["kind", "depth"], dropna=False).cumcount()
     df["color"] = [run_color(k, d, int(v)) for k, d, v in zip(df["kind"], df["depth"], variant)]
-    return df.sort_values("id", ascending=False).reset_index(drop=True)
+    return df.iloc[::-1].drop(columns=["_t"]).reset_index(drop=True)
 
 
 def metrics_frame(run: Run) -> pd.DataFrame:

@@ -136,8 +136,11 @@ for i, (col, rid) in enumerate(zip(cols, ids)):
             st.dataframe(top[["class", "prob"]].assign(prob=(100 * top["prob"]).round(1)).rename(
                 columns={"prob": "probability (%)"}), hide_index=True, key=f"act_top_{i}")
             img = u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0)
-            st.plotly_chart(charts.image_figure(img, f"{method} for '{top['class'].iloc[0]}'",
-                                                overlay=np.abs(amap) if method != "gradcam" else amap),
+            names = {"gradcam": "Grad-CAM", "integrated_gradients": "|Integrated Gradients|",
+                     "saliency": "saliency"}
+            st.plotly_chart(charts.image_figure(img, f"why '{top['class'].iloc[0]}'?",
+                                                overlay=np.abs(amap) if method != "gradcam" else amap,
+                                                overlay_title=names.get(method, method)),
                             key=f"act_img_{i}", config=ui.PLOTLY_CONFIG)
             st.plotly_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[0]} channels "
                                                            f"of {fm.shape[1]}x{fm.shape[2]}"),
