@@ -334,24 +334,35 @@ class RunStore:
         return f"{stamp}-{safe}-{secrets.token_hex(3)}"
 
     def create(self, config, state: str = "queued", message: str = "") -> Run:
-        """Make a run folder with its config and first status; nothing else is touched."""
+        """Make a run folder with its config and first status; nothing else is touched.
+        The folder is filled under a hidden name and renamed into place, so a reader (or a
+        kill at this moment) never sees a run without its config or status."""
         self.root.mkdir(parents=True, exist_ok=True)
+        now = time.time()
         for _ in range(10):
             run_id = self.new_run_id(config.model)
             path = self.root / run_id
+            tmp = self.root / f".new-{run_id}"
             try:
-                path.mkdir()
-                break
+                tmp.mkdir()
             except FileExistsError:
                 continue
-        else:
-            raise StoreError("could not make a unique run folder")
-        run = Run(self.root, run_id)
-        atomic_write_bytes(path / "config.json", (config.to_json() + "\n").encode())
-        now = time.time()
-        atomic_write_json(path / "status.json", {"state": state, "created": now, "updated": now,
-                                                 "step": 0, "total": None, "message": message})
-        return run
+            try:
+                atomic_write_bytes(tmp / "config.json", (config.to_json() + "\n").encode())
+                atomic_write_json(tmp / "status.json", {"state": state, "created": now,
+                                                        "updated": now, "step": 0, "total": None,
+                                                        "message": message})
+                if path.exists():
+                    raise FileExistsError(path)
+                os.rename(tmp, path)
+            except FileExistsError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                continue
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return Run(self.root, run_id)
+        raise StoreError("could not make a unique run folder")
 
     def list_ids(self) -> list[str]:
         if not self.root.is_dir():
