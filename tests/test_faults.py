@@ -462,3 +462,18 @@ def test_cancel_between_flushes_then_resume_keeps_every_layer_row(tmp_path):
     assert keys(run) == keys(ref), "layer rows recorded before the cancel were lost or doubled"
     assert_each_step_once(run, cfg)
     assert_same_weights(run.checkpoint_path("last"), ref.checkpoint_path("last"))
+
+
+# --- a kill while the run folder is made ----------------------------------------------------------
+def test_sigkill_while_the_run_folder_is_made_leaves_no_broken_run(tmp_path, capsys):
+    """Killed between config.json and status.json: no run without a status may appear (it could
+    be neither listed cleanly nor resumed); the command simply did not happen."""
+    jobs = [(f"{p}:1", ["train", *cli_flags(), "--quiet", "--runs-dir", str(tmp_path / p / "runs")],
+             f"{p}:1") for p in ("config_write", "status_write")]
+    res = fork_trainers(tmp_path, jobs)
+    for key, (code, out, err) in res.items():
+        assert code == -signal.SIGKILL, (key, err)
+        store = RunStore(tmp_path / key.split(":")[0] / "runs")
+        assert store.list_runs() == [], f"{key}: a half-made run is listed: {store.list_runs()}"
+        assert cli_main(["runs", "--runs-dir", str(store.root)]) == 0
+        assert "no runs" in capsys.readouterr().err
