@@ -336,6 +336,23 @@ def test_corrupt_file_gives_clear_error_and_other_runs_unaffected(kind, done_run
     if kind.startswith("ckpt"):
         with pytest.raises(CheckpointError, match="truncated, corrupt"):
             load_model(victim)
+    # the app: the Runs and Degradation pages render, list both runs, and name the broken file
+    from test_app_helpers import no_exception, page
+
+    os.environ["RESNET_LAB_RUNS_DIR"] = str(root)
+    try:
+        shown = ""
+        for name in ("runs", "degradation"):
+            at = page(name).run()
+            no_exception(at)
+            if name == "runs":
+                shown = " ".join(str(w.value) for w in at.warning) + " " + at.dataframe[0].value.to_string()
+    finally:
+        del os.environ["RESNET_LAB_RUNS_DIR"]
+    capsys.readouterr()  # streamlit's own log lines
+    assert "victim" in shown and "other" in shown
+    if kind.startswith("status") or kind == "config_truncated":
+        assert rel in shown, shown[:1500]
     # resume: a one-line error naming the file (exit 2), or a clean finish for metrics damage
     code = cli_main(["resume", "victim", "--runs-dir", str(root), "--quiet"])
     err = capsys.readouterr().err
