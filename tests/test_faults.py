@@ -494,3 +494,92 @@ def test_sigkill_while_the_run_folder_is_made_leaves_no_broken_run(tmp_path, cap
         assert store.list_runs() == [], f"{key}: a half-made run is listed: {store.list_runs()}"
         assert cli_main(["runs", "--runs-dir", str(store.root)]) == 0
         assert "no runs" in capsys.readouterr().err
+
+
+# --- the Streamlit server stopped mid-run ----------------------------------------------------------
+_LAUNCH = r"""
+import json, sys, time
+from resnet_core import RunStore, TrainConfig, jobs
+run = jobs.submit(RunStore(sys.argv[1]), TrainConfig(**json.loads(sys.argv[2])))
+print(run.id, flush=True)
+time.sleep(600)  # lives on in the server's process group, like a page's script thread
+"""
+
+
+def _serve(tmp_path, env, port, log):
+    import subprocess
+    import sys
+    import urllib.request
+
+    from faultlib import REPO
+
+    p = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port",
+                          str(port), "--server.headless", "true"], cwd=REPO, env=env,
+                         stdout=log, stderr=log, stdin=subprocess.DEVNULL, process_group=0)
+
+    def healthy():
+        assert p.poll() is None, "streamlit exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    wait_for(healthy, 120, every=0.3, what="streamlit to answer")
+    return p
+
+
+@pytest.mark.slow
+def test_server_killed_mid_run_training_goes_on_and_a_restarted_server_shows_it(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from faultlib import REPO, subprocess_env
+    from test_app_helpers import no_exception, page
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = tmp_path / "runs"
+    env = subprocess_env(tmp_path, RESNET_LAB_RUNS_DIR=root)
+    log = open(tmp_path / "server.log", "ab")
+    cfg = tiny_config(iterations=300, eval_every=100, checkpoint_every=50, log_every=10)
+    server = _serve(tmp_path, env, port, log)
+    procs = [server]
+    try:
+        # the run is launched from inside the server's process group, as the Lab page does
+        launcher = subprocess.Popen([sys.executable, "-c", _LAUNCH, str(root), json.dumps(cfg.to_dict())],
+                                    cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+                                    process_group=server.pid)
+        procs.append(launcher)
+        run_id = launcher.stdout.readline().strip()
+        run = RunStore(root).run(run_id)
+        wait_for(lambda: raw_metrics(run)[0], 180, every=0.1, what="the run to log its first steps")
+        os.killpg(server.pid, signal.SIGKILL)  # the server, its script threads and the launcher
+        server.wait(30)
+        launcher.wait(30)
+        st = run.read_status()
+        assert st["state"] == "running", st  # the trainer is in its own session: still alive
+        step_at_kill = max(r["step"] for r in raw_metrics(run)[0])
+        wait_for(lambda: run.read_status()["state"] not in ("queued", "running"), 300, every=0.5,
+                 what="the run to finish without the server")
+        assert run.read_status()["state"] == "done"
+        assert step_at_kill < cfg.iterations, "the run ended before the server was stopped"
+        assert_each_step_once(run, cfg)
+        # a restarted server answers and its pages show the finished run
+        server = _serve(tmp_path, env, port, log)
+        procs.append(server)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.status == 200
+        monkeypatch.setenv("RESNET_LAB_RUNS_DIR", str(root))
+        at = page("runs").run()
+        no_exception(at)
+        table = at.dataframe[0].value
+        assert run_id in set(table["id"]) and set(table["state"]) == {"done"}
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL) if p is not procs[1] else p.kill()
+                p.wait(10)
+        log.close()
