@@ -48,4 +48,11 @@ with st.sidebar:
                "reads the same). Runs are separate processes: they keep training when this "
                "tab closes.")
 
+    addr = st.get_option("server.address")
+    if addr not in ("127.0.0.1", "localhost", "::1"):
+        st.warning("This server listens beyond this machine (server.address is "
+                   f"{addr or 'unset: all interfaces'}). Start it from the repository folder, "
+                   "whose .streamlit/config.toml binds to 127.0.0.1, unless you mean to share it.",
+                   icon=":material/lan:")
+
 page.run()

@@ -89,7 +89,11 @@ def wait_app(page, heading: str, timeout=45_000):
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
+T0 = [time.time()]
+
+
 def shot(page, name):
+    print(f"[e2e] {time.time() - T0[0]:6.1f} s  {name}", flush=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -112,6 +116,7 @@ def choose(page, label: str, option: str):
 
 
 def test_launch_watch_reload_restart_degradation(tmp_path):
+    T0[0] = time.time()
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
     server = Server(runs_dir, tmp_path / "streamlit.log").start()
@@ -119,6 +124,7 @@ def test_launch_watch_reload_restart_degradation(tmp_path):
 
     store = RunStore(runs_dir)
     t0 = time.time()
+    print(f"[e2e] {t0 - T0[0]:6.1f} s  server up", flush=True)
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
