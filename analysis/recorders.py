@@ -186,7 +186,8 @@ class LayerStatsRecorder(Callback):
 
     ``steps``: explicit steps to record (default :func:`default_schedule`); ``probe_size``:
     how many test images form the probe batch; ``budget``: the share of training time the
-    default schedule may spend. ``seconds`` and ``records`` tell what recording cost.
+    default schedule may spend. ``seconds``, ``records`` and ``times`` tell what recording
+    cost.
     """
 
     needs_hooks = True
@@ -199,6 +200,7 @@ class LayerStatsRecorder(Callback):
         self.steps: set[int] = set()
         self.seconds = 0.0
         self.records = 0
+        self.times: list[tuple[int, float]] = []  # (step, seconds) of each record
         self._x = self._y = None
         self._failed = False
 
@@ -228,7 +230,9 @@ class LayerStatsRecorder(Callback):
                           f"{type(e).__name__}: {e}")
             return
         ctx.log_layers(rows)
-        self.seconds += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.times.append((step, dt))
+        self.seconds += dt
         self.records += 1
 
     def on_after_backward(self, ctx) -> None:

@@ -59,8 +59,8 @@ class Moments:
         self.ss: dict[str, torch.Tensor] = {}
 
     def add(self, name: str, t: torch.Tensor) -> None:
-        t = t.detach().double()
-        s, ss = t.sum(), (t * t).sum()
+        t = t.detach().float()  # float32 reductions, float64 accumulation across batches
+        s, ss = t.sum().double(), torch.linalg.vector_norm(t).double().square()
         if name in self.s:
             self.n[name] += t.numel()
             self.s[name] = self.s[name] + s

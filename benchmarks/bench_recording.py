@@ -80,7 +80,9 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} cores")
     print(f"median steady-state step: {step * 1000:.1f} ms  ({len(steady)} steps)")
     print(f"records: {rec.records} at steps {sorted(rec.steps)}")
-    print(f"one record: {per_record * 1000:.1f} ms = {per_record / step:.2f} steps")
+    print(f"one record: {per_record * 1000:.1f} ms = {per_record / step:.2f} steps (mean); "
+          f"median {statistics.median(t for _, t in rec.times) / step:.2f} steps; each: "
+          + ", ".join(f"{s}: {t / step:.2f}" for s, t in rec.times))
     print(f"recording overhead ratio: {ratio:.4f} ({ratio:.2%} of training time; budget 5%)")
     print(f"wall time of the run: {wall:.1f} s")
     return 0 if ratio <= 0.05 else 1
