@@ -351,7 +351,8 @@ def signal_figure(df: pd.DataFrame, value: str, ylabel: str, height: int = 380,
                                  text=g["layer"] if "layer" in g.columns else None,
                                  hovertemplate="%{text}: %{y:.3g}<extra>" + str(series) + "</extra>"))
     fig.update_xaxes(title_text="layer index (input → output)")
-    fig.update_yaxes(title_text=ylabel, type="log" if log else "linear")
+    fig.update_yaxes(title_text=ylabel, type="log" if log else "linear",
+                     rangemode="normal" if log else "tozero")
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
