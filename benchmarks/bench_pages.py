@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keep", help="build (or reuse) the store in this folder and keep it")
+    ap.add_argument("--pages", default=",".join(PAGES), help="comma-separated page names")
     a = ap.parse_args(argv)
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-pages-"))
     t0 = time.time()
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     print(f"{'page':<14}{'cold (s)':>10}{'warm median (s)':>17}  {'ok':<4}")
     worst = 0.0
     try:
-        for page in PAGES:
+        for page in a.pages.split(","):
             times, ok = [], True
             for _ in range(1 + a.rounds):
                 at = AppTest.from_file(str(ROOT / "app" / "app_pages" / f"{page}.py"),

@@ -10,6 +10,7 @@ if _ROOT not in sys.path:
 import copy  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import charts, ui  # noqa: E402
@@ -138,10 +139,13 @@ for i, (col, rid) in enumerate(zip(cols, ids)):
             img = u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0)
             names = {"gradcam": "Grad-CAM", "integrated_gradients": "|Integrated Gradients|",
                      "saliency": "saliency"}
-            st.plotly_chart(charts.image_figure(img, f"why '{top['class'].iloc[0]}'?",
-                                                overlay=np.abs(amap) if method != "gradcam" else amap,
-                                                overlay_title=names.get(method, method)),
-                            key=f"act_img_{i}", config=ui.PLOTLY_CONFIG)
+            h, w = amap.shape
+            amap_df = pd.DataFrame({"y": np.repeat(np.arange(h), w), "x": np.tile(np.arange(w), h),
+                                    "value": amap.ravel(), "method": method, "run_id": rid})
+            ui.show_chart(charts.image_figure(img, f"why '{top['class'].iloc[0]}'?",
+                                              overlay=np.abs(amap) if method != "gradcam" else amap,
+                                              overlay_title=names.get(method, method)),
+                          amap_df, f"{method}-{rid}", f"act_img_{i}")
             st.plotly_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[0]} channels "
                                                            f"of {fm.shape[1]}x{fm.shape[2]}"),
                             key=f"act_fm_{i}", config=ui.PLOTLY_CONFIG)
