@@ -186,3 +186,23 @@ def test_uploads_decode_small_images_and_refuse_the_rest():
         load_upload(bomb)
     with pytest.raises(InputError):
         load_upload(png_bytes((40, 30))[:60])  # truncated
+
+
+def test_study_and_image_figures_carry_their_data():
+    t = pd.DataFrame({"block": ["layer1.0", "layer2.0"], "order": [0, 1],
+                      "downsampling": [False, True], "error": [0.1, 0.5], "base_error": [0.08, 0.08]})
+    fig = charts.lesion_figure([t], ["plain-20"], ["#ff0000"])
+    assert list(fig.data[0].y) == pytest.approx([10, 50])
+    assert list(fig.data[0].marker.symbol) == ["circle", "circle-open"]
+    grid = pd.DataFrame([(a, b, 1 + a * a + b * b) for a in (-1, 0, 1) for b in (-1, 0, 1)],
+                        columns=["alpha", "beta", "loss"])
+    c = charts.landscape_2d_figure(grid, "x")
+    assert np.asarray(c.data[0].z)[1][1] == pytest.approx(0.0)  # log10(1) at the center
+    fm = charts.feature_grid_figure(np.random.rand(3, 4, 4), n=8)
+    assert len(fm.data) == 3
+    im = charts.image_figure(np.zeros((8, 8)), overlay=np.ones((8, 8)))
+    assert len(im.data) == 2 and im.data[1].type == "heatmap"
+    sig = pd.DataFrame({"series": ["plain-20"] * 3, "index": [1, 2, 3], "layer": ["a", "b", "c"],
+                        "grad_norm": [100.0, 10.0, 1.0]})
+    f = charts.signal_figure(sig, "grad_norm", "‖∇W‖")
+    assert f.layout.yaxis.type == "log" and list(f.data[0].y) == [100.0, 10.0, 1.0]
