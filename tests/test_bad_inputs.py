@@ -1,5 +1,6 @@
 """Bad input, table-driven, on every surface: command-line flags, --config files, the Python
-API, the app's widgets (AppTest on the Lab page) and uploads (the app's upload check).
+API, the app's widgets (AppTest on the Lab page) and uploads (AppTest on the Activations page's
+file uploader).
 
 Each case must give a clear one-line message naming the field and what is accepted, create no
 run, and write nothing outside the run store (checked on a snapshot of the whole tmp folder,
@@ -239,7 +240,7 @@ def test_bad_python_api_input(prepare, must, sandbox, tmp_path):
     _nothing_written(tmp_path, store, before)
 
 
-# --- uploads (the app's upload check, app.checks.load_upload) ------------------------------------
+# --- uploads (the Activations page's file uploader, and app.checks.load_upload behind it) ------
 def _png(w, h, claim=None):
     """A PNG of w x h (or only its header claiming `claim` pixels)."""
     if claim is not None:
@@ -268,14 +269,35 @@ UPLOADS = [
 
 
 @pytest.mark.parametrize("data,must", [c[1:] for c in UPLOADS], ids=[c[0] for c in UPLOADS])
-def test_bad_upload(data, must, sandbox, tmp_path):
+def test_bad_upload_on_the_activations_page(data, must, tiny_runs, tmp_path, monkeypatch):
+    """Uploaded through the Activations page's file uploader (AppTest), on a store of real runs."""
+    from test_app_helpers import no_exception, page, texts
+
+    for d in ("cwd", "home", "cache"):
+        (tmp_path / d).mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    at = page("activations").run()
+    no_exception(at)
+    at.radio(key="act_source").set_value("upload").run()
+    before = snapshot(tmp_path, skip=(tiny_runs.root,))
+    at.file_uploader(key="act_upload").set_value(("upload.png", data, "image/png")).run()
+    no_exception(at)
+    errs = texts(at, "error")
+    assert "Upload refused" in errs, errs
+    _check_message(errs, must)
+    assert snapshot(tmp_path, skip=(tiny_runs.root,)) == before, "an upload wrote outside the store"
+    assert at.title[0].value  # the page is still whole
+
+
+def test_upload_check_refuses_the_same_files_directly():
     from app.checks import InputError, load_upload
 
-    store, before = sandbox
-    with pytest.raises(InputError) as ei:
-        load_upload(data)
-    _check_message(str(ei.value), must)
-    _nothing_written(tmp_path, store, before)
+    for _, data, must in UPLOADS:
+        with pytest.raises(InputError) as ei:
+            load_upload(data)
+        _check_message(str(ei.value), must)
 
 
 # --- the app's widgets (AppTest on the Lab page) ------------------------------------------------
