@@ -529,8 +529,6 @@ def run_in_store(store: RunStore, run_id: str, progress=None, threads: int | Non
     """Train (or resume) a stored run in this process."""
     run = store.run(run_id)
     cfg = run.read_config()
-    try:
-        (run.path / "cancel").unlink()
-    except FileNotFoundError:
-        pass
+    # a cancel file here was made after the runner looked (jobs.resume removes old ones):
+    # train() sees it at its first step and ends the run cancelled
     return train(cfg, run=run, progress=progress, threads=threads)
