@@ -449,12 +449,14 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
                 if progress is not None:
                     progress(ctx, row)
                 window_loss, window_wrong, window_n, window_first = [], [], 0, ctx.step
+                # the status names this step before its checkpoint: a run killed from here on
+                # shows at least the step that resume continues from
+                beat(force=last or ckpt_due)
                 if ckpt_due:
                     names = ["last"] + (["best"] if is_best else [])
                     if ctx.step in cfg.checkpoint_steps:
                         names.append(f"step-{ctx.step:06d}")
                     save(names)
-                beat(force=last)
             beat()
     finally:
         for c in callbacks:
