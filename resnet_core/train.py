@@ -311,6 +311,8 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         # there is no checkpoint, the run starts over)
         run.truncate_logs_after(step, ck.get("log_bytes") if resumed else {n: 0 for n in run.LOGS})
         run.ckpt_dir.mkdir(exist_ok=True)
+        for stale in run.ckpt_dir.glob(".*.tmp*"):  # left by a trainer killed mid-write
+            stale.unlink(missing_ok=True)
         env = environment(device, threads, precision, channels_last)
         atomic_write_json(run.path / "env.json", env)
     use_compile = cfg.compile and not any(getattr(c, "needs_hooks", True) for c in callbacks)
