@@ -117,6 +117,8 @@ def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, re
         ck = load_checkpoint(ck_path)
         assert ck["step"] % cfg.checkpoint_every == 0 and 0 < ck["step"] <= cfg.iterations
         assert ck["step"] <= max((k[0] for k in keys), default=0)
+        # the status names at least the checkpoint's step (it is where resume continues)
+        assert st.get("step", 0) >= ck["step"] or moment.startswith("status_write"), st
     # listing the store works and says the same
     assert cli_main(["runs", "--runs-dir", str(store.root)]) == 0
     assert "interrupted" in capsys.readouterr().out
@@ -132,8 +134,9 @@ def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, re
         want = [(r["step"], r["layer"]) for r in read_jsonl(reference_rec[1].path / "layers.jsonl")[0]]
         assert bad == 0 and len(set(keys)) == len(keys), "a layers line lost, torn or doubled"
         assert sorted(keys) == sorted(want) and len(keys) > 0
-    # the torn temporary checkpoint never shows as a checkpoint
+    # the torn temporary checkpoint never shows as a checkpoint, and resume removes it
     assert set(run.list_checkpoints()) <= {"last", "best"}
+    assert not [p.name for p in run.ckpt_dir.iterdir() if ".tmp" in p.name]
 
 
 # --- the core issue: a real SIGKILL from outside, mid-epoch, after a checkpoint ---------------

@@ -141,3 +141,19 @@ def test_foreground_resume_is_never_offered_to_a_runner(tmp_path, monkeypatch):
     assert seen["queued"] == [], f"the run showed as {seen['state']} while resumed in the foreground"
     assert run.read_status()["state"] == "done"
     assert_each_step_once(run, cfg)
+
+
+def test_a_cancel_that_races_the_runner_start_is_honoured(tmp_path):
+    """The runner checked the cancel file, then the user cancelled, then the runner started the
+    trainer: the trainer must see the cancel request, not delete it and train."""
+    import importlib
+
+    from faultlib import tiny_config
+
+    store = RunStore(tmp_path / "runs")
+    run = jobs.submit(store, tiny_config(), start_runner=False)
+    assert jobs.cancel(store, run.id) == "cancelled"
+    run.write_status(state="queued", message="starting with 1 thread(s)")  # the runner's write
+    st = importlib.import_module("resnet_core.train").run_in_store(store, run.id, threads=1)
+    assert st["state"] == "cancelled", st
+    assert run.read_metrics() == []
