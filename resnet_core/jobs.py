@@ -197,6 +197,8 @@ def _mark_if_never_started(run: Run, returncode: int) -> None:
     stay queued forever and be restarted in a loop: end it as failed with its log's tail."""
     try:
         s = run.read_status_raw()
+        if run.read_status()["state"] == "running":
+            return  # another live process trains it (this trainer was refused)
     except StoreError:
         return
     if s["state"] in ("queued", "running"):

@@ -302,6 +302,19 @@ class Run:
         order = {"best": 1, "last": 2}
         return sorted(names, key=lambda n: (order.get(n, 0), n))
 
+    def lock_for_training(self):
+        """An exclusive lock held by the run's trainer for its life (the kernel drops it when
+        the process dies, SIGKILL included); None when another trainer holds it."""
+        import fcntl
+
+        f = open(self.path / ".trainer.lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        return f
+
     def request_cancel(self) -> None:
         (self.path / "cancel").touch()
 

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .data import Dataset, augment_batch, augment_kind, load_dataset, normalize
 from .models import build_model, parse_name
-from .store import HEARTBEAT_S, Run, RunStore, atomic_write_json, fault_point, process_identity
+from .store import (HEARTBEAT_S, Run, RunStore, StoreError, atomic_write_json, fault_point,
+                    process_identity)
 
 CKPT_VERSION = 1
 
@@ -214,7 +215,13 @@ def train(cfg: TrainConfig, run: Run | None = None, callbacks: list[Callback] | 
     ident = process_identity()
     t_start = time.time()
     status = {}
+    lock = None
     if run is not None:
+        # one trainer per run: a second one would interleave checkpoints and log lines
+        lock = run.lock_for_training()
+        if lock is None:
+            raise StoreError(f"run {run.id} is being trained by another process; a second "
+                             "trainer would corrupt it (cancel that one first)")
         status = run.write_status(state="running", message="loading data", started=t_start,
                                   heartbeat=t_start, **ident)
         fault_point("start")
@@ -252,6 +259,8 @@ def train(cfg: TrainConfig, run: Run | None = None, callbacks: list[Callback] | 
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+        if lock is not None:
+            lock.close()
 
 
 def threading_main() -> bool:
