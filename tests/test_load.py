@@ -157,3 +157,42 @@ def test_a_cancel_that_races_the_runner_start_is_honoured(tmp_path):
     st = importlib.import_module("resnet_core.train").run_in_store(store, run.id, threads=1)
     assert st["state"] == "cancelled", st
     assert run.read_metrics() == []
+
+
+def test_a_second_trainer_on_a_run_being_trained_is_refused(tmp_path):
+    """Two trainers on one folder (a runner restarted while a trainer was still starting, a
+    double click) would interleave checkpoints and log lines. The second must refuse, touch
+    nothing, and the runner must not mark the live run as ended."""
+    import importlib
+    import json as _json
+    import threading as _threading
+
+    from faultlib import tiny_config
+
+    train_mod = importlib.import_module("resnet_core.train")
+    store = RunStore(tmp_path / "runs")
+    cfg = tiny_config(iterations=30)
+    run = jobs.submit(store, cfg, start_runner=False)
+    gate, go = _threading.Event(), _threading.Event()
+
+    class Pause(train_mod.Callback):
+        def on_step_end(self, ctx):
+            if ctx.step == 7:
+                gate.set()
+                go.wait(60)
+    first = _threading.Thread(target=train_mod.train, args=(cfg,),
+                              kwargs=dict(run=run, callbacks=[Pause()]), daemon=True)
+    first.start()
+    try:
+        assert gate.wait(120), "the first trainer did not reach step 7"
+        before = (run.path / "status.json").read_bytes(), (run.path / "metrics.jsonl").read_bytes()
+        with pytest.raises(Exception, match="another process|being trained"):
+            train_mod.run_in_store(store, run.id, threads=1)
+        assert ((run.path / "status.json").read_bytes(), (run.path / "metrics.jsonl").read_bytes()) == before
+        jobs._mark_if_never_started(run, 2)  # the runner, seeing the refused trainer exit
+        assert _json.loads((run.path / "status.json").read_bytes())["state"] == "running"
+    finally:
+        go.set()
+        first.join(120)
+    assert run.read_status()["state"] == "done"
+    assert_each_step_once(run, cfg)
