@@ -92,14 +92,14 @@ def main(argv=None) -> int:
                     help="a .npz path (default: the shared CIFAR-10) or digits")
     ap.add_argument("--runs-dir", default=None, help="where the sweep's runs go (default: a temp folder, removed)")
     ap.add_argument("--limit", type=float, default=None,
-                    help="wall-time goal in s (default 90 on CIFAR-10, 60 on digits)")
+                    help="wall-time goal in s (default 90)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     is_path = args.dataset.endswith(".npz") or "/" in args.dataset
     if is_path and not Path(args.dataset).exists():
         print(f"skipped: dataset {args.dataset} is absent")
         return 0
-    limit = args.limit or (90.0 if is_path else 60.0)
+    limit = args.limit or 90.0
     tmp = None
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tmp := tempfile.mkdtemp(prefix="bench-sweep-"))
     cmd = [sys.executable, "-m", "resnet_core", "sweep", "quick", "--dataset", args.dataset,
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         ips, run_s = r.get("images_per_s"), r.get("run_s")
         print(f"{m:<10}{fmt(r.get('train_eval')):>18}{fmt(r.get('test')):>10}{r.get('steps') or '-':>7}"
               f"{(f'{ips:.0f}' if ips else '-'):>8}{(f'{run_s:.1f}' if run_s else '-'):>8}")
-    rows = criteria(res, wall, limit=limit, stretch=min(limit, 60.0) if is_path else limit)
+    rows = criteria(res, wall, limit=limit, stretch=min(limit, 60.0))
     for name, ok, val in rows:
         print(f"  [{'ok' if ok else 'FAIL'}] {name}: {val}")
     if args.json:

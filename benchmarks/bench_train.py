@@ -228,7 +228,7 @@ def main(argv=None) -> int:
               f"baseline = {base}")
         for k, v in med.items():
             ips = args.batch / v
-            print(f"  {k:<28}{1000 * v:9.1f} ms/step {ips:9.1f} img/s  x{med[base] / v:5.2f}")
+            print(f"  {k:<34}{1000 * v:9.1f} ms/step {ips:9.1f} img/s  x{med[base] / v:5.2f}")
             summary.append((model, k, ips, med[base] / v))
     if args.accuracy_steps:
         accuracy(args, ds, x_nhwc, y_np, mean, std)
