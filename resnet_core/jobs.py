@@ -160,8 +160,8 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock) -> int:
                     _mark_if_never_started(Run(store.root, rid), p.returncode)
             infos = store.list_runs()
             queued = [i for i in infos if i["status"].get("state") == "queued" and i["id"] not in children]
-            queued.sort(key=lambda i: (i["status"].get("created") or 0, i["id"]))
-            running_elsewhere = sum(int(i["status"].get("threads") or 1) for i in infos
+            queued.sort(key=lambda i: (_num(i["status"].get("created"), 0.0), i["id"]))
+            running_elsewhere = sum(int(_num(i["status"].get("threads"), 1)) for i in infos
                                     if i["status"].get("state") == "running" and i["id"] not in children)
             used = running_elsewhere + sum(t for _, t in children.values())
             for info in queued:
@@ -173,11 +173,14 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock) -> int:
                 want = max(1, ncores // max(1, min(max_jobs, n_jobs)))
                 recorded = (run.read_json("env.json") or {}).get("threads")
                 if recorded and run.checkpoint_path("last").exists():
-                    want = min(int(recorded), ncores)  # a resumed run keeps its thread count
+                    want = min(int(_num(recorded, want)), ncores)  # a resumed run keeps its threads
                 if free < want and (children or running_elsewhere):
                     break
                 want = max(1, min(want, free)) if free > 0 else want
-                p = _start_trainer(store, run, want)
+                try:
+                    p = _start_trainer(store, run, want)
+                except (OSError, StoreError):
+                    continue  # deleted or unwritable meanwhile: the other runs still start
                 children[info["id"]] = (p, want)
                 used += want
                 started += 1
@@ -190,6 +193,13 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock) -> int:
             time.sleep(poll)
     finally:
         lock.close()
+
+
+def _num(v, default):
+    """A number from a status field, or the default (one odd status must not stop the queue)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v > 0:
+        return v
+    return default
 
 
 def _mark_if_never_started(run: Run, returncode: int) -> None:
