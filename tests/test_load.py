@@ -196,3 +196,70 @@ def test_a_second_trainer_on_a_run_being_trained_is_refused(tmp_path):
         first.join(120)
     assert run.read_status()["state"] == "done"
     assert_each_step_once(run, cfg)
+
+
+class _Done:
+    """A stand-in for a trainer process that has already finished."""
+    returncode = 0
+
+    def poll(self):
+        return 0
+
+
+def _fake_start(started):
+    def start(store, run, threads):
+        started.append(run.id)
+        run.write_status(state="done", message="(fake trainer)")
+        return _Done()
+    return start
+
+
+@pytest.mark.parametrize("status", [
+    {"state": "queued", "created": "yesterday"},            # a string where a time belongs
+    {"state": "running", "threads": "two", "pid": None},  # reads as interrupted, threads junk
+    {"state": "running", "threads": "two", "pid": __import__("os").getpid(),
+     "pid_start": __import__("resnet_core.store", fromlist=["x"]).process_identity()["pid_start"]},
+])
+def test_one_odd_status_does_not_stop_the_queue_for_the_others(tmp_path, monkeypatch, status):
+    import json as _json
+
+    from faultlib import tiny_config
+
+    store = RunStore(tmp_path / "runs")
+    odd = jobs.submit(store, tiny_config(), start_runner=False)
+    (odd.path / "status.json").write_text(_json.dumps(status))
+    good = [jobs.submit(store, tiny_config(seed=s), start_runner=False) for s in (1, 2)]
+    started = []
+    monkeypatch.setattr(jobs, "_start_trainer", _fake_start(started))
+    monkeypatch.setattr(jobs, "ensure_runner", lambda st: None)
+    # (a live "running" run holds one of the two cores; two queued runs take one thread each)
+    t = __import__("threading").Thread(target=jobs.run_queue, args=(store,),
+                                       kwargs=dict(max_cores=2, poll=0.01), daemon=True)
+    t.start()
+    wait_for(lambda: good[0].id in started, 30, what="a good run to start")
+    odd.write_status(state="done")  # the odd run ends: the runner drains the rest and exits
+    wait_for(lambda: good[1].id in started, 30, what="the other good run to start")
+    t.join(30)
+    assert not t.is_alive()
+
+
+def test_a_queued_run_deleted_under_the_runner_does_not_stop_the_queue(tmp_path, monkeypatch):
+    import shutil
+
+    from faultlib import tiny_config
+
+    store = RunStore(tmp_path / "runs")
+    gone = jobs.submit(store, tiny_config(), start_runner=False)
+    good = jobs.submit(store, tiny_config(seed=1), start_runner=False)
+    started = []
+    fake, real = _fake_start(started), jobs._start_trainer
+
+    def start(st, run, threads):
+        if run.id == gone.id:
+            shutil.rmtree(run.path)  # deleted from the Runs page at this very moment
+            return real(st, run, threads)
+        return fake(st, run, threads)
+    monkeypatch.setattr(jobs, "_start_trainer", start)
+    monkeypatch.setattr(jobs, "ensure_runner", lambda st: None)
+    jobs.run_queue(store, max_cores=2, poll=0.01)
+    assert started == [good.id]
