@@ -227,7 +227,10 @@ class Run:
     def _owner_alive(self, s: dict) -> bool:
         if s.get("host") not in (None, socket.gethostname()):
             # another machine: only the heartbeat can tell
-            return time.time() - float(s.get("heartbeat") or 0) < 3 * HEARTBEAT_S + 10
+            beat = s.get("heartbeat")
+            if not isinstance(beat, (int, float)) or isinstance(beat, bool):
+                return False  # no readable heartbeat: nothing says it is alive
+            return time.time() - beat < 3 * HEARTBEAT_S + 10
         return pid_alive(s.get("pid"), s.get("pid_start"))
 
     def write_status(self, **fields) -> dict:
