@@ -307,7 +307,7 @@ def cmd_runs(args) -> int:
         if args.json:
             print(json.dumps(i))
         else:
-            print(f"{i['id']}  {s.get('state', '?'):<11}  {c.get('model', '?'):<12}  "
+            print(f"{i['id']}  {s.get('state', '?'):<11}  {str(c.get('model', '?')):<12}  "
                   f"{str(c.get('dataset', '?'))[-30:]:<14}  {prog}{extra}")
     return 0
 
