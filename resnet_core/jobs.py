@@ -174,6 +174,9 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock) -> int:
                 recorded = (run.read_json("env.json") or {}).get("threads")
                 if recorded and run.checkpoint_path("last").exists():
                     want = min(int(_num(recorded, want)), ncores)  # a resumed run keeps its threads
+                named = (run.read_json("config.json") or {}).get("threads")
+                if isinstance(named, int) and not isinstance(named, bool) and named >= 1:
+                    want = min(named, ncores)  # the config names its threads: a run is its config
                 if free < want and (children or running_elsewhere):
                     break
                 want = max(1, min(want, free)) if free > 0 else want
