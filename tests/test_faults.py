@@ -559,8 +559,10 @@ def test_server_killed_mid_run_training_goes_on_and_a_restarted_server_shows_it(
     root = tmp_path / "runs"
     env = subprocess_env(tmp_path, RESNET_LAB_RUNS_DIR=root)
     log = open(tmp_path / "server.log", "ab")
-    cfg = tiny_config(iterations=300, eval_every=100, checkpoint_every=50, log_every=10)
+    cfg = tiny_config(iterations=150, eval_every=50, checkpoint_every=25, log_every=5)
+    t0 = time.time()
     server = _serve(tmp_path, env, port, log)
+    phases = {"server up": time.time() - t0}
     procs = [server]
     try:
         # the run is launched from inside the server's process group, as the Lab page does
@@ -571,6 +573,7 @@ def test_server_killed_mid_run_training_goes_on_and_a_restarted_server_shows_it(
         run_id = launcher.stdout.readline().strip()
         run = RunStore(root).run(run_id)
         wait_for(lambda: raw_metrics(run)[0], 180, every=0.1, what="the run to log its first steps")
+        phases["run logging"] = time.time() - t0
         os.killpg(server.pid, signal.SIGKILL)  # the server, its script threads and the launcher
         server.wait(30)
         launcher.wait(30)
@@ -579,6 +582,7 @@ def test_server_killed_mid_run_training_goes_on_and_a_restarted_server_shows_it(
         step_at_kill = max(r["step"] for r in raw_metrics(run)[0])
         wait_for(lambda: run.read_status()["state"] not in ("queued", "running"), 300, every=0.5,
                  what="the run to finish without the server")
+        phases["run done"] = time.time() - t0
         assert run.read_status()["state"] == "done"
         assert step_at_kill < cfg.iterations, "the run ended before the server was stopped"
         assert_each_step_once(run, cfg)
@@ -592,6 +596,9 @@ def test_server_killed_mid_run_training_goes_on_and_a_restarted_server_shows_it(
         no_exception(at)
         table = at.dataframe[0].value
         assert run_id in set(table["id"]) and set(table["state"]) == {"done"}
+        phases["restarted and shown"] = time.time() - t0
+        print(f"killed at step {step_at_kill}; seconds since start: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     finally:
         for p in procs:
             if p.poll() is None:

@@ -263,3 +263,24 @@ def test_a_queued_run_deleted_under_the_runner_does_not_stop_the_queue(tmp_path,
     monkeypatch.setattr(jobs, "ensure_runner", lambda st: None)
     jobs.run_queue(store, max_cores=2, poll=0.01)
     assert started == [good.id]
+
+
+def test_the_queue_honours_a_config_that_names_its_threads(tmp_path, monkeypatch):
+    """A run is a function of its config: `threads=1` in the config must train with one thread
+    from the queue too (on CPU a different thread count can change the floats)."""
+    from faultlib import tiny_config
+
+    store = RunStore(tmp_path / "runs")
+    one = jobs.submit(store, tiny_config(threads=1), start_runner=False)
+    auto = jobs.submit(store, tiny_config(threads=None, seed=1), start_runner=False)
+    given = {}
+
+    def start(st, run, threads):
+        given[run.id] = threads
+        run.write_status(state="done")
+        return _Done()
+    monkeypatch.setattr(jobs, "_start_trainer", start)
+    monkeypatch.setattr(jobs, "ensure_runner", lambda st: None)
+    jobs.run_queue(store, max_cores=4, poll=0.01)
+    assert given[one.id] == 1
+    assert given[auto.id] >= 1
