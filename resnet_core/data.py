@@ -140,19 +140,19 @@ def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _stratified_first(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Indices of n training images with classes as balanced as the data allows."""
+    """Indices of n training images with classes as balanced as the data allows: a seeded
+    shuffle, then round-robin over the classes (the k-th image of every class before any
+    class's (k+1)-th)."""
     g = torch.Generator().manual_seed(seed + 104729)
     perm = torch.randperm(len(y), generator=g)
-    classes = y.unique()
-    per = [perm[y[perm] == c] for c in classes]
-    picked, k = [], 0
-    while sum(len(p) for p in picked) < n:
-        for p in per:
-            if k < len(p):
-                picked.append(p[k:k + 1])
-        k += 1
-    idx = torch.cat(picked)[:n]
-    return idx.sort().values
+    _, yp = torch.unique(y[perm], return_inverse=True)  # class index 0..K-1, in shuffled order
+    k = int(yp.max()) + 1
+    by_class = torch.argsort(yp, stable=True)
+    starts = torch.cumsum(torch.bincount(yp, minlength=k), 0) - torch.bincount(yp, minlength=k)
+    rank = torch.empty_like(yp)
+    rank[by_class] = torch.arange(len(yp)) - starts[yp[by_class]]
+    order = torch.argsort(rank * k + yp, stable=True)
+    return perm[order[:n]].sort().values
 
 
 def _to_nchw(x: np.ndarray, what: str) -> torch.Tensor:
