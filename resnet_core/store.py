@@ -398,7 +398,8 @@ class RunStore:
                 info["status"] = {"state": "broken"}
                 info["error"] = str(e)
             try:
-                info["config"] = run.read_config_dict()
+                # validated, so readers (the app's tables, `runs`) can trust every field's type
+                info["config"] = run.read_config().to_dict()
             except StoreError as e:
                 info["config"] = {}
                 info["error"] = info["error"] or str(e)

@@ -68,7 +68,12 @@ def test_lab_launch_sweep_queues_the_quick_models(store, no_runner):
     no_exception(at)
     cfgs = [store.run(i).read_config() for i in store.list_ids()]
     assert sorted(c.model for c in cfgs) == ["plain20", "plain56", "resnet20", "resnet56"]
-    assert {(c.preset, c.dataset, c.epochs) for c in cfgs} == {("quick", "digits", 30)}
+    # the sweep's own budget on digits: the quick preset with its digits override
+    from resnet_core.config import apply_preset
+
+    expected = apply_preset("quick", {"dataset": "digits"})
+    assert {(c.preset, c.dataset, c.epochs, c.batch_size) for c in cfgs} == {
+        ("quick", "digits", expected.epochs, expected.batch_size)}
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -90,7 +90,7 @@ def test_sweep_quick_runs_four_models_through_the_queue(tmp_path, npz):
     assert len(ids) == 4
     store = RunStore(tmp_path)
     models = [store.run(i).read_config().model for i in ids]
-    assert models == ["plain20", "plain56", "resnet20", "resnet56"]
+    assert models == ["plain56", "resnet56", "plain20", "resnet20"]  # deepest first
     for i in ids:
         run = store.run(i)
         assert run.read_status()["state"] == "done"

@@ -336,7 +336,7 @@ def test_corrupt_file_gives_clear_error_and_other_runs_unaffected(kind, done_run
     assert cli_main(["runs", "--runs-dir", str(root)]) == 0
     out = capsys.readouterr().out
     line = [l for l in out.splitlines() if l.startswith("victim")][0]
-    broken = kind.startswith("status") and kind != "status_odd_types" or kind == "config_truncated"
+    broken = kind.startswith("status") and kind != "status_odd_types" or kind.startswith("config")
     if broken:
         assert rel in infos["victim"]["error"] and rel in line, line
     # the reader that the app uses says the same or skips bad lines
@@ -349,21 +349,17 @@ def test_corrupt_file_gives_clear_error_and_other_runs_unaffected(kind, done_run
     from test_app_helpers import no_exception, page
 
     os.environ["RESNET_LAB_RUNS_DIR"] = str(root)
-    app_bug = ""
     try:
         shown = ""
         for name in ("runs", "degradation"):
             at = page(name).run()
-            if kind == "config_odd_types" and at.exception:
-                app_bug += f"{name} page: {at.exception[0].value}; "
-                continue
             no_exception(at)
             if name == "runs":
                 shown = " ".join(str(w.value) for w in at.warning) + " " + at.dataframe[0].value.to_string()
     finally:
         del os.environ["RESNET_LAB_RUNS_DIR"]
     capsys.readouterr()  # streamlit's own log lines
-    assert app_bug or ("victim" in shown and "other" in shown)
+    assert "victim" in shown and "other" in shown
     if broken:
         assert rel in shown, shown[:1500]
     # resume: a one-line error naming the file (exit 2), or a clean finish for metrics damage
@@ -382,8 +378,6 @@ def test_corrupt_file_gives_clear_error_and_other_runs_unaffected(kind, done_run
     assert other.read_status()["state"] == "done"
     assert len(other.read_metrics()) == len(expected_keys(tiny_config()))
     load_model(other)
-    if app_bug:  # reported to the app's owner: app/runs_data.py run_label joins a non-str model
-        pytest.xfail(f"the app fails on a config.json whose model is not a string: {app_bug}")
 
 
 class StopAt(Callback):
