@@ -104,6 +104,11 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
     else:
         raise DataError(f"dataset={name!r} is not accepted; accepted: {', '.join(NAMED)}, a .npz "
                         "path, or an ImageFolder folder path")
+    # Many files store the test set sorted by class (the shared CIFAR npz, every ImageFolder):
+    # one fixed shuffle, the same for every run, makes "the first N test images" -- probe
+    # batches, test_size, the app's image picker -- a fair sample that all runs share.
+    tp = torch.randperm(len(ds.y_test), generator=torch.Generator().manual_seed(2016))
+    ds.x_test, ds.y_test = ds.x_test[tp], ds.y_test[tp]
     if subset is not None:
         if subset < ds.num_classes:
             raise DataError(f"subset={subset} is too small: it must hold at least one image of "

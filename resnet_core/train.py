@@ -368,7 +368,7 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         results = {}
         t = time.time() - t_start
         epoch = ctx.step / steps_per_epoch
-        n_eval = len(data.y_test)
+        n_eval = min(cfg.test_size or len(data.y_test), len(data.y_test))
         res = evaluate(ctx, data.x_test[:n_eval], data.y_test[:n_eval])
         results["test"] = res
         if data.x_val is not None:

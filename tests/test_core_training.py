@@ -106,7 +106,7 @@ def test_paper_schedule_and_warmup():
 
 def test_preset_flags_override():
     cfg = apply_preset("quick", {"model": "plain56", "dataset": "x.npz", "epochs": 2})
-    assert cfg.epochs == 2 and cfg.subset == 5000 and cfg.preset == "quick"
+    assert cfg.epochs == 2 and cfg.subset == 2500 and cfg.preset == "quick"
     it = apply_preset("quick", {"iterations": 7})
     assert it.iterations == 7 and it.epochs is None
 
