@@ -90,20 +90,14 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
                  subset: int | None = None, image_size: int | None = None, val_split: int = 0,
                  seed: int = 0) -> Dataset:
     """Load, resize, subset and split a dataset. Raises DataError with a remedy on failure."""
+    check_source(name)
     if is_path_dataset(name):
         p = Path(name).expanduser()
-        if not p.exists():
-            raise DataError(f"dataset path {name!r} does not exist; give a .npz file, an "
-                            f"ImageFolder folder (train/<class>/, test/<class>/), or a name: "
-                            f"{', '.join(NAMED)}")
         ds = _load_npz(p) if p.is_file() else _load_imagefolder(p, data_root)
     elif name == "digits":
         ds = _load_digits()
-    elif name in NAMED:
-        ds = _load_torchvision(name, data_root or default_data_root(), download)
     else:
-        raise DataError(f"dataset={name!r} is not accepted; accepted: {', '.join(NAMED)}, a .npz "
-                        "path, or an ImageFolder folder path")
+        ds = _load_torchvision(name, data_root or default_data_root(), download)
     # Many files store the test set sorted by class (the shared CIFAR npz, every ImageFolder):
     # one fixed shuffle, the same for every run, makes "the first N test images" -- probe
     # batches, test_size, the app's image picker -- a fair sample that all runs share.

@@ -71,15 +71,19 @@ def fault_point(name: str, partial=None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, write, fault: str | None = None, partial=None) -> None:
+    """Write through ``write(f)`` into a temporary file in the same folder, fsync, then
+    ``os.replace``: a kill or a failed write at any moment leaves the previous file whole.
+    ``fault``/``partial`` name the test-only fault point (see ``fault_point``)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
+            if fault is not None:
+                fault_point(fault, partial and (lambda: partial(f)))
             os.fsync(f.fileno())
-        fault_point(f"{path.stem}_write")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -87,6 +91,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data), fault=f"{Path(path).stem}_write")
 
 
 def atomic_write_json(path: Path, obj) -> None:

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .data import Dataset, augment_batch, augment_kind, load_dataset, normalize
 from .models import build_model, parse_name
-from .store import (HEARTBEAT_S, Run, RunStore, StoreError, atomic_write_json, fault_point,
-                    process_identity)
+from .store import (HEARTBEAT_S, Run, RunStore, StoreError, atomic_write, atomic_write_json,
+                    fault_point, process_identity)
 
 CKPT_VERSION = 1
 
@@ -490,23 +490,9 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
 
 # --- checkpoints -------------------------------------------------------------------------
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary file in the same folder, then replace: a kill mid-write leaves the
-    previous checkpoint whole."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            fault_point("ckpt_write", lambda: (f.truncate(f.tell() // 2), f.flush()))
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    """Atomic, like every file of a run: a kill mid-write leaves the previous checkpoint whole."""
+    atomic_write(path, lambda f: torch.save(state, f), fault="ckpt_write",
+                 partial=lambda f: (f.truncate(f.tell() // 2), f.flush()))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
