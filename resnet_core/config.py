@@ -177,14 +177,14 @@ PRESETS: dict[str, dict] = {
                   weight_decay=1e-4, schedule="steps", warmup="auto", augment="auto",
                   subset=None, image_size=None, val_split=0, test_size=None),
     # A 2-core-CPU budget that still shows degradation in fp32 (BENCHMARKS.md): 2,500 images
-    # at 12x12, 7 epochs of batch 64 (273 steps). Few images and many passes make training
+    # at 12x12, 6 epochs of batch 64 (234 steps). Few images and many passes make training
     # error -- what degradation is about -- fall fast for the nets that can optimize.
     # onecycle's low start is the warm-up that lets resnet56 train from step 0. One
-    # evaluation, at the end (eval_every = the run's 273 steps), on 2,000 test images: a pass
+    # evaluation, at the end (eval_every = the run's 234 steps), on 2,000 test images: a pass
     # over all 10k costs about two epochs here. Training curves come from the "train" rows.
-    "quick": dict(epochs=7, iterations=None, batch_size=64, lr=0.1, momentum=0.9,
+    "quick": dict(epochs=6, iterations=None, batch_size=64, lr=0.1, momentum=0.9,
                   weight_decay=1e-4, schedule="onecycle", warmup="none", subset=2500,
-                  image_size=12, val_split=0, checkpoint_every=None, eval_every=273,
+                  image_size=12, val_split=0, checkpoint_every=None, eval_every=234,
                   train_eval_size=1000, test_size=2000),
     # The smallest useful run: a smoke test of the whole pipeline.
     "smoke": dict(iterations=20, epochs=None, batch_size=32, subset=512, image_size=16,
