@@ -16,6 +16,13 @@ median of the remaining steps (over all rounds) is reported:
   precision and channels_last on "auto"), its steps timed by a callback; no recorders.
 - ``ours fp32 NCHW`` / ``ours fp32 channels_last`` (and ``ours bf16 ...`` where the CPU has
   fast bf16, or with ``--bf16``): the knobs one by one.
+- ``ours auto + compile`` (with ``--compile``): the same with ``torch.compile``; its compile
+  time falls in the dropped warm-up steps and is printed separately.
+
+The roofline: the script also times a 2048x2048 fp32 matrix multiply with the same threads
+(the machine's practical peak) and prints, for every contender, the training FLOP/s it reached
+(2 x 3 x the model's forward multiply-adds per image: forward, input and weight gradients) as a
+share of that peak, and the largest speed-up over the baseline that the peak would allow.
 
 A step's time runs from the end of one optimizer step to the end of the next, so it includes
 fetching and augmenting the batch. ``--accuracy-steps N`` then trains the baseline and ours
@@ -43,6 +50,7 @@ DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "cifar10-jpeg.npz"
 from resnet_core.config import TrainConfig  # noqa: E402
 from resnet_core.data import Dataset, load_dataset  # noqa: E402
 from resnet_core.models import build_model  # noqa: E402
+from resnet_core.models.summary import count_macs  # noqa: E402
 from resnet_core.train import (Callback, cpu_has_fast_bf16, resolve_channels_last,  # noqa: E402
                                resolve_precision, train)
 
@@ -142,8 +150,9 @@ class StepTimer(Callback):
         self.t = now
 
 
-def ours_cfg(model, n, batch, precision="auto", channels_last=None, seed=0, schedule="constant"):
-    return TrainConfig(model=model, dataset="bench", iterations=n, batch_size=batch, lr=0.1,
+def ours_cfg(model, n, batch, precision="auto", channels_last=None, seed=0, schedule="constant",
+             compile=False):
+    return TrainConfig(compile=compile, model=model, dataset="bench", iterations=n, batch_size=batch, lr=0.1,
                        schedule=schedule, warmup="none", augment="flip_crop", precision=precision,
                        channels_last=channels_last, recorders=[], log_every=10, eval_every=10 ** 9,
                        train_eval_size=0, seed=seed, device="cpu")
@@ -155,10 +164,31 @@ def small_test(ds: Dataset) -> Dataset:
                    mean=ds.mean, std=ds.std)
 
 
-def run_ours(model, n, batch, threads, data, **kw) -> list[float]:
+def run_ours(model, n, batch, threads, data, compile_times=None, **kw) -> list[float]:
     timer = StepTimer()
     train(ours_cfg(model, n, batch, **kw), callbacks=[timer], threads=threads, data=data)
+    if compile_times is not None:
+        compile_times.append(timer.times[0])
     return timer.times
+
+
+def matmul_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of an fp32 n x n matrix multiply: the practical ceiling for convolution work."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def train_flops_per_image(model: str, size: int = 32) -> float:
+    """Forward, input-gradient and weight-gradient passes: 3 x the forward multiply-adds, x2 FLOPs."""
+    return 2 * 3 * count_macs(build_model(model, num_classes=10), size)
 
 
 def main(argv=None) -> int:
@@ -173,6 +203,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="0,2", help="DataLoader num_workers settings to try")
     ap.add_argument("--bf16", action="store_true", help="time bf16 variants even without fast bf16")
     ap.add_argument("--no-variants", action="store_true", help="only baseline vs ours (auto)")
+    ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
     ap.add_argument("--accuracy-steps", type=int, default=0,
                     help="then train baseline and ours N steps each and compare test error")
     ap.add_argument("--accuracy-model", default="resnet20")
@@ -191,6 +222,8 @@ def main(argv=None) -> int:
     fast_bf16 = cpu_has_fast_bf16()
     print(f"machine: {cpu_model()}, {cores()} cores, torch {torch.__version__}, threads {args.threads}, "
           f"fast bf16: {fast_bf16}, load average {os.getloadavg()[0]:.2f}", flush=True)
+    peak = matmul_peak(args.threads)
+    print(f"roofline: fp32 2048x2048 matmul, {args.threads} threads: {peak:.1f} GFLOP/s", flush=True)
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     chunk = args.warmup + args.steps
     summary = []
@@ -205,6 +238,11 @@ def main(argv=None) -> int:
         label = lambda p, c: f"{p} {'channels_last' if c else 'NCHW'}"
         contenders[f"ours auto = {label(auto_prec, auto_cl)}"] = (
             lambda: run_ours(model, chunk, args.batch, args.threads, data))
+        compile_times: list[float] = []
+        if args.compile:
+            contenders["ours auto + compile"] = (
+                lambda: run_ours(model, chunk, args.batch, args.threads, data, compile_times=compile_times,
+                                 compile=True))
         if not args.no_variants:
             for prec in (["fp32", "bf16"] if (fast_bf16 or args.bf16) else ["fp32"]):
                 for cl in (False, True):
@@ -223,13 +261,22 @@ def main(argv=None) -> int:
         med = {k: statistics.median(v) for k, v in steady.items()}
         conv_names = [k for k in med if k.startswith("conventional")]
         base = min(conv_names, key=lambda k: med[k])
+        flops = train_flops_per_image(model)
         print(f"\n{model} at 32x32, batch {args.batch}, {args.threads} threads "
               f"(median of {args.rounds}x{args.steps} steady steps; load {load0:.2f} -> {load1:.2f}); "
-              f"baseline = {base}")
+              f"baseline = {base}; {flops / 1e6:.0f} MFLOP per training image")
         for k, v in med.items():
             ips = args.batch / v
-            print(f"  {k:<34}{1000 * v:9.1f} ms/step {ips:9.1f} img/s  x{med[base] / v:5.2f}")
+            gflops = ips * flops / 1e9
+            print(f"  {k:<34}{1000 * v:9.1f} ms/step {ips:9.1f} img/s  x{med[base] / v:5.2f}"
+                  f"  {gflops:6.1f} GFLOP/s = {100 * gflops / peak:4.1f}% of peak")
             summary.append((model, k, ips, med[base] / v))
+        base_gflops = args.batch / med[base] * flops / 1e9
+        print(f"  ceiling: at 100% of the matmul peak a step would be x{peak / base_gflops:.2f} the baseline's"
+              f" speed; 2x the baseline needs {200 * base_gflops / peak:.0f}% of peak")
+        if compile_times:
+            print(f"  torch.compile: first step (compilation) {statistics.median(compile_times):.1f} s "
+                  f"(median over {len(compile_times)} chunks)")
     if args.accuracy_steps:
         accuracy(args, ds, x_nhwc, y_np, mean, std)
     return 0

@@ -10,6 +10,7 @@ import importlib
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,7 +104,10 @@ def warmup_enabled(cfg: TrainConfig) -> bool:
 class Callback:
     """Hooks into the loop. ``ctx`` is the TrainContext; every method is optional."""
 
-    needs_hooks = True  # torch.compile is skipped when an attached callback needs hooks
+    # True when the callback hooks the training forward/backward itself; torch.compile is then
+    # skipped. Callbacks that hook only their own passes through ctx.model (the eager module,
+    # which shares its parameters with the compiled one) set it False.
+    needs_hooks = True
 
     def on_train_start(self, ctx: "TrainContext") -> None: ...
     def on_after_backward(self, ctx: "TrainContext") -> None: ...
@@ -190,6 +194,27 @@ def git_commit() -> str | None:
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def compile_usable(device: torch.device, callbacks: list) -> bool:
+    """Whether torch.compile can serve this run; says why not (the run then trains eagerly)."""
+    hooking = [type(c).__name__ for c in callbacks if getattr(c, "needs_hooks", True)]
+    why = None
+    if hooking:
+        why = f"{', '.join(hooking)} hook(s) the training pass, which a compiled model would not run"
+    elif device.type == "cpu" and not any(shutil.which(c) for c in
+                                          (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        why = "torch.compile on CPU needs a C++ compiler (g++ or clang++), and none is on PATH"
+    elif device.type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+        except ImportError:  # pragma: no cover - older torch
+            has_triton = lambda: True  # noqa: E731
+        if not has_triton():
+            why = "torch.compile on CUDA needs triton, which is not installed"
+    if why:
+        warnings.warn(f"compile ignored, training eagerly: {why}")
+    return why is None
 
 
 def environment(device: torch.device, threads: int, precision: str, channels_last: bool) -> dict:
@@ -322,9 +347,11 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         run.ckpt_dir.mkdir(exist_ok=True)
         for stale in run.ckpt_dir.glob(".*.tmp*"):  # left by a trainer killed mid-write
             stale.unlink(missing_ok=True)
+    use_compile = cfg.compile and compile_usable(device, callbacks)
+    if run is not None:
         env = environment(device, threads, precision, channels_last)
+        env["compile"] = use_compile
         atomic_write_json(run.path / "env.json", env)
-    use_compile = cfg.compile and not any(getattr(c, "needs_hooks", True) for c in callbacks)
     fmodel = torch.compile(model) if use_compile else model
     ctx.step = step
     for c in callbacks:

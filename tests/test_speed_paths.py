@@ -120,3 +120,50 @@ def test_quick_preset_is_a_small_valid_budget():
             n = cfg.subset or 1438
             steps = (cfg.epochs or 0) * max(1, n // cfg.batch_size)
             assert 0 < steps <= 2000
+
+
+def _has_cxx():
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_cxx(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compile_trains_like_eager_and_keeps_the_default_recorder(store):
+    """--compile used to be dropped silently whenever the default recorder was attached (every
+    CLI and app run); the recorder probes the eager module, so both now work together."""
+    import json
+
+    from analysis.recorders import LayerStatsRecorder
+
+    def run_with(compile):
+        cfg = TrainConfig(model="cifar_resnet8", width=4, dataset="digits", batch_size=32, iterations=8,
+                          lr=0.05, log_every=2, eval_every=8, recorders=[], train_eval_size=50,
+                          compile=compile, channels_last=False)
+        run = store.create(cfg, state="running")
+        losses, rec = Losses(), LayerStatsRecorder(steps=[1, 8], probe_size=16)
+        status = train(cfg, run=run, callbacks=[losses, rec], threads=1)
+        return run, status, torch.tensor(losses.losses), rec
+
+    run_c, status_c, loss_c, rec_c = run_with(True)
+    run_e, _, loss_e, _ = run_with(False)
+    assert status_c["state"] == "done"
+    assert json.loads((run_c.path / "env.json").read_text())["compile"] is True
+    assert json.loads((run_e.path / "env.json").read_text())["compile"] is False
+    assert rec_c.records == 2 and run_c.read_layers()
+    assert torch.allclose(loss_c, loss_e, rtol=2e-3, atol=1e-4), (loss_c, loss_e)
+
+
+def test_compile_is_skipped_with_a_reason_when_a_callback_hooks_training(store):
+    class Hooker(Callback):
+        needs_hooks = True
+
+    cfg = TrainConfig(model="cifar_resnet8", width=4, dataset="digits", batch_size=32, iterations=2,
+                      log_every=1, eval_every=2, recorders=[], train_eval_size=10, compile=True)
+    run = store.create(cfg, state="running")
+    with pytest.warns(UserWarning, match="compile ignored.*Hooker hook"):
+        status = train(cfg, run=run, callbacks=[Hooker()], threads=1)
+    assert status["state"] == "done"
+    import json
+
+    assert json.loads((run.path / "env.json").read_text())["compile"] is False
