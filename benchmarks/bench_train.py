@@ -222,8 +222,11 @@ def main(argv=None) -> int:
     fast_bf16 = cpu_has_fast_bf16()
     print(f"machine: {cpu_model()}, {cores()} cores, torch {torch.__version__}, threads {args.threads}, "
           f"fast bf16: {fast_bf16}, load average {os.getloadavg()[0]:.2f}", flush=True)
-    peak = matmul_peak(args.threads)
-    print(f"roofline: fp32 2048x2048 matmul, {args.threads} threads: {peak:.1f} GFLOP/s", flush=True)
+    # the peak is re-measured before every round and the best kept: on a shared machine one
+    # reading can come in far low (we saw 91 and 148 GFLOP/s minutes apart)
+    peaks = [matmul_peak(args.threads)]
+    print(f"roofline: fp32 2048x2048 matmul, {args.threads} threads: {peaks[0]:.1f} GFLOP/s "
+          "(re-measured every round; the best is used)", flush=True)
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     chunk = args.warmup + args.steps
     summary = []
@@ -254,6 +257,7 @@ def main(argv=None) -> int:
         steady: dict[str, list[float]] = {k: [] for k in contenders}
         load0 = os.getloadavg()[0]
         for r in range(args.rounds):
+            peaks.append(matmul_peak(args.threads))
             order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
             for name in order:
                 steady[name] += contenders[name]()[args.warmup:]
@@ -262,9 +266,11 @@ def main(argv=None) -> int:
         conv_names = [k for k in med if k.startswith("conventional")]
         base = min(conv_names, key=lambda k: med[k])
         flops = train_flops_per_image(model)
+        peak = max(peaks)
         print(f"\n{model} at 32x32, batch {args.batch}, {args.threads} threads "
               f"(median of {args.rounds}x{args.steps} steady steps; load {load0:.2f} -> {load1:.2f}); "
-              f"baseline = {base}; {flops / 1e6:.0f} MFLOP per training image")
+              f"baseline = {base}; {flops / 1e6:.0f} MFLOP per training image; matmul peak "
+              f"{peak:.1f} GFLOP/s (readings so far {min(peaks):.0f}-{peak:.0f})")
         for k, v in med.items():
             ips = args.batch / v
             gflops = ips * flops / 1e9
