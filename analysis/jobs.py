@@ -18,6 +18,13 @@ with ``retry=True``, so neither a crash nor a page refresh after Cancel loops. `
 sends SIGTERM to the job's own process (by the pid and start time it recorded), so a long
 UMAP fit stops without waiting for a progress report.
 
+At most ``max_jobs()`` background processes compute at once per run store (default
+``max(1, cores // 2)``, or ``$RESNET_LAB_ANALYSIS_JOBS``): each one takes a slot, an ``flock``
+on ``<root>/.analysis-slots/slot-<k>.lock``, before it computes, and the kernel drops the lock
+when the process ends however it ends. A job waiting for a slot reads as ``running`` with
+progress 0 and the message "waiting for a free core (...)"; cancel stops it there too. Inline
+tasks (computed in the caller's process) take no slot.
+
 Tasks and their parameters (defaults in ``TASKS``): pca / umap / tsne (n, seed, ...), fig7 (n),
 confusion (n), activations (n), lesion (n), lesion_random (n, samples, seed),
 landscape1d / landscape2d (n, steps, span, seed), shattering (image, n_points, eps, seed).
@@ -25,8 +32,10 @@ landscape1d / landscape2d (n, steps, span, seed), shattering (image, n_points, e
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +48,65 @@ from . import cache
 from .progress import Cancelled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+JOBS_ENV = "RESNET_LAB_ANALYSIS_JOBS"
+SLOTS_DIR = ".analysis-slots"
+
+
+# --- how many background jobs compute at once -------------------------------------------
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def max_jobs() -> int:
+    """How many analysis background processes may compute at once per run store:
+    $RESNET_LAB_ANALYSIS_JOBS (a positive integer), else max(1, cores // 2). A bad value is an
+    error (ValueError naming the variable), not silently replaced."""
+    default = max(1, cores() // 2)
+    raw = os.environ.get(JOBS_ENV)
+    if raw is None or not raw.strip():
+        return default
+    if not re.fullmatch(r"\d+", raw.strip()) or int(raw.strip()) < 1:
+        raise ValueError(f"{JOBS_ENV}={raw!r} is not accepted: use a positive integer (how many "
+                         f"analysis jobs may compute at once; unset, it is max(1, cores // 2) = "
+                         f"{default} here)")
+    return int(raw.strip())
+
+
+def _try_slot(root, n: int):
+    """An open file holding one of the ``n`` slot locks of store ``root``, or None."""
+    d = Path(root) / SLOTS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        f = open(d / f"slot-{k}.lock", "a+")  # not inherited by child processes (PEP 446)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        return f
+    return None
+
+
+def acquire_slot(root, n: int, on_wait=None, check=None, poll: float = 0.5):
+    """Block until one of the ``n`` slots of store ``root`` is free; returns the open lock
+    file (close it, or exit, to free the slot). ``on_wait()`` is called once if it has to wait;
+    ``check()`` before each retry (raise from it, e.g. Cancelled, to stop waiting)."""
+    f = _try_slot(root, n)
+    if f is None and on_wait is not None:
+        on_wait()
+    while f is None:
+        if check is not None:
+            check()
+        time.sleep(poll)
+        f = _try_slot(root, n)
+    return f
+
+
+def waiting_message(n: int) -> str:
+    return f"waiting for a free core ({n} analysis job{'s' if n != 1 else ''} at a time)"
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -198,6 +266,7 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
     st = status(run, task, checkpoint, **params)
     if st["state"] in ("done", "running", "starting"):
         return st
+    max_jobs()  # a bad $RESNET_LAB_ANALYSIS_JOBS is reported here, not by a failed job
     p = _params(task, params)
     key = st["key"]
     Path(run.cache_dir).mkdir(parents=True, exist_ok=True)
@@ -308,9 +377,17 @@ def _main(argv=None) -> int:
     def on_term(signum, frame):
         raise Cancelled("cancelled")
 
+    def check_cancel():
+        if cp.exists():
+            raise Cancelled("cancelled while waiting for a free core")
+
     signal.signal(signal.SIGTERM, on_term)
-    write("running", 0.0, "loading")
+    slot = None
     try:
+        n = max_jobs()
+        slot = acquire_slot(run.root, n, on_wait=lambda: write("running", 0.0, waiting_message(n)),
+                            check=check_cancel)
+        write("running", 0.0, "loading")
         compute(run, a.task, a.checkpoint, progress, **params)
     except Cancelled as e:
         write("cancelled", 0.0, str(e))
@@ -319,6 +396,8 @@ def _main(argv=None) -> int:
         write("failed", 0.0, f"{type(e).__name__}: {e}")
         raise
     finally:
+        if slot is not None:
+            slot.close()  # frees the slot (so would the process's exit)
         try:
             cp.unlink()
         except FileNotFoundError:
