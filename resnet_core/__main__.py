@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 
 from .config import PRESETS, SWEEPS, ConfigError, TrainConfig, apply_preset
-from .data import DataError, check_source, load_dataset
+from .data import DataError, check_source, load_dataset, require_on_disk
 from .models import ModelNameError
 from .store import RunStore, StoreError
 
@@ -166,6 +166,7 @@ def cmd_train(args) -> int:
     cfg = build_config(args)
     store = RunStore(args.runs_dir)
     check_source(cfg.dataset)
+    require_on_disk(cfg.dataset, cfg.data_root, cfg.download)  # before queueing, too
     if args.background:
         from .jobs import submit
 
@@ -236,6 +237,7 @@ def cmd_sweep(args) -> int:
         for c in configs:
             print(c.to_json())
         return 0
+    require_on_disk(configs[0].dataset, configs[0].data_root, configs[0].download)
     t0 = time.time()
     runs = [submit(store, c, start_runner=False) for c in configs]
     ids = [r.id for r in runs]

@@ -64,6 +64,88 @@ def default_data_root() -> str:
     return os.path.join(base, "resnet_lab", "data")
 
 
+def data_root_of(data_root: str | None = None) -> str:
+    """The folder torchvision datasets are read from and downloaded into: ``data_root`` when
+    given (TrainConfig.data_root, --data-root), else :func:`default_data_root`. The trainer,
+    the command line and the app all resolve it here."""
+    return os.path.expanduser(data_root) if data_root else default_data_root()
+
+
+def _mnist_files(folder: str) -> tuple[tuple[str, ...], ...]:
+    raw = tuple(f"{folder}/raw/{f}-idx{d}-ubyte" for f, d in (
+        ("train-images", 3), ("train-labels", 1), ("t10k-images", 3), ("t10k-labels", 1)))
+    legacy = (f"{folder}/processed/training.pt", f"{folder}/processed/test.pt")
+    return (raw, legacy)
+
+
+# The files torchvision 0.29's dataset classes read under the data root, as their own checks
+# see them (CIFAR10/100._check_integrity and _load_meta, MNIST._check_exists and
+# _check_legacy_exist, SVHN._check_integrity), both splits: one or more alternative layouts,
+# each a tuple of files that must all exist (the first is the one a download writes).
+TORCHVISION_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "cifar10": (tuple(f"cifar-10-batches-py/{f}" for f in (
+        "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+        "test_batch", "batches.meta")),),
+    "cifar100": (("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),),
+    "mnist": _mnist_files("MNIST"),
+    "fashion_mnist": _mnist_files("FashionMNIST"),
+    "svhn": (("train_32x32.mat", "test_32x32.mat"),),
+}
+TORCHVISION_WHERE = {  # the same, in words, for messages
+    "cifar10": "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)",
+    "cifar100": "cifar-100-python/ (train, test, meta)",
+    "mnist": "MNIST/raw/ (the four unpacked idx files)",
+    "fashion_mnist": "FashionMNIST/raw/ (the four unpacked idx files)",
+    "svhn": "train_32x32.mat and test_32x32.mat",
+}
+CLI_REMEDY = ("pass --download to fetch it into {root}, --data-root DIR where it already is, "
+              "a .npz or ImageFolder path as --dataset, or --dataset digits (offline)")
+
+
+def missing_files(name: str, data_root: str | None = None) -> list[str]:
+    """The files torchvision needs for the named dataset that are not under the data root,
+    relative to it; [] when it is all there. Cheap: it only looks for the files, it reads
+    none (torchvision checks the CIFAR and SVHN files' MD5 sums when it loads them, so a
+    corrupted file passes here and fails at load). Raises DataError for a name that is not a
+    torchvision dataset."""
+    if name not in TORCHVISION_FILES:
+        raise DataError(f"{name!r} is not a torchvision dataset; those are "
+                        f"{', '.join(TORCHVISION_FILES)}")
+    root = Path(data_root_of(data_root))
+    first = None
+    for layout in TORCHVISION_FILES[name]:
+        miss = [f for f in layout if not (root / f).is_file()]
+        if not miss:
+            return []
+        first = miss if first is None else first
+    return first
+
+
+def on_disk(name: str, data_root: str | None = None) -> bool:
+    """Whether the named torchvision dataset is in the data root (see :func:`missing_files`)."""
+    return not missing_files(name, data_root)
+
+
+def not_found_message(name: str, data_root: str | None = None, remedy: str = CLI_REMEDY) -> str:
+    """One line: which dataset, the folder looked in, what was looked for, what to do.
+    ``remedy`` may hold ``{root}``."""
+    root = data_root_of(data_root)
+    miss = missing_files(name, data_root)
+    layout = TORCHVISION_FILES[name][0]
+    part = (f"; missing: {', '.join(m.rsplit('/', 1)[-1] for m in miss)}"
+            if miss and len(miss) < len(layout) else "")
+    return (f"dataset {name!r} was not found in {root} (torchvision looks there for "
+            f"{TORCHVISION_WHERE[name]}{part}): {remedy.format(root=root)}")
+
+
+def require_on_disk(name: str, data_root: str | None = None, download: bool = False,
+                    remedy: str = CLI_REMEDY) -> None:
+    """Raise DataError (:func:`not_found_message`) when ``name`` is a torchvision dataset that
+    is not in the data root and will not be downloaded; other datasets pass."""
+    if name in TORCHVISION_FILES and not download and not on_disk(name, data_root):
+        raise DataError(not_found_message(name, data_root, remedy))
+
+
 def is_path_dataset(name: str) -> bool:
     return name.endswith(".npz") or os.sep in name or "/" in name or os.path.isdir(name)
 
@@ -97,7 +179,7 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
     elif name == "digits":
         ds = _load_digits()
     else:
-        ds = _load_torchvision(name, data_root or default_data_root(), download)
+        ds = _load_torchvision(name, data_root_of(data_root), download)
     # Many files store the test set sorted by class (the shared CIFAR npz, every ImageFolder):
     # one fixed shuffle, the same for every run, makes "the first N test images" -- probe
     # batches, test_size, the app's image picker -- a fair sample that all runs share.
@@ -228,7 +310,7 @@ def _load_imagefolder(p: Path, data_root: str | None) -> Dataset:
         stamp.update(f"{s}:{len(files[s])}".encode())
         for f in files[s][:: max(1, len(files[s]) // 64)]:
             stamp.update(f"{f}:{f.stat().st_mtime_ns}".encode())
-    cache_dir = Path(data_root or default_data_root()) / "imagefolder-cache"
+    cache_dir = Path(data_root_of(data_root)) / "imagefolder-cache"
     cache = cache_dir / f"{p.name}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}-{stamp.hexdigest()[:12]}.pt"
     if cache.exists():
         try:
@@ -286,10 +368,11 @@ def _load_digits() -> Dataset:
 
 
 def _load_torchvision(name: str, root: str, download: bool) -> Dataset:
+    if not download:
+        require_on_disk(name, root)  # the message the app and the CLI give before queueing
     import torchvision.datasets as tvd
 
-    remedy = (f"pass --download to fetch it into {root}, --data-root DIR where it already is, "
-              "a .npz or ImageFolder path as --dataset, or --dataset digits (offline)")
+    remedy = CLI_REMEDY.format(root=root)
     try:
         if name == "svhn":
             tr = tvd.SVHN(root, split="train", download=download)
@@ -311,7 +394,8 @@ def _load_torchvision(name: str, root: str, download: bool) -> Dataset:
             classes = list(tr.classes)
     except RuntimeError as e:
         if "not found" in str(e).lower() or "corrupted" in str(e).lower():
-            raise DataError(f"dataset {name!r} was not found in {root}: {remedy}") from None
+            raise DataError(f"dataset {name!r} in {root} is missing or corrupted ({e}): "
+                            f"{remedy}") from None
         raise
     except OSError as e:  # URLError, connection refused, DNS failure: no network
         raise DataError(f"dataset {name!r} could not be downloaded ({e}); {remedy}") from None

@@ -125,6 +125,30 @@ def explain(root: str, rid: str, sig: tuple, u8: np.ndarray, method: str, stage:
     return top, aattr.attribute(model, x1, method), aact.feature_maps(model, x1, stage)
 
 
+MAX_CSV_VALUES = 250_000  # a few MB of CSV per run; wider maps export their first channels
+
+
+def channel_stats(fm: np.ndarray, layer: str, rid: str) -> pd.DataFrame:
+    """Per channel of a (C, H, W) feature map: mean, std, min, max, and the fraction of
+    positions above zero (after a ReLU: the fraction of units that fire on this image)."""
+    a = fm.reshape(len(fm), -1).astype(np.float64)
+    return pd.DataFrame({"run_id": rid, "layer": layer, "channel": np.arange(len(fm)),
+                         "mean": a.mean(1), "std": a.std(1), "min": a.min(1), "max": a.max(1),
+                         "frac_positive": (a > 0).mean(1)})
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def feature_csv(fm: np.ndarray, layer: str, rid: str) -> tuple[bytes, int]:
+    """The feature map in long format (run_id, layer, channel, y, x, value) as CSV bytes, and
+    how many channels it holds (all of them unless that exceeds MAX_CSV_VALUES)."""
+    c, h, w = fm.shape
+    n = max(1, min(c, MAX_CSV_VALUES // max(1, h * w)))
+    ch, yy, xx = np.meshgrid(np.arange(n), np.arange(h), np.arange(w), indexing="ij")
+    df = pd.DataFrame({"run_id": rid, "layer": layer, "channel": ch.ravel(), "y": yy.ravel(),
+                       "x": xx.ravel(), "value": fm[:n].ravel()})
+    return df.to_csv(index=False, float_format="%.6g").encode(), n
+
+
 cols = st.columns(2)
 for i, (col, rid) in enumerate(zip(cols, ids)):
     model, ds = models[rid]
@@ -149,5 +173,22 @@ for i, (col, rid) in enumerate(zip(cols, ids)):
             st.plotly_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[0]} channels "
                                                            f"of {fm.shape[1]}x{fm.shape[2]}"),
                             key=f"act_fm_{i}", config=ui.PLOTLY_CONFIG)
+            data, n_ch = feature_csv(fm, stage, rid)
+            d1, d2 = st.columns(2)
+            d1.download_button("Feature maps (CSV)", data, file_name=f"features-{stage}-{rid}.csv",
+                               mime="text/csv", key=f"act_fm_csv_{i}", on_click="ignore",
+                               icon=":material/download:",
+                               help=f"run_id, layer, channel, y, x, value: {n_ch} of "
+                                    f"{fm.shape[0]} channels, {fm.shape[1]}x{fm.shape[2]} each")
+            stats = channel_stats(fm, stage, rid)
+            d2.download_button("Channel statistics (CSV)",
+                               stats.to_csv(index=False, float_format="%.6g").encode(),
+                               file_name=f"channel-stats-{stage}-{rid}.csv", mime="text/csv",
+                               key=f"act_stats_csv_{i}", on_click="ignore",
+                               icon=":material/download:",
+                               help="per channel: mean, std, min, max, fraction above zero")
+            with st.expander(f"Per-channel statistics ({fm.shape[0]} channels)"):
+                st.dataframe(stats.drop(columns=["run_id", "layer"]).round(4), hide_index=True,
+                             key=f"act_stats_{i}")
         except Exception as e:
             st.error(f"{type(e).__name__}: {str(e)[:300]}")

@@ -12,7 +12,8 @@ from app import ui  # noqa: E402
 from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
 from resnet_core.config import (DEFAULT_RECORDERS, PRESETS, SWEEPS, ConfigError,  # noqa: E402
                                 apply_preset)
-from resnet_core.data import NAMED  # noqa: E402
+from resnet_core.data import (NAMED, TORCHVISION_FILES, TORCHVISION_WHERE,  # noqa: E402
+                              data_root_of, on_disk, require_on_disk)
 from resnet_core.store import ACTIVE, RESUMABLE, StoreError  # noqa: E402
 from resnet_core import jobs  # noqa: E402
 
@@ -25,6 +26,11 @@ PRESET_HELP = {
     "custom": "no preset: set epochs or iterations under Options",
 }
 PATH_CHOICE = "a path (.npz or ImageFolder)…"
+# what to do when a torchvision dataset is not on disk, in the page's words (see
+# resnet_core.data.not_found_message; the CLI's version names its flags instead)
+LAB_REMEDY = (f"tick 'Download it if missing' to fetch it into {{root}} when the run starts "
+              f"(needs network), choose '{PATH_CHOICE}' for a .npz file or an ImageFolder folder, "
+              "or pick digits (bundled, works offline)")
 
 st.title("Lab")
 st.markdown("**Pick a model and a budget, press Launch** (or launch the `quick` sweep), then "
@@ -53,6 +59,19 @@ with c2:
                                   placeholder="../shared/data/cifar10-jpeg.npz")
     elif ds_choice != "digits":
         download = st.checkbox("Download it if missing", key="lab_download", value=False)
+    if ds_choice in TORCHVISION_FILES:
+        # the folder the trainer reads: the Lab leaves TrainConfig.data_root unset
+        _root = data_root_of(None)
+        if on_disk(ds_choice, None):
+            st.caption(f":material/check_circle: **{ds_choice}** found in `{_root}`",
+                       help=f"torchvision reads {TORCHVISION_WHERE[ds_choice]} there.")
+        elif download:
+            st.caption(f":material/cloud_download: **{ds_choice}** not found in `{_root}`: "
+                       "it will be downloaded there when the run starts (needs network).")
+        else:
+            st.caption(f":material/error: **{ds_choice}** not found in `{_root}`: torchvision "
+                       f"looks there for {TORCHVISION_WHERE[ds_choice]}. Tick **Download it if "
+                       "missing**, choose a .npz / ImageFolder path, or pick **digits**.")
     preset = st.selectbox("Budget preset", ["quick", "smoke", "paper", "custom"], key="lab_preset",
                           format_func=lambda p: f"{p} — {PRESET_HELP[p]}")
 with c3:
@@ -94,6 +113,13 @@ def overrides() -> dict:
             "recorders": list(DEFAULT_RECORDERS) if record else [], "name": name.strip() or None}
 
 
+def require_data(cfg):
+    """Refuse a torchvision dataset that is neither on disk nor to be downloaded, now rather
+    than when the background trainer starts; the config's data_root and download are the
+    ones the trainer uses."""
+    require_on_disk(cfg.dataset, cfg.data_root, cfg.download, remedy=LAB_REMEDY)
+
+
 def build_single():
     depth = check_depth(depth_in)
     ov = overrides()
@@ -111,6 +137,7 @@ with b1:
 if launch:
     try:
         cfg = build_single()
+        require_data(cfg)
         run = jobs.submit(store, cfg)
         st.success(f"Queued **{run.id}** ({cfg.model}, {cfg.dataset}). It starts as soon as a "
                    "core is free.", icon=":material/check:")
@@ -140,6 +167,8 @@ if launch_sweep:
         ov.pop("name")
         pre = (None if preset == "custom" else preset) if own_budget else sw["preset"]
         cfgs = [apply_preset(pre, {**ov, "model": m, "name": f"sweep {sweep}"}) for m in sw["models"]]
+        for c in cfgs:
+            require_data(c)
         ids = [jobs.submit(store, c, start_runner=False).id for c in cfgs]
         jobs.ensure_runner(store)
         st.session_state["lab_last"] = ids
