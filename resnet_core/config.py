@@ -186,6 +186,15 @@ PRESETS: dict[str, dict] = {
                   weight_decay=1e-4, schedule="onecycle", warmup="none", subset=2500,
                   image_size=12, val_split=0, checkpoint_every=None, eval_every=234,
                   train_eval_size=1000, test_size=2000),
+    # About half an hour for the four nets of `sweep lesson` on a 2-core CPU (BENCHMARKS.md):
+    # long enough for the paper's step schedule, so the curves drop at 50% and 75% as in
+    # Fig. 6, and for resnet56 to pass resnet20. 10,000 images at 16x16, 30 epochs of batch
+    # 128 (2,340 steps); one evaluation per epoch on 2,000 test images (a full 10k pass would
+    # cost a fifth of the run). Start it before class, or show its bundled reference runs.
+    "lesson": dict(epochs=30, iterations=None, batch_size=128, lr=0.1, momentum=0.9,
+                   weight_decay=1e-4, schedule="steps", warmup="auto", subset=10000,
+                   image_size=16, val_split=0, eval_every=None, train_eval_size=1000,
+                   test_size=2000),
     # The smallest useful run: a smoke test of the whole pipeline.
     "smoke": dict(iterations=20, epochs=None, batch_size=32, subset=512, image_size=16,
                   log_every=5, eval_every=10),
@@ -196,6 +205,7 @@ PRESETS: dict[str, dict] = {
 DATASET_PRESET_OVERRIDES: dict[tuple[str, str], dict] = {
     ("quick", "digits"): dict(epochs=12, subset=None, image_size=None, batch_size=64,
                               val_split=0, eval_every=264),
+    ("lesson", "digits"): dict(image_size=None),  # native 8x8: no point upsampling digits
 }
 
 # Models are listed (and so queued) deepest first: with fewer cores than runs, the longest
@@ -203,6 +213,7 @@ DATASET_PRESET_OVERRIDES: dict[tuple[str, str], dict] = {
 # and leaving a core idle at the end.
 SWEEPS: dict[str, dict] = {
     "quick": dict(preset="quick", models=["plain56", "resnet56", "plain20", "resnet20"]),
+    "lesson": dict(preset="lesson", models=["plain56", "resnet56", "plain20", "resnet20"]),
     "fig6": dict(preset="paper", models=["resnet110", "plain56", "resnet56", "plain44", "resnet44",
                                          "plain32", "resnet32", "plain20", "resnet20"]),
 }

@@ -227,7 +227,22 @@ def environment(device: torch.device, threads: int, precision: str, channels_las
            "host": platform.node()}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
+    cpu = cpu_model()
+    if cpu:
+        env["cpu_model"] = cpu
     return env
+
+
+def cpu_model() -> str | None:
+    """The processor's name (Linux /proc/cpuinfo, else platform), for the record."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 # --- the loop ---------------------------------------------------------------------------

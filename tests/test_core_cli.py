@@ -121,7 +121,7 @@ BAD = [
     (["train", "--preset", "fast"], "invalid choice"),
     (["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "5000", "--recorders", ""],
      "larger than the 1438"),
-    (["sweep", "fig7"], "accepted: quick, fig6"),
+    (["sweep", "fig7"], "accepted: quick, lesson, fig6"),
     (["sweep", "quick", "--model", "resnet20"], "can't be used with a sweep"),
     (["sweep", "quick", "--dataset", "nope"], "accepted: digits"),
     (["sweep", "quick", "--lr", "0"], "--lr"),
