@@ -85,6 +85,16 @@ def _label_map(runs: pd.DataFrame) -> dict:
     return dict(zip(runs["id"], runs["label"])) if len(runs) else {}
 
 
+def _ref_map(runs: pd.DataFrame) -> dict:
+    """run id -> True for bundled reference runs (rows with a non-empty ``reference``)."""
+    if not len(runs) or "reference" not in runs.columns:
+        return {}
+    return {i: isinstance(r, str) and bool(r) for i, r in zip(runs["id"], runs["reference"])}
+
+
+REF_OPACITY = 0.55  # reference runs are drawn fainter, so the user's own runs stand out
+
+
 def empty_figure(message: str, height: int = 320) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
@@ -108,7 +118,7 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
     (training images re-scored in eval mode)."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=("Plain nets", "Residual nets"))
-    colors, labels = _color_map(runs), _label_map(runs)
+    colors, labels, refs = _color_map(runs), _label_map(runs), _ref_map(runs)
     runs = runs.sort_values(["depth", "id"], na_position="last") if len(runs) else runs
     ymax = 0.0
     for _, r in runs.iterrows():
@@ -124,6 +134,7 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
             fig.add_trace(go.Scatter(
                 x=d["step"], y=y, mode="lines", name=labels.get(r["id"], r["id"]),
                 legendgroup=r["id"], showlegend=split == "test",
+                opacity=REF_OPACITY if refs.get(r["id"]) else 1.0,
                 line=dict(color=colors.get(r["id"]), dash=dash, width=width),
                 hovertemplate=f"{labels.get(r['id'], r['id'])}<br>{what}: %{{y:.2f}}%<br>"
                               "iteration %{x}<extra></extra>"), row=1, col=col)
@@ -147,10 +158,14 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
 
 def final_errors_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """Final test/training error (%) per run with its family and depth."""
-    cols = ["id", "label", "kind", "depth", "color", "test_error_pct", "train_error_pct"]
+    cols = ["id", "label", "kind", "depth", "color", "reference", "test_error_pct",
+            "train_error_pct"]
     if not len(runs):
         return pd.DataFrame(columns=cols)
     df = runs.copy()
+    if "reference" not in df.columns:
+        df["reference"] = ""
+    df["reference"] = df["reference"].fillna("")
     df["test_error_pct"] = [_pct(v) for v in df["test_error"]]
     df["train_error_pct"] = [_pct(v) for v in df["train_error"]]
     return df[cols]
@@ -164,6 +179,22 @@ def final_error_figure(finals: pd.DataFrame, which: str = "test", references: bo
     col = "test_error_pct" if which == "test" else "train_error_pct"
     fig = go.Figure()
     d = finals[finals[col].notna() & finals["depth"].notna()] if len(finals) else finals
+    if len(d) and "reference" in d.columns:
+        bundled = d[d["reference"].fillna("") != ""]
+        d = d[d["reference"].fillna("") == ""]
+    else:
+        bundled = d.iloc[:0] if len(d) else d
+    for (title, kind), k in (bundled.groupby(["reference", "kind"], sort=False)
+                             if len(bundled) else []):
+        k = k.sort_values("depth")
+        fig.add_trace(go.Scatter(
+            x=k["depth"], y=k[col], mode="lines+markers",
+            name=f"reference: {title} ({'plain' if kind == 'plain' else 'residual'})",
+            line=dict(color=REF_COLORS.get(kind, "#444"), width=1.2, dash="dot"),
+            marker=dict(symbol="star", size=11, color=k["color"], opacity=0.8,
+                        line=dict(color=REF_COLORS.get(kind, "#444"), width=1)),
+            text=k["label"], customdata=k["id"],
+            hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>"))
     for kind in ("plain", "resnet", "preresnet"):
         k = d[d["kind"] == kind] if len(d) else d
         if not len(k):
@@ -195,7 +226,7 @@ def final_error_figure(finals: pd.DataFrame, which: str = "test", references: bo
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
                       legend=dict(font=dict(size=10), orientation="h", y=-0.2),
                       title=dict(text=f"final {which} error against depth", font=dict(size=13)))
-    if not len(d) and not (references and which == "test"):
+    if not len(d) and not len(bundled) and not (references and which == "test"):
         fig.add_annotation(text="no finished evaluations yet", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
     return fig
@@ -219,18 +250,21 @@ def responses_figure(resp: pd.DataFrame, runs: pd.DataFrame, height: int = 580) 
     top in layer order, bottom sorted by magnitude."""
     fig = make_subplots(rows=2, cols=1, vertical_spacing=0.2,
                         subplot_titles=("in layer order", "sorted by magnitude"))
-    colors, labels = _color_map(runs), _label_map(runs)
+    colors, labels, refs = _color_map(runs), _label_map(runs), _ref_map(runs)
     for rid, g in resp.groupby("run_id", sort=False):
         g = g.sort_values("index")
         name = labels.get(rid, rid)
+        dash = "dot" if refs.get(rid) else "solid"
         fig.add_trace(go.Scatter(x=g["index"], y=g["std"], mode="lines+markers", name=name,
-                                 legendgroup=rid, line=dict(color=colors.get(rid), width=2),
+                                 legendgroup=rid,
+                                 line=dict(color=colors.get(rid), width=2, dash=dash),
                                  marker=dict(size=4), text=g["layer"],
                                  hovertemplate=name + "<br>%{text}: std %{y:.3f}<extra></extra>"),
                       row=1, col=1)
         s = g.sort_values("rank")
         fig.add_trace(go.Scatter(x=s["rank"], y=s["std"], mode="lines", name=name, legendgroup=rid,
-                                 showlegend=False, line=dict(color=colors.get(rid), width=2),
+                                 showlegend=False,
+                                 line=dict(color=colors.get(rid), width=2, dash=dash),
                                  text=s["layer"],
                                  hovertemplate=name + "<br>%{text}: std %{y:.3f}<extra></extra>"),
                       row=2, col=1)
@@ -254,12 +288,14 @@ def ratio_frame(layers: pd.DataFrame) -> pd.DataFrame:
 def ratio_figure(ratios: pd.DataFrame, runs: pd.DataFrame, height: int = 340) -> go.Figure:
     """||F(x)|| / ||x|| per block: how much each residual branch changes its input."""
     fig = go.Figure()
-    colors, labels = _color_map(runs), _label_map(runs)
+    colors, labels, refs = _color_map(runs), _label_map(runs), _ref_map(runs)
     for rid, g in ratios.groupby("run_id", sort=False):
         g = g.sort_values("index")
         name = labels.get(rid, rid)
         fig.add_trace(go.Scatter(x=g["index"], y=g["f_over_x"], mode="lines+markers", name=name,
-                                 line=dict(color=colors.get(rid), width=2), text=g["layer"],
+                                 line=dict(color=colors.get(rid), width=2,
+                                           dash="dot" if refs.get(rid) else "solid"),
+                                 text=g["layer"],
                                  hovertemplate=name + "<br>%{text}: ‖F(x)‖/‖x‖ = %{y:.3f}<extra></extra>"))
     fig.update_xaxes(title_text="block index (input → output)")
     fig.update_yaxes(title_text="‖F(x)‖ / ‖x‖ (ratio)", rangemode="tozero")

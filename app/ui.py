@@ -14,6 +14,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from resnet_core import reference
 from resnet_core.store import ACTIVE, RESUMABLE, RunStore, StoreError
 
 from . import runs_data
@@ -36,6 +37,77 @@ def runs_df(store: RunStore | None = None) -> pd.DataFrame:
     """Every run in the store, newest first (re-read on every call: the truth is on disk)."""
     store = store or get_store()
     return runs_data.runs_frame(store)
+
+
+# --- bundled reference runs (resnet_core.reference) ---------------------------------------
+# They join the pickers of the pages that read records (Degradation, Layer responses, Gradient
+# flow) under ids "ref:<set>/<run_id>", which no store run id can take (':' is refused there).
+REF_PREFIX = "ref:"
+
+
+def is_reference(run_id) -> bool:
+    return isinstance(run_id, str) and run_id.startswith(REF_PREFIX)
+
+
+def resolve(run_id: str, store: RunStore) -> tuple[RunStore, str]:
+    """(the store holding ``run_id``, its id there): a reference set for "ref:" ids."""
+    if is_reference(run_id):
+        name, _, rid = run_id[len(REF_PREFIX):].partition("/")
+        reference.check_set_name(name)
+        return RunStore(reference.default_root() / name), rid
+    return store, run_id
+
+
+def _reference_sig() -> tuple:
+    root = reference.default_root()
+    try:
+        return tuple((p.name, _sig(p / "set.json")) for p in sorted(root.iterdir()) if p.is_dir())
+    except OSError:
+        return ()
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _reference_cached(root: str, sig: tuple) -> tuple[pd.DataFrame, list[dict]]:
+    frames, sets = [], []
+    for s in reference.list_sets(root):
+        if s.error or not s.run_ids():
+            continue
+        df = runs_data.runs_frame(s.store)
+        df = df[df["state"] == "done"].copy()
+        if not len(df):
+            continue
+        df["label"] = [f"ref · {runs_data.model_title(k, d)} · {s.name}"
+                       for k, d in zip(df["kind"], df["depth"])]
+        df["id"] = REF_PREFIX + s.name + "/" + df["id"]
+        df["reference"] = s.title
+        frames.append(df)
+        sets.append({"name": s.name, "title": s.title, "description": s.description,
+                     "meta": s.meta, "n": len(df)})
+    if not frames:
+        return pd.DataFrame(columns=runs_data.RUN_COLUMNS + ["reference"]), sets
+    return pd.concat(frames, ignore_index=True), sets
+
+
+def reference_df() -> pd.DataFrame:
+    """The bundled reference runs as rows like ``runs_df``'s, with a ``reference`` column
+    (the set's title); finished runs only."""
+    return _reference_cached(str(reference.default_root()), _reference_sig())[0].copy()
+
+
+def reference_sets() -> list[dict]:
+    """name, title, description, meta (set.json) and run count of each readable set."""
+    return _reference_cached(str(reference.default_root()), _reference_sig())[1]
+
+
+def pick_references(refs: pd.DataFrame, key: str, default: list[str] | None = None) -> list[str]:
+    """A picker for bundled reference runs (nothing shown when none are bundled)."""
+    if not len(refs):
+        return []
+    return pick_runs(refs, "Reference runs (bundled with the lab, measured)", key=key,
+                     default=default or [],
+                     help="Finished runs whose records ship with the lab (no weights): "
+                          + "; ".join(f"{s['title']}" for s in reference_sets())
+                          + ". The Runs page says how each set was made.")
 
 
 def _sig(path) -> tuple:
@@ -62,8 +134,9 @@ def metrics_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
     frames = []
     for rid in run_ids:
         try:
-            df = _metrics_cached(str(store.root), rid, _sig(store.root / rid / "metrics.jsonl"))
-        except StoreError:
+            st_, sid = resolve(rid, store)
+            df = _metrics_cached(str(st_.root), sid, _sig(st_.root / sid / "metrics.jsonl"))
+        except (StoreError, reference.ReferenceError):
             continue
         if len(df):
             frames.append(df.assign(run_id=rid))
@@ -77,8 +150,9 @@ def layers_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
     frames = []
     for rid in run_ids:
         try:
-            df = _layers_cached(str(store.root), rid, _sig(store.root / rid / "layers.jsonl"))
-        except StoreError:
+            st_, sid = resolve(rid, store)
+            df = _layers_cached(str(st_.root), sid, _sig(st_.root / sid / "layers.jsonl"))
+        except (StoreError, reference.ReferenceError):
             continue
         if len(df):
             frames.append(df.assign(run_id=rid))
@@ -88,7 +162,11 @@ def layers_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
 
 
 def has_layers(store: RunStore, run_id: str) -> bool:
-    return _sig(store.root / run_id / "layers.jsonl")[0] > 0
+    try:
+        st_, sid = resolve(run_id, store)
+    except reference.ReferenceError:
+        return False
+    return _sig(st_.root / sid / "layers.jsonl")[0] > 0
 
 
 def fmt_eta(seconds) -> str:
@@ -197,7 +275,8 @@ def config_json(store: RunStore, run_id: str) -> str:
         return json.dumps({"error": str(e)})
 
 
-__all__ = ["get_store", "runs_df", "metrics_for", "layers_for", "show_chart", "pick_runs",
+__all__ = ["get_store", "runs_df", "reference_df", "reference_sets", "pick_references",
+           "is_reference", "metrics_for", "layers_for", "show_chart", "pick_runs",
            "pick_run", "default_pair", "analysis_function", "fmt_eta", "fmt_pct", "state_text",
            "no_runs_note", "ACTIVE", "RESUMABLE", "time"]
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m resnet_core {train,sweep,resume,runs,models,cancel}``.
+"""Command line: ``python -m resnet_core {train,sweep,resume,runs,models,cancel,reference}``.
 
 A thin layer over the API: flags mirror TrainConfig fields one to one, errors are one line
 naming the flag and what is accepted, with a non-zero exit and no traceback.
@@ -236,8 +236,10 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         for c in configs:
             print(c.to_json())
-        return 0
+    # a dry run says so too: it shows what the real sweep would do, refusal included
     require_on_disk(configs[0].dataset, configs[0].data_root, configs[0].download)
+    if args.dry_run:
+        return 0
     t0 = time.time()
     runs = [submit(store, c, start_runner=False) for c in configs]
     ids = [r.id for r in runs]
@@ -336,6 +338,55 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def _reference_dest(text: str) -> Path:
+    from .reference import default_root
+
+    return Path(text) if ("/" in text or os.sep in text) else default_root() / text
+
+
+def cmd_reference(args) -> int:
+    from .reference import ReferenceError, check_set, export, list_sets, read_set, set_size
+
+    if args.action == "export":
+        store = RunStore(args.runs_dir)
+        ids = list(args.run_ids)
+        if args.all:
+            ids += [i["id"] for i in store.list_runs()
+                    if i["status"].get("state") == "done" and i["id"] not in ids]
+        if not ids:
+            raise CliError("name the runs to export (run ids from `python -m resnet_core runs`) "
+                           "or pass --all for every finished run in the store")
+        dest = _reference_dest(args.to)
+        s = export(store, ids, dest, title=args.title or "", description=args.description or "",
+                   command=args.command, machine=args.machine, force=args.force)
+        print(f"{s.path}: {len(s.run_ids())} runs, {set_size(s.path) / 1024:.0f} KB "
+              "(records only, no weights)")
+        return 0
+    sets = [read_set(_reference_dest(args.set))] if args.set else list_sets(args.root)
+    if args.set and not sets[0].path.is_dir():
+        raise CliError(f"no reference set at {sets[0].path}")
+    if not sets:
+        print("no reference sets", file=sys.stderr)
+        return 0
+    bad = 0
+    for s in sets:
+        if args.action == "check":
+            problems = check_set(s)
+            bad += bool(problems)
+            print(f"{s.name}: " + ("ok" if not problems else "; ".join(problems)))
+            continue
+        print(f"{s.name}: {s.title}" + (f"  ({s.error})" if s.error else ""))
+        if s.meta.get("machine"):
+            print(f"  made {s.meta.get('made', '?')} on {s.meta['machine']}")
+        for r in s.meta.get("runs", []):
+            fmt = lambda v: f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
+            print(f"  {r.get('model', '?'):<12} test err {fmt(r.get('test_error')):>7}  "
+                  f"train err (eval) {fmt(r.get('train_error')):>7}  {r.get('id')}")
+    if bad:
+        raise ReferenceError(f"{bad} reference set(s) have problems (listed above)")
+    return 0
+
+
 def cmd_runner(args) -> int:
     from .jobs import run_queue
 
@@ -361,7 +412,7 @@ class Parser(argparse.ArgumentParser):
 def make_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m resnet_core",
                                 description="Train and inspect plain and residual nets (He et al. 2016).")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel,reference}")
 
     def runs_dir(sp):
         sp.add_argument("--runs-dir", default=None, metavar="DIR",
@@ -376,7 +427,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_config_flags(t)
     t.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("sweep", help="queue a set of runs and drain the queue (quick, fig6)")
+    s = sub.add_parser("sweep", help="queue a set of runs and drain the queue (quick, lesson, fig6)")
     s.add_argument("name", help=f"one of: {', '.join(SWEEPS)}")
     s.add_argument("--background", action="store_true", help="queue them and return at once")
     s.add_argument("--dry-run", action="store_true", help="print the configs, run nothing")
@@ -406,6 +457,28 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("run_id")
     runs_dir(c)
     c.set_defaults(fn=cmd_cancel)
+
+    rf = sub.add_parser("reference", help="bundled reference runs: list, check, export")
+    rsub = rf.add_subparsers(dest="action", required=True, metavar="{list,check,export}")
+    for action, text in (("list", "the sets and their runs' final errors"),
+                         ("check", "check that every set is readable and holds records only")):
+        a = rsub.add_parser(action, help=text)
+        a.add_argument("set", nargs="?", help="a set name or folder (default: every set)")
+        a.add_argument("--root", default=None, metavar="DIR",
+                       help="where the sets are (default: $RESNET_LAB_REFERENCE_DIR or ./reference)")
+        a.set_defaults(fn=cmd_reference)
+    e = rsub.add_parser("export", help="copy finished runs' records (no weights) into a set")
+    e.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    e.add_argument("--all", action="store_true", help="every finished run in the store")
+    e.add_argument("--to", required=True, metavar="NAME",
+                   help="a set name (under ./reference) or a folder path")
+    e.add_argument("--title", required=True, help="shown in the app beside the runs")
+    e.add_argument("--description", default="", help="how the runs were made, in a sentence")
+    e.add_argument("--command", default=None, help="the command that made the runs")
+    e.add_argument("--machine", default=None, help="default: the GPU or CPU named in env.json")
+    e.add_argument("--force", action="store_true", help="replace an existing set")
+    runs_dir(e)
+    e.set_defaults(fn=cmd_reference)
 
     q = sub.add_parser("runner")  # the detached queue runner (started by submit)
     runs_dir(q)

@@ -152,3 +152,25 @@ def tiny_runs(store, _tiny_runs_master):
         if p.is_dir():
             shutil.copytree(p, store.root / p.name)
     return store
+
+
+@pytest.fixture(autouse=True)
+def _no_bundled_reference(tmp_path, monkeypatch):
+    """Tests see no bundled reference runs unless they ask for them (``reference_root``), so
+    what a page shows for an empty store does not depend on what the repository ships."""
+    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(tmp_path / "no-reference"))
+
+
+@pytest.fixture
+def reference_root(tmp_path, monkeypatch, _tiny_runs_master):
+    """A reference folder holding one set, "tiny", exported from the four real tiny runs, with
+    RESNET_LAB_REFERENCE_DIR pointing at it. The user's store (``store``) stays as it was."""
+    from resnet_core import RunStore
+    from resnet_core.reference import export
+
+    root = tmp_path / "reference"
+    master = RunStore(_tiny_runs_master)
+    export(master, master.list_ids(), root / "tiny", title="Tiny digits runs",
+           description="Four 20-step runs on digits.", command="pytest")
+    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(root))
+    return root

@@ -151,10 +151,13 @@ def test_cli_refuses_before_queueing_a_missing_dataset(tmp_path, monkeypatch, ca
     want = not_found_message("cifar10")
     for argv in (["train", "--dataset", "cifar10", "--preset", "smoke", "--background"],
                  ["train", "--dataset", "cifar10", "--preset", "smoke"],
-                 ["sweep", "quick", "--dataset", "cifar10", "--background"]):
+                 ["sweep", "quick", "--dataset", "cifar10", "--background"],
+                 ["sweep", "quick", "--dataset", "cifar10", "--dry-run"]):
         assert main(argv + ["--runs-dir", str(runs)]) == 2, argv
-        err = capsys.readouterr().err
+        out, err = capsys.readouterr()
         assert err.strip() == f"error: {want}", argv
+        # a dry run prints the configs it would queue, then the same refusal
+        assert ('"model": "plain56"' in out) == ("--dry-run" in argv), argv
     assert not runs.exists() or not [p for p in runs.iterdir() if not p.name.startswith(".")]
     # with the files there, --background queues (the runner is not started in this test)
     fake_cifar10(Path(default_data_root()))

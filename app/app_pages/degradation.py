@@ -7,6 +7,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import charts, ui  # noqa: E402
@@ -19,19 +20,32 @@ st.markdown("Deeper **plain** nets end with *higher training error* than shallow
 store = ui.get_store()
 df = ui.runs_df(store)
 df = df[df["state"] != "broken"]
-if not len(df):
+refs = ui.reference_df()
+if not len(df) and not len(refs):
     ui.no_runs_note("see the curves")
     st.stop()
 
-datasets = list(dict.fromkeys(df["dataset"]))  # newest run's dataset first
 c1, c2, c3 = st.columns([1, 3, 1.2])
-with c1:
-    dataset = st.selectbox("Dataset", datasets, key="deg_dataset")
-on_ds = df[df["dataset"] == dataset]
+if len(df):
+    datasets = list(dict.fromkeys(df["dataset"]))  # newest run's dataset first
+    with c1:
+        dataset = st.selectbox("Dataset", datasets, key="deg_dataset")
+    on_ds = df[df["dataset"] == dataset]
+    with c2:
+        default = list(on_ds["id"].head(12))
+        sel = ui.pick_runs(on_ds, "Runs", key=f"deg_runs_{dataset}", default=default,
+                           help="Default: the 12 newest runs on this dataset.")
+else:
+    on_ds, sel = df, []
+    with c2:
+        st.info("You have no runs yet, so the curves below are the **bundled reference runs** "
+                "(measured, shipped with the lab). Launch your own on the **Lab** page: they "
+                "appear here beside these.", icon=":material/science:")
 with c2:
-    default = list(on_ds["id"].head(12))
-    sel = ui.pick_runs(on_ds, "Runs", key=f"deg_runs_{dataset}", default=default,
-                       help="Default: the 12 newest runs on this dataset.")
+    first_set = ui.reference_sets()[0]["name"] if ui.reference_sets() else None
+    ref_sel = ui.pick_references(
+        refs, key="deg_refs",
+        default=[] if len(df) else [i for i in refs["id"] if i.startswith(f"ref:{first_set}/")])
 with c3:
     train_split = st.radio("Training error", ["train", "train_eval"], key="deg_train_split",
                            format_func={"train": "while training",
@@ -39,17 +53,20 @@ with c3:
                            help="'while training' averages each logging window (train-mode BN, "
                                 "augmented batches) as the paper's thin curves; 're-scored' "
                                 "evaluates a fixed set of training images at each evaluation.")
-if not sel:
+if not sel and not ref_sel:
     st.info("Pick at least one run.")
     st.stop()
 
-_live = bool(on_ds[on_ds["id"].isin(sel)]["state"].isin(ACTIVE).any())
+_live = bool(on_ds[on_ds["id"].isin(sel)]["state"].isin(ACTIVE).any()) if len(on_ds) else False
 
 
 @st.fragment(run_every=3.0 if _live else None)
 def curves():
     runs = ui.runs_df(store)
-    runs = runs[runs["id"].isin(sel)]
+    runs = runs[runs["id"].isin(sel)].assign(reference="")
+    chosen_refs = refs[refs["id"].isin(ref_sel)]
+    if len(chosen_refs):
+        runs = pd.concat([runs, chosen_refs], ignore_index=True) if len(runs) else chosen_refs
     metrics = ui.metrics_for(list(runs["id"]), store)
     left, right = st.columns([3, 2])
     with left:
@@ -68,7 +85,9 @@ def curves():
         ui.show_chart(fig2, finals.drop(columns=["color"]), "final-error-vs-depth", "deg_final",
                       caption="Open marks: the paper (Table 6; plain read off Fig. 6) and public "
                               "reproductions, all CIFAR-10 at the full 64k-iteration budget: "
-                              "compare the trend, not the level, with short or digits runs.")
+                              "compare the trend, not the level, with short or digits runs. "
+                              "Stars on dotted lines: bundled reference runs (their budget is "
+                              "on the Runs page).")
     tbl = finals.assign(state=runs["state"].values)[["label", "kind", "depth", "state",
                                                       "train_error_pct", "test_error_pct"]]
     st.dataframe(tbl.rename(columns={"train_error_pct": "final training error (%)",

@@ -21,6 +21,11 @@ store = ui.get_store()
 df = ui.runs_df(store)
 df = df[df["state"] != "broken"]
 with_layers = df[[ui.has_layers(store, i) for i in df["id"]]] if len(df) else df
+refs = ui.reference_df()
+refs = refs[[ui.has_layers(store, i) for i in refs["id"]]] if len(refs) else refs
+if len(refs):
+    # bundled reference runs join the pickers, after the user's own runs
+    with_layers = pd.concat([with_layers.assign(reference=""), refs], ignore_index=True)
 
 if len(with_layers):
     pair = ui.default_pair(with_layers)

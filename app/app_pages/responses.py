@@ -20,21 +20,35 @@ st.markdown("The paper's **Fig. 7**: how strongly each 3x3 layer responds (std o
 store = ui.get_store()
 df = ui.runs_df(store)
 df = df[df["state"] != "broken"]
-if not len(df):
+refs = ui.reference_df()
+refs = refs[[ui.has_layers(store, i) for i in refs["id"]]] if len(refs) else refs
+if not len(df) and not len(refs):
     ui.no_runs_note("see layer responses")
     st.stop()
-with_layers = df[[ui.has_layers(store, i) for i in df["id"]]]
-if not len(with_layers):
+with_layers = df[[ui.has_layers(store, i) for i in df["id"]]] if len(df) else df
+if not len(with_layers) and not len(refs):
     st.info("None of the runs has per-layer records yet. They are written while a run trains "
             "with **Record per-layer statistics** ticked in the Lab (the default).")
     st.stop()
 
-sel = ui.pick_runs(with_layers, "Runs", key="resp_runs",
-                   default=ui.default_pair(with_layers), max_selections=8)
-if not sel:
+c1, c2 = st.columns(2)
+with c1:
+    if len(with_layers):
+        sel = ui.pick_runs(with_layers, "Runs", key="resp_runs",
+                           default=ui.default_pair(with_layers), max_selections=8)
+    else:
+        sel = []
+        st.info("None of your runs has per-layer records yet, so the bundled reference runs "
+                "are shown.", icon=":material/science:")
+with c2:
+    ref_sel = ui.pick_references(refs, key="resp_refs",
+                                 default=[] if len(with_layers) else ui.default_pair(refs))
+if not sel and not ref_sel:
     st.info("Pick at least one run.")
     st.stop()
-runs = with_layers[with_layers["id"].isin(sel)]
+runs = pd.concat([with_layers[with_layers["id"].isin(sel)].assign(reference=""),
+                  refs[refs["id"].isin(ref_sel)]], ignore_index=True)
+sel = list(sel) + list(ref_sel)
 layers = ui.layers_for(sel, store)
 bn = layers[(layers["type"] == "bn") & layers["std"].notna()]
 steps = sorted(int(s) for s in bn["step"].dropna().unique())
@@ -79,7 +93,10 @@ with right:
         st.caption("No per-block records (‖F(x)‖/‖x‖) for these runs.")
 
 with st.expander("Exact Fig. 7 on the whole test set, from a checkpoint"):
-    rid = ui.pick_run(runs, "Run", key="resp_exact_run")
+    own = runs[~runs["id"].map(ui.is_reference)]
+    if not len(own):
+        st.caption("Needs one of your runs: reference runs ship without weights.")
+    rid = ui.pick_run(own, "Run", key="resp_exact_run") if len(own) else None
     if rid and st.toggle("Compute it (seconds; cached)", key="resp_exact"):
         run = store.run(rid)
         res = ui.analysis_task(run, "fig7", "Fig. 7 on the test set", key=f"fig7_{rid}")

@@ -21,8 +21,43 @@ st.markdown("Every run in the store. Pick **one** to resume, cancel, delete or d
 
 store = ui.get_store()
 df = ui.runs_df(store)
+
+
+def reference_section():
+    """The bundled reference sets: what each is, how it was made, its runs' final errors."""
+    sets, refs = ui.reference_sets(), ui.reference_df()
+    if not sets:
+        return
+    st.subheader("Bundled reference runs")
+    st.caption("Records of finished runs that ship with the lab (metrics and per-layer "
+               "statistics, no weights). They appear beside your runs on Degradation, Layer "
+               "responses and Gradient flow. Make a set of your own with `python -m resnet_core "
+               "reference export`.")
+    for s in sets:
+        meta = s["meta"]
+        with st.expander(f"{s['title']} · {s['n']} runs", expanded=not len(df)):
+            if s["description"]:
+                st.markdown(s["description"])
+            facts = [f"made {meta.get('made', '?')}", f"on {meta.get('machine', '?')}"]
+            if meta.get("git_commit"):
+                facts.append(f"commit `{str(meta['git_commit'])[:10]}`")
+            st.caption(" · ".join(facts))
+            if meta.get("command"):
+                st.code(meta["command"], language="bash")
+            mine = refs[refs["id"].str.startswith(f"{ui.REF_PREFIX}{s['name']}/")]
+            tbl = pd.DataFrame({
+                "run": mine["label"], "model": mine["model"], "dataset": mine["dataset"],
+                "preset": mine["preset"], "steps": mine["step"],
+                "test error (%)": [None if v is None or v != v else 100 * v for v in mine["test_error"]],
+                "train error (%)": [None if v is None or v != v else 100 * v for v in mine["train_error"]]})
+            st.dataframe(tbl, hide_index=True, key=f"runs_ref_{s['name']}",
+                         column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                        for c in ("test error (%)", "train error (%)")})
+
+
 if not len(df):
     ui.no_runs_note("manage them")
+    reference_section()
     st.stop()
 
 f1, f2 = st.columns([2, 2])
@@ -171,3 +206,6 @@ if len(picked) == 1:
     actions(picked[0])
 elif len(picked) == 2:
     compare(picked)
+
+st.divider()
+reference_section()

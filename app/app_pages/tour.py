@@ -37,6 +37,8 @@ def launch_quick():
 
 
 kinds = set(df["kind"]) if len(df) else set()
+refs = ui.reference_df()
+use_refs = False
 if not ({"plain"} <= kinds and kinds & {"resnet", "preresnet"}):
     st.info("The tour needs at least one **plain** and one **residual** run. The `quick` sweep "
             "trains plain-20, plain-56, ResNet-20 and ResNet-56 on the bundled digits (minutes "
@@ -45,15 +47,23 @@ if not ({"plain"} <= kinds and kinds & {"resnet", "preresnet"}):
               on_click=launch_quick)
     if st.session_state.get("tour_error"):
         st.error(st.session_state["tour_error"])
-    if not len(df):
+    if len(refs):
+        use_refs = st.toggle("Meanwhile, take the tour with the bundled reference runs "
+                             "(measured, shipped with the lab)", value=True, key="tour_refs")
+    if not len(df) and not use_refs:
         st.stop()
 if st.session_state.get("tour_launched") or (len(df) and df["state"].isin(ACTIVE).any()):
     st.success("Runs are queued or training: follow them on the **Lab** page; the charts "
                "below fill in as they train.", icon=":material/check:")
 
-newest = df["dataset"].iloc[0]
-on_ds = df[df["dataset"] == newest]
-runs = on_ds.head(12)
+if use_refs:
+    first = ui.reference_sets()[0]
+    runs = refs[refs["id"].str.startswith(f"ref:{first['name']}/")].head(12)
+    newest = f"the reference set “{first['title']}”"
+else:
+    newest = df["dataset"].iloc[0]
+    on_ds = df[df["dataset"] == newest]
+    runs = on_ds.head(12)
 metrics = ui.metrics_for(list(runs["id"]), store)
 finals = charts.final_errors_frame(runs)
 
@@ -104,7 +114,8 @@ elif i == 1:
     if plain["depth"].nunique() >= 2:
         by = plain.groupby("depth")["train_error_pct"].mean().sort_index()
         verdict = "higher" if by.iloc[-1] > by.iloc[0] else "not higher (train longer to see it)"
-        st.markdown(f"In your runs, plain-{int(by.index[-1])}'s final training error "
+        st.markdown(f"In {'these' if use_refs else 'your'} runs, plain-{int(by.index[-1])}'s "
+                    "final training error "
                     f"({by.iloc[-1]:.1f}%) is **{verdict}** than plain-{int(by.index[0])}'s "
                     f"({by.iloc[0]:.1f}%).")
 elif i == 3:

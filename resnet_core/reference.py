@@ -1,0 +1,273 @@
+"""Bundled reference runs: the records of finished runs (config, status, metrics, layer
+statistics, environment; never weights), kept in the repository so the app can show measured
+curves next to a user's runs, including before the user has trained anything.
+
+    reference/<set>/set.json          title, description, how and where it was made
+    reference/<set>/<run_id>/         config.json status.json metrics.jsonl layers.jsonl env.json
+
+A set folder is a read-only run store: ``RunStore(set.path)`` reads it like ``checkpoints/``.
+Sets are made with ``python -m resnet_core reference export`` from runs in a store; long logs
+are thinned on the way (averaged training windows, a few layer-record steps) so a set of nine
+64k-step runs stays a few hundred KB.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .store import RunStore, atomic_write_bytes, atomic_write_json
+
+ENV_VAR = "RESNET_LAB_REFERENCE_DIR"
+RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "layers.jsonl", "env.json")
+# status fields that describe the run; pid, host and heartbeat describe the machine it ran on
+STATUS_KEEP = ("state", "created", "updated", "started", "step", "total", "message", "threads",
+               "eta_s", "images_per_s", "device", "precision")
+ENV_DROP = ("host",)
+MAX_TRAIN_ROWS = 400  # per training split: enough for a smooth curve at any budget
+MAX_LAYER_STEPS = 12  # recorded steps kept per run (first and last always among them)
+_SET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+class ReferenceError(ValueError):
+    """A reference set or an export request is bad. The message names what and why."""
+
+
+def default_root() -> Path:
+    """$RESNET_LAB_REFERENCE_DIR, else the ``reference/`` folder beside this package."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "reference"
+
+
+def check_set_name(name: str) -> str:
+    if not isinstance(name, str) or not _SET_NAME.fullmatch(name) or ".." in name:
+        raise ReferenceError(f"reference set name {name!r} is not accepted: use lower-case "
+                             "letters, digits, '.', '_' and '-' (at most 64, starting with a "
+                             "letter or digit)")
+    return name
+
+
+@dataclass
+class ReferenceSet:
+    name: str
+    path: Path
+    title: str = ""
+    description: str = ""
+    meta: dict = field(default_factory=dict)  # the whole set.json
+    error: str | None = None  # why the set can't be read (then it has no runs)
+
+    @property
+    def store(self) -> RunStore:
+        return RunStore(self.path)
+
+    def run_ids(self) -> list[str]:
+        return [] if self.error else self.store.list_ids()
+
+
+def read_set(path: Path) -> ReferenceSet:
+    """A set folder as a ReferenceSet; a missing or broken set.json is reported in ``error``."""
+    path = Path(path)
+    s = ReferenceSet(name=path.name, path=path, title=path.name)
+    try:
+        meta = json.loads((path / "set.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        s.error = f"reference set {path.name}: set.json is missing"
+        return s
+    except (ValueError, UnicodeDecodeError) as e:
+        s.error = f"reference set {path.name}: set.json is not valid ({e})"
+        return s
+    s.meta = meta
+    s.title = str(meta.get("title") or path.name)
+    s.description = str(meta.get("description") or "")
+    return s
+
+
+def list_sets(root: str | os.PathLike | None = None) -> list[ReferenceSet]:
+    """Every set under ``root`` (default: the bundled ones), by name; never raises."""
+    root = Path(root) if root is not None else default_root()
+    if not root.is_dir():
+        return []
+    return [read_set(p) for p in sorted(root.iterdir())
+            if p.is_dir() and _SET_NAME.fullmatch(p.name)]
+
+
+# --- thinning ----------------------------------------------------------------------------
+def thin_metrics(rows: list[dict], max_train_rows: int = MAX_TRAIN_ROWS) -> list[dict]:
+    """Keep every evaluation row; merge runs of consecutive training windows so each split has
+    at most ``max_train_rows`` rows. A merged row averages its windows' loss and error and
+    carries the last window's step, epoch, lr and time (a coarser logging interval, not a
+    subsample: no window is dropped from the average)."""
+    by_split: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.get("split") in ("train",) and isinstance(r.get("step"), (int, float)):
+            by_split.setdefault(r["split"], []).append(i)
+    replace: dict[int, dict | None] = {}
+    for split, idx in by_split.items():
+        if len(idx) <= max_train_rows:
+            continue
+        k = -(-len(idx) // max_train_rows)  # windows per merged row
+        for start in range(0, len(idx), k):
+            group = [rows[i] for i in idx[start:start + k]]
+            merged = dict(group[-1])
+            for key in ("loss", "error", "images_per_s"):
+                vals = [g[key] for g in group if isinstance(g.get(key), (int, float))]
+                if vals:
+                    merged[key] = sum(vals) / len(vals)
+            merged["windows"] = len(group)
+            for i in idx[start:start + k - 1]:
+                replace[i] = None
+            replace[idx[min(start + k, len(idx)) - 1]] = merged
+    out = []
+    for i, r in enumerate(rows):
+        if i in replace:
+            if replace[i] is not None:
+                out.append(replace[i])
+        else:
+            out.append(r)
+    return out
+
+
+def thin_layers(rows: list[dict], max_steps: int = MAX_LAYER_STEPS) -> list[dict]:
+    """The rows of at most ``max_steps`` recorded steps, evenly spread, first and last kept."""
+    steps = sorted({r["step"] for r in rows if isinstance(r.get("step"), (int, float))})
+    if len(steps) <= max_steps:
+        return rows
+    keep = {steps[round(i * (len(steps) - 1) / (max_steps - 1))] for i in range(max_steps)}
+    return [r for r in rows if r.get("step") in keep]
+
+
+def _round(v, sig: int):
+    if isinstance(v, float) and math.isfinite(v) and v != 0.0:
+        return float(f"{v:.{sig}g}")
+    return v
+
+
+def _jsonl(rows: list[dict], sig: int) -> bytes:
+    """Compact JSON lines, floats to ``sig`` significant digits (the records' own noise is
+    larger: a 4-digit std is exact enough for Fig. 7, and keeps a 110-layer run small)."""
+    return "".join(json.dumps({k: _round(v, sig) for k, v in r.items()}, separators=(",", ":"))
+                   + "\n" for r in rows).encode()
+
+
+# --- export ------------------------------------------------------------------------------
+def _final(rows: list[dict], split: str):
+    for r in reversed(rows):
+        if r.get("split") == split and isinstance(r.get("error"), (int, float)):
+            return r["error"]
+    return None
+
+
+def export(store: RunStore, run_ids: list[str], dest: str | os.PathLike, title: str,
+           description: str = "", command: str | None = None, machine: str | None = None,
+           force: bool = False, max_train_rows: int = MAX_TRAIN_ROWS,
+           max_layer_steps: int = MAX_LAYER_STEPS) -> ReferenceSet:
+    """Copy the records of finished runs into a new reference set at ``dest``.
+
+    Only runs in state "done" are accepted. The set is built under a hidden name beside
+    ``dest`` and renamed into place, so a failure or a kill leaves any earlier set whole; an
+    existing set is replaced only with ``force``."""
+    dest = Path(dest)
+    check_set_name(dest.name)
+    if not run_ids:
+        raise ReferenceError("no runs to export: name at least one run id (or use --all)")
+    if len(set(run_ids)) != len(run_ids):
+        raise ReferenceError("a run id is named twice")
+    if not isinstance(title, str) or not title.strip():
+        raise ReferenceError("a reference set needs a title (--title), shown in the app")
+    if dest.exists() and not force:
+        raise ReferenceError(f"{dest} already exists; pass --force to replace it")
+    runs = []
+    for rid in run_ids:
+        run = store.run(rid)  # StoreError names a bad or missing id
+        st = run.read_status()
+        if st["state"] != "done":
+            raise ReferenceError(f"run {rid} is {st['state']}, not done: only finished runs "
+                                 "can be reference runs")
+        cfg = run.read_config().to_dict()  # validated
+        runs.append((run, st, cfg))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".new-{dest.name}-{secrets.token_hex(3)}"
+    tmp.mkdir()
+    try:
+        listing, envs = [], []
+        for run, st, cfg in runs:
+            out = tmp / run.id
+            out.mkdir()
+            metrics = thin_metrics(run.read_metrics(), max_train_rows)
+            layers = thin_layers(run.read_layers(), max_layer_steps)
+            env = {k: v for k, v in (run.read_json("env.json") or {}).items() if k not in ENV_DROP}
+            status = {k: st[k] for k in STATUS_KEEP if k in st}
+            atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2) + "\n").encode())
+            atomic_write_json(out / "status.json", status)
+            atomic_write_json(out / "env.json", env)
+            atomic_write_bytes(out / "metrics.jsonl", _jsonl(metrics, 6))
+            if layers:
+                atomic_write_bytes(out / "layers.jsonl", _jsonl(layers, 4))
+            envs.append(env)
+            elapsed = (st.get("updated") - st.get("started")
+                       if isinstance(st.get("updated"), (int, float))
+                       and isinstance(st.get("started"), (int, float)) else None)
+            listing.append({"id": run.id, "model": cfg["model"], "dataset": cfg["dataset"],
+                            "preset": cfg.get("preset"), "steps": st.get("step"),
+                            "test_error": _final(metrics, "test"),
+                            "train_error": _final(metrics, "train_eval"),
+                            "train_seconds": round(elapsed, 1) if elapsed is not None else None})
+        if machine is None:
+            e = envs[0] if envs else {}
+            machine = e.get("gpu") or e.get("cpu_model") or e.get("platform") or "unknown"
+            machine = f"{machine} ({e.get('device', '?')}, {e.get('precision', '?')}, " \
+                      f"torch {e.get('torch', '?')})"
+        meta = {"title": title.strip(), "description": description.strip(),
+                "made": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine,
+                "command": command, "git_commit": (envs[0] if envs else {}).get("git_commit"),
+                "runs": listing}
+        atomic_write_json(tmp / "set.json", meta)
+        if dest.exists():
+            old = dest.parent / f".old-{dest.name}-{secrets.token_hex(3)}"
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_set(dest)
+
+
+def set_size(path: str | os.PathLike) -> int:
+    """Bytes on disk of a set's files."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def check_set(s: ReferenceSet) -> list[str]:
+    """Problems with a set (empty when it is sound): unreadable set.json, run folders that
+    the store can't read, runs that are not done, or weights where none belong."""
+    if s.error:
+        return [s.error]
+    problems = []
+    for info in s.store.list_runs():
+        if info["error"]:
+            problems.append(info["error"])
+        elif info["status"].get("state") != "done":
+            problems.append(f"run {info['id']} is {info['status'].get('state')}, not done")
+    for p in s.path.rglob("*"):
+        if p.is_file() and p.suffix in (".pt", ".pth", ".ckpt", ".bin", ".safetensors"):
+            problems.append(f"{p.relative_to(s.path)} looks like weights; a set holds records only")
+    listed = {r.get("id") for r in s.meta.get("runs", []) if isinstance(r, dict)}
+    for rid in s.run_ids():
+        if rid not in listed:
+            problems.append(f"run {rid} is not listed in set.json")
+    return problems
+
+
+__all__ = ["ReferenceSet", "ReferenceError", "list_sets", "read_set", "export", "check_set",
+           "thin_metrics", "thin_layers", "default_root", "set_size"]

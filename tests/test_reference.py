@@ -1,0 +1,219 @@
+"""Bundled reference runs: export from a store (records, never weights), the CLI, thinning,
+refusals that keep what is on disk, the app showing them beside (or instead of) the user's
+runs, and the sets the repository ships."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from resnet_core import RunStore
+from resnet_core.__main__ import main
+from resnet_core.reference import (ReferenceError, check_set, default_root, export, list_sets,
+                                   read_set, thin_layers, thin_metrics)
+from resnet_core.store import StoreError
+from test_app_helpers import arr, figures, no_exception, page, texts, traces
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _last(rows, split):
+    return [r for r in rows if r.get("split") == split][-1]["error"]
+
+
+def test_export_copies_records_not_weights(tiny_runs, tmp_path):
+    ids = tiny_runs.list_ids()
+    assert all((tiny_runs.root / i / "ckpt" / "last.pt").exists() for i in ids)
+    s = export(tiny_runs, ids, tmp_path / "ref" / "tiny", title="Tiny", command="pytest")
+    assert s.error is None and s.title == "Tiny" and sorted(s.run_ids()) == sorted(ids)
+    for rid in ids:
+        files = sorted(p.name for p in (s.path / rid).iterdir())
+        assert files == ["config.json", "env.json", "layers.jsonl", "metrics.jsonl", "status.json"]
+        src, ref = tiny_runs.run(rid), s.store.run(rid)
+        assert ref.read_config_dict() == src.read_config_dict()
+        status = ref.read_status()
+        assert status["state"] == "done" and status["step"] == src.read_status()["step"]
+        assert not {"pid", "host", "heartbeat", "pid_start"} & set(status)
+        assert "host" not in ref.read_json("env.json")
+        # short logs are copied whole (floats to 6 significant digits)
+        assert len(ref.read_metrics()) == len(src.read_metrics())
+        assert _last(ref.read_metrics(), "test") == pytest.approx(_last(src.read_metrics(), "test"), rel=1e-5)
+        assert len(ref.read_layers()) == len(src.read_layers())
+    listing = {r["id"]: r for r in s.meta["runs"]}
+    for rid in ids:
+        assert listing[rid]["model"] == tiny_runs.run(rid).read_config_dict()["model"]
+        assert listing[rid]["test_error"] == pytest.approx(_last(tiny_runs.run(rid).read_metrics(), "test"), rel=1e-5)
+    assert s.meta["command"] == "pytest" and s.meta["machine"]
+    assert check_set(s) == []
+    assert [x.name for x in list_sets(tmp_path / "ref")] == ["tiny"]
+
+
+def test_export_refusals_keep_what_is_on_disk(tiny_runs, tmp_path):
+    from conftest import tiny_config
+
+    ids = tiny_runs.list_ids()
+    dest = tmp_path / "ref" / "tiny"
+    export(tiny_runs, ids[:2], dest, title="First")
+    before = (dest / "set.json").read_bytes()
+    with pytest.raises(ReferenceError, match="already exists; pass --force"):
+        export(tiny_runs, ids, dest, title="Second")
+    queued = tiny_runs.create(tiny_config(), state="queued")
+    with pytest.raises(ReferenceError, match=f"run {queued.id} is queued, not done"):
+        export(tiny_runs, ids + [queued.id], dest, title="Second", force=True)
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        export(tiny_runs, [ids[0], "nope"], dest, title="Second", force=True)
+    with pytest.raises(ReferenceError, match="name is not accepted|is not accepted"):
+        export(tiny_runs, ids, tmp_path / "ref" / "Bad Name", title="x")
+    with pytest.raises(ReferenceError, match="needs a title"):
+        export(tiny_runs, ids, tmp_path / "ref" / "other", title="  ")
+    with pytest.raises(ReferenceError, match="no runs to export"):
+        export(tiny_runs, [], tmp_path / "ref" / "other", title="x")
+    # every refusal left the first set whole and no half-built folder behind
+    assert (dest / "set.json").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == ["tiny"]
+    s = export(tiny_runs, ids, dest, title="Second", force=True)
+    assert s.title == "Second" and len(s.run_ids()) == 4
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == ["tiny"]
+
+
+def test_thinning_averages_training_windows_and_keeps_every_evaluation():
+    rows = []
+    for step in range(10, 10010, 10):
+        rows.append({"step": step, "split": "train", "loss": 2.0, "error": (step // 10) % 2,
+                     "lr": 0.1, "time": step / 10})
+        if step % 1000 == 0:
+            rows.append({"step": step, "split": "test", "error": step / 1e5})
+            rows.append({"step": step, "split": "train_eval", "error": step / 2e5})
+    out = thin_metrics(rows, max_train_rows=400)
+    train = [r for r in out if r["split"] == "train"]
+    assert len(train) <= 400 and train[-1]["step"] == 10000
+    # a coarser logging interval: every window is in exactly one average
+    assert sum(r["windows"] for r in train) == 1000
+    assert sum(r["error"] * r["windows"] for r in train) == pytest.approx(500)
+    assert [r for r in out if r["split"] != "train"] == [r for r in rows if r["split"] != "train"]
+    assert thin_metrics(rows[:50], max_train_rows=400) == rows[:50]  # short logs untouched
+
+    layers = [{"step": s, "layer": f"l{i}", "std": 1.0} for s in range(0, 1000, 10) for i in range(3)]
+    kept = thin_layers(layers, max_steps=12)
+    steps = sorted({r["step"] for r in kept})
+    assert len(steps) == 12 and steps[0] == 0 and steps[-1] == 990
+    assert all(sum(r["step"] == s for r in kept) == 3 for s in steps)  # whole steps, all layers
+
+
+def test_cli_export_list_check(tiny_runs, tmp_path, capsys):
+    ids = tiny_runs.list_ids()
+    dest = tmp_path / "ref" / "cli-set"
+    assert main(["reference", "export", "--all", "--runs-dir", str(tiny_runs.root), "--to",
+                 str(dest), "--title", "From the CLI"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs" in out and "no weights" in out
+    assert sorted(read_set(dest).run_ids()) == sorted(ids)
+    assert main(["reference", "list", "--root", str(dest.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "From the CLI" in out and "cifar_plain14" in out
+    assert main(["reference", "check", "--root", str(dest.parent)]) == 0
+    assert "cli-set: ok" in capsys.readouterr().out
+    # a weight file smuggled in, and a broken set.json, are both reported
+    (dest / ids[0] / "last.pt").write_bytes(b"x")
+    (tmp_path / "ref" / "broken").mkdir()
+    (tmp_path / "ref" / "broken" / "set.json").write_text("{not json")
+    assert main(["reference", "check", "--root", str(dest.parent)]) == 2
+    out, err = capsys.readouterr()
+    assert "looks like weights" in out and "set.json is not valid" in out
+    assert "2 reference set(s) have problems" in err
+    # refusals are one line naming what was wrong
+    assert main(["reference", "export", "--runs-dir", str(tiny_runs.root), "--to", str(dest),
+                 "--title", "x"]) == 2
+    assert "name the runs to export" in capsys.readouterr().err
+    assert main(["reference", "export", ids[0], "--runs-dir", str(tiny_runs.root), "--to",
+                 str(dest), "--title", "x"]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+
+
+def test_degradation_shows_reference_runs_when_the_user_has_none(store, reference_root):
+    at = page("degradation").run()
+    no_exception(at)
+    assert "bundled reference runs" in texts(at, "info")
+    ref = RunStore(reference_root / "tiny")
+    chosen = at.multiselect(key="deg_refs").value
+    assert sorted(chosen) == sorted(f"ref:tiny/{i}" for i in ref.list_ids())
+    curves = figures(at)[0]
+    for rid in ref.list_ids():
+        tr = [t for t in curves["data"] if t.get("legendgroup") == f"ref:tiny/{rid}"]
+        test = [r for r in ref.run(rid).read_metrics() if r["split"] == "test"]
+        solid = [t for t in tr if t["line"]["dash"] == "solid"][0]
+        assert arr(solid["y"]).tolist() == pytest.approx([100 * r["error"] for r in test])
+        assert solid["opacity"] < 1 and solid["name"].startswith("ref · ")
+    final = figures(at)[1]
+    stars = [t for t in final["data"] if str(t.get("name", "")).startswith("reference: Tiny")]
+    assert len(stars) == 2  # plain and residual, each a dotted line through its depths
+
+
+def test_degradation_puts_reference_runs_beside_the_users(tiny_runs, reference_root):
+    at = page("degradation").run()
+    no_exception(at)
+    assert at.multiselect(key="deg_refs").value == []  # the user's runs come first
+    ref_id = f"ref:tiny/{RunStore(reference_root / 'tiny').list_ids()[0]}"
+    at.multiselect(key="deg_refs").set_value([ref_id]).run()
+    no_exception(at)
+    groups = {t.get("legendgroup") for t in figures(at)[0]["data"]}
+    assert ref_id in groups and set(tiny_runs.list_ids()) <= groups
+
+
+def test_responses_and_gradients_read_reference_layers(store, reference_root):
+    ref = RunStore(reference_root / "tiny")
+    at = page("responses").run()
+    no_exception(at)
+    chosen = at.multiselect(key="resp_refs").value
+    assert len(chosen) == 2
+    fig7 = figures(at)[0]
+    rid = chosen[0].split("/", 1)[1]
+    rows = [r for r in ref.run(rid).read_layers() if r["type"] == "bn"]
+    last = max(r["step"] for r in rows)
+    want = [r["std"] for r in sorted((r for r in rows if r["step"] == last), key=lambda r: r["order"])]
+    tr = [t for t in fig7["data"] if t.get("legendgroup") == chosen[0]]
+    assert arr(tr[0]["y"]).tolist() == pytest.approx(want, rel=1e-3)
+    assert tr[0]["line"]["dash"] == "dot"
+    assert "reference runs ship without weights" in texts(at, "caption")
+
+    at = page("gradients").run()
+    no_exception(at)
+    assert at.selectbox(key="grad_a").value.startswith("ref:tiny/")
+    assert any(t["type"] == "heatmap" for t in figures(at)[0]["data"])
+
+
+def test_runs_page_and_tour_offer_the_reference_set(store, reference_root):
+    at = page("runs").run()
+    no_exception(at)
+    assert any("Tiny digits runs · 4 runs" in e.label for e in at.expander)
+    assert "Four 20-step runs on digits." in texts(at)
+    at = page("tour").run()
+    no_exception(at)
+    assert at.toggle(key="tour_refs").value is True
+    curves = figures(at)[0]
+    assert any(str(t.get("name", "")).startswith("ref · ") for t in curves["data"])
+
+
+def test_a_reference_id_cannot_reach_outside_the_reference_folder(store, reference_root):
+    from app import ui
+
+    with pytest.raises(ReferenceError):
+        ui.resolve("ref:../../etc/x", store)
+    assert ui.metrics_for(["ref:../x/y", "ref:tiny/../../z"], store).empty
+    assert not ui.has_layers(store, "ref:nope/x")
+
+
+@pytest.mark.parametrize("s", list_sets(default_root()) or [None],
+                         ids=lambda s: s.name if s else "none")
+def test_the_bundled_sets_are_sound(s, monkeypatch):
+    """What the repository ships under reference/: readable, finished, records only, small."""
+    if s is None:
+        pytest.skip("no reference set is bundled")
+    assert check_set(s) == []
+    assert s.title and s.description and s.meta.get("machine") and s.meta.get("command")
+    size = sum(p.stat().st_size for p in s.path.rglob("*") if p.is_file())
+    assert size < 3_000_000, f"{s.name} is {size} bytes: thin it (reference export does)"
+    for info in s.store.list_runs():
+        metrics = s.store.run(info["id"]).read_metrics()
+        assert any(r["split"] == "test" for r in metrics), info["id"]
