@@ -227,7 +227,8 @@ def export(store: RunStore, run_ids: list[str], dest: str | os.PathLike, title: 
                       f"torch {e.get('torch', '?')})"
         meta = {"title": title.strip(), "description": description.strip(),
                 "made": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine,
-                "command": command, "git_commit": (envs[0] if envs else {}).get("git_commit"),
+                "command": command,
+                "git_commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
                 "runs": listing}
         atomic_write_json(tmp / "set.json", meta)
         if dest.exists():

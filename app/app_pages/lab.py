@@ -206,7 +206,10 @@ def queue_panel():
     df = ui.runs_df(store)
     st.subheader("Queue")
     if not len(df):
-        st.caption("No runs yet: launch one above.")
+        st.caption("No runs yet: launch one above."
+                   + (" Meanwhile **Degradation**, **Layer responses** and the **Tour** show "
+                      "the bundled reference runs (measured, shipped with the lab)."
+                      if len(ui.reference_df()) else ""))
         return
     active, recent = queue_rows(df)
     if (active["state"] == "queued").any() and not jobs.runner_alive(store):

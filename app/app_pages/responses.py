@@ -41,8 +41,12 @@ with c1:
         st.info("None of your runs has per-layer records yet, so the bundled reference runs "
                 "are shown.", icon=":material/science:")
 with c2:
-    ref_sel = ui.pick_references(refs, key="resp_refs",
-                                 default=[] if len(with_layers) else ui.default_pair(refs))
+    # with none of the user's own, a whole set (plain and residual at each depth, as Fig. 7)
+    first = ui.reference_sets()[0]["name"] if len(refs) else None
+    ref_sel = ui.pick_references(
+        refs, key="resp_refs",
+        default=[] if len(with_layers) else
+        [i for i in refs["id"] if i.startswith(f"{ui.REF_PREFIX}{first}/")][:8])
 if not sel and not ref_sel:
     st.info("Pick at least one run.")
     st.stop()

@@ -39,8 +39,9 @@ def reference_section():
             if s["description"]:
                 st.markdown(s["description"])
             facts = [f"made {meta.get('made', '?')}", f"on {meta.get('machine', '?')}"]
-            if meta.get("git_commit"):
-                facts.append(f"commit `{str(meta['git_commit'])[:10]}`")
+            commits = meta.get("git_commits") or []
+            if isinstance(commits, list) and commits:
+                facts.append("commit " + ", ".join(f"`{str(c)[:10]}`" for c in commits))
             st.caption(" · ".join(facts))
             if meta.get("command"):
                 st.code(meta["command"], language="bash")

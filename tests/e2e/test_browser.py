@@ -40,12 +40,14 @@ def free_port() -> int:
 class Server:
     """``streamlit run app/main.py`` on a free port, the store in a temporary folder."""
 
-    def __init__(self, runs_dir: Path, log: Path, port: int | None = None):
+    def __init__(self, runs_dir: Path, log: Path, port: int | None = None, env: dict | None = None):
         self.runs_dir, self.log, self.port = runs_dir, log, port or free_port()
+        self.env = env or {}
         self.proc = None
 
     def start(self, timeout: float = 60) -> "Server":
-        env = dict(os.environ, RESNET_LAB_RUNS_DIR=str(self.runs_dir), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, RESNET_LAB_RUNS_DIR=str(self.runs_dir), PYTHONUNBUFFERED="1",
+                   **self.env)
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
@@ -209,3 +211,40 @@ def test_launch_watch_reload_restart_degradation(tmp_path):
         while jobs.active_runs(store) and time.time() < deadline:
             time.sleep(0.5)
     assert time.time() - t0 < 180
+
+
+def test_bundled_reference_runs_fill_an_empty_lab(tmp_path):
+    """A teacher's first visit: no runs yet, and Degradation already shows the bundled
+    reference curves, labelled as such."""
+    from resnet_core.reference import list_sets
+
+    sets = [s for s in list_sets(ROOT / "reference") if not s.error and s.run_ids()]
+    if not sets:
+        pytest.skip("no reference set is bundled")
+    T0[0] = time.time()
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    server = Server(runs_dir, tmp_path / "streamlit.log",
+                    env={"RESNET_LAB_REFERENCE_DIR": str(ROOT / "reference")}).start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(f"{server.url}/degradation")
+            wait_app(page, "Degradation")
+            page.get_by_text("bundled reference runs").first.wait_for()
+            page.locator(".legendtext", has_text="ref · ").first.wait_for(timeout=30_000)
+            names = page.evaluate(
+                "() => { const g = document.querySelector('.js-plotly-plot');"
+                " return g && g.data ? g.data.filter(t => t.showlegend !== false).map(t => t.name) : [] }")
+            shot(page, "10-degradation-references")
+            want = len(sets[0].run_ids())
+            assert len([n for n in names if n.startswith("ref · ")]) == want, names
+            page.goto(f"{server.url}/runs")
+            wait_app(page, "Runs")
+            page.get_by_text(sets[0].title).first.wait_for()
+            shot(page, "11-runs-references")
+            browser.close()
+    finally:
+        server.stop()
