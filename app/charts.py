@@ -95,6 +95,12 @@ def _ref_map(runs: pd.DataFrame) -> dict:
 REF_OPACITY = 0.55  # reference runs are drawn fainter, so the user's own runs stand out
 
 
+def _line_mode(n: int) -> str:
+    """A line of one point draws nothing: short series (a `quick` run's single evaluation)
+    get markers too."""
+    return "lines+markers" if n <= 3 else "lines"
+
+
 def empty_figure(message: str, height: int = 320) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
@@ -132,7 +138,8 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
             ymax = max(ymax, float(y.max()))
             what = "test error" if split == "test" else "training error"
             fig.add_trace(go.Scatter(
-                x=d["step"], y=y, mode="lines", name=labels.get(r["id"], r["id"]),
+                x=d["step"], y=y, mode=_line_mode(len(d)), name=labels.get(r["id"], r["id"]),
+                marker=dict(size=9, color=colors.get(r["id"])),
                 legendgroup=r["id"], showlegend=split == "test",
                 opacity=REF_OPACITY if refs.get(r["id"]) else 1.0,
                 line=dict(color=colors.get(r["id"]), dash=dash, width=width),
@@ -406,9 +413,10 @@ def compare_figure(metrics: pd.DataFrame, runs: pd.DataFrame, height: int = 380)
             if not len(d):
                 continue
             name = f"{labels.get(rid, rid)} {split}"
-            fig.add_trace(go.Scatter(x=d["step"], y=d["loss"], mode="lines", name=name, legendgroup=rid,
+            fig.add_trace(go.Scatter(x=d["step"], y=d["loss"], mode=_line_mode(len(d)), name=name,
+                                     legendgroup=rid,
                                      line=dict(color=colors.get(rid), dash=dash)), row=1, col=1)
-            fig.add_trace(go.Scatter(x=d["step"], y=100 * d["error"], mode="lines", name=name,
+            fig.add_trace(go.Scatter(x=d["step"], y=100 * d["error"], mode=_line_mode(len(d)), name=name,
                                      legendgroup=rid, showlegend=False,
                                      line=dict(color=colors.get(rid), dash=dash)), row=1, col=2)
     fig.update_xaxes(title_text="iterations (steps)")

@@ -55,6 +55,21 @@ def test_degradation_figure_panels_dashes_and_percent():
     assert "iterations" in fig.layout.xaxis.title.text
 
 
+def test_a_single_evaluation_still_shows_on_the_curves():
+    """A `quick` run evaluates once, at its end: a line of one point would draw nothing."""
+    m = metrics_table()
+    m = m[(m["split"] == "train") | (m["step"] == 30)]
+    fig = charts.degradation_figure(m, RUNS)
+    by = {(t.name, t.line.dash): t for t in fig.data}
+    assert by[("plain-56", "solid")].mode == "lines+markers" and len(by[("plain-56", "solid")].y) == 1
+    assert by[("plain-56", "dash")].mode == "lines+markers"  # 3 points: markers as well
+    long = pd.DataFrame([{"run_id": "p20", "step": s, "split": "train", "error": 0.5}
+                         for s in range(10, 200, 10)])
+    assert charts.degradation_figure(long, RUNS).data[0].mode == "lines"
+    cmp = charts.compare_figure(m.assign(loss=1.0), RUNS)
+    assert {t.mode for t in cmp.data if "test" in t.name} == {"lines+markers"}
+
+
 def test_degradation_figure_with_one_family_keeps_both_panels():
     fig = charts.degradation_figure(metrics_table(), RUNS[RUNS["kind"] == "resnet"])
     assert any("no plain runs" in a.text for a in fig.layout.annotations)
