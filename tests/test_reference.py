@@ -163,6 +163,10 @@ def test_degradation_puts_reference_runs_beside_the_users(tiny_runs, reference_r
 
 def test_responses_and_gradients_read_reference_layers(store, reference_root):
     ref = RunStore(reference_root / "tiny")
+    by_model = {ref.run(i).read_config_dict()["model"]: f"ref:tiny/{i}" for i in ref.list_ids()}
+    # make the shallow plain run the newest: depth, not age, must pick Gradient flow's pair
+    p8 = reference_root / "tiny" / by_model["cifar_plain8"].split("/")[1] / "status.json"
+    p8.write_text(json.dumps(dict(json.loads(p8.read_text()), created=4e9)))
     at = page("responses").run()
     no_exception(at)
     chosen = at.multiselect(key="resp_refs").value
@@ -179,7 +183,9 @@ def test_responses_and_gradients_read_reference_layers(store, reference_root):
 
     at = page("gradients").run()
     no_exception(at)
-    assert at.selectbox(key="grad_a").value.startswith("ref:tiny/")
+    # with no runs of the user's, the deepest plain and residual references face each other
+    assert at.selectbox(key="grad_a").value == by_model["cifar_plain14"]
+    assert at.selectbox(key="grad_b").value == by_model["cifar_resnet14"]
     assert any(t["type"] == "heatmap" for t in figures(at)[0]["data"])
 
 

@@ -23,12 +23,16 @@ df = df[df["state"] != "broken"]
 with_layers = df[[ui.has_layers(store, i) for i in df["id"]]] if len(df) else df
 refs = ui.reference_df()
 refs = refs[[ui.has_layers(store, i) for i in refs["id"]]] if len(refs) else refs
+own = len(with_layers)
 if len(refs):
     # bundled reference runs join the pickers, after the user's own runs
     with_layers = pd.concat([with_layers.assign(reference=""), refs], ignore_index=True)
 
 if len(with_layers):
-    pair = ui.default_pair(with_layers)
+    # the user's newest pair; with none of theirs, the deepest plain / residual references,
+    # where the two differ most
+    pair = ui.default_pair(with_layers if own else
+                           with_layers.sort_values("depth", ascending=False, kind="stable"))
     c1, c2, c3 = st.columns([2, 2, 1.4])
     with c1:
         a = ui.pick_run(with_layers, "Left", key="grad_a", default=pair[0] if pair else None)
