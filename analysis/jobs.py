@@ -21,7 +21,8 @@ UMAP fit stops without waiting for a progress report.
 At most ``max_jobs()`` background processes compute at once per run store (default
 ``max(1, cores // 2)``, or ``$RESNET_LAB_ANALYSIS_JOBS``): each one takes a slot, an ``flock``
 on ``<root>/.analysis-slots/slot-<k>.lock``, before it computes, and the kernel drops the lock
-when the process ends however it ends. A job waiting for a slot reads as ``running`` with
+when the process ends however it ends; waiting jobs are served first come, first served. A
+job waiting for a slot reads as ``running`` with
 progress 0 and the message "waiting for a free core (...)"; cancel stops it there too. Inline
 tasks (computed in the caller's process) take no slot.
 
@@ -90,19 +91,63 @@ def _try_slot(root, n: int):
     return None
 
 
+def _live_tickets(d: Path) -> list[Path]:
+    """The waiting jobs' tickets, oldest first. A ticket is live while its job holds an
+    ``flock`` on it; one whose job died (the kernel dropped the lock) is removed here."""
+    live = []
+    for t in sorted(d.glob("wait-*.ticket")):
+        try:
+            f = open(t, "r")
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            live.append(t)  # its job holds it: still waiting
+        else:
+            t.unlink(missing_ok=True)  # nobody holds it: its job is gone
+        finally:
+            f.close()
+    return live
+
+
 def acquire_slot(root, n: int, on_wait=None, check=None, poll: float = 0.5):
     """Block until one of the ``n`` slots of store ``root`` is free; returns the open lock
     file (close it, or exit, to free the slot). ``on_wait()`` is called once if it has to wait;
-    ``check()`` before each retry (raise from it, e.g. Cancelled, to stop waiting)."""
-    f = _try_slot(root, n)
-    if f is None and on_wait is not None:
-        on_wait()
-    while f is None:
-        if check is not None:
-            check()
-        time.sleep(poll)
-        f = _try_slot(root, n)
-    return f
+    ``check()`` before each retry (raise from it, e.g. Cancelled, to stop waiting).
+
+    First come, first served: a job that has to wait takes a ticket
+    (``wait-<time_ns>-<pid>.ticket``, flock-held), and only the oldest live ticket's job may
+    take a freed slot, so a newcomer never overtakes a job already waiting."""
+    d = Path(root) / SLOTS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    ticket, held = None, None
+    try:
+        while True:
+            older = [t for t in _live_tickets(d)
+                     if t != ticket and (ticket is None or t.name < ticket.name)]
+            if not older:
+                f = _try_slot(root, n)
+                if f is not None:
+                    return f
+            if ticket is None:
+                # locked before it gets its name, so no one ever sees it unheld (and stale)
+                name = f"wait-{time.time_ns():020d}-{os.getpid()}.ticket"
+                held = open(d / f".{name}", "a+")
+                fcntl.flock(held, fcntl.LOCK_EX)
+                ticket = d / name
+                os.replace(d / f".{name}", ticket)
+                if on_wait is not None:
+                    on_wait()
+            if check is not None:
+                check()
+            time.sleep(poll)
+    finally:
+        if held is not None:
+            for t in (ticket, Path(held.name)):
+                if t is not None:
+                    Path(t).unlink(missing_ok=True)
+            held.close()
 
 
 def waiting_message(n: int) -> str:

@@ -152,3 +152,59 @@ def test_a_killed_job_frees_its_slot(tiny_runs, monkeypatch):
     f = _until(lambda: jobs._try_slot(run.root, 1), 10, "the killed job's slot is free")
     f.close()
     assert _until(lambda: _status(run, A)["state"] == "interrupted", 10, "the job reads interrupted")
+
+
+def _hold_slot(root, held, release):
+    f = jobs.acquire_slot(root, 1)
+    held.touch()
+    while not release.exists():
+        time.sleep(0.02)
+    f.close()
+    os._exit(0)
+
+
+def _wait_for_slot(root, name, poll, log):
+    f = jobs.acquire_slot(root, 1, poll=poll)
+    with open(log, "a") as o:
+        o.write(name + "\n")
+    time.sleep(0.2)
+    f.close()
+    os._exit(0)
+
+
+def test_waiting_jobs_are_served_first_come_first_served(tmp_path):
+    """The first job to wait gets the freed slot, though the second polls fifty times as
+    often; a ticket whose job died is swept away instead of blocking the queue."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # children only take file locks: no torch work after fork
+    root, log = tmp_path / "store", tmp_path / "order.txt"
+    held, release = tmp_path / "held", tmp_path / "release"
+    slots = root / jobs.SLOTS_DIR
+    procs = []
+    try:
+        procs.append(ctx.Process(target=_hold_slot, args=(root, held, release), daemon=True))
+        procs[-1].start()
+        _until(held.exists, 30, "the holder takes the only slot")
+        procs.append(ctx.Process(target=_wait_for_slot, args=(root, "first", 1.0, log), daemon=True))
+        procs[-1].start()
+        _until(lambda: len(list(slots.glob("wait-*.ticket"))) == 1, 30, "the first job queues")
+        procs.append(ctx.Process(target=_wait_for_slot, args=(root, "second", 0.02, log), daemon=True))
+        procs[-1].start()
+        _until(lambda: len(list(slots.glob("wait-*.ticket"))) == 2, 30, "the second job queues")
+        release.touch()
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+    finally:
+        release.touch()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    assert log.read_text().split() == ["first", "second"]
+    assert not list(slots.glob("*.ticket")) and not list(slots.glob(".*"))
+    # a ticket nobody holds (its job was killed) does not make a newcomer wait
+    (slots / f"wait-{1:020d}-1.ticket").touch()
+    t0 = time.time()
+    jobs.acquire_slot(root, 1, poll=0.05).close()
+    assert time.time() - t0 < 5 and not list(slots.glob("*.ticket"))
