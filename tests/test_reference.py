@@ -223,3 +223,45 @@ def test_the_bundled_sets_are_sound(s, monkeypatch):
     for info in s.store.list_runs():
         metrics = s.store.run(info["id"]).read_metrics()
         assert any(r["split"] == "test" for r in metrics), info["id"]
+
+
+def _reproduction_band(kind: str, depth: int):
+    """(low, high) test error % that a one-seed `paper`-preset run on CIFAR-10 must land in:
+    the spread of the paper's and public reproductions' values for that net (PAPER.md, as the
+    app draws them), widened by half a point each side for seed noise (their single runs vary
+    by about that much: nabla0001's five seeds have a std of 0.13-0.27)."""
+    from app.charts import references_frame
+
+    ref = references_frame()
+    vals = ref[(ref["kind"] == kind) & (ref["depth"] == depth)]["test_error_pct"]
+    if not len(vals):
+        return None
+    return float(vals.min()) - 0.5, float(vals.max()) + 0.5
+
+
+def test_reproduction_band_is_what_papermd_says():
+    assert _reproduction_band("resnet", 56) == pytest.approx((6.11, 7.90))  # akamaster .. a-martyn
+    assert _reproduction_band("plain", 20) == pytest.approx((9.0, 10.28))
+    assert _reproduction_band("plain", 110) is None
+
+
+@pytest.mark.parametrize("s", list_sets(default_root()) or [None],
+                         ids=lambda s: s.name if s else "none")
+def test_bundled_paper_runs_land_within_the_reproductions_spread(s):
+    """Issue 6's bar for the reference set made on a GPU: every bundled `paper`-preset
+    CIFAR-10 run's final test error lies within the public reproductions' spread."""
+    from resnet_core.models import parse_name
+
+    runs = [] if s is None else [i for i in s.store.list_runs()
+                                 if i["config"].get("preset") == "paper"
+                                 and "cifar10" in str(i["config"].get("dataset", "")).lower()
+                                 and "cifar100" not in str(i["config"].get("dataset", "")).lower()]
+    if not runs:
+        pytest.skip("no paper-preset CIFAR-10 runs bundled (they need a GPU session)")
+    for info in runs:
+        _, kind, depth = parse_name(info["config"]["model"])
+        band = _reproduction_band(kind, depth)
+        if band is None:
+            continue
+        err = 100 * _last(s.store.run(info["id"]).read_metrics(), "test")
+        assert band[0] <= err <= band[1], f"{info['config']['model']}: {err:.2f}% outside {band}"
