@@ -199,6 +199,18 @@ def test_runs_page_and_tour_offer_the_reference_set(store, reference_root):
     assert at.toggle(key="tour_refs").value is True
     curves = figures(at)[0]
     assert any(str(t.get("name", "")).startswith("ref · ") for t in curves["data"])
+    # step 3 says in numbers what the residual curves show, whichever way they went
+    at.button(key="tour_next").click().run()
+    at.button(key="tour_next").click().run()
+    no_exception(at)
+    ref = RunStore(reference_root / "tiny")
+    te = {ref.run(i).read_config_dict()["model"]: 100 * _last(ref.run(i).read_metrics(), "train_eval")
+          for i in ref.list_ids()}
+    md = texts(at)
+    assert (f"At depth 14, the residual net ends at {te['cifar_resnet14']:.1f}% training error "
+            f"against the plain net's {te['cifar_plain14']:.1f}%") in md
+    verdict = "beats" if te["cifar_resnet14"] <= te["cifar_resnet8"] else "still trails"
+    assert f"ResNet-14 ({te['cifar_resnet14']:.1f}%) {verdict} ResNet-8" in md
 
 
 def test_a_reference_id_cannot_reach_outside_the_reference_folder(store, reference_root):

@@ -79,7 +79,7 @@ STEPS = [
     ("3. The fix: learn a residual",
      "A residual block outputs y = F(x) + x: the layers learn only the *change* F(x), and "
      "doing nothing (F = 0) is easy. With these shortcuts the deeper nets (right panel) train "
-     "better, not worse."),
+     "better, not worse, given enough iterations."),
     ("4. Inside: residual layers respond weakly",
      "The paper's Fig. 7: the std of each layer's output. In residual nets the responses are "
      "smaller: each block makes a small correction to what it receives, close to the identity."),
@@ -92,6 +92,35 @@ STEPS = [
      "lesion a trained net in **Studies** (deleting a residual block barely hurts; a plain "
      "layer is fatal)."),
 ]
+
+
+def residual_verdict(finals: pd.DataFrame, whose: str) -> str:
+    """What the runs on screen say about step 3's claim, in numbers: plain vs residual at the
+    deepest depth both have, and the residual nets' shallowest vs deepest. Where the deeper
+    residual net is not better, say so and why, rather than let the text contradict the chart."""
+    d = finals.dropna(subset=["train_error_pct", "depth"])
+    by = d.groupby(["kind", "depth"])["train_error_pct"].mean()
+    res = by.get("resnet", pd.Series(dtype=float)).sort_index()
+    plain = by.get("plain", pd.Series(dtype=float))
+    parts = []
+    common = sorted(set(res.index) & set(plain.index))
+    if common:
+        k = common[-1]
+        parts.append(f"At depth {int(k)}, the residual net ends at {res[k]:.1f}% training error "
+                     f"against the plain net's {plain[k]:.1f}%.")
+    if len(res) >= 2:
+        lo, hi = res.index[0], res.index[-1]
+        if res[hi] <= res[lo]:
+            parts.append(f"ResNet-{int(hi)} ({res[hi]:.1f}%) beats ResNet-{int(lo)} "
+                         f"({res[lo]:.1f}%): deeper is better once there are shortcuts.")
+        else:
+            parts.append(f"ResNet-{int(hi)} ({res[hi]:.1f}%) still trails ResNet-{int(lo)} "
+                         f"({res[lo]:.1f}%) here: in a short run the deeper net has not caught "
+                         "up yet (at lr 0.1 deep nets sit near chance for their first few hundred "
+                         "steps). The paper's 64k iterations put the deeper ResNet ahead.")
+    return (f"In {whose} runs: " + " ".join(parts)) if parts else ""
+
+
 i = int(st.session_state.get("tour_step", 0))
 i = max(0, min(i, len(STEPS) - 1))
 st.progress((i + 1) / len(STEPS), text=f"step {i + 1} of {len(STEPS)} · runs on {newest}")
@@ -102,6 +131,8 @@ st.markdown(text)
 if i in (0, 2):
     fig = charts.degradation_figure(metrics, runs)
     ui.show_chart(fig, metrics, "tour-degradation", f"tour_{i}")
+    if i == 2:
+        st.markdown(residual_verdict(finals, "these" if use_refs else "your"))
 elif i == 1:
     c1, c2 = st.columns(2)
     with c1:
