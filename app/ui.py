@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from resnet_core import reference
-from resnet_core.store import ACTIVE, RESUMABLE, RunStore, StoreError
+from resnet_core.store import ACTIVE, RESUMABLE, RunStore, StoreError, check_run_id
 
 from . import runs_data
 
@@ -54,6 +54,7 @@ def resolve(run_id: str, store: RunStore) -> tuple[RunStore, str]:
     if is_reference(run_id):
         name, _, rid = run_id[len(REF_PREFIX):].partition("/")
         reference.check_set_name(name)
+        check_run_id(rid)  # no path tricks: a plain run id, inside that set's folder
         return RunStore(reference.default_root() / name), rid
     return store, run_id
 
@@ -164,7 +165,7 @@ def layers_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
 def has_layers(store: RunStore, run_id: str) -> bool:
     try:
         st_, sid = resolve(run_id, store)
-    except reference.ReferenceError:
+    except (reference.ReferenceError, StoreError):
         return False
     return _sig(st_.root / sid / "layers.jsonl")[0] > 0
 

@@ -220,6 +220,11 @@ def test_a_reference_id_cannot_reach_outside_the_reference_folder(store, referen
         ui.resolve("ref:../../etc/x", store)
     assert ui.metrics_for(["ref:../x/y", "ref:tiny/../../z"], store).empty
     assert not ui.has_layers(store, "ref:nope/x")
+    real = RunStore(reference_root / "tiny").list_ids()[0]
+    assert ui.has_layers(store, f"ref:tiny/{real}")
+    with pytest.raises(StoreError):
+        ui.resolve(f"ref:tiny/../tiny/{real}", store)
+    assert not ui.has_layers(store, f"ref:tiny/../tiny/{real}")
 
 
 @pytest.mark.parametrize("s", list_sets(default_root()) or [None],
