@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py [--models resnet20,plain56,resnet56] [--threads N]
                                      [--rounds 3] [--steps 8] [--warmup 3] [--accuracy-steps 0]
+                                     [--device cpu|cuda]
 
 Contenders, interleaved round by round (A, B, C, A, B, C, ...) so that a change in the
 machine's load hits them all alike; each chunk's first ``--warmup`` steps are dropped and the
@@ -28,6 +29,12 @@ A step's time runs from the end of one optimizer step to the end of the next, so
 fetching and augmenting the batch. ``--accuracy-steps N`` then trains the baseline and ours
 for N steps each (same cosine schedule, same seed) and compares test error on the full test
 set. Skips cleanly (exit 0) when the CIFAR-10 .npz is absent.
+
+``--device cuda`` runs every contender on the GPU: the conventional loop moves each batch from
+its (pinned) DataLoader to the device as public reproductions do, ours keeps the data there;
+every step ends with ``torch.cuda.synchronize()`` for both, so a step's time is its real time;
+the roofline is a bf16 matmul on the device. (Written without a GPU at hand: the CPU path is
+what has been run.)
 """
 from __future__ import annotations
 
@@ -65,6 +72,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+DEVICE = torch.device("cpu")  # --device; every contender runs there
+
+
+def _sync():
+    """Wait for the device's queued work, so a timestamp means the step is done."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -98,9 +114,9 @@ class Conventional:
         g = torch.Generator().manual_seed(seed)
         self.loader = torch.utils.data.DataLoader(self.ds, batch_size=batch, shuffle=True, drop_last=True,
                                                   num_workers=workers, persistent_workers=workers > 0,
-                                                  generator=g)
+                                                  generator=g, pin_memory=DEVICE.type == "cuda")
         torch.manual_seed(seed)
-        self.model = build_model(model_name, num_classes=10, in_channels=3)
+        self.model = build_model(model_name, num_classes=10, in_channels=3).to(DEVICE)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
         self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=steps_total)
                       if steps_total else None)
@@ -121,6 +137,7 @@ class Conventional:
         times, t = [], time.perf_counter()
         for _ in range(n):
             x, y = self._next()
+            x, y = x.to(DEVICE, non_blocking=True), y.to(DEVICE, non_blocking=True)
             out = self.model(x)
             loss = F.cross_entropy(out, y)
             self.opt.zero_grad()
@@ -128,6 +145,7 @@ class Conventional:
             self.opt.step()
             if self.sched is not None:
                 self.sched.step()
+            _sync()
             now = time.perf_counter()
             times.append(now - t)
             t = now
@@ -145,6 +163,7 @@ class StepTimer(Callback):
         self.t = time.perf_counter()
 
     def on_step_end(self, ctx):
+        _sync()
         now = time.perf_counter()
         self.times.append(now - self.t)
         self.t = now
@@ -155,7 +174,7 @@ def ours_cfg(model, n, batch, precision="auto", channels_last=None, seed=0, sche
     return TrainConfig(compile=compile, model=model, dataset="bench", iterations=n, batch_size=batch, lr=0.1,
                        schedule=schedule, warmup="none", augment="flip_crop", precision=precision,
                        channels_last=channels_last, recorders=[], log_every=10, eval_every=10 ** 9,
-                       train_eval_size=0, seed=seed, device="cpu")
+                       train_eval_size=0, seed=seed, device=DEVICE.type)
 
 
 def small_test(ds: Dataset) -> Dataset:
@@ -173,15 +192,21 @@ def run_ours(model, n, batch, threads, data, compile_times=None, **kw) -> list[f
 
 
 def matmul_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
-    """GFLOP/s of an fp32 n x n matrix multiply: the practical ceiling for convolution work."""
+    """GFLOP/s of an n x n matrix multiply: the practical ceiling for convolution work (fp32
+    on the CPU; bf16 and n = 8192 on a GPU, where 2048 is too small to fill it)."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    if DEVICE.type == "cuda":
+        n = 8192
+    dtype = torch.bfloat16 if DEVICE.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=DEVICE, dtype=dtype), torch.randn(n, n, device=DEVICE, dtype=dtype)
     for _ in range(3):
         a @ b
     times = []
     for _ in range(reps):
+        _sync()
         t = time.perf_counter()
         a @ b
+        _sync()
         times.append(time.perf_counter() - t)
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
@@ -207,7 +232,14 @@ def main(argv=None) -> int:
     ap.add_argument("--accuracy-steps", type=int, default=0,
                     help="then train baseline and ours N steps each and compare test error")
     ap.add_argument("--accuracy-model", default="resnet20")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where every contender trains (default cpu)")
     args = ap.parse_args(argv)
+    global DEVICE
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but torch sees no CUDA device here; accepted: cpu", file=sys.stderr)
+        return 2
+    DEVICE = torch.device(args.device)
     if not Path(args.dataset).exists():
         print(f"skipped: dataset {args.dataset} is absent")
         return 0
@@ -220,12 +252,15 @@ def main(argv=None) -> int:
     mean, std = ds.mean.tolist(), ds.std.tolist()
     data = small_test(ds)
     fast_bf16 = cpu_has_fast_bf16()
-    print(f"machine: {cpu_model()}, {cores()} cores, torch {torch.__version__}, threads {args.threads}, "
-          f"fast bf16: {fast_bf16}, load average {os.getloadavg()[0]:.2f}", flush=True)
+    gpu = f", GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""
+    print(f"machine: {cpu_model()}, {cores()} cores{gpu}, torch {torch.__version__}, threads {args.threads}, "
+          f"fast bf16: {fast_bf16}, load average {os.getloadavg()[0]:.2f}, device {DEVICE}", flush=True)
     # the peak is re-measured before every round and the best kept: on a shared machine one
     # reading can come in far low (we saw 91 and 148 GFLOP/s minutes apart)
     peaks = [matmul_peak(args.threads)]
-    print(f"roofline: fp32 2048x2048 matmul, {args.threads} threads: {peaks[0]:.1f} GFLOP/s "
+    what = "bf16 8192x8192 matmul on the GPU" if DEVICE.type == "cuda" else \
+        f"fp32 2048x2048 matmul, {args.threads} threads"
+    print(f"roofline: {what}: {peaks[0]:.1f} GFLOP/s "
           "(re-measured every round; the best is used)", flush=True)
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     chunk = args.warmup + args.steps
@@ -235,9 +270,8 @@ def main(argv=None) -> int:
         for w in workers:
             conv = Conventional(model, x_nhwc, y_np, mean, std, args.batch, w)
             contenders[f"conventional nw={w}"] = (lambda c=conv: c.run(chunk, args.threads))
-        cpu = torch.device("cpu")
-        auto_prec = resolve_precision("auto", cpu)
-        auto_cl = resolve_channels_last(None, cpu, auto_prec)
+        auto_prec = resolve_precision("auto", DEVICE)
+        auto_cl = resolve_channels_last(None, DEVICE, auto_prec)
         label = lambda p, c: f"{p} {'channels_last' if c else 'NCHW'}"
         contenders[f"ours auto = {label(auto_prec, auto_cl)}"] = (
             lambda: run_ours(model, chunk, args.batch, args.threads, data))
@@ -247,7 +281,8 @@ def main(argv=None) -> int:
                 lambda: run_ours(model, chunk, args.batch, args.threads, data, compile_times=compile_times,
                                  compile=True))
         if not args.no_variants:
-            for prec in (["fp32", "bf16"] if (fast_bf16 or args.bf16) else ["fp32"]):
+            for prec in (["fp32", "bf16"] if (fast_bf16 or args.bf16 or DEVICE.type == "cuda")
+                         else ["fp32"]):
                 for cl in (False, True):
                     if (prec, cl) == (auto_prec, auto_cl):
                         continue  # that is "ours auto"
@@ -299,7 +334,8 @@ def accuracy(args, ds, x_nhwc, y_np, mean, std):
     conv.model.eval()
     with torch.no_grad():
         x = ((ds.x_test.float() / 255) - ds.mean[None, :, None, None]) / ds.std[None, :, None, None]
-        wrong = sum(int((conv.model(xb).argmax(1) != yb).sum()) for xb, yb in zip(x.split(500), ds.y_test.split(500)))
+        wrong = sum(int((conv.model(xb.to(DEVICE)).argmax(1).cpu() != yb).sum())
+                    for xb, yb in zip(x.split(500), ds.y_test.split(500)))
     err_conv = wrong / len(ds.y_test)
     t0 = time.perf_counter()
     res = {}
