@@ -186,15 +186,16 @@ PRESETS: dict[str, dict] = {
                   weight_decay=1e-4, schedule="onecycle", warmup="none", subset=2500,
                   image_size=12, val_split=0, checkpoint_every=None, eval_every=234,
                   train_eval_size=1000, test_size=2000),
-    # About half an hour for the four nets of `sweep lesson` on a 2-core CPU (34 min measured,
-    # BENCHMARKS.md): long enough for the paper's step schedule, so the curves drop at 50% and
-    # 75% as in Fig. 6, and for plain56 to end 33 points above plain20. Not long enough for
-    # resnet56 to pass resnet20 (it did not). 10,000 images at 16x16, 30 epochs of batch 128
-    # (2,340 steps); one evaluation per epoch on 2,000 test images (a full 10k pass would
-    # cost a fifth of the run). Start it before class, or show its bundled reference runs
-    # (reference/lesson-cpu).
+    # About half an hour for the four nets of `sweep lesson` on a 2-core CPU (29 min measured,
+    # BENCHMARKS.md 6b): long enough for the paper's step schedule, so the curves drop at 50%
+    # and 75% as in Fig. 6, and for plain56 to end 33 points above plain20. The paper's
+    # warm-up (lr 0.01 for at most 1% of the steps) for every depth: without it the 56-layer
+    # nets sat at chance for their first ~300 steps, 13% of this budget. Not long enough for
+    # resnet56 to pass resnet20 (it ends 10 points behind). 10,000 images at 16x16, 30 epochs
+    # of batch 128 (2,340 steps); one evaluation per epoch on 2,000 test images. Start it
+    # before class, or show its bundled reference runs (reference/lesson-cpu).
     "lesson": dict(epochs=30, iterations=None, batch_size=128, lr=0.1, momentum=0.9,
-                   weight_decay=1e-4, schedule="steps", warmup="auto", subset=10000,
+                   weight_decay=1e-4, schedule="steps", warmup="paper", subset=10000,
                    image_size=16, val_split=0, eval_every=None, train_eval_size=1000,
                    test_size=2000),
     # The smallest useful run: a smoke test of the whole pipeline.
