@@ -15,7 +15,7 @@ import time
 import typing
 from pathlib import Path
 
-from .config import PRESETS, SWEEPS, ConfigError, TrainConfig, apply_preset
+from .config import PRESETS, SWEEPS, ConfigError, TrainConfig, apply_preset, sweep_runs
 from .data import DataError, check_source, load_dataset, require_on_disk
 from .models import ModelNameError
 from .store import RunStore, StoreError
@@ -227,12 +227,15 @@ def cmd_sweep(args) -> int:
     overrides = collect_overrides(args)
     if overrides.get("model"):
         raise CliError(f"--model can't be used with a sweep: {args.name} trains {', '.join(sw['models'])}")
+    runs = sweep_runs(args.name, overrides.get("seed"))
+    fixed = sorted(({k for r in runs for k in r} - {"model", "name"}) & set(overrides))
+    if fixed:
+        raise CliError(f"{_flag(fixed[0])} can't be used with sweep {args.name}: its runs set it")
     store = RunStore(args.runs_dir)
     check_source(overrides.get("dataset") or TrainConfig.dataset)
     configs = []
-    for m in sw["models"]:
-        configs.append(apply_preset(sw["preset"], {**overrides, "model": m,
-                                                    "name": f"sweep {args.name}"}))
+    for r in runs:  # a run's own label (rescue's variants) replaces "sweep NAME"
+        configs.append(apply_preset(sw["preset"], {**overrides, "name": f"sweep {args.name}", **r}))
     if args.dry_run:
         for c in configs:
             print(c.to_json())
@@ -292,7 +295,9 @@ def cmd_sweep(args) -> int:
         e = final_errors(run)
         ok &= s["state"] == "done"
         fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "-"
-        print(f"{run.read_config_dict().get('model'):<16}{s['state']:<12}"
+        c = run.read_config_dict()
+        label = c.get("model") if str(c.get("name")).startswith("sweep ") else c.get("name")
+        print(f"{label:<16}{s['state']:<12}"
               f"{fmt(e.get('train_eval')):>18}{fmt(e.get('test')):>10}", file=sys.stderr)
     return 0 if ok else 1
 
@@ -327,6 +332,9 @@ def cmd_models(args) -> int:
             line += f"{count_macs(m) / 1e9:>10.3f} G mult-adds"
         print(line, flush=True)
     print("any 6n+2 depth: cifar_resnet{D}, cifar_plain{D}, cifar_preresnet{D} (e.g. cifar_resnet50)")
+    from .models.registry import variant_listing
+
+    print("\n".join(variant_listing()))
     return 0
 
 

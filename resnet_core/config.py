@@ -19,7 +19,11 @@ class TrainConfig:
     shortcut: str | None = None  # "A"/"B"/"C"; None = the family's paper default (A CIFAR, B ImageNet)
     width: int | None = None  # first stage's channels; None = paper (16 CIFAR, 64 ImageNet)
     norm: str = "batch"  # "none" removes BN, for studies of what BN does
-    init: str = "he"  # "he" as the paper; "torch" = PyTorch's default, for init studies
+    init: str = "he"  # "he" as the paper; "torch" = PyTorch's default; "looks_linear" (with crelu), "delta_orthogonal", "fixup" (resnets, norm none): see models/variants.py
+    activation: str = "relu"  # "relu"; "tanh" (Xiao et al. 2018); "tat" (tailored leaky ReLU, Zhang et al. 2022) and "crelu" (Balduzzi et al. 2017) on CIFAR plain nets
+    branch_scalar: str = "none"  # "skipinit" (De & Smith 2020) or "rezero" (Bachlechner et al. 2020): a learnable scalar, init 0, on each residual branch
+    zero_init_residual: bool = False  # start each residual branch's last BN gamma at 0 (Goyal et al. 2017)
+    tat_target: float = 0.9  # TAT's eta: the whole net's correlation map sends 0 to it (activation "tat")
     # --- data ---
     dataset: str = "digits"  # a name (digits, cifar10, cifar100, mnist, fashion_mnist, svhn) or a .npz / ImageFolder path
     data_root: str | None = None  # where torchvision datasets live; None = the user cache folder
@@ -59,6 +63,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def model_options(self) -> dict:
+        """The build_model options this config sets (all but the data's classes/channels)."""
+        return dict(shortcut=self.shortcut, width=self.width, norm=self.norm, init=self.init,
+                    activation=self.activation, branch_scalar=self.branch_scalar,
+                    zero_init_residual=self.zero_init_residual, tat_target=self.tat_target)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
@@ -77,7 +87,8 @@ class TrainConfig:
 
     def validate(self, source: str = "config") -> "TrainConfig":
         """Check every field's type and range; raise ConfigError naming the field."""
-        from .models import ModelNameError, parse_name
+        from .models import (ACTIVATIONS, BRANCH_SCALARS, INITS, ModelNameError,
+                             check_model_options, parse_name)
 
         def bad(name, what):
             e = ConfigError(f"{source}: {name}={getattr(self, name)!r} is not accepted; {what}")
@@ -122,7 +133,7 @@ class TrainConfig:
         check_choice("shortcut", (None, "A", "B", "C"))
         check_int("width", 1, optional=True)
         check_choice("norm", ("batch", "none"))
-        check_choice("init", ("he", "torch"))
+        check_choice("init", INITS)
         if not isinstance(self.dataset, str) or not self.dataset:
             bad("dataset", "expected a dataset name or a path")
         if self.data_root is not None and not isinstance(self.data_root, str):
@@ -163,7 +174,23 @@ class TrainConfig:
             bad("preset", "expected a preset name")
         if self.name is not None and not isinstance(self.name, str):
             bad("name", "expected a string")
+        # --- the variants of models/variants.py: each alone, then how they combine ---
+        check_choice("activation", ACTIVATIONS)
+        check_choice("branch_scalar", BRANCH_SCALARS)
+        check_bool("zero_init_residual")
+        check_float("tat_target", 0, lo_open=True)
+        if self.tat_target >= 1:
+            bad("tat_target", "expected a number in (0, 1)")
+        try:
+            check_model_options(self.model, **self.model_options())
+        except ValueError as e:
+            err = ConfigError(f"{source}: {e}")
+            err.field = next((f for f in VARIANT_FIELDS if str(e).startswith(f)), "init")
+            raise err from None
         return self
+
+
+VARIANT_FIELDS = ("activation", "init", "branch_scalar", "zero_init_residual", "tat_target")
 
 
 class ConfigError(ValueError):
@@ -220,6 +247,55 @@ SWEEPS: dict[str, dict] = {
     "fig6": dict(preset="paper", models=["resnet110", "plain56", "resnet56", "plain44", "resnet44",
                                          "plain32", "resnet32", "plain20", "resnet20"]),
 }
+
+
+def _rescue_runs() -> list[dict]:
+    """Can plain nets be fixed? Three groups on the `lesson` budget, each changing one thing
+    from its baseline (issue 15): no shortcuts (plain56, He + BN, against looks-linear CReLU,
+    tanh delta-orthogonal at criticality without BN as Xiao et al., TAT without BN); no
+    normalisation (resnet56 without BN against Fixup, SkipInit, ReZero); and resnet56 with BN
+    with and without zero-init of the last BN gamma. The no-shortcut variants also at depth
+    110, with seed 0 only (``seeds``): the depth-56 runs are meant for seeds 0, 1, 2, added one
+    seed at a time (``sweep rescue --seed 1``) where three do not fit the wall-clock budget."""
+    no_shortcut = [("plain, He + BN", {}),
+                   ("looks-linear CReLU", dict(activation="crelu", init="looks_linear")),
+                   ("delta-orthogonal tanh, no BN", dict(activation="tanh",
+                                                         init="delta_orthogonal", norm="none")),
+                   ("TAT leaky ReLU, no BN", dict(activation="tat", init="delta_orthogonal",
+                                                  norm="none"))]
+    no_norm = [("resnet, no BN", dict(norm="none")),
+               ("Fixup", dict(norm="none", init="fixup")),
+               ("SkipInit", dict(norm="none", branch_scalar="skipinit")),
+               ("ReZero", dict(norm="none", branch_scalar="rezero"))]
+    zero_init = [("resnet, He + BN", {}), ("resnet, zero-init last BN", dict(zero_init_residual=True))]
+    runs = [dict(model="plain110", name=f"rescue: no shortcuts: {label}", seeds=[0], **o)
+            for label, o in no_shortcut]  # deepest first (see the note above SWEEPS)
+    runs += [dict(model="plain56", name=f"rescue: no shortcuts: {label}", **o)
+             for label, o in no_shortcut]
+    runs += [dict(model="resnet56", name=f"rescue: no normalisation: {label}", **o)
+             for label, o in no_norm]
+    runs += [dict(model="resnet56", name=f"rescue: zero-init: {label}", **o)
+             for label, o in zero_init]
+    return runs
+
+
+# Not yet measured here: a later session times it and adds seeds within 2.5 h on 2 cores.
+SWEEPS["rescue"] = dict(preset="lesson", runs=_rescue_runs())
+for _sw in SWEEPS.values():  # every sweep names its models (pages list them)
+    _sw.setdefault("models", [r["model"] for r in _sw.get("runs", [])])
+
+
+def sweep_runs(name: str, seed: int | None = None) -> list[dict]:
+    """The field overrides of each run of sweep ``name`` (model, and for `rescue` the variant
+    and its label). A run with ``seeds`` is left out for any other ``seed``."""
+    if name not in SWEEPS:
+        raise ConfigError(f"sweep {name!r} is not accepted; accepted: {', '.join(SWEEPS)}")
+    sw = SWEEPS[name]
+    if "runs" not in sw:
+        return [{"model": m} for m in sw["models"]]
+    seed = 0 if seed is None else seed
+    return [{k: v for k, v in r.items() if k != "seeds"} for r in sw["runs"]
+            if seed in r.get("seeds", [seed])]
 
 
 def apply_preset(preset: str | None, overrides: dict) -> TrainConfig:

@@ -326,8 +326,8 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
                          "training images; use a batch_size at most that")
     data = data.to(device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, shortcut=cfg.shortcut, width=cfg.width, norm=cfg.norm,
-                        init=cfg.init, num_classes=data.num_classes, in_channels=data.in_channels)
+    model = build_model(cfg.model, **cfg.model_options(), num_classes=data.num_classes,
+                        in_channels=data.in_channels)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -560,8 +560,8 @@ def load_model(run: Run, checkpoint: str = "last", device="cpu") -> torch.nn.Mod
     sd = ck["model"]
     fc_w = sd["fc.weight"]
     in_ch = sd["conv1.weight"].shape[1]
-    model = build_model(cfg.model, shortcut=cfg.shortcut, width=cfg.width, norm=cfg.norm,
-                        init=cfg.init, num_classes=fc_w.shape[0], in_channels=in_ch)
+    model = build_model(cfg.model, **cfg.model_options(), num_classes=fc_w.shape[0],
+                        in_channels=in_ch)
     model.load_state_dict(sd)
     return model.to(device).eval()
 

@@ -11,12 +11,23 @@ layer:
 
 Taps are parameter-free ``nn.Identity`` subclasses, so state dicts match torchvision's and
 forward hooks see every signal. Each activation is its own module and nothing is in-place.
+
+The variants of ``variants.py`` plug in as options: ``act_layer`` (the activation class, e.g.
+CReLU, whose ``channel_mult`` widens the next conv's input), ``branch_scalar`` (SkipInit /
+ReZero's alpha), ``fixup`` (Fixup's scalar biases and multiplier) and ``conv_bias``. With the
+defaults, the modules added are parameter-free ``nn.Identity``: names and state dicts are
+unchanged.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .variants import (INITS, TANH_SIGMA_B2, Bias, Scale, activation_gain, delta_orthogonal_,
+                       mirror_)
 
 
 class Tap(nn.Identity):
@@ -38,8 +49,8 @@ def make_norm(norm: str, channels: int) -> nn.Module:
     raise ValueError(f"norm={norm!r} is not accepted; use 'batch' or 'none'")
 
 
-def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+def conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
 
 
 def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -87,26 +98,62 @@ def make_shortcut(kind: str | None, in_planes: int, out_planes: int, stride: int
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), make_norm(norm, out_planes))
 
 
+def make_branch_scale(branch_scalar: str, fixup: bool) -> nn.Module:
+    """The scalar that multiplies a residual branch: alpha = 0 (SkipInit, ReZero), Fixup's
+    multiplier = 1, or none."""
+    if fixup:
+        return Scale(1.0)
+    if branch_scalar in ("skipinit", "rezero"):
+        return Scale(0.0)
+    if branch_scalar != "none":
+        raise ValueError(f"branch_scalar={branch_scalar!r} is not accepted; use 'none', "
+                         "'skipinit' or 'rezero'")
+    return nn.Identity()
+
+
+def fixup_bias(fixup: bool) -> nn.Module:
+    return Bias() if fixup else nn.Identity()
+
+
+def _unsupported(block: str, fixup: bool, conv_bias: bool, act_layer: type) -> None:
+    if fixup or conv_bias or getattr(act_layer, "channel_mult", 1) != 1:
+        raise ValueError(f"{block} does not take fixup, conv_bias or a channel-doubling "
+                         "activation; those are for basic blocks")
+
+
 class BasicBlock(nn.Module):
-    """Two 3x3 convs. With ``shortcut=None`` it is the plain net's block."""
+    """Two 3x3 convs. With ``shortcut=None`` it is the plain net's block.
+
+    Fixup's scalar biases sit where its authors' code puts them (before each conv and the
+    activation, and after the branch multiplier); the shortcut reads ``bias1a(x)`` as theirs.
+    ReZero drops the activation after the addition (x + alpha F(x)); SkipInit keeps it.
+    """
 
     expansion = 1
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "A",
-                 norm: str = "batch", stride_on_1x1: bool = False):
+                 norm: str = "batch", stride_on_1x1: bool = False, act_layer: type = nn.ReLU,
+                 branch_scalar: str = "none", fixup: bool = False, conv_bias: bool = False):
         super().__init__()
         out_planes = planes * self.expansion
+        mult = getattr(act_layer, "channel_mult", 1)  # CReLU doubles what each conv reads
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
-        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bias1a = fixup_bias(fixup)
+        self.conv1 = conv3x3(in_planes * mult, planes, stride, bias=conv_bias)
         self.bn1 = make_norm(norm, planes)
         self.tap1 = Tap("bn")
-        self.act1 = nn.ReLU()
-        self.conv2 = conv3x3(planes, planes)
+        self.bias1b = fixup_bias(fixup)
+        self.act1 = act_layer()
+        self.bias2a = fixup_bias(fixup)
+        self.conv2 = conv3x3(planes * mult, planes, bias=conv_bias)
         self.bn2 = make_norm(norm, planes)
         self.tap2 = Tap("bn")
+        self.scale = make_branch_scale(branch_scalar, fixup)
+        self.bias2b = fixup_bias(fixup)
         self.tap_f = Tap("residual")
         self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride, norm)
-        self.act2 = nn.ReLU()
+        rezero = branch_scalar == "rezero" and self.downsample is not None
+        self.act2 = nn.Identity() if rezero else act_layer()
         self.tap_out = Tap("out")
 
     @property
@@ -114,8 +161,10 @@ class BasicBlock(nn.Module):
         return self.downsample is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.tap1(self.bn1(self.conv1(x))))
-        out = self.tap_f(self.tap2(self.bn2(self.conv2(out))))
+        x = self.bias1a(x)
+        out = self.act1(self.bias1b(self.tap1(self.bn1(self.conv1(x)))))
+        out = self.conv2(self.bias2a(out))
+        out = self.tap_f(self.bias2b(self.scale(self.tap2(self.bn2(out)))))
         if self.downsample is not None:
             out = out + self.downsample(x)
         return self.tap_out(self.act2(out))
@@ -128,25 +177,29 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "B",
-                 norm: str = "batch", stride_on_1x1: bool = False):
+                 norm: str = "batch", stride_on_1x1: bool = False, act_layer: type = nn.ReLU,
+                 branch_scalar: str = "none", fixup: bool = False, conv_bias: bool = False):
         super().__init__()
+        _unsupported("Bottleneck", fixup, conv_bias, act_layer)
         out_planes = planes * self.expansion
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
         s1, s3 = (stride, 1) if stride_on_1x1 else (1, stride)
         self.conv1 = conv1x1(in_planes, planes, s1)
         self.bn1 = make_norm(norm, planes)
         self.tap1 = Tap("bn")
-        self.act1 = nn.ReLU()
+        self.act1 = act_layer()
         self.conv2 = conv3x3(planes, planes, s3)
         self.bn2 = make_norm(norm, planes)
         self.tap2 = Tap("bn")
-        self.act2 = nn.ReLU()
+        self.act2 = act_layer()
         self.conv3 = conv1x1(planes, out_planes)
         self.bn3 = make_norm(norm, out_planes)
         self.tap3 = Tap("bn")
+        self.scale = make_branch_scale(branch_scalar, False)
         self.tap_f = Tap("residual")
         self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride, norm)
-        self.act3 = nn.ReLU()
+        rezero = branch_scalar == "rezero" and self.downsample is not None
+        self.act3 = nn.Identity() if rezero else act_layer()
         self.tap_out = Tap("out")
 
     @property
@@ -156,7 +209,7 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.tap1(self.bn1(self.conv1(x))))
         out = self.act2(self.tap2(self.bn2(self.conv2(out))))
-        out = self.tap_f(self.tap3(self.bn3(self.conv3(out))))
+        out = self.tap_f(self.scale(self.tap3(self.bn3(self.conv3(out)))))
         if self.downsample is not None:
             out = out + self.downsample(x)
         return self.tap_out(self.act3(out))
@@ -169,18 +222,22 @@ class PreActBlock(nn.Module):
     expansion = 1
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "A",
-                 norm: str = "batch", stride_on_1x1: bool = False):
+                 norm: str = "batch", stride_on_1x1: bool = False, act_layer: type = nn.ReLU,
+                 branch_scalar: str = "none", fixup: bool = False, conv_bias: bool = False):
         super().__init__()
+        _unsupported("PreActBlock", fixup, conv_bias, act_layer)
         out_planes = planes * self.expansion
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
         self.bn1 = make_norm(norm, in_planes)
         self.tap1 = Tap("bn")
-        self.act1 = nn.ReLU()
+        self.act1 = act_layer()
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = make_norm(norm, planes)
         self.tap2 = Tap("bn")
-        self.act2 = nn.ReLU()
+        self.act2 = act_layer()
         self.conv2 = conv3x3(planes, planes)
+        # a pre-activation block has no activation after the addition: SkipInit = ReZero here
+        self.scale = make_branch_scale(branch_scalar, False)
         self.tap_f = Tap("residual")
         # the projection variants of a pre-activation net take the raw input, no BN after
         if shortcut in ("B", "C") and (shortcut == "C" or stride != 1 or in_planes != out_planes):
@@ -195,25 +252,72 @@ class PreActBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.act1(self.tap1(self.bn1(x))))
-        out = self.tap_f(self.conv2(self.act2(self.tap2(self.bn2(out)))))
+        out = self.tap_f(self.scale(self.conv2(self.act2(self.tap2(self.bn2(out))))))
         if self.downsample is not None:
             out = out + self.downsample(x)
         return self.tap_out(out)
 
 
-def init_weights(model: nn.Module, init: str) -> None:
+def init_weights(model: nn.Module, init: str, *, activation: str = "relu",
+                 zero_init_residual: bool = False) -> None:
     """``he``: Kaiming normal (fan_out, ReLU) on convs as the paper and torchvision do; BN to
-    (1, 0). ``torch``: leave PyTorch's default init."""
-    if init == "torch":
-        return
-    if init != "he":
-        raise ValueError(f"init={init!r} is not accepted; use 'he' or 'torch'")
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    (1, 0). ``torch``: leave PyTorch's default init. ``delta_orthogonal``, ``looks_linear``,
+    ``fixup``: the variants of ``variants.py``. ``zero_init_residual`` then zeroes the gamma
+    of each residual branch's last BN (Goyal et al. 2017)."""
+    if init not in INITS:
+        raise ValueError(f"init={init!r} is not accepted; use {', '.join(INITS)}")
+    if init != "torch":
+        gain = activation_gain(activation) if init == "delta_orthogonal" else None
+        sigma_b = math.sqrt(TANH_SIGMA_B2) if activation == "tanh" else 0.0
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                if init == "delta_orthogonal":
+                    delta_orthogonal_(m.weight, gain)
+                else:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:  # Xiao et al.'s biases: N(0, sigma_b^2); 0 otherwise
+                    nn.init.normal_(m.bias, 0.0, sigma_b) if sigma_b else nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+    if init == "looks_linear":
+        _looks_linear(model)
+    elif init == "fixup":
+        _fixup(model)
+    if zero_init_residual:
+        for _, b in blocks_of(model):
+            last = b.bn3 if isinstance(b, Bottleneck) else getattr(b, "bn2", None)
+            if b.residual and isinstance(last, nn.BatchNorm2d) and not isinstance(b, PreActBlock):
+                nn.init.zeros_(last.weight)
+
+
+@torch.no_grad()
+def _looks_linear(model: nn.Module) -> None:
+    """Mirror every layer that reads a CReLU: each block's convs and the classifier (the stem
+    conv reads the image and keeps He init)."""
+    for _, b in blocks_of(model):
+        for conv in (b.conv1, b.conv2):
+            mirror_(conv.weight)
+    mirror_(model.fc.weight)
+    nn.init.zeros_(model.fc.bias)
+
+
+@torch.no_grad()
+def _fixup(model: nn.Module) -> None:
+    """Zhang et al. 2019, section 3: with L residual branches of m = 2 convs, the first conv
+    of each branch keeps He init times L^(-1/(2m-2)), the last starts at 0, the classifier too."""
+    branches = [b for _, b in blocks_of(model) if b.residual]
+    scale = fixup_branch_scale(len(branches), m=2)
+    for b in branches:
+        b.conv1.weight.mul_(scale)
+        nn.init.zeros_(b.conv2.weight)
+    nn.init.zeros_(model.fc.weight)
+    nn.init.zeros_(model.fc.bias)
+
+
+def fixup_branch_scale(n_branches: int, m: int = 2) -> float:
+    """L^(-1/(2m-2)) (Zhang, Dauphin and Ma 2019, Fixup rule 2)."""
+    return n_branches ** (-1.0 / (2 * m - 2))
 
 
 def blocks_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
