@@ -104,6 +104,7 @@ def test_models_lists_names_with_parameter_counts():
     assert r.returncode == 0
     assert "resnet20" in r.stdout and "269,722" in r.stdout and "11,689,512" in r.stdout
     assert "cifar_resnet{D}" in r.stdout
+    assert "--activation relu|tanh|tat|crelu" in r.stdout  # the variants (issue 15)
 
 
 BAD = [

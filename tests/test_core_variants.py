@@ -301,3 +301,55 @@ def test_each_variant_trains_a_few_steps_on_digits(tmp_path, label):
     saved = run.read_config()  # config.json records the variant
     for k, v in VARIANTS[label].items():
         assert getattr(saved, k) == v
+
+
+# --- the command line ----------------------------------------------------------------------------
+def cli(capsys, monkeypatch, tmp_path, *args):
+    from resnet_core.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_dry_run_shows_the_rescue_runs_and_refuses_what_they_set(tmp_path, capsys,
+                                                                     monkeypatch):
+    import json
+
+    store = str(tmp_path / "store")
+    code, out, err = cli(capsys, monkeypatch, tmp_path, "sweep", "rescue", "--dry-run",
+                         "--runs-dir", store)
+    assert code == 0, err
+    configs = [json.loads("{" + part) for part in out.split("\n{")[1:]] + [json.loads(out.split("\n{")[0])]
+    assert len(configs) == 14
+    assert {(c["model"], c["activation"], c["init"], c["norm"], c["branch_scalar"],
+             c["zero_init_residual"]) for c in configs} >= {
+        ("plain56", "crelu", "looks_linear", "batch", "none", False),
+        ("plain110", "tat", "delta_orthogonal", "none", "none", False),
+        ("resnet56", "relu", "fixup", "none", "none", False),
+        ("resnet56", "relu", "he", "batch", "none", True)}
+    assert all(c["preset"] == "lesson" and c["name"].startswith("rescue: ") for c in configs)
+    code, out, err = cli(capsys, monkeypatch, tmp_path, "sweep", "rescue", "--init", "he",
+                         "--runs-dir", store)
+    assert code == 2 and err.strip() == "error: --init can't be used with sweep rescue: its runs set it"
+    code, out, err = cli(capsys, monkeypatch, tmp_path, "train", "--model", "resnet20",
+                         "--activation", "crelu", "--dataset", "digits", "--iterations", "1",
+                         "--runs-dir", store)
+    assert code == 2 and "activation='crelu' is for CIFAR plain nets" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
+
+
+def test_models_listing_names_the_variants_and_crelus_cost():
+    # `python -m resnet_core models` prints these lines (tests/test_core_cli.py runs it)
+    from resnet_core.models.registry import variant_listing
+
+    out = "\n".join(variant_listing())
+    for flag in ("--activation relu|tanh|tat|crelu", "looks_linear", "delta_orthogonal", "fixup",
+                 "--branch-scalar none|skipinit|rezero", "--zero-init-residual", "--tat-target"):
+        assert flag in out
+    assert "plain56 has 853,018 params, plain56 with CReLU 1,701,530" in out
