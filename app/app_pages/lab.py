@@ -11,7 +11,8 @@ import streamlit as st  # noqa: E402
 from app import ui  # noqa: E402
 from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
 from resnet_core.config import (DEFAULT_RECORDERS, PRESETS, SWEEPS, ConfigError,  # noqa: E402
-                                apply_preset)
+                                apply_preset, sweep_runs)
+from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS  # noqa: E402
 from resnet_core.data import (NAMED, TORCHVISION_FILES, TORCHVISION_WHERE,  # noqa: E402
                               data_root_of, on_disk, require_on_disk)
 from resnet_core.store import ACTIVE, RESUMABLE, StoreError  # noqa: E402
@@ -89,7 +90,24 @@ with c3:
         subset = st.number_input("Training subset (images)", value=None, step=500, key="lab_subset")
         seed = st.number_input("Seed", value=0, step=1, key="lab_seed")
         norm = st.selectbox("Normalization", ["batch", "none"], key="lab_norm")
-        init = st.selectbox("Init", ["he", "torch"], key="lab_init")
+        init = st.selectbox("Init", list(INITS), key="lab_init",
+                            help="he (the paper), torch (PyTorch's default); looks_linear: "
+                                 "mirrored weights for CReLU (Balduzzi et al. 2017); "
+                                 "delta_orthogonal: orthogonal centre tap (Xiao et al. 2018); "
+                                 "fixup: residual nets without BN (Zhang et al. 2019)")
+        activation = st.selectbox("Activation", list(ACTIVATIONS), key="lab_activation",
+                                  help="tanh: Xiao et al.'s, with delta_orthogonal and no BN; "
+                                       "tat: leaky ReLU tailored to the depth (Zhang et al. "
+                                       "2022); crelu: with looks_linear, doubles each conv's "
+                                       "input channels at equal width. tat, crelu: plain nets.")
+        branch_scalar = st.selectbox("Residual-branch scalar", list(BRANCH_SCALARS),
+                                     key="lab_branch_scalar",
+                                     help="skipinit (De & Smith 2020), rezero (Bachlechner et "
+                                          "al. 2020): x + alpha F(x), alpha learnable from 0")
+        zero_init = st.checkbox("Zero-init each branch's last BN gamma (Goyal et al. 2017)",
+                                key="lab_zero_init", value=False)
+        tat_target = st.number_input("TAT target C(0) (activation tat)", value=0.9, step=0.05,
+                                     min_value=0.01, max_value=0.99, key="lab_tat_target")
         record = st.checkbox("Record per-layer statistics (Fig. 7, gradients)", value=True,
                              key="lab_record")
     name = st.text_input("Label (optional)", key="lab_name", max_chars=60)
@@ -111,7 +129,9 @@ def overrides() -> dict:
             "iterations": _int_or_none(iterations), "epochs": epochs,
             "batch_size": _int_or_none(batch), "lr": lr, "width": _int_or_none(width),
             "image_size": _int_or_none(image_size), "subset": _int_or_none(subset),
-            "seed": _int_or_none(seed), "norm": norm, "init": init,
+            "seed": _int_or_none(seed), "norm": norm, "init": init, "activation": activation,
+            "branch_scalar": branch_scalar, "zero_init_residual": zero_init,
+            "tat_target": tat_target,
             "recorders": list(DEFAULT_RECORDERS) if record else [], "name": name.strip() or None}
 
 
@@ -168,7 +188,10 @@ if launch_sweep:
         ov = overrides()
         ov.pop("name")
         pre = (None if preset == "custom" else preset) if own_budget else sw["preset"]
-        cfgs = [apply_preset(pre, {**ov, "model": m, "name": f"sweep {sweep}"}) for m in sw["models"]]
+        runs = sweep_runs(sweep, ov.get("seed"))
+        for k in {k for r in runs for k in r} - {"model", "name"}:
+            ov.pop(k, None)  # rescue's runs set their own variant (the CLI refuses the flags)
+        cfgs = [apply_preset(pre, {**ov, "name": f"sweep {sweep}", **r}) for r in runs]
         for c in cfgs:
             require_data(c)
         ids = [jobs.submit(store, c, start_runner=False).id for c in cfgs]
