@@ -43,9 +43,9 @@ INITS = ("he", "torch", "looks_linear", "delta_orthogonal", "fixup")
 BRANCH_SCALARS = ("none", "skipinit", "rezero")
 TAT_TARGET = 0.9  # eta: C_f(0) of the whole net, the default of Zhang et al.'s dks code
 # Xiao et al. 2018 train tanh CNNs on the order-to-chaos critical line at a small bias
-# variance: sigma_b^2 = 2.01e-5 with sigma_w^2 = 1.05 is the pair we take from their CIFAR-10
-# experiments (as we read them; check against the paper before relying on it). tanh_critical
-# solves their mean-field equations for the critical sigma_w^2 at this sigma_b^2: 1.0500.
+# variance: sigma_b^2 = 2.01e-5 with sigma_w^2 = 1.05 is the pair we take for their CIFAR-10
+# setting (not re-checked against the paper's text). tanh_critical solves their mean-field
+# equations for the critical sigma_w^2 at this sigma_b^2: 1.0500, so the pair is critical.
 TANH_SIGMA_B2 = 2.01e-5
 
 
