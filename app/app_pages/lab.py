@@ -176,7 +176,11 @@ with st.container(border=True):
     with s2:
         own_budget = st.checkbox(f"Use the budget chosen above instead of the sweep's own "
                                  f"(`{sw['preset']}`)", key="lab_sweep_budget", value=False)
-        st.caption(f"Trains {', '.join(sw['models'])} on the dataset chosen above.")
+        st.caption(f"Trains {', '.join(sw['models'])} on the dataset chosen above."
+                   if "runs" not in sw else
+                   f"Trains {len(sweep_runs(sweep))} runs of {', '.join(dict.fromkeys(sw['models']))}"
+                   " on the dataset chosen above, each with its own variant (init, activation, "
+                   "norm, branch scalar): the Options' are not used.")
         if sw["preset"] == "paper" and not own_budget:
             st.caption(":warning: `fig6` uses the paper's 64k iterations per run: hours on a GPU, "
                        "days on a CPU. Tick the box to use a smaller budget.")
