@@ -87,8 +87,7 @@ class TrainConfig:
 
     def validate(self, source: str = "config") -> "TrainConfig":
         """Check every field's type and range; raise ConfigError naming the field."""
-        from .models import (ACTIVATIONS, BRANCH_SCALARS, INITS, ModelNameError,
-                             check_model_options, parse_name)
+        from .models import INITS, ModelNameError, parse_name
 
         def bad(name, what):
             e = ConfigError(f"{source}: {name}={getattr(self, name)!r} is not accepted; {what}")
@@ -174,7 +173,14 @@ class TrainConfig:
             bad("preset", "expected a preset name")
         if self.name is not None and not isinstance(self.name, str):
             bad("name", "expected a string")
-        # --- the variants of models/variants.py: each alone, then how they combine ---
+        self._validate_variants(source, bad, check_choice, check_bool, check_float)
+        return self
+
+    def _validate_variants(self, source, bad, check_choice, check_bool, check_float) -> None:
+        """The variants of models/variants.py: each field alone, then how they combine with
+        the model and norm (the message names the option and what is accepted)."""
+        from .models import ACTIVATIONS, BRANCH_SCALARS, check_model_options
+
         check_choice("activation", ACTIVATIONS)
         check_choice("branch_scalar", BRANCH_SCALARS)
         check_bool("zero_init_residual")
@@ -187,7 +193,6 @@ class TrainConfig:
             err = ConfigError(f"{source}: {e}")
             err.field = next((f for f in VARIANT_FIELDS if str(e).startswith(f)), "init")
             raise err from None
-        return self
 
 
 VARIANT_FIELDS = ("activation", "init", "branch_scalar", "zero_init_residual", "tat_target")
