@@ -143,9 +143,10 @@ def test_branch_scalars_and_zero_init_start_as_the_net_without_branches(variant,
 
 def test_fixup_scales_branches_by_L_to_the_minus_one_over_2m_minus_2():
     torch.manual_seed(0)
-    he = build_model("resnet20", norm="none", init="he")
+    he = build_model("resnet20", norm="none", init="he").requires_grad_(False)
     torch.manual_seed(0)
     fx = build_model("resnet20", norm="none", init="fixup")  # same draws, then Fixup's rules
+    fx.requires_grad_(False)
     pairs = list(zip(blocks_of(he), blocks_of(fx)))
     L, m = len(pairs), 2  # 9 residual branches of 2 convs each
     scale = L ** (-1 / (2 * m - 2))
@@ -159,6 +160,8 @@ def test_fixup_scales_branches_by_L_to_the_minus_one_over_2m_minus_2():
     assert float(fx.fc.weight.abs().max()) == 0 and float(fx.fc.bias.abs().max()) == 0
     # the scalar biases are learnable parameters: 4 per block, one in the stem and the head
     scalars = [n for n, p in fx.named_parameters() if p.ndim == 0 and n.endswith(".bias")]
+    assert all(p.requires_grad for p in build_model("resnet20", norm="none",
+                                                    init="fixup").parameters())
     assert len(scalars) == 4 * L + 2
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
