@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -199,7 +198,3 @@ def signal_propagation_plot(kind: str = "resnet", depth: int = 20, norm: str = "
     return _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode,
                 "spp")
 
-
-def geometric_mean(values) -> float:
-    v = np.asarray(list(values), dtype=float)
-    return float(np.exp(np.mean(np.log(v))))

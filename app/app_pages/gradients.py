@@ -79,18 +79,23 @@ def signal_at_init(kind, depth, norm, init, width):
             signal_propagation_plot(kind, depth, norm, init, **kw))
 
 
+def _num(v: float) -> str:
+    """A measured value; below 1e-9 it is zero up to rounding, and says so."""
+    return f"0 (below 1e-9: {v:.1g})" if abs(v) < 1e-9 else f"{v:.4g}"
+
+
 def _spp_sentences(spp: pd.DataFrame) -> list[str]:
     """What the signal propagation plots show, per net, read off the measured rows."""
     out = []
     for series, g in spp.groupby("series", sort=False):
         g = g.sort_values("order")
         first, last = g.iloc[0], g.iloc[-1]
-        s = (f"**{series}**: average channel variance {first['var']:.3g} at block 1, "
-             f"{last['var']:.3g} at block {len(g)} ({last['block']}); squared mean "
-             f"{first['sq_mean']:.3g} → {last['sq_mean']:.3g}")
+        s = (f"**{series}**: average channel variance {_num(first['var'])} at block 1, "
+             f"{_num(last['var'])} at block {len(g)} ({last['block']}); average channel squared "
+             f"mean {_num(first['sq_mean'])} at block 1, {_num(last['sq_mean'])} at block {len(g)}")
         if g["res_var"].notna().any():
-            s += (f"; residual branch variance {g['res_var'].min():.3g} to "
-                  f"{g['res_var'].max():.3g}")
+            s += (f"; residual branch variance {_num(g['res_var'].min())} to "
+                  f"{_num(g['res_var'].max())}")
         out.append(s + ".")
     return out
 
@@ -146,7 +151,8 @@ def signal_section():
     ratios = pd.DataFrame(ratios)
     st.dataframe(ratios, hide_index=True, key="sig_ratios")
     st.caption(f"Measured here (width {width}, batch {SIG_BATCH} of {SIG_SIZE}×{SIG_SIZE} noise, "
-               f"seed 0, {'BN' if norm == 'batch' else 'no normalization'}, {init} init): "
+               f"seed 0, {'BN' if norm == 'batch' else 'no normalization'}, "
+               f"{'He' if init == 'he' else 'PyTorch default'} init): "
                + "; ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
                            for r in ratios.to_dict("records"))
                + ". The ratio is the first main conv's weight-gradient norm over the last main "
@@ -154,16 +160,20 @@ def signal_section():
     st.markdown("**Where the block statistics are taken.** Brock et al. measure pre-activation "
                 "blocks, whose output is the sum x + F(x). This lab's post-activation blocks end "
                 "in a ReLU after the sum, and a ReLU output always has a positive mean, which "
-                "would hide the mean shift the plots show; so the statistics are taken before "
+                "would hide any mean shift of the sum; so the statistics are taken before "
                 "that ReLU. Per family, the point is: "
                 + "; ".join(f"*{k}*: {p}" for k, p in
                             spp.groupby("kind", sort=False)["point"].first().items()) + ".")
     if norm == "batch" and "plain" in kinds:
         flat = spp[spp["kind"] == "plain"]
+        plain = ratios[ratios["series"].str.startswith("plain-")]
         st.markdown(f"In a plain net with BN that point is a BN output in train mode, so its "
                     f"statistics are fixed by construction: measured squared mean at most "
-                    f"{flat['sq_mean'].max():.2g}, variance {flat['var'].min():.3g} to "
-                    f"{flat['var'].max():.3g}. Its trouble shows in the gradients (left).")
+                    f"{_num(flat['sq_mean'].max())} (not drawn on the log axis), variance "
+                    f"{flat['var'].min():.4f} to {flat['var'].max():.4f}. What differs between "
+                    f"plain depths is on the left: first/last gradient-norm ratio "
+                    + ", ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
+                                for r in plain.to_dict("records")) + ".")
     st.markdown("\n".join(f"- {s}" for s in _spp_sentences(spp)))
 
 

@@ -255,7 +255,8 @@ def landscape_tab(ids, labels, colors):
     if not res:
         return
     n = {r.get("n_images", LANDSCAPE_N) for r in res.values()}
-    st.caption(f"Loss on {', '.join(str(v) for v in sorted(n))} {split} images (un-augmented).")
+    st.caption(f"Loss on {', '.join(str(v) for v in sorted(n))} {'training' if split == 'train' else 'test'} "
+               "images (un-augmented, normalized as in training), BN in eval mode.")
     if dim == "landscape1d":
         data = pd.concat([r["table"].assign(series=labels[rid], color=colors[rid]) for rid, r in res.items()])
         ui.show_chart(charts.series_figure(data, "alpha", "loss", "α (step along the direction, "
@@ -274,8 +275,8 @@ def landscape_tab(ids, labels, colors):
 # --- the page --------------------------------------------------------------------------------
 st.title("Studies")
 st.markdown("Three experiments from the papers that followed ResNet, on why residual nets train "
-            "and plain ones degrade. Studies of a run run in the background on its last "
-            "checkpoint and are cached: leave the page and come back.")
+            "and plain ones degrade. Studies of a run are computed in the background on its last "
+            "checkpoint and cached: leave the page and come back.")
 
 store = ui.get_store()
 df = ui.runs_df(store)
