@@ -100,6 +100,37 @@ def _spp_sentences(spp: pd.DataFrame) -> list[str]:
     return out
 
 
+def _signal_text(ratios: pd.DataFrame, spp: pd.DataFrame, norm: str, init: str, width: int):
+    """The ratio table and every sentence under the signal charts, read off the measurement."""
+    st.dataframe(ratios, hide_index=True, key="sig_ratios")
+    st.caption(f"Measured here (width {width}, batch {SIG_BATCH} of {SIG_SIZE}×{SIG_SIZE} noise, "
+               f"seed 0, {'BN' if norm == 'batch' else 'no normalization'}, "
+               f"{'He' if init == 'he' else 'PyTorch default'} init): "
+               + "; ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
+                           for r in ratios.to_dict("records"))
+               + ". The ratio is the first main conv's weight-gradient norm over the last main "
+                 "conv's (projection shortcuts left out).")
+    st.markdown("**Where the block statistics are taken.** Brock et al. measure pre-activation "
+                "blocks, whose output is the sum x + F(x). This lab's post-activation blocks end "
+                "in a ReLU after the sum, and a ReLU output always has a positive mean, which "
+                "would hide any mean shift of the sum; so the statistics are taken before "
+                "that ReLU. Per family, the point is: "
+                + "; ".join(f"*{k}*: {p}" for k, p in
+                            spp.groupby("kind", sort=False)["point"].first().items()) + ".")
+    if norm == "batch" and (spp["kind"] == "plain").any():
+        flat = spp[spp["kind"] == "plain"]
+        plain = ratios[ratios["series"].str.startswith("plain-")]
+        st.markdown(f"In a plain net with BN that point is a BN output in train mode, so its "
+                    f"statistics are fixed by construction: measured squared mean at most "
+                    f"{_num(flat['sq_mean'].max())} (not drawn on the log axis), variance "
+                    f"{flat['var'].min():.4f} to {flat['var'].max():.4f}. What differs between "
+                    f"plain depths is on the left: first/last gradient-norm ratio "
+                    + ", ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
+                                for r in plain.to_dict("records")) + ".")
+    st.markdown("\n".join(f"- {s}" for s in _spp_sentences(spp)))
+
+
+
 def signal_section():
     """Signal propagation at initialization: fresh nets, one noise batch, computed on the
     spot. Every number in the text is read off the measurement drawn beside it."""
@@ -148,33 +179,7 @@ def signal_section():
                       sig.drop(columns=["color"]), "signal-grad", "sig_grad")
     with g2:
         ui.show_chart(charts.spp_figure(spp), spp.drop(columns=["color"]), "signal-spp", "sig_spp")
-    ratios = pd.DataFrame(ratios)
-    st.dataframe(ratios, hide_index=True, key="sig_ratios")
-    st.caption(f"Measured here (width {width}, batch {SIG_BATCH} of {SIG_SIZE}×{SIG_SIZE} noise, "
-               f"seed 0, {'BN' if norm == 'batch' else 'no normalization'}, "
-               f"{'He' if init == 'he' else 'PyTorch default'} init): "
-               + "; ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
-                           for r in ratios.to_dict("records"))
-               + ". The ratio is the first main conv's weight-gradient norm over the last main "
-                 "conv's (projection shortcuts left out).")
-    st.markdown("**Where the block statistics are taken.** Brock et al. measure pre-activation "
-                "blocks, whose output is the sum x + F(x). This lab's post-activation blocks end "
-                "in a ReLU after the sum, and a ReLU output always has a positive mean, which "
-                "would hide any mean shift of the sum; so the statistics are taken before "
-                "that ReLU. Per family, the point is: "
-                + "; ".join(f"*{k}*: {p}" for k, p in
-                            spp.groupby("kind", sort=False)["point"].first().items()) + ".")
-    if norm == "batch" and "plain" in kinds:
-        flat = spp[spp["kind"] == "plain"]
-        plain = ratios[ratios["series"].str.startswith("plain-")]
-        st.markdown(f"In a plain net with BN that point is a BN output in train mode, so its "
-                    f"statistics are fixed by construction: measured squared mean at most "
-                    f"{_num(flat['sq_mean'].max())} (not drawn on the log axis), variance "
-                    f"{flat['var'].min():.4f} to {flat['var'].max():.4f}. What differs between "
-                    f"plain depths is on the left: first/last gradient-norm ratio "
-                    + ", ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
-                                for r in plain.to_dict("records")) + ".")
-    st.markdown("\n".join(f"- {s}" for s in _spp_sentences(spp)))
+    _signal_text(pd.DataFrame(ratios), spp, norm, init, width)
 
 
 st.divider()
