@@ -28,7 +28,8 @@ tasks (computed in the caller's process) take no slot.
 
 Tasks and their parameters (defaults in ``TASKS``): pca / umap / tsne (n, seed, ...), fig7 (n),
 confusion (n), activations (n), lesion (n), lesion_random (n, samples, seed),
-landscape1d / landscape2d (n, steps, span, seed), shattering (image, n_points, eps, seed).
+landscape1d / landscape2d (n, split, steps, span, seed), shattering (image, n_points, span,
+seed, max_lag).
 """
 from __future__ import annotations
 
@@ -207,25 +208,46 @@ def _lesion_random(run, checkpoint, p, progress):
                                    progress=progress)}
 
 
+def _probe(ds, split: str, n: int):
+    """The first ``n`` images of ``split`` ("train": un-augmented training images, as Li et
+    al. plot the training loss; "test"), normalized, and their labels."""
+    from resnet_core.data import normalize
+
+    from .checkpoints import heldout_batch
+
+    if split == "test":
+        return heldout_batch(ds, n)
+    if split != "train":
+        raise ValueError(f"split={split!r} is not accepted; use 'train' or 'test'")
+    return normalize(ds.x_train[:n], ds.mean, ds.std), ds.y_train[:n]
+
+
 def _landscape(dim):
     def fn(run, checkpoint, p, progress):
-        from .checkpoints import load, heldout_batch
+        from .checkpoints import load
         from .studies import landscape
 
         model, ds = load(run, checkpoint)
-        x, y = heldout_batch(ds, p["n"])
+        x, y = _probe(ds, p["split"], p["n"])
         f = landscape.landscape_1d if dim == 1 else landscape.landscape_2d
-        return {"table": f(model, x, y, p["steps"], p["span"], p["seed"], progress)}
+        return {"table": f(model, x, y, p["steps"], p["span"], p["seed"], progress),
+                "n_images": int(len(y))}
     return fn
 
 
 def _shattering(run, checkpoint, p, progress):
     from .checkpoints import load, heldout_batch
-    from .studies.shattering import shattering
+    from .studies.shattering import image_shattering
 
     model, ds = load(run, checkpoint)
-    x, _ = heldout_batch(ds, 1, start=p["image"])
-    return {"table": shattering(model, x[0], p["n_points"], p["eps"], p["seed"])}
+    x, y = heldout_batch(ds, 1, start=p["image"])
+    if not len(y):
+        raise ValueError(f"image={p['image']} is not accepted: the test set has "
+                         f"{len(ds.y_test)} images (0..{len(ds.y_test) - 1})")
+    # f: the logit of the image's own class; BN with its running statistics (eval mode)
+    return {"table": image_shattering(model, x[0], int(y[0]), p["n_points"], p["span"],
+                                      p["seed"], "eval", p["max_lag"]),
+            "target": int(y[0]), "class": ds.classes[int(y[0])]}
 
 
 # name -> (function, default parameters, inline)
@@ -237,10 +259,13 @@ TASKS = {
     "activations": (_activations, {"n": 1000}, True),
     "confusion": (_confusion, {"n": None}, True),
     "lesion": (_lesion, {"n": None}, False),
-    "lesion_random": (_lesion_random, {"n": None, "samples": 5, "seed": 0}, False),
-    "landscape1d": (_landscape(1), {"n": 256, "steps": 21, "span": 1.0, "seed": 0}, False),
-    "landscape2d": (_landscape(2), {"n": 256, "steps": 21, "span": 1.0, "seed": 0}, False),
-    "shattering": (_shattering, {"image": 0, "n_points": 64, "eps": 0.01, "seed": 0}, False),
+    "lesion_random": (_lesion_random, {"n": 1000, "samples": 10, "seed": 0}, False),
+    "landscape1d": (_landscape(1), {"n": 512, "split": "train", "steps": 21, "span": 1.0,
+                                    "seed": 0}, False),
+    "landscape2d": (_landscape(2), {"n": 512, "split": "train", "steps": 21, "span": 1.0,
+                                    "seed": 0}, False),
+    "shattering": (_shattering, {"image": 0, "n_points": 256, "span": 1.0, "seed": 0,
+                                 "max_lag": 32}, False),
 }
 
 

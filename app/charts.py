@@ -23,7 +23,7 @@ SCALES = {"plain": "Oranges", "resnet": "Blues", "preresnet": "Greens"}
 OTHER_SCALE = "Purples"
 REF_COLORS = {"plain": "#7f2704", "resnet": "#08306b", "preresnet": "#00441b"}
 
-# --- reference values (PAPER.md) --------------------------------------------------------
+# --- reference values (the papers and reproductions each row names) ------------------------
 # (source, kind, depth, test error %, std or None)
 REFERENCES: list[tuple[str, str, int, float, float | None]] = (
     [("paper Table 6", "resnet", d, e, None) for d, e in
@@ -533,4 +533,70 @@ def landscape_2d_figure(table: pd.DataFrame, title: str, height: int = 380) -> g
     fig.update_yaxes(title_text="β (direction 2)")
     fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, font=dict(size=12)),
                       margin=dict(t=40, b=40, l=50, r=10))
+    return fig
+
+
+SPP_PANELS = (("sq_mean", "avg. channel squared mean"),
+              ("var", "avg. channel variance"),
+              ("res_var", "F(x): avg. channel variance"))
+
+
+def spp_figure(df: pd.DataFrame, height: int = 400, floor: float = 1e-9) -> go.Figure:
+    """Signal propagation plots (Brock, De and Smith 2021): per block (x), the average
+    channel squared mean, the average channel variance, and the residual branch's average
+    channel variance (three panels, log y), one line per ``series`` (``color`` when present).
+    Columns: series, order, block, point, sq_mean, var, res_var. Values below ``floor``
+    (zero up to rounding, e.g. the squared mean of a BN output) are not drawn: on a log axis
+    rounding noise would look like a measurement."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in SPP_PANELS],
+                        horizontal_spacing=0.07)
+    for series, g in df.groupby("series", sort=False):
+        g = g.sort_values("order")
+        color = g["color"].iloc[0] if "color" in g.columns else None
+        legend = True  # once per series, on the first panel it has values in
+        for c, (col, title) in enumerate(SPP_PANELS):
+            v = g[col].astype(float).where(lambda s: s >= floor)
+            if not v.notna().any():
+                continue
+            fig.add_trace(go.Scatter(x=g["order"] + 1, y=v, mode="lines+markers", name=str(series),
+                                     legendgroup=str(series), showlegend=legend,
+                                     line=dict(color=color), marker=dict(size=4),
+                                     text=g["block"] + ": " + g["point"],
+                                     hovertemplate="%{text}<br>" + title + " %{y:.3g}<extra>"
+                                                   + str(series) + "</extra>"),
+                          row=1, col=c + 1)
+            legend = False
+    fig.update_xaxes(title_text="block (input → output)")
+    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_annotations(font_size=12)
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def band_figure(df: pd.DataFrame, x: str, xlabel: str, ylabel: str, height: int = 360,
+                log_y: bool = False, percent: bool = False) -> go.Figure:
+    """Mean (line) and mean +- std (shaded band) against ``x``, one line per ``series``.
+    Columns: series, x, mean, std (and ``color``). ``percent`` multiplies values by 100."""
+    fig = go.Figure()
+    k = 100.0 if percent else 1.0
+    for series, g in df.groupby("series", sort=False):
+        g = g.sort_values(x)
+        color = g["color"].iloc[0] if "color" in g.columns else None
+        m, s = k * g["mean"].to_numpy(float), k * g["std"].fillna(0).to_numpy(float)
+        xs = list(g[x])
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(m + s) + list((m - s)[::-1]),
+                                 mode="lines", fill="toself", line=dict(width=0), fillcolor=color,
+                                 opacity=0.2, hoverinfo="skip", showlegend=False,
+                                 legendgroup=str(series)))
+        fig.add_trace(go.Scatter(x=xs, y=m, mode="lines+markers", name=str(series),
+                                 legendgroup=str(series), line=dict(color=color),
+                                 customdata=s,
+                                 hovertemplate="%{x}: %{y:.3g} ± %{customdata:.2g}<extra>"
+                                               + str(series) + "</extra>"))
+    # ticks at the measured x values only (k = 1, 2, ...; the depths measured)
+    fig.update_xaxes(title_text=xlabel, tickmode="array", tickvals=sorted(set(df[x])))
+    fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.25))
     return fig

@@ -221,3 +221,20 @@ def test_study_and_image_figures_carry_their_data():
                         "grad_norm": [100.0, 10.0, 1.0]})
     f = charts.signal_figure(sig, "grad_norm", "‖∇W‖")
     assert f.layout.yaxis.type == "log" and list(f.data[0].y) == [100.0, 10.0, 1.0]
+
+
+def test_signal_propagation_plots_and_bands_carry_their_data():
+    spp = pd.DataFrame({"series": ["plain-8"] * 2 + ["resnet-8"] * 2, "order": [0, 1, 0, 1],
+                        "block": ["layer1.0", "layer2.0"] * 2, "point": ["p"] * 4,
+                        "sq_mean": [1e-16, 2e-16, 0.5, 2.0], "var": [1.0, 1.0, 1.5, 3.0],
+                        "res_var": [np.nan, np.nan, 1.0, 1.0]})
+    f = charts.spp_figure(spp)
+    by = {(t.name, t.xaxis): list(t.y) for t in f.data}
+    # squared means below 1e-9 (rounding) are not drawn; plain nets have no residual panel
+    assert ("plain-8", "x") not in by and by[("plain-8", "x2")] == [1.0, 1.0]
+    assert by[("resnet-8", "x2")] == [1.5, 3.0] and ("plain-8", "x3") not in by
+    assert sum(t.showlegend is not False for t in f.data) == 2  # one legend entry per net
+    band = pd.DataFrame({"series": ["a", "a"], "k": [1, 2], "mean": [0.1, 0.3], "std": [0.01, 0.02]})
+    b = charts.band_figure(band, "k", "k", "error (%)", percent=True)
+    assert list(b.data[1].y) == pytest.approx([10, 30])
+    assert list(b.data[0].y) == pytest.approx([11, 32, 28, 9])  # mean + std out, mean - std back

@@ -61,6 +61,18 @@ def test_gradient_flow_heatmaps_and_signal_propagation(tiny_runs):
     assert set(ratios["series"]) == {"plain-20", "plain-56", "resnet-20", "resnet-56"}
     r = dict(zip(ratios["series"], ratios.iloc[:, 1]))
     assert r["plain-56"] > r["resnet-56"]  # BN'd plain nets' gradients grow toward the input
+    # the caption quotes exactly the ratios on screen
+    cap = texts(at, "caption")
+    assert all(f"{k} {v:.3g}" in cap for k, v in r.items()), cap
+    # Brock et al.'s plots: the values drawn are the measurement of the same fresh net
+    from analysis.studies.signal import signal_propagation_plot
+
+    spp = [f for f in figures(at) if len(f["data"]) and "F(x)" in str(f["layout"].get("annotations"))][0]
+    want = signal_propagation_plot("resnet", 56, "batch", "he", width=8, batch=64, image_size=16,
+                                   seeds=(0,))
+    got = [t for t in traces(spp, "resnet-56") if t["xaxis"] == "x2"][0]
+    assert arr(got["y"]).tolist() == pytest.approx(want["var"].tolist())
+    assert f"{want['var'].iloc[-1]:.4g} at block 27" in texts(at)
 
 
 def test_activations_predictions_match_the_checkpoint(tiny_runs):
@@ -120,6 +132,25 @@ def test_studies_lesion_runs_in_the_background_and_shows_the_cached_result(tiny_
     table = ajobs.get_or_start(tiny_runs.run(plain), "lesion")["table"]
     tr = traces(fig, plain[-6:])[0]
     assert arr(tr["y"]).tolist() == pytest.approx((100 * table.sort_values("order")["error"]).tolist())
+    # the sentence under the chart is read off the same table
+    md = texts(at)
+    assert (f"test error {100 * table['base_error'].iloc[0]:.1f}% intact; deleting one block adds "
+            f"{100 * table['delta'].mean():+.1f} points") in md
+
+
+def test_studies_shattering_at_init_needs_no_run_and_says_what_it_drew(store):
+    at = page("studies").run()
+    no_exception(at)
+    at.toggle(key="stu_fc_go").set_value(True).run()
+    no_exception(at)
+    fig = figures(at)[0]
+    lag1 = {t["name"]: arr(t["y"]) for t in fig["data"] if t.get("name")}
+    assert set(lag1) == {"plain", "residual"}
+    md = texts(at)
+    for name in ("plain", "residual"):
+        y = lag1[name]
+        assert f"{name} nets: {y[0]:.2f} at depth 2, {y[-1]:.2f} at depth 50" in md
+    assert lag1["plain"][-1] < lag1["residual"][-1]  # Balduzzi et al.'s result, as measured
 
 
 def test_tour_steps_through_with_the_users_runs(tiny_runs):

@@ -4,8 +4,11 @@ A random direction d gets, filter by filter (each output channel of a conv, each
 linear layer), the norm of the same filter of the weights; BN parameters and biases get no
 direction (d = 0), as Li et al. do. The loss is then measured at theta + a*d1 (1D) or
 theta + a*d1 + b*d2 (2D), on a fixed probe subset, in eval mode (BN's running statistics).
+Li et al. plot the training loss; the caller passes the images (``analysis.jobs`` uses the
+first ``n`` training images, un-augmented, or test images on request).
 
-CPU-sized defaults: 21 points (1D) or a 21 x 21 grid (2D) over [-1, 1], on 256 test images.
+CPU-sized defaults: 21 points (1D) or a 21 x 21 grid (2D) over [-1, 1].
+:func:`roughness` counts the local minima a slice has besides its global one.
 ``progress(fraction, message)`` is called after each point; raise
 :class:`analysis.progress.Cancelled` from it to stop. The model itself is never changed: the
 slices are taken on a copy.
@@ -89,10 +92,25 @@ def landscape_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int 
     return pd.DataFrame(rows, columns=["alpha", "beta", "loss", "error"])
 
 
+def local_minima(df: pd.DataFrame) -> tuple[int, int]:
+    """(number of local minima other than the global minimum, number of grid points) of a
+    1-D (alpha, loss) or 2-D (alpha, beta, loss) slice. A point is a local minimum when its
+    loss is strictly below that of each of its grid neighbours (2 in 1-D, 4 in 2-D; points on
+    the edge have fewer). The global minimum (the lowest loss; the first, if tied) is not
+    counted, wherever it is, edge included."""
+    if "beta" in df.columns:
+        z = df.pivot(index="alpha", columns="beta", values="loss").to_numpy(dtype=float)
+    else:
+        z = df.sort_values("alpha")["loss"].to_numpy(dtype=float)[:, None]
+    pad = np.pad(z, 1, constant_values=np.inf)  # edges: a missing neighbour never beats a point
+    c = pad[1:-1, 1:-1]
+    is_min = ((c < pad[:-2, 1:-1]) & (c < pad[2:, 1:-1]) & (c < pad[1:-1, :-2]) & (c < pad[1:-1, 2:]))
+    is_min.flat[int(np.argmin(z))] = False
+    return int(is_min.sum()), int(z.size)
+
+
 def roughness(df: pd.DataFrame) -> float:
-    """How far a 2D slice is from convex: the share of grid points that are local minima
-    among their 4 neighbours, excluding the global minimum (0 for a single clean bowl)."""
-    z = df.pivot(index="alpha", columns="beta", values="loss").to_numpy()
-    c = z[1:-1, 1:-1]
-    is_min = ((c < z[:-2, 1:-1]) & (c < z[2:, 1:-1]) & (c < z[1:-1, :-2]) & (c < z[1:-1, 2:]))
-    return float(max(0, int(is_min.sum()) - 1) / max(1, c.size))
+    """How far a slice is from a single clean basin: the share of its grid points that are
+    local minima other than the global one (see :func:`local_minima`); 0 for one basin."""
+    extra, n = local_minima(df)
+    return extra / n

@@ -1,13 +1,20 @@
 """Lesion study (Veit, Wilber, Belongie 2016): delete blocks of a trained net, measure error.
 
-One rule for plain and residual nets, so the comparison is fair: a deleted block becomes the
-identity, or, where the block changes shape (stride 2 or more channels), the option-A
-shortcut (subsample and zero-pad, ``resnet_core.models.ShortcutA``). A residual block's own
-shortcut is thrown away with it, so a residual net loses exactly F(x); a plain net loses its
-whole layer pair.
+What a deletion removes:
 
-- :func:`lesion_each`: every block deleted alone, in order;
-- :func:`lesion_random`: k random blocks deleted at once, for k = 1..N, ``samples`` draws each.
+- a residual block loses its residual branch F and keeps its shortcut, with the block's own
+  projection for options B and C: it computes what it would with F(x) = 0, i.e.
+  ReLU(shortcut(x)) for the paper's post-activation blocks (the ReLU after the sum stays) and
+  shortcut(x) for pre-activation blocks (no ReLU after the sum). With identity and option-A
+  shortcuts the ReLU changes nothing, since the block input is itself a ReLU output;
+- a plain block has no shortcut, so the whole block goes (its two convs with their BNs and
+  ReLUs): it becomes the identity, or, where it changes shape (stride 2 or more channels), the
+  parameter-free option-A map (subsample and zero-pad, ``resnet_core.models.ShortcutA``) so
+  the next block still gets a tensor of the shape it expects.
+
+- :func:`lesion_each`: every block deleted alone, in order (Veit et al.'s Fig. 3);
+- :func:`lesion_random`: k random blocks deleted at once, ``samples`` draws per k (their
+  Fig. 5); :func:`summarize_random` gives mean and std per k.
 
 The model is changed only inside :func:`deleted` and restored in ``finally``.
 """
@@ -21,13 +28,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.models import ShortcutA, blocks_of
+from resnet_core.models import BasicBlock, Bottleneck, ShortcutA, blocks_of
 
 from ..progress import report
 
 
+class Lesioned(nn.Module):
+    """A residual block without its residual branch: ``post(shortcut(x))``."""
+
+    def __init__(self, shortcut: nn.Module, post: nn.Module):
+        super().__init__()
+        self.shortcut, self.post = shortcut, post
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.shortcut(x))
+
+
 def stand_in(block: nn.Module) -> nn.Module:
-    """What replaces a deleted block: identity, or option A where the shape changes."""
+    """What replaces a deleted block (see the module docstring): a residual block keeps its
+    own shortcut (and the ReLU after the sum, if it has one); a plain block becomes the
+    identity, or option A where the shape changes."""
+    if block.residual:
+        post = (block.act2 if isinstance(block, BasicBlock)
+                else block.act3 if isinstance(block, Bottleneck) else nn.Identity())
+        return Lesioned(block.downsample, post)
     if block.stride != 1 or block.in_planes != block.out_planes:
         return ShortcutA(block.in_planes, block.out_planes, block.stride)
     return nn.Identity()
@@ -44,7 +68,7 @@ def deleted(model: nn.Module, names):
             parent = mods[parent_name] if parent_name else model
             old = getattr(parent, child)
             swaps.append((parent, child, old))
-            setattr(parent, child, stand_in(old).to(next(old.parameters()).device))
+            setattr(parent, child, stand_in(old))
         yield model
     finally:
         for parent, child, old in reversed(swaps):

@@ -66,58 +66,121 @@ else:
     st.info("No run has per-layer gradient records yet (launch one from the **Lab** with "
             "per-layer statistics on). Signal propagation below needs no run.")
 
-st.divider()
-st.subheader("Signal propagation at initialization")
-st.markdown("A fresh net, one batch of noise, one forward and one backward pass: the std of "
-            "each layer's output and the norm of each conv's weight gradient. With BN, deep "
-            "*plain* nets' gradients grow toward the input at init (Yang et al. 2019); "
-            "shortcuts keep them even. Seconds on a CPU.")
-s1, s2, s3, s4, s5 = st.columns(5)
-kinds = s1.multiselect("Families", ["plain", "resnet", "preresnet"], default=["plain", "resnet"],
-                       key="sig_kinds")
-depths = s2.multiselect("Depths", [8, 14, 20, 32, 44, 56, 110], default=[20, 56], key="sig_depths")
-norm = s3.radio("Normalization", ["batch", "none"], key="sig_norm",
-                format_func={"batch": "BatchNorm", "none": "none"}.get)
-init = s4.radio("Init", ["he", "torch"], key="sig_init",
-                format_func={"he": "He (paper)", "torch": "PyTorch default"}.get)
-width = s5.selectbox("Width", [4, 8, 16], index=1, key="sig_width")
+SIG_BATCH, SIG_SIZE = 64, 16  # noise batch and image size of the on-the-spot measurement
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def signal(kind, depth, norm, init, width):
-    from analysis.studies.signal import signal_propagation
+def signal_at_init(kind, depth, norm, init, width):
+    """Weight-gradient norms per conv and Brock et al.'s block statistics of one fresh net."""
+    from analysis.studies.signal import signal_propagation, signal_propagation_plot
 
-    return signal_propagation(kind, depth, norm, init, width=width, batch=64, image_size=16,
-                              seeds=(0,))
+    kw = dict(width=width, batch=SIG_BATCH, image_size=SIG_SIZE, seeds=(0,))
+    return (signal_propagation(kind, depth, norm, init, **kw),
+            signal_propagation_plot(kind, depth, norm, init, **kw))
 
 
-fn = ui.analysis_function("studies.signal", "signal_propagation", "Signal propagation")
-if fn is not None and kinds and depths:
+def _num(v: float) -> str:
+    """A measured value; below 1e-9 it is zero up to rounding, and says so."""
+    return f"0 (below 1e-9: {v:.1g})" if abs(v) < 1e-9 else f"{v:.4g}"
+
+
+def _spp_sentences(spp: pd.DataFrame) -> list[str]:
+    """What the signal propagation plots show, per net, read off the measured rows."""
+    out = []
+    for series, g in spp.groupby("series", sort=False):
+        g = g.sort_values("order")
+        first, last = g.iloc[0], g.iloc[-1]
+        s = (f"**{series}**: average channel variance {_num(first['var'])} at block 1, "
+             f"{_num(last['var'])} at block {len(g)} ({last['block']}); average channel squared "
+             f"mean {_num(first['sq_mean'])} at block 1, {_num(last['sq_mean'])} at block {len(g)}")
+        if g["res_var"].notna().any():
+            s += (f"; residual branch variance {_num(g['res_var'].min())} to "
+                  f"{_num(g['res_var'].max())}")
+        out.append(s + ".")
+    return out
+
+
+def _signal_text(ratios: pd.DataFrame, spp: pd.DataFrame, norm: str, init: str, width: int):
+    """The ratio table and every sentence under the signal charts, read off the measurement."""
+    st.dataframe(ratios, hide_index=True, key="sig_ratios")
+    st.caption(f"Measured here (width {width}, batch {SIG_BATCH} of {SIG_SIZE}×{SIG_SIZE} noise, "
+               f"seed 0, {'BN' if norm == 'batch' else 'no normalization'}, "
+               f"{'He' if init == 'he' else 'PyTorch default'} init): "
+               + "; ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
+                           for r in ratios.to_dict("records"))
+               + ". The ratio is the first main conv's weight-gradient norm over the last main "
+                 "conv's (projection shortcuts left out).")
+    st.markdown("**Where the block statistics are taken.** Brock et al. measure pre-activation "
+                "blocks, whose output is the sum x + F(x). This lab's post-activation blocks end "
+                "in a ReLU after the sum, and a ReLU output always has a positive mean, which "
+                "would hide any mean shift of the sum; so the statistics are taken before "
+                "that ReLU. Per family, the point is: "
+                + "; ".join(f"*{k}*: {p}" for k, p in
+                            spp.groupby("kind", sort=False)["point"].first().items()) + ".")
+    if norm == "batch" and (spp["kind"] == "plain").any():
+        flat = spp[spp["kind"] == "plain"]
+        plain = ratios[ratios["series"].str.startswith("plain-")]
+        st.markdown(f"In a plain net with BN that point is a BN output in train mode, so its "
+                    f"statistics are fixed by construction: measured squared mean at most "
+                    f"{_num(flat['sq_mean'].max())} (not drawn on the log axis), variance "
+                    f"{flat['var'].min():.4f} to {flat['var'].max():.4f}. What differs between "
+                    f"plain depths is on the left: first/last gradient-norm ratio "
+                    + ", ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
+                                for r in plain.to_dict("records")) + ".")
+    st.markdown("\n".join(f"- {s}" for s in _spp_sentences(spp)))
+
+
+
+def signal_section():
+    """Signal propagation at initialization: fresh nets, one noise batch, computed on the
+    spot. Every number in the text is read off the measurement drawn beside it."""
+    st.subheader("Signal propagation at initialization")
+    st.markdown(
+        f"A fresh net and one batch of {SIG_BATCH} Gaussian-noise images ({SIG_SIZE}×{SIG_SIZE}, "
+        "random labels, one seed), BN in train mode as at the first SGD step. **Left**: the "
+        "norm of each main-path conv's weight gradient (one backward pass). **Right**: the "
+        "signal propagation plots of Brock, De and Smith (2021): at each block, the average "
+        "channel squared mean, the average channel variance and the residual branch F(x)'s "
+        "average channel variance.")
+    s1, s2, s3, s4, s5 = st.columns(5)
+    kinds = s1.multiselect("Families", ["plain", "resnet", "preresnet"],
+                           default=["plain", "resnet"], key="sig_kinds")
+    depths = s2.multiselect("Depths", [8, 14, 20, 32, 44, 56, 110], default=[20, 56],
+                            key="sig_depths")
+    norm = s3.radio("Normalization", ["batch", "none"], key="sig_norm",
+                    format_func={"batch": "BatchNorm", "none": "none"}.get)
+    init = s4.radio("Init", ["he", "torch"], key="sig_init",
+                    format_func={"he": "He (paper)", "torch": "PyTorch default"}.get)
+    width = s5.selectbox("Width", [4, 8, 16], index=1, key="sig_width")
+    fn = ui.analysis_function("studies.signal", "signal_propagation_plot", "Signal propagation")
+    if fn is None or not kinds or not depths:
+        return
     if len(kinds) * len(depths) > 8:
         st.warning("At most 8 nets at once: pick fewer families or depths.")
-    else:
-        frames = []
-        with st.spinner("Measuring fresh nets…"):
-            for k in kinds:
-                for d in sorted(depths):
-                    r = signal(k, int(d), norm, init, int(width)).copy()
-                    r["series"] = f"{k}-{d}"
-                    r["color"] = charts.run_color(k, d)
-                    r["index"] = r["order"] + 1
-                    frames.append(r)
-        sig = pd.concat(frames, ignore_index=True)
-        g1, g2 = st.columns(2)
-        with g1:
-            ui.show_chart(charts.signal_figure(sig, "grad_norm", "‖∇W‖ of each conv (log)"),
-                          sig.drop(columns=["color"]), "signal-grad", "sig_grad")
-        with g2:
-            ui.show_chart(charts.signal_figure(sig, "act_std", "std of BN/conv output", log=norm == "none"),
-                          None, "signal-act", "sig_act")
-        ratios = (sig.groupby("series")
-                  .apply(lambda g: g.sort_values("order")["grad_norm"].iloc[0]
-                         / g.sort_values("order")["grad_norm"].iloc[-1], include_groups=False)
-                  .rename("first/last gradient-norm ratio").reset_index())
-        st.dataframe(ratios, hide_index=True, key="sig_ratios")
-        st.caption("Measured (PAPER.md, width 16, batch 128, 3 seeds): plain with BN ≈ 10 at "
-                   "depth 20, 10³ at 56, 10⁶–10⁷ at 110; residual ≈ 2.5, 9, 20; without BN "
-                   "0.1–13. Here width, batch and image size are smaller, for speed.")
+        return
+    from analysis.studies.signal import grad_ratio
+
+    grads, spps, ratios = [], [], []
+    with st.spinner("Measuring fresh nets…"):
+        for k in kinds:
+            for d in sorted(depths):
+                g, p = (r.copy() for r in signal_at_init(k, int(d), norm, init, int(width)))
+                for r in (g, p):
+                    r["series"], r["color"] = f"{k}-{d}", charts.run_color(k, d)
+                g["index"] = g["order"] + 1
+                grads.append(g)
+                spps.append(p)
+                ratios.append({"series": f"{k}-{d}", "first/last gradient-norm ratio": grad_ratio(g),
+                               "first conv": g["layer"].iloc[0], "last conv": g["layer"].iloc[-1]})
+    sig, spp = pd.concat(grads, ignore_index=True), pd.concat(spps, ignore_index=True)
+    g1, g2 = st.columns([1, 2])
+    with g1:
+        ui.show_chart(charts.signal_figure(sig, "grad_norm", "‖∇W‖ of each conv (log)"),
+                      sig.drop(columns=["color"]), "signal-grad", "sig_grad")
+    with g2:
+        ui.show_chart(charts.spp_figure(spp), spp.drop(columns=["color"]), "signal-spp", "sig_spp")
+    _signal_text(pd.DataFrame(ratios), spp, norm, init, width)
+
+
+st.divider()
+signal_section()
