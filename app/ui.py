@@ -162,6 +162,23 @@ def layers_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def budgets_for(runs: pd.DataFrame, store: RunStore | None = None) -> list[dict]:
+    """Each run's training budget (steps, batch, training images, image size, dataset), for
+    the verdicts' "likely reason" clauses (app.verdicts.budget_note); unreadable configs give
+    what the runs table knows."""
+    store = store or get_store()
+    out = []
+    for rid, total, ds in zip(runs["id"], runs["total"], runs["dataset"]):
+        try:
+            st_, sid = resolve(rid, store)
+            cfg = st_.run(sid).read_config_dict()
+        except (StoreError, reference.ReferenceError):
+            cfg = {}
+        out.append({"steps": total, "batch_size": cfg.get("batch_size"), "images": cfg.get("subset"),
+                    "image_size": cfg.get("image_size"), "dataset": ds})
+    return out
+
+
 def has_layers(store: RunStore, run_id: str) -> bool:
     try:
         st_, sid = resolve(run_id, store)

@@ -73,6 +73,10 @@ def test_gradient_flow_heatmaps_and_signal_propagation(tiny_runs):
     got = [t for t in traces(spp, "resnet-56") if t["xaxis"] == "x2"][0]
     assert arr(got["y"]).tolist() == pytest.approx(want["var"].tolist())
     assert f"{want['var'].iloc[-1]:.4g} at block 27" in texts(at)
+    # the verdict under the charts quotes the same ratios and follows them
+    verdict = f"plain-56's weight-gradient norm grows {r['plain-56']:.3g}-fold toward the input"
+    assert verdict in texts(at)
+    assert ("As reported" if r["plain-56"] > max(1, r["resnet-56"]) else "Not what is reported") in texts(at)
 
 
 def test_activations_predictions_match_the_checkpoint(tiny_runs):
@@ -165,7 +169,8 @@ def test_tour_steps_through_with_the_users_runs(tiny_runs):
     for m in ("cifar_plain8", "cifar_plain14"):
         te[m] = [r for r in tiny_runs.run(ids[m]).read_metrics() if r["split"] == "train_eval"][-1]["error"]
     md = texts(at)
-    assert f"({100 * te['cifar_plain14']:.1f}%)" in md and f"({100 * te['cifar_plain8']:.1f}%)" in md
+    assert (f"plain-14's final training error is {100 * te['cifar_plain14']:.1f}% against "
+            f"plain-8's {100 * te['cifar_plain8']:.1f}%") in md
     for _ in range(4):
         at.button(key="tour_next").click().run()
         no_exception(at)

@@ -10,12 +10,13 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui  # noqa: E402
+from app import charts, ui, verdicts  # noqa: E402
 from resnet_core.store import ACTIVE  # noqa: E402
 
 st.title("Degradation")
-st.markdown("Deeper **plain** nets end with *higher training error* than shallower ones (not "
-            "overfitting); residual nets get better with depth. Pick runs on one dataset.")
+st.markdown("He et al. (Fig. 6) report that deeper **plain** nets end with *higher training error* "
+            "than shallower ones (not overfitting), while residual nets get better with depth. "
+            "Below the charts: what the runs on screen show. Pick runs on one dataset.")
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -95,6 +96,17 @@ def curves():
                  hide_index=True, key="deg_table",
                  column_config={c: st.column_config.NumberColumn(format="%.2f")
                                 for c in ("final training error (%)", "final test error (%)")})
+    verdict_lines(runs, finals)
+
+
+def verdict_lines(runs: pd.DataFrame, finals: pd.DataFrame):
+    """Fig. 6's claims checked on the runs on screen, the user's and the bundled ones apart
+    (their budgets differ), each a sentence with its numbers (app.verdicts)."""
+    ref = runs["reference"].fillna("").astype(bool).to_numpy()
+    for mask, whose in ((~ref, "your"), (ref, "the reference")):
+        if mask.any():
+            vs = verdicts.degradation(finals[mask], ui.budgets_for(runs[mask], store), whose=whose)
+            st.markdown("\n".join(f"- {v.text}" for v in vs))
 
 
 curves()

@@ -10,7 +10,7 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui  # noqa: E402
+from app import charts, ui, verdicts  # noqa: E402
 
 st.title("Gradient flow")
 st.markdown("Where does the gradient go during training? Each row is a layer (input at the "
@@ -180,6 +180,9 @@ def signal_section():
     with g2:
         ui.show_chart(charts.spp_figure(spp), spp.drop(columns=["color"]), "signal-spp", "sig_spp")
     _signal_text(pd.DataFrame(ratios), spp, norm, init, width)
+    st.markdown(verdicts.gradient_growth(
+        [{"kind": r["series"].rsplit("-", 1)[0], "depth": int(r["series"].rsplit("-", 1)[1]),
+          "ratio": r["first/last gradient-norm ratio"]} for r in ratios], norm).text)
 
 
 st.divider()

@@ -10,12 +10,13 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui  # noqa: E402
+from app import charts, ui, verdicts  # noqa: E402
 
 st.title("Layer responses")
 st.markdown("The paper's **Fig. 7**: how strongly each 3x3 layer responds (std of its output "
-            "after BN, before the ReLU or the addition). Residual layers respond more weakly: "
-            "each block only nudges its input.")
+            "after BN, before the ReLU or the addition). He et al. report that residual layers "
+            "respond more weakly, each block only nudging its input; under the chart, what the "
+            "runs on screen show.")
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -87,6 +88,11 @@ with right:
     st.dataframe(summary[["label", "mean", "max", "count"]].rename(
         columns={"mean": "mean std", "max": "max std", "count": "layers"}),
         hide_index=True, key="resp_summary")
+    ref = runs["reference"].fillna("").astype(bool)
+    for part, whose in ((runs[~ref], "your"), (runs[ref], "the reference")):  # budgets differ
+        if len(part):
+            st.markdown(verdicts.responses(verdicts.response_means(resp, part),
+                                           ui.budgets_for(part, store), whose=whose).text)
     blocks = layers[(layers["type"] == "block")]
     ratios = charts.ratio_frame(at_step(blocks, step)) if len(blocks) else charts.ratio_frame(blocks)
     if len(ratios):

@@ -13,7 +13,7 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui  # noqa: E402
+from app import charts, ui, verdicts  # noqa: E402
 
 # what the background tasks compute on (analysis.jobs.TASKS defaults, shown on the page)
 LESION_RANDOM_N, LESION_RANDOM_SAMPLES = 1000, 10
@@ -80,6 +80,8 @@ def lesion_tab(ids, labels, colors):
                       data, "lesion", "stu_lesion",
                       caption="Dotted lines: each run's error with nothing deleted.")
         st.markdown("\n".join(f"- {lesion_sentence(labels[rid], t)}" for rid, t in zip(res, tables)))
+        st.markdown(verdicts.lesions([verdicts.lesion_row(labels[rid], kinds.get(rid), t)
+                                      for rid, t in zip(res, tables)]).text)
     st.markdown(f"**k random blocks at once** (their Fig. 5): for each k, {LESION_RANDOM_SAMPLES} "
                 f"random draws of k blocks among those that keep the shape (downsampling blocks "
                 f"stay), error on the first {LESION_RANDOM_N:,} test images; line: mean, band: "
@@ -168,7 +170,7 @@ def fc_section():
     with g2:
         acf_chart(df[df["depth"].isin([min(FC_DEPTHS), 8, max(FC_DEPTHS)])], value,
                   "shattering-fc-acf", "stu_fc_acf")
-    st.markdown(depth_sentence(lag1, "nets"))
+    st.markdown(depth_sentence(lag1, "nets") + " " + verdicts.shattering(lag1).text)
 
 
 def image_init_section():
@@ -184,7 +186,7 @@ def image_init_section():
         return
     df = image_at_init(("plain", "resnet"))
     lag1 = depth_chart(df, "shattering-image-depth", "stu_img_depth", "depth (layers, 6n+2)")
-    st.markdown(depth_sentence(lag1, "conv nets"))
+    st.markdown(depth_sentence(lag1, "conv nets") + " " + verdicts.shattering(lag1).text)
 
 
 def checkpoint_section(ids, labels, colors):
@@ -237,6 +239,17 @@ def landscape_sentence(name: str, r: dict) -> str:
             f"besides the global one among {n} points (roughness {extra / n:.3f}).")
 
 
+def landscape_verdict(res: dict, labels: dict) -> str:
+    """Li et al.'s claim checked on the slices on screen (app.verdicts.landscape)."""
+    from analysis.studies.landscape import local_minima
+
+    rows = []
+    for rid, r in res.items():
+        extra, n = local_minima(r["table"])
+        rows.append({"label": labels[rid], "kind": kinds.get(rid), "roughness": extra / n})
+    return verdicts.landscape(rows).text
+
+
 def landscape_tab(ids, labels, colors):
     st.markdown(
         "The loss around a run's last checkpoint along random filter-normalized directions "
@@ -263,6 +276,7 @@ def landscape_tab(ids, labels, colors):
                                            "filter-normalized)", "cross-entropy loss (log)", log_y=True),
                       data.drop(columns=["color"]), "landscape-1d", "stu_land1")
         st.markdown("\n".join(f"- {landscape_sentence(labels[rid], r)}" for rid, r in res.items()))
+        st.markdown(landscape_verdict(res, labels))
         return
     cols = st.columns(len(res))
     for i, (col, (rid, r)) in enumerate(zip(cols, res.items())):
@@ -270,6 +284,7 @@ def landscape_tab(ids, labels, colors):
             ui.show_chart(charts.landscape_2d_figure(r["table"], labels[rid]), r["table"],
                           f"landscape-2d-{rid}", f"stu_land2_{i}")
             st.markdown(landscape_sentence(labels[rid], r))
+    st.markdown(landscape_verdict(res, labels))
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -282,7 +297,7 @@ store = ui.get_store()
 df = ui.runs_df(store)
 df = df[df["state"] != "broken"]
 ok = df[[(store.root / i / "ckpt" / "last.pt").exists() for i in df["id"]]] if len(df) else df
-ids, labels, colors = [], {}, {}
+ids, labels, colors, kinds = [], {}, {}, {}
 if len(ok):
     pair = ui.default_pair(ok)
     c1, c2 = st.columns(2)
@@ -293,6 +308,7 @@ if len(ok):
     ids = list(dict.fromkeys([a, b]))
     labels = dict(zip(ok["id"], ok["label"]))
     colors = dict(zip(ok["id"], ok["color"]))
+    kinds = dict(zip(ok["id"], ok["kind"]))
 
 lesion, shatter, land = st.tabs(["Lesion", "Gradient shattering", "Loss landscape"])
 with lesion:

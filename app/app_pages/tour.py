@@ -10,7 +10,7 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui  # noqa: E402
+from app import charts, ui, verdicts  # noqa: E402
 from resnet_core import jobs  # noqa: E402
 from resnet_core.config import SWEEPS, ConfigError, apply_preset  # noqa: E402
 from resnet_core.store import ACTIVE, StoreError  # noqa: E402
@@ -66,59 +66,46 @@ else:
     runs = on_ds.head(12)
 metrics = ui.metrics_for(list(runs["id"]), store)
 finals = charts.final_errors_frame(runs)
+budgets = ui.budgets_for(runs, store)  # for the verdicts' "likely reason" clauses
+whose = "these" if use_refs else "your"
 
 STEPS = [
-    ("1. The puzzle: deeper is worse",
+    ("1. The puzzle: is deeper worse?",
      "A deeper net can do everything a shallower one can: copy it and make the extra layers "
-     "the identity. Yet when you stack more plain layers, the error goes **up**. Look at the "
-     "plain nets on the left: trained long enough, the deeper ones (darker) sit higher."),
+     "the identity. Yet He et al. found that when you stack more plain layers, the error goes "
+     "**up**: trained long enough, deeper plain nets end higher. The plain nets are on the "
+     "left (deeper is darker); below the chart, what these runs show."),
     ("2. It is not overfitting",
-     "Overfitting would mean low *training* error and high test error. Here the deeper plain "
-     "net has higher **training** error too: the optimizer fails to fit the data. The paper "
-     "calls this the *degradation problem*."),
+     "Overfitting would mean low *training* error and high test error. In the paper the deeper "
+     "plain net has higher **training** error too: the optimizer fails to fit the data. He et "
+     "al. call this the *degradation problem*. Left: final training error; right: test error."),
     ("3. The fix: learn a residual",
      "A residual block outputs y = F(x) + x: the layers learn only the *change* F(x), and "
-     "doing nothing (F = 0) is easy. With these shortcuts the deeper nets (right panel) train "
-     "better, not worse, given enough iterations."),
-    ("4. Inside: residual layers respond weakly",
-     "The paper's Fig. 7: the std of each layer's output. In residual nets the responses are "
-     "smaller: each block makes a small correction to what it receives, close to the identity."),
+     "doing nothing (F = 0) is easy. He et al. report that with shortcuts the deeper nets "
+     "(right panel) train better, not worse, given enough iterations (64,000 steps)."),
+    ("4. Inside: how strongly do the layers respond?",
+     "The paper's Fig. 7: the std of each layer's output. He et al. report that in residual "
+     "nets the responses are smaller: each block makes a small correction to what it "
+     "receives, close to the identity."),
     ("5. Why plain nets are hard to optimize",
-     "It is not that gradients vanish (BN keeps them alive). At initialization, deep plain "
-     "nets with BN have gradients that *explode toward the input* and decorrelate; shortcuts "
-     "give the gradient a direct path, so every layer gets a useful signal."),
+     "He et al. argue it is not vanishing gradients (with BN they saw healthy gradient "
+     "norms). Later work found that at initialization, deep plain nets with BN have gradients "
+     "that *explode toward the input* (Yang et al. 2019) and decorrelate (Balduzzi et al. "
+     "2017); shortcuts give the gradient a direct path. Measured below on fresh nets."),
     ("6. Your turn",
      "Launch deeper nets in the **Lab**, compare any two on **Runs**, look at gradient flow, "
-     "lesion a trained net in **Studies** (deleting a residual block barely hurts; a plain "
-     "layer is fatal)."),
+     "lesion a trained net in **Studies** (Veit et al. 2016 report that deleting a residual "
+     "block barely hurts while deleting a plain layer is fatal: see whether your runs agree)."),
 ]
 
 
 def residual_verdict(finals: pd.DataFrame, whose: str) -> str:
-    """What the runs on screen say about step 3's claim, in numbers: plain vs residual at the
-    deepest depth both have, and the residual nets' shallowest vs deepest. Where the deeper
-    residual net is not better, say so and why, rather than let the text contradict the chart."""
-    d = finals.dropna(subset=["train_error_pct", "depth"])
-    by = d.groupby(["kind", "depth"])["train_error_pct"].mean()
-    res = by.get("resnet", pd.Series(dtype=float)).sort_index()
-    plain = by.get("plain", pd.Series(dtype=float))
-    parts = []
-    common = sorted(set(res.index) & set(plain.index))
-    if common:
-        k = common[-1]
-        parts.append(f"At depth {int(k)}, the residual net ends at {res[k]:.1f}% training error "
-                     f"against the plain net's {plain[k]:.1f}%.")
-    if len(res) >= 2:
-        lo, hi = res.index[0], res.index[-1]
-        if res[hi] <= res[lo]:
-            parts.append(f"ResNet-{int(hi)} ({res[hi]:.1f}%) beats ResNet-{int(lo)} "
-                         f"({res[lo]:.1f}%): deeper is better once there are shortcuts.")
-        else:
-            parts.append(f"ResNet-{int(hi)} ({res[hi]:.1f}%) still trails ResNet-{int(lo)} "
-                         f"({res[lo]:.1f}%) here: in a short run the deeper net has not caught "
-                         "up yet (at lr 0.1 deep nets sit near chance for their first few hundred "
-                         "steps). The paper's 64k iterations put the deeper ResNet ahead.")
-    return (f"In {whose} runs: " + " ".join(parts)) if parts else ""
+    """What the runs on screen say about step 3's claim, in numbers (app.verdicts): plain vs
+    residual at the deepest depth both have, and the residual nets' shallowest vs deepest;
+    where they differ from the paper, the sentence says so and why."""
+    vs = [verdicts.residual_vs_plain(finals, budgets, whose=whose),
+          verdicts.residual_depth(finals, budgets, whose=whose)]
+    return " ".join(v.text for v in vs if v)
 
 
 i = int(st.session_state.get("tour_step", 0))
@@ -131,8 +118,8 @@ st.markdown(text)
 if i in (0, 2):
     fig = charts.degradation_figure(metrics, runs)
     ui.show_chart(fig, metrics, "tour-degradation", f"tour_{i}")
-    if i == 2:
-        st.markdown(residual_verdict(finals, "these" if use_refs else "your"))
+    st.markdown(residual_verdict(finals, whose) if i == 2 else
+                verdicts.plain_depth(finals, budgets, whose=whose).text)
 elif i == 1:
     c1, c2 = st.columns(2)
     with c1:
@@ -141,14 +128,7 @@ elif i == 1:
     with c2:
         ui.show_chart(charts.final_error_figure(finals, which="test"), None, "tour-test-error",
                       "tour_1b")
-    plain = finals[finals["kind"] == "plain"].dropna(subset=["train_error_pct", "depth"])
-    if plain["depth"].nunique() >= 2:
-        by = plain.groupby("depth")["train_error_pct"].mean().sort_index()
-        verdict = "higher" if by.iloc[-1] > by.iloc[0] else "not higher (train longer to see it)"
-        st.markdown(f"In {'these' if use_refs else 'your'} runs, plain-{int(by.index[-1])}'s "
-                    "final training error "
-                    f"({by.iloc[-1]:.1f}%) is **{verdict}** than plain-{int(by.index[0])}'s "
-                    f"({by.iloc[0]:.1f}%).")
+    st.markdown(verdicts.not_overfitting(finals, budgets, whose=whose).text)
 elif i == 3:
     with_layers = runs[[ui.has_layers(store, r) for r in runs["id"]]]
     if len(with_layers):
@@ -159,26 +139,30 @@ elif i == 3:
         resp = charts.responses_frame(last)
         ui.show_chart(charts.responses_figure(resp, with_layers[with_layers["id"].isin(sel)]),
                       resp, "tour-responses", "tour_3")
+        st.markdown(verdicts.responses(verdicts.response_means(resp, with_layers), budgets,
+                                       whose=whose).text)
     else:
         st.info("Your runs have no per-layer records; the **Layer responses** page fills in "
                 "for runs trained with per-layer statistics on.")
 elif i == 4:
     try:
-        from analysis.studies.signal import signal_propagation
+        from analysis.studies.signal import grad_ratio, signal_propagation
 
         @st.cache_data(show_spinner="Measuring fresh nets…")
         def sig(kind, depth):
             return signal_propagation(kind, depth, width=8, batch=64, image_size=16, seeds=(0,))
 
-        frames = []
+        frames, ratios = [], []
         for k in ("plain", "resnet"):
             for d in (20, 56):
                 r = sig(k, d).copy()
+                ratios.append({"kind": k, "depth": d, "ratio": grad_ratio(r)})
                 r["series"], r["color"], r["index"] = f"{k}-{d}", charts.run_color(k, d), r["order"] + 1
                 frames.append(r)
         data = pd.concat(frames, ignore_index=True)
         ui.show_chart(charts.signal_figure(data, "grad_norm", "‖∇W‖ of each conv at init (log)"),
                       data.drop(columns=["color"]), "tour-signal", "tour_4")
+        st.markdown(verdicts.gradient_growth(ratios).text)
     except Exception as e:
         st.info(f"Signal propagation is not available yet ({type(e).__name__}).")
 
