@@ -248,12 +248,12 @@ def responses(means, budgets=(), whose: str = "these") -> Verdict:
     outcome = ("agrees" if all(c > 0 for c in checks) else
                "contradicts" if all(c < 0 for c in checks) else
                "unclear" if all(c == 0 for c in checks) else "mixed")
-    paper = ("that ResNets' layers respond more weakly than plain nets' and deeper ResNets' more "
+    paper = ("ResNets' layers respond more weakly than plain nets', and deeper ResNets' more "
              "weakly still (Fig. 7)")
     text = f"In {whose} runs, " + "; ".join(parts) + "."
-    text += (f" As He et al. report {paper}." if outcome == "agrees" else
+    text += (f" As He et al. report: {paper}." if outcome == "agrees" else
              f" {'The opposite of' if outcome == 'contradicts' else 'Only partly as in'} the paper: "
-             f"He et al. report {paper}; the likely reason is {budget_note(budgets)}.")
+             f"He et al. report that {paper}; the likely reason is {budget_note(budgets)}.")
     return Verdict("responses", outcome, text, nums)
 
 
@@ -268,6 +268,11 @@ def response_means(resp, runs) -> pd.DataFrame:
 
 
 # --- gradients at initialization -----------------------------------------------------------------
+def fold(v: float) -> str:
+    """A ratio as a reader says it: 1,130 rather than 1.13e+03."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def gradient_growth(ratios, norm: str = "batch") -> Verdict:
     """At initialization, a deep plain net with BN has weight gradients that grow toward the
     input far more than its residual twin's (Yang et al. 2019). ``ratios``: rows of kind,
@@ -283,7 +288,7 @@ def gradient_growth(ratios, norm: str = "batch") -> Verdict:
     k = max(set(p.index) & set(r.index)) if set(p.index) & set(r.index) else p.index[-1]
 
     def grows(v):
-        return (f"grows {v:.3g}-fold toward the input" if v > 1 else
+        return (f"grows {fold(v)}-fold toward the input" if v > 1 else
                 f"shrinks to {v:.3g} of its size toward the input")
 
     nums = {"plain": float(p[k]), "depth": int(k)}
@@ -295,7 +300,7 @@ def gradient_growth(ratios, norm: str = "batch") -> Verdict:
     else:
         agree = p[k] > 1
     text += "."
-    paper = ("that with BN the gradients of a deep plain net explode toward the input at "
+    paper = ("with BN, the gradients of a deep plain net explode toward the input at "
              "initialization (Yang et al. 2019), and shortcuts keep them in check")
     if norm != "batch":
         return Verdict("gradient_growth", "unclear", text + " (Without BN the papers' claim "

@@ -74,7 +74,8 @@ def test_gradient_flow_heatmaps_and_signal_propagation(tiny_runs):
     assert arr(got["y"]).tolist() == pytest.approx(want["var"].tolist())
     assert f"{want['var'].iloc[-1]:.4g} at block 27" in texts(at)
     # the verdict under the charts quotes the same ratios and follows them
-    verdict = f"plain-56's weight-gradient norm grows {r['plain-56']:.3g}-fold toward the input"
+    v = r["plain-56"]
+    verdict = f"plain-56's weight-gradient norm grows {v:,.0f}-fold" if v >= 100 else f"grows {v:.3g}-fold"
     assert verdict in texts(at)
     assert ("As reported" if r["plain-56"] > max(1, r["resnet-56"]) else "Not what is reported") in texts(at)
 
@@ -140,6 +141,10 @@ def test_studies_lesion_runs_in_the_background_and_shows_the_cached_result(tiny_
     md = texts(at)
     assert (f"test error {100 * table['base_error'].iloc[0]:.1f}% intact; deleting one block adds "
             f"{100 * table['delta'].mean():+.1f} points") in md
+    # Veit et al.'s claim checked on the same table: the shape-keeping blocks' mean rise
+    keep = table[~table["downsampling"].astype(bool)]["delta"].mean()
+    assert f"{100 * keep:+.1f} points on average at blocks that keep the shape" in md
+    assert "Veit et al. (2016) report" in md
 
 
 def test_studies_shattering_at_init_needs_no_run_and_says_what_it_drew(store):
@@ -155,6 +160,8 @@ def test_studies_shattering_at_init_needs_no_run_and_says_what_it_drew(store):
         y = lag1[name]
         assert f"{name} nets: {y[0]:.2f} at depth 2, {y[-1]:.2f} at depth 50" in md
     assert lag1["plain"][-1] < lag1["residual"][-1]  # Balduzzi et al.'s result, as measured
+    assert (f"At depth 50, lag-1 autocorrelation {lag1['plain'][-1]:.2f} plain against "
+            f"{lag1['residual'][-1]:.2f} residual: the plain net's gradient is **more shattered**") in md
 
 
 def test_tour_steps_through_with_the_users_runs(tiny_runs):

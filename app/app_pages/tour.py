@@ -105,7 +105,7 @@ def residual_verdict(finals: pd.DataFrame, whose: str) -> str:
     where they differ from the paper, the sentence says so and why."""
     vs = [verdicts.residual_vs_plain(finals, budgets, whose=whose),
           verdicts.residual_depth(finals, budgets, whose=whose)]
-    return " ".join(v.text for v in vs if v)
+    return "\n".join(f"- {v.text}" for v in vs if v)
 
 
 i = int(st.session_state.get("tour_step", 0))
