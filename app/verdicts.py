@@ -198,7 +198,8 @@ def residual_vs_plain(finals, budgets=(), col: str = "train_error_pct", whose: s
     what = "training" if col.startswith("train") else "test"
     c = _cmp(r[k], p[k], ERROR_MARGIN)
     nums = {"residual": float(r[k]), "plain": float(p[k]), "depth": int(k)}
-    head = (f"In {whose} runs at depth {int(k)}, {name(kind, k)} ends at {r[k]:.1f}% final {what} error against "
+    head = (f"In {whose} runs at depth {int(k)}, {name(kind, k)} ends at {r[k]:.1f}% final {what} "
+            f"error against "
             f"{name('plain', k)}'s {p[k]:.1f}%: ")
     paper = "residual nets end below plain nets of the same depth (Fig. 6)"
     if c < 0:
@@ -353,7 +354,8 @@ def lesions(rows) -> Verdict:
              "catastrophic")
     text = "Deleting one block: " + "; ".join(parts) + ". "
     text += (f"As {paper}." if outcome == "agrees" else
-             f"{'These runs disagree' if outcome == 'contradicts' else 'These runs agree only in part'}: {paper} "
+             f"{'These runs disagree' if outcome == 'contradicts' else 'These runs agree only in part'}"
+             f": {paper} "
              "(on ImageNet and on CIFAR-10 after a full schedule); a short run's blocks may not "
              "yet have settled into small corrections.")
     return Verdict("lesions", outcome, text, nums)
@@ -373,7 +375,8 @@ def landscape(rows) -> Verdict:
     paper = ("Li et al. (2018) report that without shortcuts the landscape of a deep net turns "
              "chaotic, and stays smooth with them (the effect is clear from about 56 layers)")
     if p > r:
-        return Verdict("landscape", "agrees", head + f"the plain net's slice is **rougher**. {paper}.", nums)
+        return Verdict("landscape", "agrees", head + f"the plain net's slice is **rougher**. {paper}.",
+                       nums)
     if p == r:
         return Verdict("landscape", "unclear", head + f"**no difference** along this slice. {paper}; "
                        "a shallow net, a short run or a single slice may not show it.", nums)
