@@ -63,6 +63,12 @@ def _residual_kind(d: pd.DataFrame, col: str) -> str:
     return max(RESIDUAL, key=lambda k: (counts[k], k == "resnet"))
 
 
+def _pct(d: pd.DataFrame, kind: str, depth, col: str, v: float) -> str:
+    """A mean error as a percentage, saying how many runs (seeds) it averages when more than 1."""
+    k = int((d["kind"].eq(kind) & d["depth"].eq(depth) & d[col].notna()).sum())
+    return f"{v:.1f}%" + (f" (mean of {k} runs)" if k > 1 else "")
+
+
 def _cmp(a: float, b: float, margin: float) -> int:
     """+1 when a > b beyond the margin, -1 when a < b beyond it, 0 for a tie."""
     return 0 if abs(a - b) < margin else (1 if a > b else -1)
@@ -118,8 +124,8 @@ def plain_depth(finals, budgets=(), col: str = "train_error_pct", whose: str = "
     lo, hi = p.index[0], p.index[-1]
     c = _cmp(p[hi], p[lo], ERROR_MARGIN)
     nums = {"shallow": float(p[lo]), "deep": float(p[hi]), "depths": (int(lo), int(hi))}
-    head = (f"In {whose} runs, {name('plain', hi)} ends at {p[hi]:.1f}% final {what} error and "
-            f"{name('plain', lo)} at {p[lo]:.1f}%: ")
+    head = (f"In {whose} runs, {name('plain', hi)} ends at {_pct(d, 'plain', hi, col, p[hi])} "
+            f"final {what} error and {name('plain', lo)} at {_pct(d, 'plain', lo, col, p[lo])}: ")
     paper = "deeper plain nets end with higher training error (Fig. 6, left)"
     if c > 0:
         return Verdict("plain_depth", "agrees", head + f"the deeper plain net is **worse**, by "
@@ -145,8 +151,10 @@ def not_overfitting(finals, budgets=(), whose: str = "these") -> Verdict:
     if lo in te.index and hi in te.index:
         nums["test"] = (float(te[lo]), float(te[hi]))
         test = f" (test error {te[hi]:.1f}% against {te[lo]:.1f}%)"
-    head = (f"In {whose} runs, {name('plain', hi)}'s final training error is {tr[hi]:.1f}% "
-            f"against {name('plain', lo)}'s {tr[lo]:.1f}%{test}: ")
+    c_ = "train_error_pct"
+    head = (f"In {whose} runs, {name('plain', hi)}'s final training error is "
+            f"{_pct(d, 'plain', hi, c_, tr[hi])} against {name('plain', lo)}'s "
+            f"{_pct(d, 'plain', lo, c_, tr[lo])}{test}: ")
     if c > 0:
         return Verdict("not_overfitting", "agrees", head + "the deeper net fits its training data "
                        "**worse**, so this is not overfitting: the optimizer fails to fit. As He "
@@ -171,8 +179,8 @@ def residual_depth(finals, budgets=(), col: str = "train_error_pct", whose: str 
     lo, hi = r.index[0], r.index[-1]
     c = _cmp(r[hi], r[lo], ERROR_MARGIN)
     nums = {"shallow": float(r[lo]), "deep": float(r[hi]), "depths": (int(lo), int(hi))}
-    head = (f"In {whose} runs, {name(kind, hi)} ends at {r[hi]:.1f}% final {what} error and "
-            f"{name(kind, lo)} at {r[lo]:.1f}%: ")
+    head = (f"In {whose} runs, {name(kind, hi)} ends at {_pct(d, kind, hi, col, r[hi])} final "
+            f"{what} error and {name(kind, lo)} at {_pct(d, kind, lo, col, r[lo])}: ")
     paper = "deeper ResNets end lower (Fig. 6, middle; Table 6), at 64,000 steps"
     if c < 0:
         return Verdict("residual_depth", "agrees", head + f"the deeper residual net is **better**, "
@@ -198,9 +206,9 @@ def residual_vs_plain(finals, budgets=(), col: str = "train_error_pct", whose: s
     what = "training" if col.startswith("train") else "test"
     c = _cmp(r[k], p[k], ERROR_MARGIN)
     nums = {"residual": float(r[k]), "plain": float(p[k]), "depth": int(k)}
-    head = (f"In {whose} runs at depth {int(k)}, {name(kind, k)} ends at {r[k]:.1f}% final {what} "
-            f"error against "
-            f"{name('plain', k)}'s {p[k]:.1f}%: ")
+    head = (f"In {whose} runs at depth {int(k)}, {name(kind, k)} ends at "
+            f"{_pct(d, kind, k, col, r[k])} final {what} error against {name('plain', k)}'s "
+            f"{_pct(d, 'plain', k, col, p[k])}: ")
     paper = "residual nets end below plain nets of the same depth (Fig. 6)"
     if c < 0:
         return Verdict("residual_vs_plain", "agrees", head + f"the shortcuts gain "

@@ -41,6 +41,13 @@ def test_fig6_verdicts_on_the_lesson_cpu_numbers_say_resnet56_trails():
     assert r.numbers == {"shallow": 30.1, "deep": 40.1, "depths": (20, 56)}
 
 
+def test_repeats_are_averaged_and_say_so():
+    three = pd.concat([finals(10, 20, 8, 7), finals(12, 22, 8, 7), finals(14, 24, 8, 7)])
+    x = v.plain_depth(three)
+    assert x.outcome == "agrees" and "plain-56 ends at 22.0% (mean of 3 runs)" in x.text
+    assert "plain-20 at 12.0% (mean of 3 runs)" in x.text
+
+
 def test_plain_depth_flips_and_ties():
     assert v.plain_depth(finals(30, 20, 1, 1)).outcome == "contradicts"
     assert "**better**, by 10.0 points" in v.plain_depth(finals(30, 20, 1, 1)).text
