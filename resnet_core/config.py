@@ -239,3 +239,32 @@ def apply_preset(preset: str | None, overrides: dict) -> TrainConfig:
         base["iterations"] = None
     base.update(explicit)
     return TrainConfig.from_dict(base, source="options")
+
+
+# A seed also picks a run's training subset and validation split (resnet_core.data); below 2^32
+# so every generator derived from it (seed * 1_000_003 + step, ...) stays in torch's range.
+MAX_SEED = 2 ** 32 - 1
+SEEDS_ACCEPTED = f"a comma-separated list of distinct integers from 0 to {MAX_SEED}, e.g. 0,1,2"
+
+
+def parse_seeds(text: str, source: str = "--seeds") -> list[int]:
+    """The seeds of a multi-seed sweep, from "0,1,2". Refuses an empty list, an entry that is
+    not an integer in range and duplicates (a duplicate would train the same run twice and
+    count it twice in the mean +- std), with a message naming what is accepted."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{source}: no seeds given; accepted: {SEEDS_ACCEPTED}")
+    seeds = []
+    for part in text.split(","):
+        p = part.strip()
+        if not p:
+            raise ConfigError(f"{source}: {text.strip()!r} has an empty entry; "
+                              f"accepted: {SEEDS_ACCEPTED}")
+        if not (p.isascii() and p.lstrip("+").isdigit()) or int(p) > MAX_SEED:
+            raise ConfigError(f"{source}: {p!r} (in {text.strip()!r}) is not a seed; "
+                              f"accepted: {SEEDS_ACCEPTED}")
+        seeds.append(int(p))
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        what = f"seed {dup[0]} is" if len(dup) == 1 else f"seeds {', '.join(map(str, dup))} are"
+        raise ConfigError(f"{source}: {what} listed more than once; accepted: {SEEDS_ACCEPTED}")
+    return seeds
