@@ -11,7 +11,7 @@ import streamlit as st  # noqa: E402
 from app import ui  # noqa: E402
 from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
 from resnet_core.config import (DEFAULT_RECORDERS, PRESETS, SWEEPS, ConfigError,  # noqa: E402
-                                apply_preset)
+                                apply_preset, parse_seeds)
 from resnet_core.data import (NAMED, TORCHVISION_FILES, TORCHVISION_WHERE,  # noqa: E402
                               data_root_of, on_disk, require_on_disk)
 from resnet_core.store import ACTIVE, RESUMABLE, StoreError  # noqa: E402
@@ -156,7 +156,13 @@ with st.container(border=True):
     with s2:
         own_budget = st.checkbox(f"Use the budget chosen above instead of the sweep's own "
                                  f"(`{sw['preset']}`)", key="lab_sweep_budget", value=False)
-        st.caption(f"Trains {', '.join(sw['models'])} on the dataset chosen above.")
+        seeds_text = st.text_input("Seeds (optional)", key="lab_sweep_seeds",
+                                   placeholder="e.g. 0,1,2",
+                                   help="Train every model once per seed; the pages then show "
+                                        "runs that differ only in seed as mean ± std. Empty: "
+                                        "one run per model with the seed under Options.")
+        st.caption(f"Trains {', '.join(sw['models'])} on the dataset chosen above"
+                   + (", once per seed." if seeds_text.strip() else "."))
         if sw["preset"] == "paper" and not own_budget:
             st.caption(":warning: `fig6` uses the paper's 64k iterations per run: hours on a GPU, "
                        "days on a CPU. Tick the box to use a smaller budget.")
@@ -168,14 +174,23 @@ if launch_sweep:
         ov = overrides()
         ov.pop("name")
         pre = (None if preset == "custom" else preset) if own_budget else sw["preset"]
-        cfgs = [apply_preset(pre, {**ov, "model": m, "name": f"sweep {sweep}"}) for m in sw["models"]]
+        seeds = [ov["seed"]]
+        if seeds_text.strip():
+            if ov["seed"] not in (0, None):  # as the CLI refuses --seed with --seeds
+                raise InputError(f"Seed {ov['seed']} (under Options) and Seeds {seeds_text.strip()!r} "
+                                 "can't be combined: set Seed back to 0, or clear Seeds")
+            seeds = parse_seeds(seeds_text, source="Seeds")
+        # model-major, deepest first (as the CLI): the longest runs start first
+        cfgs = [apply_preset(pre, {**ov, "model": m, "seed": s, "name": f"sweep {sweep}"})
+                for m in sw["models"] for s in seeds]
         for c in cfgs:
             require_data(c)
         ids = [jobs.submit(store, c, start_runner=False).id for c in cfgs]
         jobs.ensure_runner(store)
         st.session_state["lab_last"] = ids
-        st.success(f"Queued {len(ids)} runs of sweep `{sweep}`; they train one per free core.",
-                   icon=":material/check:")
+        per_seed = f" ({len(sw['models'])} models × {len(seeds)} seeds)" if len(seeds) > 1 else ""
+        st.success(f"Queued {len(ids)} runs of sweep `{sweep}`{per_seed}; they train one per "
+                   "free core.", icon=":material/check:")
     except (InputError, ConfigError, StoreError, ValueError) as e:
         st.error(f"Sweep not launched: {e}", icon=":material/error:")
 
