@@ -189,7 +189,7 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
     fig.update_yaxes(range=[0, min(100.0, max(5.0, ymax * 1.05))])
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=60, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.18),
+                      legend=dict(orientation="h", y=-0.3, yanchor="top"),
                       title=dict(text="dashed: training error · solid: test error"
                                  + (" · bands: ± 1 std over seeds" if runs["_set"].duplicated().any()
                                     else ""), font=dict(size=13), x=0.0))
@@ -340,8 +340,9 @@ def final_error_figure(finals: pd.DataFrame, which: str = "test", references: bo
     fig.update_xaxes(title_text="depth (weighted layers)", type="log",
                      tickvals=[8, 20, 56, 110, 1202])
     fig.update_yaxes(title_text=f"final {which} error (%)", rangemode="tozero")
+    # the legend hangs below the axis title (long names wrap into several rows)
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
-                      legend=dict(font=dict(size=10), orientation="h", y=-0.2),
+                      legend=dict(font=dict(size=10), orientation="h", y=-0.3, yanchor="top"),
                       title=dict(text=f"final {which} error against depth", font=dict(size=13)))
     if not len(d) and not (references and which == "test"):
         fig.add_annotation(text="no finished evaluations yet", showarrow=False, x=0.5, y=0.5,

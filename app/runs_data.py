@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -331,7 +332,7 @@ def newest_groups(runs: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def fmt_mean_std(mean, std, n) -> str:
     """ "8.51 ± 0.22 (5)", "8.75 (1)", or "–" without a value."""
-    if not isinstance(n, (int, float)) or n != n or n < 1 or mean != mean:
+    if not isinstance(n, numbers.Real) or n != n or n < 1 or mean != mean:  # numpy ints too
         return "–"
     return f"{mean:.2f} ± {std:.2f} ({int(n)})" if n >= 2 else f"{mean:.2f} ({int(n)})"
 

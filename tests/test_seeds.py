@@ -111,13 +111,15 @@ def test_seed_group_ignores_only_fields_that_do_not_change_training():
 @pytest.fixture(scope="module")
 def _three_seeds_master(tmp_path_factory):
     """Three real tiny runs of one config (cifar_resnet8 on digits) with seeds 0, 1, 2, and one
-    cifar_plain8 run (seed 0) so both panels and the tour have something."""
+    run each of cifar_resnet14 and cifar_plain8 (seed 0), so both panels, two residual depths
+    and the tour have something."""
     from resnet_core import RunStore
 
     root = tmp_path_factory.mktemp("three_seeds")
     st = RunStore(root)
     for s in SEEDS:
         train_tiny(st, "cifar_resnet8", record=False, seed=s)
+    train_tiny(st, "cifar_resnet14", record=False, seed=0)
     train_tiny(st, "cifar_plain8", record=False, seed=0)
     return root
 
@@ -153,7 +155,7 @@ def test_three_seeds_give_three_runs_and_one_row_with_numpys_mean_and_std(three_
     assert test.std() > 0  # the seeds really differ, so the std is tested
 
     groups = runs_data.seed_groups(runs_data.runs_frame(three_seeds))
-    assert len(groups) == 2  # the three seeds, and the plain run alone
+    assert len(groups) == 3  # the three seeds; resnet14 and plain8 alone
     row = groups[groups["n_runs"] == 3].iloc[0]
     assert sorted(row["run_ids"]) == ids and row["seeds"] == [0, 1, 2]
     assert row["test_error_mean"] == pytest.approx(np.mean(test))
@@ -178,7 +180,7 @@ def test_three_seeds_give_three_runs_and_one_row_with_numpys_mean_and_std(three_
     # a seed still training is not averaged with the finished ones
     three_seeds.run(ids[0]).write_status(state="running")
     groups = runs_data.seed_groups(runs_data.runs_frame(three_seeds))
-    assert sorted(groups["n_runs"].tolist()) == [1, 1, 2]
+    assert sorted(groups["n_runs"].tolist()) == [1, 1, 1, 2]
 
 
 def test_curve_band_is_numpys_mean_and_std_per_step(three_seeds):
@@ -206,7 +208,7 @@ def test_curve_band_is_numpys_mean_and_std_per_step(three_seeds):
     hi = np.array(band[0].y[:len(steps)])
     assert hi == pytest.approx([np.mean(per_step[s]) + np.std(per_step[s], ddof=1) for s in steps])
     # the plain run (one seed) is drawn as itself: its two curves, on the left panel
-    (plain,) = [i for i in runs["id"] if i not in resnet_ids(three_seeds)]
+    (plain,) = runs.loc[runs["model"] == "cifar_plain8", "id"]
     mine = [t for t in fig.data if (t.name or "").endswith(plain[-6:])]
     assert len(mine) == 2 and {t.xaxis for t in mine} == {"x"}
 
@@ -230,8 +232,8 @@ def test_degradation_shows_three_seeds_as_error_bars_and_one_seed_as_a_run(three
     assert arr(agg[0]["y"]).tolist() == pytest.approx([np.mean(test)])
     assert arr(agg[0]["error_y"]["array"]).tolist() == pytest.approx([np.std(test, ddof=1)])
     assert arr(agg[0]["x"]).tolist() == [8]
-    assert [float(v) for t in single for v in arr(t["y"])] == pytest.approx(
-        [last(three_seeds.run(i), "test") for i in three_seeds.list_ids() if i not in ids])
+    assert sorted(float(v) for t in single for v in arr(t["y"])) == pytest.approx(
+        sorted(last(three_seeds.run(i), "test") for i in three_seeds.list_ids() if i not in ids))
     assert len(traces(curves, "mean of 3 seeds")) == 4  # test and training: mean and band
     table = at.dataframe[0].value
     row = table[table["test error (%) mean ± std (n)"].str.endswith("(3)")]
@@ -239,6 +241,15 @@ def test_degradation_shows_three_seeds_as_error_bars_and_one_seed_as_a_run(three
     assert f"{np.mean(test):.2f} ± {np.std(test, ddof=1):.2f} (3)" in row.iloc[0].tolist()
     note = texts(at, "caption")
     assert "mean ± one standard deviation (ddof=1)" in note and "seeds 0, 1, 2" in note
+    train = np.array([last(three_seeds.run(i), "train_eval") for i in ids])
+    (r14,) = [i for i in three_seeds.list_ids()
+              if three_seeds.run(i).read_config_dict()["model"] == "cifar_resnet14"]
+    t14 = last(three_seeds.run(r14), "train_eval")
+    gap = t14 - np.mean(train)
+    assert (f"ResNet-14 {t14:.2f} (1) against ResNet-8 {np.mean(train):.2f} ± "
+            f"{np.std(train, ddof=1):.2f} (3): the deeper net is {abs(gap):.1f} points "
+            f"{'higher' if gap > 0 else 'lower'}") in note
+    assert "Stars on dotted lines" not in note  # no reference runs on screen
     assert "Table (CSV)" in {b.label for b in at.get("download_button")}
 
     # the single runs, one click away

@@ -14,8 +14,9 @@ from app import charts, runs_data, ui  # noqa: E402
 from resnet_core.store import ACTIVE  # noqa: E402
 
 st.title("Degradation")
-st.markdown("Deeper **plain** nets end with *higher training error* than shallower ones (not "
-            "overfitting); residual nets get better with depth. Pick runs on one dataset.")
+st.markdown("In the paper (Fig. 6), deeper **plain** nets end with *higher training error* than "
+            "shallower ones (not overfitting), and residual nets get better with depth. Pick "
+            "runs on one dataset to see what yours do.")
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -65,15 +66,39 @@ if not sel and not ref_sel:
 _live = bool(on_ds[on_ds["id"].isin(sel)]["state"].isin(ACTIVE).any()) if len(on_ds) else False
 
 
-def seed_note(groups: pd.DataFrame) -> str:
-    """What the error bars and bands on screen are, with each set's n (empty without sets)."""
+def seed_note(groups: pd.DataFrame, bands: bool) -> str:
+    """What the error bars (and bands) of the runs on screen are, with each set's seeds."""
     sets = groups[groups["n_runs"] >= 2]
     if not len(sets):
         return ""
     listed = "; ".join(f"{r.label} (seeds {', '.join(map(str, r.seeds))})" for r in sets.itertuples())
-    return ("Error bars and bands: mean ± one standard deviation (ddof=1) over finished runs "
-            "that differ only in seed (every other training setting equal; name, threads and "
-            f"device may differ): {listed}.")
+    return (f"Filled marks with error bars{' and the bands on the curves' if bands else ''}: "
+            "mean ± one standard deviation (ddof=1) over finished runs that differ only in "
+            "seed (every other training setting equal; name, threads and device may differ): "
+            f"{listed}.")
+
+
+def depth_verdict(groups: pd.DataFrame) -> str:
+    """What the runs on screen show about depth, in numbers: each family's shallowest and
+    deepest final training error (mean ± std (n) over seeds). Said only where one experiment
+    stands at each depth, so the comparison is between depths, not settings."""
+    own = groups[(groups["reference"] == "") & (groups["state"] == "done") & groups["depth"].notna()
+                 & (groups["train_error_n"] >= 1)]
+    parts = []
+    for kind in ("plain", "resnet", "preresnet"):
+        k = own[own["kind"] == kind]
+        if k["depth"].nunique() < 2 or k["depth"].duplicated().any():
+            continue
+        k = k.sort_values("depth")
+        lo, hi = k.iloc[0], k.iloc[-1]
+        fmt = lambda r: (f"{runs_data.model_title(kind, int(r.depth))} "  # noqa: E731
+                         f"{runs_data.fmt_mean_std(r.train_error_mean, r.train_error_std, r.train_error_n)}")
+        gap = hi.train_error_mean - lo.train_error_mean
+        parts.append(f"{fmt(hi)} against {fmt(lo)}: the deeper net is "
+                     f"{abs(gap):.1f} points {'higher' if gap > 0 else 'lower'}")
+    if not parts:
+        return ""
+    return ("Final training error (%) of your runs, mean ± std (n): " + "; ".join(parts) + ".")
 
 
 def final_table(groups: pd.DataFrame):
@@ -119,14 +144,15 @@ def curves():
         fig2 = charts.final_error_figure(finals, which=which, groups=groups,
                                          show_runs=single_runs)
         ui.show_chart(fig2, finals.drop(columns=["color"]), "final-error-vs-depth", "deg_final",
-                      caption="Open marks: the paper (Table 6; plain read off Fig. 6) and public "
-                              "reproductions, all CIFAR-10 at the full 64k-iteration budget: "
-                              "compare the trend, not the level, with short or digits runs. "
-                              "Stars on dotted lines: bundled reference runs (their budget is "
-                              "on the Runs page).")
-    note = seed_note(groups)
-    if note:
-        st.caption(note)
+                      caption=("Open marks: the paper (Table 6; plain read off Fig. 6) and public "
+                               "reproductions, all CIFAR-10 at the full 64k-iteration budget: "
+                               "compare the trend, not the level, with short or digits runs."
+                               if which == "test" else "")
+                      + (" Stars on dotted lines: bundled reference runs (their budget is on "
+                         "the Runs page)." if len(chosen_refs) else ""))
+    for note in (depth_verdict(groups), seed_note(groups, bands=not single_runs)):
+        if note:
+            st.caption(note)
     if single_runs:
         tbl = finals.assign(state=runs["state"].values, seed=runs["seed"].values)[
             ["label", "kind", "depth", "seed", "state", "train_error_pct", "test_error_pct"]]

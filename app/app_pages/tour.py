@@ -106,9 +106,11 @@ def residual_verdict(finals: pd.DataFrame, whose: str) -> str:
     res = by.get("resnet", pd.Series(dtype=float)).sort_index()
     plain = by.get("plain", pd.Series(dtype=float))
 
-    def pct(kind, depth, v):  # "12.3%", or "12.3% (mean of 3 runs)" for repeats
+    def pct(kind, depth, v, inside=False):  # "12.3%", "12.3% (mean of 3 runs)" for repeats
         k = int(n.get((kind, depth), 1))
-        return f"{v:.1f}%" + (f" (mean of {k} runs)" if k > 1 else "")
+        if k <= 1:
+            return f"{v:.1f}%"
+        return f"{v:.1f}%, mean of {k} runs" if inside else f"{v:.1f}% (mean of {k} runs)"
 
     parts = []
     common = sorted(set(res.index) & set(plain.index))
@@ -119,11 +121,12 @@ def residual_verdict(finals: pd.DataFrame, whose: str) -> str:
     if len(res) >= 2:
         lo, hi = res.index[0], res.index[-1]
         if res[hi] <= res[lo]:
-            parts.append(f"ResNet-{int(hi)} ({pct('resnet', hi, res[hi])}) beats ResNet-{int(lo)} "
-                         f"({pct('resnet', lo, res[lo])}): deeper is better once there are shortcuts.")
+            parts.append(f"ResNet-{int(hi)} ({pct('resnet', hi, res[hi], True)}) beats "
+                         f"ResNet-{int(lo)} ({pct('resnet', lo, res[lo], True)}): deeper is better "
+                         "once there are shortcuts.")
         else:
-            parts.append(f"ResNet-{int(hi)} ({pct('resnet', hi, res[hi])}) still trails "
-                         f"ResNet-{int(lo)} ({pct('resnet', lo, res[lo])}) here: in a short run "
+            parts.append(f"ResNet-{int(hi)} ({pct('resnet', hi, res[hi], True)}) still trails "
+                         f"ResNet-{int(lo)} ({pct('resnet', lo, res[lo], True)}) here: in a short run "
                          "the deeper net has not caught "
                          "up yet (at lr 0.1 deep nets sit near chance for their first few hundred "
                          "steps). The paper's 64k iterations put the deeper ResNet ahead.")
@@ -155,7 +158,7 @@ elif i == 1:
     if plain["depth"].nunique() >= 2:
         by = plain.groupby("depth")["train_error_pct"].mean().sort_index()
         cnt = plain.groupby("depth")["train_error_pct"].count()
-        of = lambda d: f" (mean of {int(cnt[d])} runs)" if cnt[d] > 1 else ""  # noqa: E731
+        of = lambda d: f", mean of {int(cnt[d])} runs" if cnt[d] > 1 else ""  # noqa: E731
         verdict = "higher" if by.iloc[-1] > by.iloc[0] else "not higher (train longer to see it)"
         st.markdown(f"In {'these' if use_refs else 'your'} runs, plain-{int(by.index[-1])}'s "
                     "final training error "
