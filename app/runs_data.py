@@ -255,8 +255,9 @@ def seed_sets(runs: pd.DataFrame) -> pd.Series:
     if not len(runs):
         return pd.Series([], dtype=object)
     ref = runs["reference"].fillna("") if "reference" in runs.columns else pd.Series("", index=runs.index)
+    group = runs["group"] if "group" in runs.columns else pd.Series(None, index=runs.index)
     return pd.Series([f"{r}|{g}" if s == "done" and isinstance(g, str) and g else f"run|{i}"
-                      for i, g, s, r in zip(runs["id"], runs["group"], runs["state"], ref)],
+                      for i, g, s, r in zip(runs["id"], group, runs["state"], ref)],
                      index=runs.index, dtype=object)
 
 
