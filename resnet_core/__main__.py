@@ -15,7 +15,8 @@ import time
 import typing
 from pathlib import Path
 
-from .config import PRESETS, SWEEPS, ConfigError, TrainConfig, apply_preset, sweep_runs
+from .config import (PRESETS, SEEDS_ACCEPTED, SWEEPS, ConfigError, TrainConfig, apply_preset,
+                     parse_seeds, sweep_plan)
 from .data import DataError, check_source, load_dataset, require_on_disk
 from .models import ModelNameError
 from .store import RunStore, StoreError
@@ -227,8 +228,15 @@ def cmd_sweep(args) -> int:
     overrides = collect_overrides(args)
     if overrides.get("model"):
         raise CliError(f"--model can't be used with a sweep: {args.name} trains {', '.join(sw['models'])}")
-    runs = sweep_runs(args.name, overrides.get("seed"))
-    fixed = sorted(({k for r in runs for k in r} - {"model", "name"}) & set(overrides))
+    seeds = [overrides.get("seed")]  # None: the preset's seed
+    if args.seeds is not None:
+        if overrides.get("seed") is not None:
+            raise CliError(f"--seed {overrides['seed']} and --seeds {args.seeds} can't be combined: "
+                           f"--seeds trains every model once per seed; give only --seeds "
+                           f"({SEEDS_ACCEPTED})")
+        seeds = parse_seeds(args.seeds)
+    runs = sweep_plan(args.name, seeds)
+    fixed = sorted(({k for r in runs for k in r} - {"model", "name", "seed"}) & set(overrides))
     if fixed:
         raise CliError(f"{_flag(fixed[0])} can't be used with sweep {args.name}: its runs set it")
     store = RunStore(args.runs_dir)
@@ -265,7 +273,9 @@ def cmd_sweep(args) -> int:
             s = st.run(rid).read_status()
             tot = s.get("total") or 0
             pct = f"{100 * s.get('step', 0) / tot:.0f}%" if tot else "-"
-            parts.append(f"{st.run(rid).read_config_dict().get('model')}:{s['state'][:4]} {pct}")
+            cfg = st.run(rid).read_config_dict()
+            seed = f"/s{cfg.get('seed')}" if len(seeds) > 1 else ""
+            parts.append(f"{cfg.get('model')}{seed}:{s['state'][:4]} {pct}")
         line = f"{time.time() - t0:6.1f}s  " + "  ".join(parts)
         if sys.stderr.isatty():
             sys.stderr.write("\r" + line)
@@ -287,7 +297,8 @@ def cmd_sweep(args) -> int:
     wall = time.time() - t0
     print(file=sys.stderr)
     print(f"sweep {args.name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
-    print(f"{'model':<16}{'state':<12}{'train err (eval)':>18}{'test err':>10}", file=sys.stderr)
+    print(f"{'model':<16}{'seed':>6}  {'state':<12}{'train err (eval)':>18}{'test err':>10}",
+          file=sys.stderr)
     ok = True
     for rid in ids:
         run = store.run(rid)
@@ -297,7 +308,7 @@ def cmd_sweep(args) -> int:
         fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "-"
         c = run.read_config_dict()
         label = c.get("model") if str(c.get("name")).startswith("sweep ") else c.get("name")
-        print(f"{label:<16}{s['state']:<12}"
+        print(f"{label:<16}{c.get('seed')!s:>6}  {s['state']:<12}"
               f"{fmt(e.get('train_eval')):>18}{fmt(e.get('test')):>10}", file=sys.stderr)
     return 0 if ok else 1
 
@@ -439,6 +450,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("name", help=f"one of: {', '.join(SWEEPS)}")
     s.add_argument("--background", action="store_true", help="queue them and return at once")
     s.add_argument("--dry-run", action="store_true", help="print the configs, run nothing")
+    s.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="train every model once per seed, e.g. 0,1,2 (not with --seed); the "
+                        "app shows runs that differ only in seed as mean +- std")
     s.add_argument("--preset", help=argparse.SUPPRESS)
     runs_dir(s)
     add_config_flags(s)

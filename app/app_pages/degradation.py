@@ -10,12 +10,13 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui  # noqa: E402
+from app import charts, runs_data, ui  # noqa: E402
 from resnet_core.store import ACTIVE  # noqa: E402
 
 st.title("Degradation")
-st.markdown("Deeper **plain** nets end with *higher training error* than shallower ones (not "
-            "overfitting); residual nets get better with depth. Pick runs on one dataset.")
+st.markdown("In the paper (Fig. 6), deeper **plain** nets end with *higher training error* than "
+            "shallower ones (not overfitting), and residual nets get better with depth. Pick "
+            "runs on one dataset to see what yours do.")
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -32,9 +33,10 @@ if len(df):
         dataset = st.selectbox("Dataset", datasets, key="deg_dataset")
     on_ds = df[df["dataset"] == dataset]
     with c2:
-        default = list(on_ds["id"].head(12))
+        default = list(runs_data.newest_groups(on_ds, 12)["id"])
         sel = ui.pick_runs(on_ds, "Runs", key=f"deg_runs_{dataset}", default=default,
-                           help="Default: the 12 newest runs on this dataset.")
+                           help="Default: the 12 newest experiments on this dataset, with all "
+                                "their seeds.")
 else:
     on_ds, sel = df, []
     with c2:
@@ -53,11 +55,65 @@ with c3:
                            help="'while training' averages each logging window (train-mode BN, "
                                 "augmented batches) as the paper's thin curves; 're-scored' "
                                 "evaluates a fixed set of training images at each evaluation.")
+    single_runs = st.toggle("Single runs", key="deg_single_runs",
+                            help="Finished runs that differ only in seed are drawn as their mean "
+                                 "± one standard deviation. Turn this on to draw each run: its "
+                                 "own curves, and its final error beside the error bars.")
 if not sel and not ref_sel:
     st.info("Pick at least one run.")
     st.stop()
 
 _live = bool(on_ds[on_ds["id"].isin(sel)]["state"].isin(ACTIVE).any()) if len(on_ds) else False
+
+
+def seed_note(groups: pd.DataFrame, bands: bool) -> str:
+    """What the error bars (and bands) of the runs on screen are, with each set's seeds."""
+    sets = groups[groups["n_runs"] >= 2]
+    if not len(sets):
+        return ""
+    listed = "; ".join(f"{r.label} (seeds {', '.join(map(str, r.seeds))})" for r in sets.itertuples())
+    return (f"Filled marks with error bars{' and the bands on the curves' if bands else ''}: "
+            "mean ± one standard deviation (ddof=1) over finished runs that differ only in "
+            "seed (every other training setting equal; name, threads and device may differ): "
+            f"{listed}.")
+
+
+def depth_verdict(groups: pd.DataFrame) -> str:
+    """What the runs on screen show about depth, in numbers: each family's shallowest and
+    deepest final training error (mean ± std (n) over seeds). Said only where one experiment
+    stands at each depth, so the comparison is between depths, not settings."""
+    own = groups[(groups["reference"] == "") & (groups["state"] == "done") & groups["depth"].notna()
+                 & (groups["train_error_n"] >= 1)]
+    parts = []
+    for kind in ("plain", "resnet", "preresnet"):
+        k = own[own["kind"] == kind]
+        if k["depth"].nunique() < 2 or k["depth"].duplicated().any():
+            continue
+        k = k.sort_values("depth")
+        lo, hi = k.iloc[0], k.iloc[-1]
+        fmt = lambda r: (f"{runs_data.model_title(kind, int(r.depth))} "  # noqa: E731
+                         f"{runs_data.fmt_mean_std(r.train_error_mean, r.train_error_std, r.train_error_n)}")
+        gap = hi.train_error_mean - lo.train_error_mean
+        parts.append(f"{fmt(hi)} against {fmt(lo)}: the deeper net is "
+                     f"{abs(gap):.1f} points {'higher' if gap > 0 else 'lower'}")
+    if not parts:
+        return ""
+    return ("Final training error (%) of your runs, mean ± std (n): " + "; ".join(parts) + ".")
+
+
+def final_table(groups: pd.DataFrame):
+    """The paper's Table 6 layout for the runs on screen, with a CSV download."""
+    t6 = runs_data.table6_frame(groups)
+    show = t6.assign(source=[r or "your runs" for r in t6["reference"]])[
+        ["net", "depth (layers)", "params", "test error (%) mean ± std (n)",
+         "training error (%) mean ± std (n)", "dataset", "seeds", "state", "source"]]
+    st.markdown("**Final error by depth**, laid out as the paper's Table 6: (n) is the number "
+                "of runs averaged; training error is the eval-mode re-scoring (the last "
+                "training window for a run without one).")
+    st.dataframe(show, hide_index=True, key="deg_table")
+    st.download_button("Table (CSV)", t6.to_csv(index=False).encode(), file_name="table6.csv",
+                       mime="text/csv", key="deg_table_csv", on_click="ignore",
+                       icon=":material/download:")
 
 
 @st.fragment(run_every=3.0 if _live else None)
@@ -68,12 +124,16 @@ def curves():
     if len(chosen_refs):
         runs = pd.concat([runs, chosen_refs], ignore_index=True) if len(runs) else chosen_refs
     metrics = ui.metrics_for(list(runs["id"]), store)
+    sets = runs_data.seed_sets(runs)
+    groups = runs_data.seed_groups(runs)
     left, right = st.columns([3, 2])
     with left:
-        fig = charts.degradation_figure(metrics, runs, train_split=train_split)
-        data = metrics.merge(runs[["id", "label", "kind", "depth"]], left_on="run_id", right_on="id")
+        fig = charts.degradation_figure(metrics, runs, train_split=train_split,
+                                        seed_sets=None if single_runs else sets)
+        data = metrics.merge(runs[["id", "label", "kind", "depth", "seed"]], left_on="run_id",
+                             right_on="id")
         data = data[data["split"].isin([train_split, "test"])][
-            ["run_id", "label", "kind", "depth", "step", "split", "error", "loss"]]
+            ["run_id", "label", "kind", "depth", "seed", "step", "split", "error", "loss"]]
         ui.show_chart(fig, data, "degradation-curves", "deg_curves")
         if runs["state"].isin(ACTIVE).any():
             st.caption("Live: updates every 3 s while a run trains.")
@@ -81,20 +141,28 @@ def curves():
         which = st.radio("Final error", ["test", "train"], horizontal=True, key="deg_which",
                          format_func={"test": "test", "train": "training (re-scored)"}.get)
         finals = charts.final_errors_frame(runs)
-        fig2 = charts.final_error_figure(finals, which=which)
+        fig2 = charts.final_error_figure(finals, which=which, groups=groups,
+                                         show_runs=single_runs)
         ui.show_chart(fig2, finals.drop(columns=["color"]), "final-error-vs-depth", "deg_final",
-                      caption="Open marks: the paper (Table 6; plain read off Fig. 6) and public "
-                              "reproductions, all CIFAR-10 at the full 64k-iteration budget: "
-                              "compare the trend, not the level, with short or digits runs. "
-                              "Stars on dotted lines: bundled reference runs (their budget is "
-                              "on the Runs page).")
-    tbl = finals.assign(state=runs["state"].values)[["label", "kind", "depth", "state",
-                                                      "train_error_pct", "test_error_pct"]]
-    st.dataframe(tbl.rename(columns={"train_error_pct": "final training error (%)",
-                                     "test_error_pct": "final test error (%)"}),
-                 hide_index=True, key="deg_table",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                for c in ("final training error (%)", "final test error (%)")})
+                      caption=("Open marks: the paper (Table 6; plain read off Fig. 6) and public "
+                               "reproductions, all CIFAR-10 at the full 64k-iteration budget: "
+                               "compare the trend, not the level, with short or digits runs."
+                               if which == "test" else "")
+                      + (" Stars on dotted lines: bundled reference runs (their budget is on "
+                         "the Runs page)." if len(chosen_refs) else ""))
+    for note in (depth_verdict(groups), seed_note(groups, bands=not single_runs)):
+        if note:
+            st.caption(note)
+    if single_runs:
+        tbl = finals.assign(state=runs["state"].values, seed=runs["seed"].values)[
+            ["label", "kind", "depth", "seed", "state", "train_error_pct", "test_error_pct"]]
+        st.dataframe(tbl.rename(columns={"train_error_pct": "final training error (%)",
+                                         "test_error_pct": "final test error (%)"}),
+                     hide_index=True, key="deg_runs_table",
+                     column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                    for c in ("final training error (%)", "final test error (%)")})
+    else:
+        final_table(groups)
 
 
 curves()

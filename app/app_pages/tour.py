@@ -10,7 +10,7 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui  # noqa: E402
+from app import charts, runs_data, ui  # noqa: E402
 from resnet_core import jobs  # noqa: E402
 from resnet_core.config import SWEEPS, ConfigError, apply_preset  # noqa: E402
 from resnet_core.store import ACTIVE, StoreError  # noqa: E402
@@ -58,14 +58,16 @@ if st.session_state.get("tour_launched") or (len(df) and df["state"].isin(ACTIVE
 
 if use_refs:
     first = ui.reference_sets()[0]
-    runs = refs[refs["id"].str.startswith(f"ref:{first['name']}/")].head(12)
+    runs = runs_data.newest_groups(refs[refs["id"].str.startswith(f"ref:{first['name']}/")], 12)
     newest = f"the reference set “{first['title']}”"
 else:
     newest = df["dataset"].iloc[0]
     on_ds = df[df["dataset"] == newest]
-    runs = on_ds.head(12)
+    runs = runs_data.newest_groups(on_ds, 12)  # all seeds of the 12 newest experiments
 metrics = ui.metrics_for(list(runs["id"]), store)
 finals = charts.final_errors_frame(runs)
+seed_sets = runs_data.seed_sets(runs)  # runs that differ only in seed: drawn as mean ± std
+seed_groups = runs_data.seed_groups(runs)
 
 STEPS = [
     ("1. The puzzle: deeper is worse",
@@ -100,22 +102,32 @@ def residual_verdict(finals: pd.DataFrame, whose: str) -> str:
     residual net is not better, say so and why, rather than let the text contradict the chart."""
     d = finals.dropna(subset=["train_error_pct", "depth"])
     by = d.groupby(["kind", "depth"])["train_error_pct"].mean()
+    n = d.groupby(["kind", "depth"])["train_error_pct"].count()
     res = by.get("resnet", pd.Series(dtype=float)).sort_index()
     plain = by.get("plain", pd.Series(dtype=float))
+
+    def pct(kind, depth, v, inside=False):  # "12.3%", "12.3% (mean of 3 runs)" for repeats
+        k = int(n.get((kind, depth), 1))
+        if k <= 1:
+            return f"{v:.1f}%"
+        return f"{v:.1f}%, mean of {k} runs" if inside else f"{v:.1f}% (mean of {k} runs)"
+
     parts = []
     common = sorted(set(res.index) & set(plain.index))
     if common:
         k = common[-1]
-        parts.append(f"At depth {int(k)}, the residual net ends at {res[k]:.1f}% training error "
-                     f"against the plain net's {plain[k]:.1f}%.")
+        parts.append(f"At depth {int(k)}, the residual net ends at {pct('resnet', k, res[k])} "
+                     f"training error against the plain net's {pct('plain', k, plain[k])}.")
     if len(res) >= 2:
         lo, hi = res.index[0], res.index[-1]
         if res[hi] <= res[lo]:
-            parts.append(f"ResNet-{int(hi)} ({res[hi]:.1f}%) beats ResNet-{int(lo)} "
-                         f"({res[lo]:.1f}%): deeper is better once there are shortcuts.")
+            parts.append(f"ResNet-{int(hi)} ({pct('resnet', hi, res[hi], True)}) beats "
+                         f"ResNet-{int(lo)} ({pct('resnet', lo, res[lo], True)}): deeper is better "
+                         "once there are shortcuts.")
         else:
-            parts.append(f"ResNet-{int(hi)} ({res[hi]:.1f}%) still trails ResNet-{int(lo)} "
-                         f"({res[lo]:.1f}%) here: in a short run the deeper net has not caught "
+            parts.append(f"ResNet-{int(hi)} ({pct('resnet', hi, res[hi], True)}) still trails "
+                         f"ResNet-{int(lo)} ({pct('resnet', lo, res[lo], True)}) here: in a short run "
+                         "the deeper net has not caught "
                          "up yet (at lr 0.1 deep nets sit near chance for their first few hundred "
                          "steps). The paper's 64k iterations put the deeper ResNet ahead.")
     return (f"In {whose} runs: " + " ".join(parts)) if parts else ""
@@ -129,26 +141,29 @@ st.header(title)
 st.markdown(text)
 
 if i in (0, 2):
-    fig = charts.degradation_figure(metrics, runs)
+    fig = charts.degradation_figure(metrics, runs, seed_sets=seed_sets)
     ui.show_chart(fig, metrics, "tour-degradation", f"tour_{i}")
     if i == 2:
         st.markdown(residual_verdict(finals, "these" if use_refs else "your"))
 elif i == 1:
     c1, c2 = st.columns(2)
     with c1:
-        ui.show_chart(charts.final_error_figure(finals, which="train", references=False),
+        ui.show_chart(charts.final_error_figure(finals, which="train", references=False,
+                                                groups=seed_groups),
                       finals.drop(columns=["color"]), "tour-train-error", "tour_1a")
     with c2:
-        ui.show_chart(charts.final_error_figure(finals, which="test"), None, "tour-test-error",
-                      "tour_1b")
+        ui.show_chart(charts.final_error_figure(finals, which="test", groups=seed_groups), None,
+                      "tour-test-error", "tour_1b")
     plain = finals[finals["kind"] == "plain"].dropna(subset=["train_error_pct", "depth"])
     if plain["depth"].nunique() >= 2:
         by = plain.groupby("depth")["train_error_pct"].mean().sort_index()
+        cnt = plain.groupby("depth")["train_error_pct"].count()
+        of = lambda d: f", mean of {int(cnt[d])} runs" if cnt[d] > 1 else ""  # noqa: E731
         verdict = "higher" if by.iloc[-1] > by.iloc[0] else "not higher (train longer to see it)"
         st.markdown(f"In {'these' if use_refs else 'your'} runs, plain-{int(by.index[-1])}'s "
                     "final training error "
-                    f"({by.iloc[-1]:.1f}%) is **{verdict}** than plain-{int(by.index[0])}'s "
-                    f"({by.iloc[0]:.1f}%).")
+                    f"({by.iloc[-1]:.1f}%{of(by.index[-1])}) is **{verdict}** than "
+                    f"plain-{int(by.index[0])}'s ({by.iloc[0]:.1f}%{of(by.index[0])}).")
 elif i == 3:
     with_layers = runs[[ui.has_layers(store, r) for r in runs["id"]]]
     if len(with_layers):
