@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from . import reference
-from .store import Run, RunStore, StoreError, atomic_write_json, check_run_id, dedupe_steps
+from .store import Run, RunStore, StoreError, atomic_write_json, check_run_id, dedupe_steps, parse_jsonl
+from .train import Callback
 
 EXPORT_MARK = ".resnet-lab-export.json"  # what an earlier export leaves in DIR (and lists)
 TMP_PREFIX = ".export-tmp-"  # a run being written; moved into place when complete
@@ -139,14 +140,19 @@ def write_layers(w, rows: list[dict], t0: float) -> int:
     return n
 
 
+def write_config(w, run: Run, t0: float) -> dict:
+    """The run's config.json as text (four spaces: a code block in TensorBoard's markdown)."""
+    cfg = run.read_config_dict()
+    w.add_text("config", "    " + json.dumps(cfg, indent=1).replace("\n", "\n    "), 0, walltime=t0)
+    return cfg
+
+
 def _write_run(run: Run, dest: Path) -> dict:
     SummaryWriter = _summary_writer()
     t0 = _start_time(run)
     w = SummaryWriter(log_dir=str(dest))
     try:
-        cfg = run.read_config_dict()
-        # four spaces: a code block in TensorBoard's markdown text view
-        w.add_text("config", "    " + json.dumps(cfg, indent=1).replace("\n", "\n    "), 0, walltime=t0)
+        cfg = write_config(w, run, t0)
         n_metrics = write_metrics(w, run.read_metrics(), t0)
         n_layers = write_layers(w, run.read_layers(), t0)
     finally:
@@ -229,3 +235,85 @@ def export_tensorboard(store: RunStore, run_ids: list[str], dest, force: bool = 
         atomic_write_json(dest / EXPORT_MARK, mark)  # after each run: a crash keeps the record true
         out.append({"id": rid, "path": str(final), **info})
     return out
+
+
+class LiveTensorBoard(Callback):
+    """A training callback that writes the run's records as TensorBoard events while it trains,
+    into ``<run>/tensorboard/`` (so ``tensorboard --logdir checkpoints`` follows every run).
+
+    Attach it by name, beside the default recorder:
+    ``--recorders analysis.recorders:LayerStatsRecorder,resnet_core.export:LiveTensorBoard``.
+    It hooks nothing: every ``every_s`` seconds (checked at step ends) it reads the lines the
+    trainer appended to metrics.jsonl and layers.jsonl since its last look and writes them with
+    the same tags as ``export``. On a resume it starts over from the files (a purge at step 0
+    tells TensorBoard to drop the earlier events), so the events always match the records.
+    Without the tensorboard package it is not attached (the trainer warns)."""
+
+    needs_hooks = False  # it reads the store's files; torch.compile stays possible
+    every_s = 5.0  # seconds between looks at the files
+
+    def __init__(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:  # load_callbacks warns and trains on without it
+            raise ImportError(f"LiveTensorBoard needs the tensorboard package ({e})") from None
+        self._writer_cls = SummaryWriter
+        self.w = None
+        self.seconds = 0.0  # time spent in this callback (benchmarks/bench_live_tensorboard.py)
+        self.looks = 0  # how many times it read the files
+
+    def on_train_start(self, ctx) -> None:
+        if ctx.run is None:
+            return
+        t = time.perf_counter()
+        self.run = ctx.run
+        self.t0 = _start_time(ctx.run)
+        self.offsets = {"metrics.jsonl": 0, "layers.jsonl": 0}
+        self.pending: list[dict] = []  # layer rows of the newest step: its batch may be partial
+        self.w = self._writer_cls(log_dir=str(ctx.run.path / "tensorboard"), purge_step=0)
+        self.last = time.monotonic()
+        write_config(self.w, ctx.run, self.t0)
+        self._look(final=False)
+        self.seconds += time.perf_counter() - t
+
+    def on_step_end(self, ctx) -> None:
+        if self.w is None or time.monotonic() - self.last < self.every_s:
+            return
+        t = time.perf_counter()
+        self._look(final=False)
+        self.seconds += time.perf_counter() - t
+
+    def on_train_end(self, ctx) -> None:
+        if self.w is None:
+            return
+        t = time.perf_counter()
+        try:
+            self._look(final=True)
+        finally:
+            self.w.close()
+            self.w = None
+            self.seconds += time.perf_counter() - t
+
+    def _new_rows(self, name: str) -> list[dict]:
+        """Complete lines appended to ``name`` since the last look (a torn last line waits)."""
+        path = self.run.path / name
+        try:
+            with open(path, "rb") as f:
+                f.seek(self.offsets[name])
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offsets[name] += end
+        return parse_jsonl(data[:end])[0]
+
+    def _look(self, final: bool) -> None:
+        self.last = time.monotonic()
+        self.looks += 1
+        write_metrics(self.w, self._new_rows("metrics.jsonl"), self.t0)
+        rows = self.pending + self._new_rows("layers.jsonl")
+        last = max((r["step"] for r in rows if isinstance(r.get("step"), int)), default=None)
+        hold = not final and last is not None
+        self.pending = [r for r in rows if hold and r.get("step") == last]
+        write_layers(self.w, [r for r in rows if not (hold and r.get("step") == last)], self.t0)
+        self.w.flush()

@@ -205,3 +205,42 @@ def test_missing_tensorboard_is_named(run_store, tmp_path, capsys, monkeypatch):
     assert len(err.splitlines()) == 1
     assert "needs the tensorboard package" in err and "[tensorboard]" in err
     assert not dest.exists()
+
+
+def _events_per_step(acc, tag):
+    steps = [e.step for e in acc.Scalars(tag)]
+    assert len(steps) == len(set(steps)), (tag, steps)  # each step once
+    return steps
+
+
+def test_live_events_match_the_records_and_a_restart_does_not_repeat_them(tmp_path):
+    from conftest import layer_recorder, tiny_config
+
+    from resnet_core import train
+    from resnet_core.export import LiveTensorBoard
+
+    store = RunStore(tmp_path / "runs")
+    cfg = tiny_config("cifar_resnet8", iterations=20, checkpoint_every=10)
+    run = store.create(cfg, state="running")
+    live = LiveTensorBoard()
+    live.every_s = 0.0  # look at the files after every step: the most partial reads
+    train(cfg, run=run, threads=1, callbacks=[layer_recorder(), live])
+    assert run.read_status()["state"] == "done"
+    acc = ea.EventAccumulator(
+        str(run.path / "tensorboard"), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0}
+    )
+    acc.Reload()
+    _check_run(acc, run.path)
+    before = _events_per_step(acc, "error/train")
+
+    # the trainer starts again on the same run (a resume): the events are written anew from
+    # the records, and TensorBoard drops the first pass's (purge at step 0), so none repeat
+    again = LiveTensorBoard()
+    train(cfg, run=run, threads=1, callbacks=[again])
+    acc = ea.EventAccumulator(
+        str(run.path / "tensorboard"), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0}
+    )
+    acc.Reload()
+    assert len(list((run.path / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    assert _events_per_step(acc, "error/train") == before
+    _check_run(acc, run.path)
