@@ -124,7 +124,12 @@ def build_config(args) -> TrainConfig:
 
 
 class Progress:
-    """A one-line progress bar on stderr (a line per ~10% when not a terminal)."""
+    """A one-line progress bar on stderr (a line per ~10% when not a terminal).
+
+    Hand-written rather than tqdm: redirected to a file, a 64k-step run leaves 11 lines here
+    and half a megabyte of carriage-return overwrites on one line with tqdm
+    (benchmarks/bench_progress.py, BENCHMARKS.md section 8); and resnet_core keeps to torch
+    and torchvision."""
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
