@@ -460,7 +460,8 @@ class Parser(argparse.ArgumentParser):
 def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     p = Parser(prog=prog,
                                 description="Train and inspect plain and residual nets (He et al. 2016).")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel,reference,export}")
+    sub = p.add_subparsers(dest="cmd", required=True,
+                           metavar="{train,sweep,resume,runs,models,cancel,reference,export}")
 
     def runs_dir(sp):
         sp.add_argument("--runs-dir", default=None, metavar="DIR",
