@@ -759,3 +759,23 @@ def band_figure(df: pd.DataFrame, x: str, xlabel: str, ylabel: str, height: int 
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def crossing_figure(diff: pd.Series, stays_below_from, deep: str, shallow: str, split: str,
+                    height: int = 320) -> go.Figure:
+    """Deeper minus shallower training error against steps, a zero line, and the step from
+    which the difference stays below zero (where depth starts to pay) marked."""
+    what = "re-scored (eval mode)" if split == "train_eval" else "while training, smoothed"
+    fig = go.Figure(go.Scatter(x=diff.index, y=diff.values, mode=_line_mode(len(diff)),
+                               name=f"{deep} − {shallow}", line=dict(color="#08306b", width=2),
+                               showlegend=True))
+    fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"))
+    if stays_below_from is not None:
+        fig.add_vline(x=stays_below_from, line=dict(color="#2ca02c", width=2, dash="dash"),
+                      annotation_text=f"below from step {stays_below_from:,}",
+                      annotation_position="top left")
+    fig.update_xaxes(title_text="iteration")
+    fig.update_yaxes(title_text=f"training error difference, points ({what})")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=60, r=10),
+                      legend=dict(orientation="h", y=-0.3))
+    return fig

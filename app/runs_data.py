@@ -404,3 +404,47 @@ __all__ = ["runs_frame", "metrics_frame", "layers_frame", "final_errors", "run_l
            "model_info", "model_title", "dataset_short", "tail_rows", "config_of", "StoreError",
            "dedupe_steps", "SEED_BLIND_FIELDS", "seed_group", "seed_sets", "seed_groups",
            "newest_groups", "fmt_mean_std", "param_count", "table6_frame"]
+
+
+# --- when depth starts to pay (the deeper ResNet's training error falls below the shallower's) ---
+
+def _mean_curve(metrics: pd.DataFrame, run_ids, split: str, smooth: int) -> pd.Series:
+    """Error (%) per step of one split, averaged over ``run_ids`` (seeds) at the steps every
+    run has; with ``smooth`` > 1, a trailing rolling mean over that many rows first."""
+    curves = []
+    for rid in run_ids:
+        g = metrics[(metrics["run_id"] == rid) & (metrics["split"] == split)]
+        s = g.groupby("step")["error"].mean().sort_index() * 100
+        if smooth > 1:
+            s = s.rolling(smooth, min_periods=1).mean()
+        curves.append(s)
+    if not curves:
+        return pd.Series(dtype=float)
+    return pd.concat(curves, axis=1, join="inner").mean(axis=1)
+
+
+def depth_crossing(metrics: pd.DataFrame, deep_ids, shallow_ids, smooth: int = 5) -> dict:
+    """Deeper minus shallower training error (percentage points) against steps, and the step
+    after which it stays below zero. Uses the periodic eval-mode re-scoring (split
+    ``train_eval``) where both sides have at least three common evaluations, else the running
+    training error (split ``train``) smoothed over ``smooth`` logging windows.
+
+    Returns {"split", "diff": Series step -> points, "stays_below_from": step or None,
+    "last": last difference or None}. ``stays_below_from`` is the first step from which every
+    later difference on the series is negative; None when the last one is not."""
+    for split, sm in (("train_eval", 1), ("train", smooth)):
+        deep = _mean_curve(metrics, deep_ids, split, sm)
+        shallow = _mean_curve(metrics, shallow_ids, split, sm)
+        diff = (deep - shallow).dropna()
+        if len(diff) >= 3 or split == "train":
+            break
+    if not len(diff):
+        return {"split": split, "diff": diff, "stays_below_from": None, "last": None}
+    below = (diff < 0).to_numpy()
+    since = None
+    if below[-1]:
+        i = len(below) - 1
+        while i > 0 and below[i - 1]:
+            i -= 1
+        since = int(diff.index[i])
+    return {"split": split, "diff": diff, "stays_below_from": since, "last": float(diff.iloc[-1])}

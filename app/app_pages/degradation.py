@@ -116,6 +116,40 @@ def final_table(groups: pd.DataFrame):
                        icon=":material/download:")
 
 
+def crossing_section(groups: pd.DataFrame, metrics: pd.DataFrame):
+    """When depth starts to pay: the deepest minus the shallowest ResNet on screen, training
+    error against steps, with the step from which it stays below zero marked and said."""
+    res = groups[(groups["kind"] == "resnet") & groups["depth"].notna()]
+    if res["depth"].nunique() < 2 or not len(metrics):
+        return
+    res = res.sort_values("depth")
+    lo, hi = res.iloc[0], res.iloc[-1]
+    if (res["depth"] == lo.depth).sum() > 1 or (res["depth"] == hi.depth).sum() > 1:
+        st.caption("When depth starts to pay: pick one experiment per depth (several runs at "
+                   "the shallowest or deepest ResNet depth are on screen).")
+        return
+    cross = runs_data.depth_crossing(metrics, hi.run_ids, lo.run_ids)
+    if cross["last"] is None:
+        return
+    deep, shallow = (runs_data.model_title("resnet", int(r.depth)) for r in (hi, lo))
+    st.markdown(f"**When does depth start to pay?** {deep} minus {shallow}, training error")
+    ui.show_chart(charts.crossing_figure(cross["diff"], cross["stays_below_from"], deep, shallow,
+                                         cross["split"]),
+                  cross["diff"].rename("difference_points").rename_axis("step").reset_index(),
+                  "depth-crossing", "deg_crossing")
+    last_step = int(cross["diff"].index[-1])
+    if cross["stays_below_from"] is not None:
+        st.caption(f"On these runs {deep}'s training error stays below {shallow}'s from step "
+                   f"{cross['stays_below_from']:,} to the last ({last_step:,}), where it is "
+                   f"{-cross['last']:.1f} points lower: as in the paper's Fig. 6, the deeper "
+                   "ResNet ends better.")
+    else:
+        st.caption(f"On these runs {deep}'s training error does not stay below {shallow}'s: at "
+                   f"the last step ({last_step:,}) it is {cross['last']:+.1f} points. The paper "
+                   "(Fig. 6, 64,000 iterations on all of CIFAR-10) has the deeper ResNet end "
+                   f"lower; these runs stop after {last_step:,} steps, the likely reason.")
+
+
 @st.fragment(run_every=3.0 if _live else None)
 def curves():
     runs = ui.runs_df(store)
@@ -163,6 +197,7 @@ def curves():
                                     for c in ("final training error (%)", "final test error (%)")})
     else:
         final_table(groups)
+    crossing_section(groups, metrics)
 
 
 curves()
