@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the tests need on a fresh Debian machine, then runs the whole suite.
+# Installs the lab and everything the tests need on a fresh Debian machine (the package with its
+# dev extra, editable, into .venv), lints, then runs the whole suite.
 # Usage: ./run-tests.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,5 +12,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+# lint and format check first: a second or two, and they name the line at fault
+.venv/bin/python -m ruff check .
+.venv/bin/python -m ruff format --check .
 exec .venv/bin/python -m pytest "$@"

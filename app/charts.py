@@ -114,21 +114,64 @@ def _pct(v):
 
 
 # --- Fig. 6: degradation curves ---------------------------------------------------------
+def _rgba(color: str, alpha: float) -> str:
+    c = str(color or "#888888").lstrip("#")
+    try:
+        r, g, b = (int(c[i:i + 2], 16) for i in (0, 2, 4))
+    except ValueError:
+        r, g, b = 136, 136, 136
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def mean_band(metrics: pd.DataFrame, run_ids, split: str) -> pd.DataFrame:
+    """Per step, the mean, sample std (ddof=1) and count of ``split``'s error (in percent)
+    over the runs ``run_ids`` that logged that step. Columns: step, mean, std, n."""
+    m = metrics[metrics["run_id"].isin(list(run_ids)) & (metrics["split"] == split)
+                & metrics["error"].notna()] if len(metrics) else metrics
+    if not len(m):
+        return pd.DataFrame(columns=["step", "mean", "std", "n"])
+    # one value per run and step (a resumed run may log a step twice: keep its last line)
+    m = m.drop_duplicates(["run_id", "step"], keep="last")
+    g = (100.0 * m["error"].astype(float)).groupby(m["step"])
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
+    return out.reset_index().sort_values("step").reset_index(drop=True)
+
+
+def _split_traces(fig, d_x, y, name, color, dash, width, col, legendgroup, showlegend, opacity,
+                  hover, customdata=None):
+    fig.add_trace(go.Scatter(
+        x=d_x, y=y, mode=_line_mode(len(d_x)), name=name, customdata=customdata,
+        marker=dict(size=9, color=color), legendgroup=legendgroup, showlegend=showlegend,
+        opacity=opacity, line=dict(color=color, dash=dash, width=width), hovertemplate=hover),
+        row=1, col=col)
+
+
 def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: str = "train",
-                       height: int = 460) -> go.Figure:
+                       height: int = 460, seed_sets: pd.Series | None = None) -> go.Figure:
     """Training error dashed, test error solid, against iterations; plain on the left,
     residual on the right, each run in its color.
 
     ``metrics``: rows with run_id, step, split, error (0..1). ``runs``: id, label, kind,
     depth, color. ``train_split``: "train" (the running training error) or "train_eval"
-    (training images re-scored in eval mode)."""
+    (training images re-scored in eval mode). ``seed_sets`` (runs_data.seed_sets, aligned
+    with ``runs``): runs sharing a key that holds two or more runs are drawn as one line at
+    their mean per step with a band of +- one standard deviation (ddof=1); without it, or for
+    a key of one run, each run is its own line."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=("Plain nets", "Residual nets"))
     colors, labels, refs = _color_map(runs), _label_map(runs), _ref_map(runs)
+    if seed_sets is not None and len(runs):
+        runs = runs.assign(_set=seed_sets.reindex(runs.index).fillna(runs["id"]).values)
+    else:
+        runs = runs.assign(_set=runs["id"]) if len(runs) else runs.assign(_set=[])
     runs = runs.sort_values(["depth", "id"], na_position="last") if len(runs) else runs
     ymax = 0.0
-    for _, r in runs.iterrows():
+    for key, members in runs.groupby("_set", sort=False):
+        r = members.iloc[0]
         col = 1 if r["kind"] == "plain" else 2
+        if len(members) >= 2:
+            ymax = max(ymax, _add_mean_band(fig, metrics, members, train_split, col, str(key)))
+            continue
         m = metrics[metrics["run_id"] == r["id"]] if len(metrics) else metrics
         for split, dash, width in ((train_split, "dash", 1.3), ("test", "solid", 2.6)):
             d = m[(m["split"] == split) & m["error"].notna()].sort_values("step") if len(m) else m
@@ -137,14 +180,64 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
             y = 100.0 * d["error"].astype(float)
             ymax = max(ymax, float(y.max()))
             what = "test error" if split == "test" else "training error"
+            name = labels.get(r["id"], r["id"])
+            _split_traces(fig, d["step"], y, name, colors.get(r["id"]), dash, width, col, r["id"],
+                          split == "test", REF_OPACITY if refs.get(r["id"]) else 1.0,
+                          f"{name}<br>{what}: %{{y:.2f}}%<br>iteration %{{x}}<extra></extra>")
+    _empty_panels(fig)
+    fig.update_xaxes(title_text="iterations (steps)")
+    fig.update_yaxes(title_text="error (%)", row=1, col=1)
+    fig.update_yaxes(range=[0, min(100.0, max(5.0, ymax * 1.05))])
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=60, b=40, l=50, r=10),
+                      legend=dict(orientation="h", y=-0.3, yanchor="top"),
+                      title=dict(text="dashed: training error · solid: test error"
+                                 + (" · bands: ± 1 std over seeds" if runs["_set"].duplicated().any()
+                                    else ""), font=dict(size=13), x=0.0))
+    return fig
+
+
+def _seed_set_name(members: pd.DataFrame) -> str:
+    r = members.iloc[0]
+    label = str(r.get("label", r["id"]))
+    # a run's label ends with its id (and maybe its seed); the set's name replaces both
+    parts = [p for p in label.split(" · ") if not p.startswith("seed ")]
+    if parts and not (isinstance(r.get("reference"), str) and r.get("reference")):
+        parts = parts[:-1]
+    return " · ".join(parts) + f" · mean of {len(members)} seeds"
+
+
+def _add_mean_band(fig, metrics, members, train_split, col, key) -> float:
+    """The mean line and the +- std band of one set of seeds; returns the largest y drawn."""
+    r = members.iloc[0]
+    color = run_color(r["kind"], r["depth"])
+    name = _seed_set_name(members)
+    is_ref = isinstance(r.get("reference"), str) and bool(r.get("reference"))
+    ymax = 0.0
+    for split, dash, width, alpha in ((train_split, "dash", 1.3, 0.12), ("test", "solid", 2.6, 0.22)):
+        b = mean_band(metrics, members["id"], split)
+        if not len(b):
+            continue
+        what = "test error" if split == "test" else "training error"
+        band = b[b["n"] >= 2]
+        if len(band):
+            hi, lo = band["mean"] + band["std"], band["mean"] - band["std"]
+            ymax = max(ymax, float(hi.max()))
             fig.add_trace(go.Scatter(
-                x=d["step"], y=y, mode=_line_mode(len(d)), name=labels.get(r["id"], r["id"]),
-                marker=dict(size=9, color=colors.get(r["id"])),
-                legendgroup=r["id"], showlegend=split == "test",
-                opacity=REF_OPACITY if refs.get(r["id"]) else 1.0,
-                line=dict(color=colors.get(r["id"]), dash=dash, width=width),
-                hovertemplate=f"{labels.get(r['id'], r['id'])}<br>{what}: %{{y:.2f}}%<br>"
-                              "iteration %{x}<extra></extra>"), row=1, col=col)
+                x=list(band["step"]) + list(band["step"])[::-1], y=list(hi) + list(lo)[::-1],
+                fill="toself", fillcolor=_rgba(color, alpha * (REF_OPACITY if is_ref else 1.0)),
+                line=dict(width=0), mode="lines", hoverinfo="skip", showlegend=False,
+                legendgroup=key, name=f"{name} ({what} ± std)"), row=1, col=col)
+        ymax = max(ymax, float(b["mean"].max()))
+        _split_traces(fig, b["step"], b["mean"], name, color, dash, width, col, key,
+                      split == "test", REF_OPACITY if is_ref else 1.0,
+                      f"{name}<br>{what}: mean %{{y:.2f}}% ± %{{customdata[0]:.2f}} "
+                      "(n=%{customdata[1]})<br>iteration %{x}<extra></extra>",
+                      customdata=np.stack([b["std"].fillna(0).to_numpy(float),
+                                           b["n"].to_numpy(int)], axis=-1))
+    return ymax
+
+
+def _empty_panels(fig) -> None:
     for col, what in ((1, "plain"), (2, "residual")):
         if not any(t.xaxis == ("x" if col == 1 else "x2") for t in fig.data):
             # an empty panel still shows its axes, and says why it is empty
@@ -153,14 +246,6 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
             fig.add_annotation(text=f"no {what} runs selected", showarrow=False, x=0.5, y=0.5,
                                xref=f"x{'' if col == 1 else 2} domain",
                                yref=f"y{'' if col == 1 else 2} domain", font=dict(color="#888"))
-    fig.update_xaxes(title_text="iterations (steps)")
-    fig.update_yaxes(title_text="error (%)", row=1, col=1)
-    fig.update_yaxes(range=[0, min(100.0, max(5.0, ymax * 1.05))])
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=60, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.18),
-                      title=dict(text="dashed: training error · solid: test error",
-                                 font=dict(size=13), x=0.0))
-    return fig
 
 
 def final_errors_frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -178,65 +263,139 @@ def final_errors_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return df[cols]
 
 
+def _kind_word(kind) -> str:
+    return "plain" if kind == "plain" else "residual"
+
+
+def _seed_marks(groups: pd.DataFrame | None, which: str) -> pd.DataFrame:
+    """The sets of two or more seeds with a value for ``which``: depth, mean, std, n."""
+    if groups is None or not len(groups):
+        return pd.DataFrame(columns=["kind", "depth", "reference", "label", "color", "mean",
+                                     "std", "n", "n_runs", "run_ids"])
+    g = groups[(groups["n_runs"] >= 2) & (groups[f"{which}_error_n"] >= 1)
+               & groups["depth"].notna()]
+    return g.assign(mean=g[f"{which}_error_mean"], std=g[f"{which}_error_std"],
+                    n=g[f"{which}_error_n"], reference=g["reference"].fillna(""))
+
+
+def _mean_std_trace(k: pd.DataFrame, name: str, which: str, symbol: str, color, **kw) -> go.Scatter:
+    return go.Scatter(
+        x=k["depth"], y=k["mean"], mode="markers", name=name,
+        error_y=dict(type="data", array=k["std"].fillna(0).to_numpy(float), visible=True,
+                     thickness=2, width=6, color=color),
+        marker=dict(symbol=symbol, size=13, color=k["color"], line=dict(color="white", width=1)),
+        text=k["label"], customdata=np.stack([k["std"].fillna(0).to_numpy(float),
+                                              k["n"].to_numpy(int)], axis=-1),
+        hovertemplate="%{text}<br>depth %{x}<br>" + which + " error mean %{y:.2f}% "
+                      "± %{customdata[0]:.2f} (n=%{customdata[1]})<extra></extra>", **kw)
+
+
 def final_error_figure(finals: pd.DataFrame, which: str = "test", references: bool = True,
-                       height: int = 460) -> go.Figure:
+                       height: int = 460, groups: pd.DataFrame | None = None,
+                       show_runs: bool = False) -> go.Figure:
     """Final error against depth, plain and residual; each run a marker in its color, a line
     through each family's mean per depth, and the paper's / reproductions' values as open
-    reference marks (CIFAR-10, full budget)."""
+    reference marks (CIFAR-10, full budget).
+
+    ``groups`` (runs_data.seed_groups): a set of two or more seeds is one mark at its mean
+    with an error bar of one standard deviation (ddof=1) instead of a marker per run; with
+    ``show_runs`` its single runs are drawn too, as small open circles."""
     col = "test_error_pct" if which == "test" else "train_error_pct"
     fig = go.Figure()
     d = finals[finals[col].notna() & finals["depth"].notna()] if len(finals) else finals
-    if len(d) and "reference" in d.columns:
-        bundled = d[d["reference"].fillna("") != ""]
-        d = d[d["reference"].fillna("") == ""]
-    else:
-        bundled = d.iloc[:0] if len(d) else d
-    for (title, kind), k in (bundled.groupby(["reference", "kind"], sort=False)
-                             if len(bundled) else []):
-        k = k.sort_values("depth")
-        fig.add_trace(go.Scatter(
-            x=k["depth"], y=k[col], mode="lines+markers",
-            name=f"reference: {title} ({'plain' if kind == 'plain' else 'residual'})",
-            line=dict(color=REF_COLORS.get(kind, "#444"), width=1.2, dash="dot"),
-            marker=dict(symbol="star", size=11, color=k["color"], opacity=0.8,
-                        line=dict(color=REF_COLORS.get(kind, "#444"), width=1)),
-            text=k["label"], customdata=k["id"],
-            hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>"))
+    if len(d) and "reference" not in d.columns:
+        d = d.assign(reference="")
+    marks = _seed_marks(groups, which)
+    in_sets = {i for ids in marks["run_ids"] for i in ids} if len(marks) else set()
+    members = d[d["id"].isin(in_sets)] if len(d) else d
+    single = d[~d["id"].isin(in_sets)] if len(d) else d
+    is_ref = (single["reference"].fillna("") != "") if len(single) else pd.Series(dtype=bool)
+    _bundled_traces(fig, single[is_ref] if len(single) else single,
+                    marks[marks["reference"] != ""], col, which)
+    own, own_marks = (single[~is_ref] if len(single) else single), marks[marks["reference"] == ""]
+    own_all = d[d["reference"].fillna("") == ""] if len(d) else d
     for kind in ("plain", "resnet", "preresnet"):
-        k = d[d["kind"] == kind] if len(d) else d
-        if not len(k):
+        k_all = own_all[own_all["kind"] == kind] if len(own_all) else own_all
+        if not len(k_all):
             continue
-        mean = k.groupby("depth")[col].mean().sort_index()
+        mean = k_all.groupby("depth")[col].mean().sort_index()
         fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines",
                                  line=dict(color=REF_COLORS[kind], width=1.5),
-                                 name=f"{'plain' if kind == 'plain' else 'residual'} (mean of your runs)",
-                                 hoverinfo="skip"))
-        fig.add_trace(go.Scatter(
-            x=k["depth"], y=k[col], mode="markers", name=f"your {kind} runs",
-            marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
-            text=k["label"], customdata=k["id"],
-            hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>"))
-    if references and which == "test":
-        ref = references_frame()
-        for (source, kind), g in ref.groupby(["source", "kind"], sort=False):
+                                 name=f"{_kind_word(kind)} (mean of your runs)", hoverinfo="skip"))
+        k = own[own["kind"] == kind] if len(own) else own
+        if len(k):
             fig.add_trace(go.Scatter(
-                x=g["depth"], y=g["test_error_pct"], mode="markers",
-                name=f"{source} ({'plain' if kind == 'plain' else 'ResNet'}, CIFAR-10)",
-                marker=dict(symbol=REF_SYMBOLS.get(source, "circle-open"), size=10,
-                            color=REF_COLORS.get(kind, "#444"), line=dict(width=1.5)),
-                error_y=dict(type="data", array=g["std_pct"].fillna(0), visible=bool(g["std_pct"].notna().any())),
-                hovertemplate=f"{source} {kind}-%{{x}}: %{{y:.2f}}%<extra></extra>",
-                legendgroup="references", visible=True))
+                x=k["depth"], y=k[col], mode="markers", name=f"your {kind} runs",
+                marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
+                text=k["label"], customdata=k["id"],
+                hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>"))
+        km = own_marks[own_marks["kind"] == kind]
+        if len(km):
+            fig.add_trace(_mean_std_trace(km, f"your {kind} runs: mean ± std over seeds", which,
+                                          "circle", REF_COLORS[kind]))
+    if show_runs and len(members):
+        _member_traces(fig, members, col, which)
+    if references and which == "test":
+        _paper_traces(fig)
     fig.update_xaxes(title_text="depth (weighted layers)", type="log",
                      tickvals=[8, 20, 56, 110, 1202])
     fig.update_yaxes(title_text=f"final {which} error (%)", rangemode="tozero")
+    # the legend hangs below the axis title (long names wrap into several rows)
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
-                      legend=dict(font=dict(size=10), orientation="h", y=-0.2),
+                      legend=dict(font=dict(size=10), orientation="h", y=-0.3, yanchor="top"),
                       title=dict(text=f"final {which} error against depth", font=dict(size=13)))
-    if not len(d) and not len(bundled) and not (references and which == "test"):
+    if not len(d) and not (references and which == "test"):
         fig.add_annotation(text="no finished evaluations yet", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
     return fig
+
+
+def _bundled_traces(fig, bundled: pd.DataFrame, marks: pd.DataFrame, col: str, which: str):
+    """Bundled reference runs: stars on a dotted line per set and family; a set of seeds is
+    one star at its mean with an error bar."""
+    pts = pd.concat([
+        bundled.assign(mean=bundled[col], std=np.nan, n=1)[
+            ["reference", "kind", "depth", "mean", "std", "n", "label", "color"]] if len(bundled) else None,
+        marks[["reference", "kind", "depth", "mean", "std", "n", "label", "color"]] if len(marks) else None,
+    ]) if (len(bundled) or len(marks)) else pd.DataFrame()
+    for (title, kind), k in (pts.groupby(["reference", "kind"], sort=False) if len(pts) else []):
+        k = k.sort_values("depth")
+        color = REF_COLORS.get(kind, "#444")
+        fig.add_trace(go.Scatter(
+            x=k["depth"], y=k["mean"], mode="lines+markers",
+            name=f"reference: {title} ({_kind_word(kind)})",
+            line=dict(color=color, width=1.2, dash="dot"),
+            marker=dict(symbol="star", size=11, color=k["color"], opacity=0.8,
+                        line=dict(color=color, width=1)),
+            error_y=dict(type="data", array=k["std"].fillna(0).to_numpy(float),
+                         visible=bool(k["std"].notna().any()), color=color),
+            text=[f"{lb}<br>depth {dp:g}<br>{which} error " + (f"mean {m:.2f}% ± {sd:.2f} (n={n})"
+                                                               if n >= 2 else f"{m:.2f}%")
+                  for lb, dp, m, sd, n in zip(k["label"], k["depth"], k["mean"], k["std"], k["n"])],
+            hovertemplate="%{text}<extra></extra>"))
+
+
+def _member_traces(fig, members: pd.DataFrame, col: str, which: str):
+    """The single runs behind the mean ± std marks, one click away."""
+    for kind, k in members.groupby("kind", sort=False):
+        fig.add_trace(go.Scatter(
+            x=k["depth"], y=k[col], mode="markers", name=f"single {kind} runs (seeds)",
+            marker=dict(symbol="circle-open", size=8, color=k["color"], line=dict(width=1.5)),
+            text=k["label"], customdata=k["id"],
+            hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>"))
+
+
+def _paper_traces(fig):
+    ref = references_frame()
+    for (source, kind), g in ref.groupby(["source", "kind"], sort=False):
+        fig.add_trace(go.Scatter(
+            x=g["depth"], y=g["test_error_pct"], mode="markers",
+            name=f"{source} ({'plain' if kind == 'plain' else 'ResNet'}, CIFAR-10)",
+            marker=dict(symbol=REF_SYMBOLS.get(source, "circle-open"), size=10,
+                        color=REF_COLORS.get(kind, "#444"), line=dict(width=1.5)),
+            error_y=dict(type="data", array=g["std_pct"].fillna(0), visible=bool(g["std_pct"].notna().any())),
+            hovertemplate=f"{source} {kind}-%{{x}}: %{{y:.2f}}%<extra></extra>",
+            legendgroup="references", visible=True))
 
 
 # --- Fig. 7: layer responses ------------------------------------------------------------
@@ -599,4 +758,24 @@ def band_figure(df: pd.DataFrame, x: str, xlabel: str, ylabel: str, height: int 
     fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear")
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def crossing_figure(diff: pd.Series, stays_below_from, deep: str, shallow: str, split: str,
+                    height: int = 320) -> go.Figure:
+    """Deeper minus shallower training error against steps, a zero line, and the step from
+    which the difference stays below zero (where depth starts to pay) marked."""
+    what = "re-scored (eval mode)" if split == "train_eval" else "while training, smoothed"
+    fig = go.Figure(go.Scatter(x=diff.index, y=diff.values, mode=_line_mode(len(diff)),
+                               name=f"{deep} − {shallow}", line=dict(color="#08306b", width=2),
+                               showlegend=True))
+    fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"))
+    if stays_below_from is not None:
+        fig.add_vline(x=stays_below_from, line=dict(color="#2ca02c", width=2, dash="dash"),
+                      annotation_text=f"below from step {stays_below_from:,}",
+                      annotation_position="top left")
+    fig.update_xaxes(title_text="iteration")
+    fig.update_yaxes(title_text=f"training error difference, points ({what})")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=60, r=10),
+                      legend=dict(orientation="h", y=-0.3))
     return fig

@@ -1,4 +1,5 @@
-"""Command line: ``python -m resnet_core {train,sweep,resume,runs,models,cancel,reference}``.
+"""Command line: ``python -m resnet_core {train,sweep,resume,runs,models,cancel,reference,export}``
+(installed as the ``resnet-lab`` console script, with the same subcommands).
 
 A thin layer over the API: flags mirror TrainConfig fields one to one, errors are one line
 naming the flag and what is accepted, with a non-zero exit and no traceback.
@@ -15,7 +16,8 @@ import time
 import typing
 from pathlib import Path
 
-from .config import PRESETS, SWEEPS, ConfigError, TrainConfig, apply_preset, sweep_runs
+from .config import (PRESETS, SEEDS_ACCEPTED, SWEEPS, ConfigError, TrainConfig, apply_preset,
+                     parse_seeds, sweep_plan)
 from .data import DataError, check_source, load_dataset, require_on_disk
 from .models import ModelNameError
 from .store import RunStore, StoreError
@@ -123,7 +125,12 @@ def build_config(args) -> TrainConfig:
 
 
 class Progress:
-    """A one-line progress bar on stderr (a line per ~10% when not a terminal)."""
+    """A one-line progress bar on stderr (a line per ~10% when not a terminal).
+
+    Hand-written rather than tqdm: redirected to a file, a 64k-step run leaves 11 lines here
+    and half a megabyte of carriage-return overwrites on one line with tqdm
+    (benchmarks/bench_progress.py, BENCHMARKS.md section 8); and resnet_core keeps to torch
+    and torchvision."""
 
     def __init__(self, stream=sys.stderr):
         self.stream = stream
@@ -227,8 +234,15 @@ def cmd_sweep(args) -> int:
     overrides = collect_overrides(args)
     if overrides.get("model"):
         raise CliError(f"--model can't be used with a sweep: {args.name} trains {', '.join(sw['models'])}")
-    runs = sweep_runs(args.name, overrides.get("seed"))
-    fixed = sorted(({k for r in runs for k in r} - {"model", "name"}) & set(overrides))
+    seeds = [overrides.get("seed")]  # None: the preset's seed
+    if args.seeds is not None:
+        if overrides.get("seed") is not None:
+            raise CliError(f"--seed {overrides['seed']} and --seeds {args.seeds} can't be combined: "
+                           f"--seeds trains every model once per seed; give only --seeds "
+                           f"({SEEDS_ACCEPTED})")
+        seeds = parse_seeds(args.seeds)
+    runs = sweep_plan(args.name, seeds)
+    fixed = sorted(({k for r in runs for k in r} - {"model", "name", "seed"}) & set(overrides))
     if fixed:
         raise CliError(f"{_flag(fixed[0])} can't be used with sweep {args.name}: its runs set it")
     store = RunStore(args.runs_dir)
@@ -265,7 +279,9 @@ def cmd_sweep(args) -> int:
             s = st.run(rid).read_status()
             tot = s.get("total") or 0
             pct = f"{100 * s.get('step', 0) / tot:.0f}%" if tot else "-"
-            parts.append(f"{st.run(rid).read_config_dict().get('model')}:{s['state'][:4]} {pct}")
+            cfg = st.run(rid).read_config_dict()
+            seed = f"/s{cfg.get('seed')}" if len(seeds) > 1 else ""
+            parts.append(f"{cfg.get('model')}{seed}:{s['state']} {pct}")
         line = f"{time.time() - t0:6.1f}s  " + "  ".join(parts)
         if sys.stderr.isatty():
             sys.stderr.write("\r" + line)
@@ -287,7 +303,8 @@ def cmd_sweep(args) -> int:
     wall = time.time() - t0
     print(file=sys.stderr)
     print(f"sweep {args.name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
-    print(f"{'model':<16}{'state':<12}{'train err (eval)':>18}{'test err':>10}", file=sys.stderr)
+    print(f"{'model':<16}{'seed':>6}  {'state':<12}{'train err (eval)':>18}{'test err':>10}",
+          file=sys.stderr)
     ok = True
     for rid in ids:
         run = store.run(rid)
@@ -297,7 +314,7 @@ def cmd_sweep(args) -> int:
         fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "-"
         c = run.read_config_dict()
         label = c.get("model") if str(c.get("name")).startswith("sweep ") else c.get("name")
-        print(f"{label:<16}{s['state']:<12}"
+        print(f"{label:<16}{c.get('seed')!s:>6}  {s['state']:<12}"
               f"{fmt(e.get('train_eval')):>18}{fmt(e.get('test')):>10}", file=sys.stderr)
     return 0 if ok else 1
 
@@ -308,17 +325,47 @@ def cmd_runs(args) -> int:
     if not infos:
         print(f"no runs in {store.root}", file=sys.stderr)
         return 0
+    if args.json:
+        for i in infos:
+            print(json.dumps(i))
+        return 0
+    print(runs_table(store, infos))
+    return 0
+
+
+RUNS_HEADER = ("id", "state", "model", "dataset", "progress", "train err", "test err")
+DATASET_WIDTH = 28  # a longer dataset name is cut at its end, with "..."
+
+
+def _dataset_label(ds) -> str:
+    """A dataset as a reader recognizes it: a builtin's name, a file's or folder's own name."""
+    text = str(ds if ds is not None else "?")
+    if "/" in text or os.sep in text:
+        text = Path(text).name or text
+    return text if len(text) <= DATASET_WIDTH else text[:DATASET_WIDTH - 3] + "..."
+
+
+def runs_table(store: RunStore, infos: list[dict]) -> str:
+    """``runs``: a header, then one row per run with its final errors (eval-mode train error,
+    test error; "-" until the run has them). Columns are as wide as their widest cell."""
+    fmt = lambda v: f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
+    rows = [RUNS_HEADER]
     for i in infos:
         s, c = i["status"], i["config"]
         tot = s.get("total")
-        prog = f"{s.get('step', 0)}/{tot}" if tot else "-"
-        extra = f"  ({i['error']})" if i["error"] else ""
-        if args.json:
-            print(json.dumps(i))
-        else:
-            print(f"{i['id']}  {s.get('state', '?'):<11}  {str(c.get('model', '?')):<12}  "
-                  f"{str(c.get('dataset', '?'))[-30:]:<14}  {prog}{extra}")
-    return 0
+        errs = final_errors(store.run(i["id"])) if not i["error"] else {}
+        rows.append((i["id"], s.get("state", "?"), str(c.get("model", "?")),
+                     _dataset_label(c.get("dataset")), f"{s.get('step', 0)}/{tot}" if tot else "-",
+                     fmt(errs.get("train_eval")), fmt(errs.get("test")))
+                    + ((f"({i['error']})",) if i["error"] else ()))
+    widths = [max(len(r[k]) for r in rows if k < len(r)) for k in range(len(RUNS_HEADER))]
+    right = {4, 5, 6}  # numbers align right
+    lines = []
+    for r in rows:
+        cells = [r[k].rjust(widths[k]) if k in right else r[k].ljust(widths[k])
+                 for k in range(len(RUNS_HEADER))]
+        lines.append("  ".join(cells + list(r[len(RUNS_HEADER):])).rstrip())
+    return "\n".join(lines)
 
 
 def cmd_models(args) -> int:
@@ -395,6 +442,18 @@ def cmd_reference(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_tensorboard
+
+    out = export_tensorboard(RunStore(args.runs_dir), list(args.run_ids), args.tensorboard,
+                             force=args.force)
+    for r in out:
+        print(f"{r['path']}: {r['model']}, {r['scalars']} scalars, {r['layer_scalars']} layer "
+              "statistics")
+    print(f"open with: tensorboard --logdir {args.tensorboard}", file=sys.stderr)
+    return 0
+
+
 def cmd_runner(args) -> int:
     from .jobs import run_queue
 
@@ -417,10 +476,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m resnet_core",
+def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
+    p = Parser(prog=prog,
                                 description="Train and inspect plain and residual nets (He et al. 2016).")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel,reference}")
+    sub = p.add_subparsers(dest="cmd", required=True,
+                           metavar="{train,sweep,resume,runs,models,cancel,reference,export}")
 
     def runs_dir(sp):
         sp.add_argument("--runs-dir", default=None, metavar="DIR",
@@ -439,6 +499,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("name", help=f"one of: {', '.join(SWEEPS)}")
     s.add_argument("--background", action="store_true", help="queue them and return at once")
     s.add_argument("--dry-run", action="store_true", help="print the configs, run nothing")
+    s.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="train every model once per seed, e.g. 0,1,2 (not with --seed); the "
+                        "app shows runs that differ only in seed as mean +- std")
     s.add_argument("--preset", help=argparse.SUPPRESS)
     runs_dir(s)
     add_config_flags(s)
@@ -452,7 +515,7 @@ def make_parser() -> argparse.ArgumentParser:
     runs_dir(r)
     r.set_defaults(fn=cmd_resume)
 
-    ls = sub.add_parser("runs", help="list runs: id, state, model, dataset, progress")
+    ls = sub.add_parser("runs", help="list runs: id, state, model, dataset, progress, final errors")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     runs_dir(ls)
     ls.set_defaults(fn=cmd_runs)
@@ -488,6 +551,16 @@ def make_parser() -> argparse.ArgumentParser:
     runs_dir(e)
     e.set_defaults(fn=cmd_reference)
 
+    ex = sub.add_parser("export", help="write runs as TensorBoard event files")
+    ex.add_argument("run_ids", nargs="+", metavar="RUN_ID",
+                    help="run ids from `runs`, or ref:<set>/<run_id> for a bundled reference run")
+    ex.add_argument("--tensorboard", required=True, metavar="DIR",
+                    help="a new or empty folder, or an earlier export (its runs are replaced)")
+    ex.add_argument("--force", action="store_true",
+                    help="also write into a non-empty folder that is not an earlier export")
+    runs_dir(ex)
+    ex.set_defaults(fn=cmd_export)
+
     q = sub.add_parser("runner")  # the detached queue runner (started by submit)
     runs_dir(q)
     q.set_defaults(fn=cmd_runner)
@@ -499,8 +572,8 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    parser = make_parser()
+def main(argv=None, prog: str = "python -m resnet_core") -> int:
+    parser = make_parser(prog)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
@@ -514,6 +587,11 @@ def main(argv=None) -> int:
             msg = f"{_flag(field)}: {msg}"
         print(f"error: {msg}", file=sys.stderr)
         return 2
+
+
+def console() -> int:
+    """The ``resnet-lab`` console script (pyproject.toml's [project.scripts])."""
+    return main(prog="resnet-lab")
 
 
 if __name__ == "__main__":

@@ -303,6 +303,20 @@ def sweep_runs(name: str, seed: int | None = None) -> list[dict]:
             if seed in r.get("seeds", [seed])]
 
 
+def sweep_plan(name: str, seeds: list[int | None]) -> list[dict]:
+    """Every run of sweep ``name`` once per seed, as field overrides (``seed`` set unless it is
+    None). Model-major in the sweep's order, so the deepest model's seeds are queued (and
+    start) first; a run limited to some seeds (rescue's plain110) appears only for those."""
+    full = sweep_runs(name, None) if "runs" not in SWEEPS.get(name, {}) else [
+        {k: v for k, v in r.items() if k != "seeds"} for r in SWEEPS[name]["runs"]]
+    plan = []
+    for run in full:
+        for seed in seeds:
+            if run in sweep_runs(name, seed):
+                plan.append({**run, **({} if seed is None else {"seed": seed})})
+    return plan
+
+
 def apply_preset(preset: str | None, overrides: dict) -> TrainConfig:
     """Build a config from a preset plus explicit overrides (None values are ignored)."""
     base: dict = {}
@@ -320,3 +334,32 @@ def apply_preset(preset: str | None, overrides: dict) -> TrainConfig:
         base["iterations"] = None
     base.update(explicit)
     return TrainConfig.from_dict(base, source="options")
+
+
+# A seed also picks a run's training subset and validation split (resnet_core.data); below 2^32
+# so every generator derived from it (seed * 1_000_003 + step, ...) stays in torch's range.
+MAX_SEED = 2 ** 32 - 1
+SEEDS_ACCEPTED = f"a comma-separated list of distinct integers from 0 to {MAX_SEED}, e.g. 0,1,2"
+
+
+def parse_seeds(text: str, source: str = "--seeds") -> list[int]:
+    """The seeds of a multi-seed sweep, from "0,1,2". Refuses an empty list, an entry that is
+    not an integer in range and duplicates (a duplicate would train the same run twice and
+    count it twice in the mean +- std), with a message naming what is accepted."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{source}: no seeds given; accepted: {SEEDS_ACCEPTED}")
+    seeds = []
+    for part in text.split(","):
+        p = part.strip()
+        if not p:
+            raise ConfigError(f"{source}: {text.strip()!r} has an empty entry; "
+                              f"accepted: {SEEDS_ACCEPTED}")
+        if not (p.isascii() and p.lstrip("+").isdigit()) or int(p) > MAX_SEED:
+            raise ConfigError(f"{source}: {p!r} (in {text.strip()!r}) is not a seed; "
+                              f"accepted: {SEEDS_ACCEPTED}")
+        seeds.append(int(p))
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        what = f"seed {dup[0]} is" if len(dup) == 1 else f"seeds {', '.join(map(str, dup))} are"
+        raise ConfigError(f"{source}: {what} listed more than once; accepted: {SEEDS_ACCEPTED}")
+    return seeds

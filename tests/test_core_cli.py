@@ -1,6 +1,7 @@
 """The command line as a user types it: real subprocesses, a store in a temporary folder."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,10 +62,11 @@ def test_train_on_npz_then_rerun_its_config_then_list(tmp_path, npz):
     b = json.loads((tmp_path / second / "config.json").read_text())
     assert a == b
     ls = cli("runs", runs_dir=tmp_path)
-    lines = ls.stdout.strip().splitlines()
+    header, *lines = ls.stdout.strip().splitlines()
+    assert header.split()[:5] == ["id", "state", "model", "dataset", "progress"]
     assert len(lines) == 2
     for line, rid in zip(lines, sorted([first, second])):
-        assert line.split()[:3] == [rid, "done", "cifar_resnet8"] and line.split()[-1] == "12/12"
+        assert line.split()[:5] == [rid, "done", "cifar_resnet8", "four.npz", "12/12"]
 
 
 def test_resume_an_interrupted_run(tmp_path):
@@ -97,6 +99,9 @@ def test_sweep_quick_runs_four_models_through_the_queue(tmp_path, npz):
         assert run.read_config().preset == "quick"
         assert run.read_json("env.json")["threads"] == 1  # 2 cores, 4 jobs: one thread each
     assert "train err (eval)" in r.stderr
+    # progress lines name whole states ("plain56:running 40%"), never cut to "runn" or "queu"
+    states = re.findall(r"\b(?:plain|resnet)\d+:(\S+) ", r.stderr)
+    assert states and set(states) <= {"queued", "running", "done"}, states
 
 
 def test_models_lists_names_with_parameter_counts():

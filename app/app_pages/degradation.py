@@ -10,13 +10,14 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui, verdicts  # noqa: E402
+from app import charts, runs_data, ui, verdicts  # noqa: E402
 from resnet_core.store import ACTIVE  # noqa: E402
 
 st.title("Degradation")
-st.markdown("He et al. (Fig. 6) report that deeper **plain** nets end with *higher training error* "
-            "than shallower ones (not overfitting), while residual nets get better with depth. "
-            "Below the charts: what the runs on screen show. Pick runs on one dataset.")
+st.markdown("In the paper (Fig. 6), deeper **plain** nets end with *higher training error* than "
+            "shallower ones (not overfitting), and residual nets get better with depth. Pick "
+            "runs on one dataset to see what yours do: under the charts, what the runs on screen "
+            "show.")
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -33,9 +34,10 @@ if len(df):
         dataset = st.selectbox("Dataset", datasets, key="deg_dataset")
     on_ds = df[df["dataset"] == dataset]
     with c2:
-        default = list(on_ds["id"].head(12))
+        default = list(runs_data.newest_groups(on_ds, 12)["id"])
         sel = ui.pick_runs(on_ds, "Runs", key=f"deg_runs_{dataset}", default=default,
-                           help="Default: the 12 newest runs on this dataset.")
+                           help="Default: the 12 newest experiments on this dataset, with all "
+                                "their seeds.")
 else:
     on_ds, sel = df, []
     with c2:
@@ -54,6 +56,10 @@ with c3:
                            help="'while training' averages each logging window (train-mode BN, "
                                 "augmented batches) as the paper's thin curves; 're-scored' "
                                 "evaluates a fixed set of training images at each evaluation.")
+    single_runs = st.toggle("Single runs", key="deg_single_runs",
+                            help="Finished runs that differ only in seed are drawn as their mean "
+                                 "± one standard deviation. Turn this on to draw each run: its "
+                                 "own curves, and its final error beside the error bars.")
 if not sel and not ref_sel:
     st.info("Pick at least one run.")
     st.stop()
@@ -61,42 +67,88 @@ if not sel and not ref_sel:
 _live = bool(on_ds[on_ds["id"].isin(sel)]["state"].isin(ACTIVE).any()) if len(on_ds) else False
 
 
-@st.fragment(run_every=3.0 if _live else None)
-def curves():
-    runs = ui.runs_df(store)
-    runs = runs[runs["id"].isin(sel)].assign(reference="")
-    chosen_refs = refs[refs["id"].isin(ref_sel)]
-    if len(chosen_refs):
-        runs = pd.concat([runs, chosen_refs], ignore_index=True) if len(runs) else chosen_refs
-    metrics = ui.metrics_for(list(runs["id"]), store)
-    left, right = st.columns([3, 2])
-    with left:
-        fig = charts.degradation_figure(metrics, runs, train_split=train_split)
-        data = metrics.merge(runs[["id", "label", "kind", "depth"]], left_on="run_id", right_on="id")
-        data = data[data["split"].isin([train_split, "test"])][
-            ["run_id", "label", "kind", "depth", "step", "split", "error", "loss"]]
-        ui.show_chart(fig, data, "degradation-curves", "deg_curves")
-        if runs["state"].isin(ACTIVE).any():
-            st.caption("Live: updates every 3 s while a run trains.")
-    with right:
-        which = st.radio("Final error", ["test", "train"], horizontal=True, key="deg_which",
-                         format_func={"test": "test", "train": "training (re-scored)"}.get)
-        finals = charts.final_errors_frame(runs)
-        fig2 = charts.final_error_figure(finals, which=which)
-        ui.show_chart(fig2, finals.drop(columns=["color"]), "final-error-vs-depth", "deg_final",
-                      caption="Open marks: the paper (Table 6; plain read off Fig. 6) and public "
-                              "reproductions, all CIFAR-10 at the full 64k-iteration budget: "
-                              "compare the trend, not the level, with short or digits runs. "
-                              "Stars on dotted lines: bundled reference runs (their budget is "
-                              "on the Runs page).")
-    tbl = finals.assign(state=runs["state"].values)[["label", "kind", "depth", "state",
-                                                      "train_error_pct", "test_error_pct"]]
-    st.dataframe(tbl.rename(columns={"train_error_pct": "final training error (%)",
-                                     "test_error_pct": "final test error (%)"}),
-                 hide_index=True, key="deg_table",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                for c in ("final training error (%)", "final test error (%)")})
-    verdict_lines(runs, finals)
+def seed_note(groups: pd.DataFrame, bands: bool) -> str:
+    """What the error bars (and bands) of the runs on screen are, with each set's seeds."""
+    sets = groups[groups["n_runs"] >= 2]
+    if not len(sets):
+        return ""
+    listed = "; ".join(f"{r.label} (seeds {', '.join(map(str, r.seeds))})" for r in sets.itertuples())
+    return (f"Filled marks with error bars{' and the bands on the curves' if bands else ''}: "
+            "mean ± one standard deviation (ddof=1) over finished runs that differ only in "
+            "seed (every other training setting equal; name, threads and device may differ): "
+            f"{listed}.")
+
+
+def depth_verdict(groups: pd.DataFrame) -> str:
+    """What the runs on screen show about depth, in numbers: each family's shallowest and
+    deepest final training error (mean ± std (n) over seeds). Said only where one experiment
+    stands at each depth, so the comparison is between depths, not settings."""
+    own = groups[(groups["reference"] == "") & (groups["state"] == "done") & groups["depth"].notna()
+                 & (groups["train_error_n"] >= 1)]
+    parts = []
+    for kind in ("plain", "resnet", "preresnet"):
+        k = own[own["kind"] == kind]
+        if k["depth"].nunique() < 2 or k["depth"].duplicated().any():
+            continue
+        k = k.sort_values("depth")
+        lo, hi = k.iloc[0], k.iloc[-1]
+        fmt = lambda r: (f"{runs_data.model_title(kind, int(r.depth))} "  # noqa: E731
+                         f"{runs_data.fmt_mean_std(r.train_error_mean, r.train_error_std, r.train_error_n)}")
+        gap = hi.train_error_mean - lo.train_error_mean
+        parts.append(f"{fmt(hi)} against {fmt(lo)}: the deeper net is "
+                     f"{abs(gap):.1f} points {'higher' if gap > 0 else 'lower'}")
+    if not parts:
+        return ""
+    return ("Final training error (%) of your runs, mean ± std (n): " + "; ".join(parts) + ".")
+
+
+def final_table(groups: pd.DataFrame):
+    """The paper's Table 6 layout for the runs on screen, with a CSV download."""
+    t6 = runs_data.table6_frame(groups)
+    show = t6.assign(source=[r or "your runs" for r in t6["reference"]])[
+        ["net", "depth (layers)", "params", "test error (%) mean ± std (n)",
+         "training error (%) mean ± std (n)", "dataset", "seeds", "state", "source"]]
+    st.markdown("**Final error by depth**, laid out as the paper's Table 6: (n) is the number "
+                "of runs averaged; training error is the eval-mode re-scoring (the last "
+                "training window for a run without one).")
+    st.dataframe(show, hide_index=True, key="deg_table")
+    st.download_button("Table (CSV)", t6.to_csv(index=False).encode(), file_name="table6.csv",
+                       mime="text/csv", key="deg_table_csv", on_click="ignore",
+                       icon=":material/download:")
+
+
+def crossing_section(groups: pd.DataFrame, metrics: pd.DataFrame):
+    """When depth starts to pay: the deepest minus the shallowest ResNet on screen, training
+    error against steps, with the step from which it stays below zero marked and said."""
+    res = groups[(groups["kind"] == "resnet") & groups["depth"].notna()]
+    if res["depth"].nunique() < 2 or not len(metrics):
+        return
+    res = res.sort_values("depth")
+    lo, hi = res.iloc[0], res.iloc[-1]
+    if (res["depth"] == lo.depth).sum() > 1 or (res["depth"] == hi.depth).sum() > 1:
+        st.caption("When depth starts to pay: pick one experiment per depth (several runs at "
+                   "the shallowest or deepest ResNet depth are on screen).")
+        return
+    cross = runs_data.depth_crossing(metrics, hi.run_ids, lo.run_ids)
+    if cross["last"] is None:
+        return
+    deep, shallow = (runs_data.model_title("resnet", int(r.depth)) for r in (hi, lo))
+    st.markdown(f"**When does depth start to pay?** {deep} minus {shallow}, training error")
+    ui.show_chart(charts.crossing_figure(cross["diff"], cross["stays_below_from"], deep, shallow,
+                                         cross["split"]),
+                  cross["diff"].rename("difference_points").rename_axis("step").reset_index(),
+                  "depth-crossing", "deg_crossing")
+    last_step = int(cross["diff"].index[-1])
+    if cross["stays_below_from"] is not None:
+        st.caption(f"On these runs {deep}'s training error stays below {shallow}'s from step "
+                   f"{cross['stays_below_from']:,} to the last ({last_step:,}), where it is "
+                   f"{-cross['last']:.1f} points lower: as in the paper's Fig. 6, the deeper "
+                   "ResNet ends better.")
+    else:
+        st.caption(f"On these runs {deep}'s training error does not stay below {shallow}'s: at "
+                   f"the last step ({last_step:,}) it is {cross['last']:+.1f} points. The paper "
+                   "(Fig. 6, 64,000 iterations on all of CIFAR-10) has the deeper ResNet end "
+                   f"lower; these runs stop after {last_step:,} steps, the likely reason.")
 
 
 def verdict_lines(runs: pd.DataFrame, finals: pd.DataFrame):
@@ -107,6 +159,57 @@ def verdict_lines(runs: pd.DataFrame, finals: pd.DataFrame):
         if mask.any():
             vs = verdicts.degradation(finals[mask], ui.budgets_for(runs[mask], store), whose=whose)
             st.markdown("\n".join(f"- {v.text}" for v in vs))
+
+
+@st.fragment(run_every=3.0 if _live else None)
+def curves():
+    runs = ui.runs_df(store)
+    runs = runs[runs["id"].isin(sel)].assign(reference="")
+    chosen_refs = refs[refs["id"].isin(ref_sel)]
+    if len(chosen_refs):
+        runs = pd.concat([runs, chosen_refs], ignore_index=True) if len(runs) else chosen_refs
+    metrics = ui.metrics_for(list(runs["id"]), store)
+    sets = runs_data.seed_sets(runs)
+    groups = runs_data.seed_groups(runs)
+    left, right = st.columns([3, 2])
+    with left:
+        fig = charts.degradation_figure(metrics, runs, train_split=train_split,
+                                        seed_sets=None if single_runs else sets)
+        data = metrics.merge(runs[["id", "label", "kind", "depth", "seed"]], left_on="run_id",
+                             right_on="id")
+        data = data[data["split"].isin([train_split, "test"])][
+            ["run_id", "label", "kind", "depth", "seed", "step", "split", "error", "loss"]]
+        ui.show_chart(fig, data, "degradation-curves", "deg_curves")
+        if runs["state"].isin(ACTIVE).any():
+            st.caption("Live: updates every 3 s while a run trains.")
+    with right:
+        which = st.radio("Final error", ["test", "train"], horizontal=True, key="deg_which",
+                         format_func={"test": "test", "train": "training (re-scored)"}.get)
+        finals = charts.final_errors_frame(runs)
+        fig2 = charts.final_error_figure(finals, which=which, groups=groups,
+                                         show_runs=single_runs)
+        ui.show_chart(fig2, finals.drop(columns=["color"]), "final-error-vs-depth", "deg_final",
+                      caption=("Open marks: the paper (Table 6; plain read off Fig. 6) and public "
+                               "reproductions, all CIFAR-10 at the full 64k-iteration budget: "
+                               "compare the trend, not the level, with short or digits runs."
+                               if which == "test" else "")
+                      + (" Stars on dotted lines: bundled reference runs (their budget is on "
+                         "the Runs page)." if len(chosen_refs) else ""))
+    for note in (depth_verdict(groups), seed_note(groups, bands=not single_runs)):
+        if note:
+            st.caption(note)
+    if single_runs:
+        tbl = finals.assign(state=runs["state"].values, seed=runs["seed"].values)[
+            ["label", "kind", "depth", "seed", "state", "train_error_pct", "test_error_pct"]]
+        st.dataframe(tbl.rename(columns={"train_error_pct": "final training error (%)",
+                                         "test_error_pct": "final test error (%)"}),
+                     hide_index=True, key="deg_runs_table",
+                     column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                    for c in ("final training error (%)", "final test error (%)")})
+    else:
+        final_table(groups)
+    verdict_lines(runs, finals)
+    crossing_section(groups, metrics)
 
 
 curves()

@@ -11,7 +11,7 @@ import streamlit as st  # noqa: E402
 from app import ui  # noqa: E402
 from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
 from resnet_core.config import (DEFAULT_RECORDERS, PRESETS, SWEEPS, ConfigError,  # noqa: E402
-                                apply_preset, sweep_runs)
+                                apply_preset, parse_seeds, sweep_plan, sweep_runs)
 from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS  # noqa: E402
 from resnet_core.data import (NAMED, TORCHVISION_FILES, TORCHVISION_WHERE,  # noqa: E402
                               data_root_of, on_disk, require_on_disk)
@@ -176,11 +176,17 @@ with st.container(border=True):
     with s2:
         own_budget = st.checkbox(f"Use the budget chosen above instead of the sweep's own "
                                  f"(`{sw['preset']}`)", key="lab_sweep_budget", value=False)
-        st.caption(f"Trains {', '.join(sw['models'])} on the dataset chosen above."
+        seeds_text = st.text_input("Seeds (optional)", key="lab_sweep_seeds",
+                                   placeholder="e.g. 0,1,2",
+                                   help="Train every model once per seed; the pages then show "
+                                        "runs that differ only in seed as mean ± std. Empty: "
+                                        "one run per model with the seed under Options.")
+        per_seed = ", once per seed" if seeds_text.strip() else ""
+        st.caption(f"Trains {', '.join(sw['models'])} on the dataset chosen above{per_seed}."
                    if "runs" not in sw else
                    f"Trains {len(sweep_runs(sweep))} runs of {', '.join(dict.fromkeys(sw['models']))}"
-                   " on the dataset chosen above, each with its own variant (init, activation, "
-                   "norm, branch scalar): the Options' are not used.")
+                   f" on the dataset chosen above{per_seed}, each with its own variant (init, "
+                   "activation, norm, branch scalar): the Options' are not used.")
         if sw["preset"] == "paper" and not own_budget:
             st.caption(":warning: `fig6` uses the paper's 64k iterations per run: hours on a GPU, "
                        "days on a CPU. Tick the box to use a smaller budget.")
@@ -192,8 +198,14 @@ if launch_sweep:
         ov = overrides()
         ov.pop("name")
         pre = (None if preset == "custom" else preset) if own_budget else sw["preset"]
-        runs = sweep_runs(sweep, ov.get("seed"))
-        for k in {k for r in runs for k in r} - {"model", "name"}:
+        seeds = [ov["seed"]]
+        if seeds_text.strip():
+            if ov["seed"] not in (0, None):  # as the CLI refuses --seed with --seeds
+                raise InputError(f"Seed {ov['seed']} (under Options) and Seeds {seeds_text.strip()!r} "
+                                 "can't be combined: set Seed back to 0, or clear Seeds")
+            seeds = parse_seeds(seeds_text, source="Seeds")
+        runs = sweep_plan(sweep, seeds)  # model-major, deepest first (as the CLI)
+        for k in {k for r in runs for k in r} - {"model", "name", "seed"}:
             ov.pop(k, None)  # rescue's runs set their own variant (the CLI refuses the flags)
         cfgs = [apply_preset(pre, {**ov, "name": f"sweep {sweep}", **r}) for r in runs]
         for c in cfgs:
@@ -201,8 +213,9 @@ if launch_sweep:
         ids = [jobs.submit(store, c, start_runner=False).id for c in cfgs]
         jobs.ensure_runner(store)
         st.session_state["lab_last"] = ids
-        st.success(f"Queued {len(ids)} runs of sweep `{sweep}`; they train one per free core.",
-                   icon=":material/check:")
+        per_seed = f" ({len(sw['models'])} models × {len(seeds)} seeds)" if len(seeds) > 1 else ""
+        st.success(f"Queued {len(ids)} runs of sweep `{sweep}`{per_seed}; they train one per "
+                   "free core.", icon=":material/check:")
     except (InputError, ConfigError, StoreError, ValueError) as e:
         st.error(f"Sweep not launched: {e}", icon=":material/error:")
 

@@ -11,7 +11,7 @@ import json  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui  # noqa: E402
+from app import charts, runs_data, ui  # noqa: E402
 from resnet_core import jobs  # noqa: E402
 from resnet_core.store import ACTIVE, RESUMABLE, StoreError, check_run_id  # noqa: E402
 
@@ -81,6 +81,7 @@ table = pd.DataFrame({
     "model": view["model"],
     "dataset": view["dataset"],
     "preset": view["preset"],
+    "seed": view["seed"],
     "progress": view["progress"].astype(float),
     "step": view["step"],
     "test error (%)": [None if v is None or v != v else 100 * v for v in view["test_error"]],
@@ -98,6 +99,31 @@ st.dataframe(table, hide_index=True, key="runs_table", height=min(600, 38 + 35 *
              })
 st.caption(f"{len(view)} of {len(df)} runs shown; click a column header to sort. "
            f"Store: `{store.root}`.")
+
+
+
+def seeds_section(runs: pd.DataFrame):
+    """Finished runs that differ only in seed, as mean ± std (n) per experiment, in the paper's
+    Table 6 layout with a CSV download; shown when at least one experiment has two seeds."""
+    groups = runs_data.seed_groups(runs[runs["state"] != "broken"])
+    sets = groups[groups["n_runs"] >= 2]
+    if not len(sets):
+        return
+    st.subheader("Repeats over seeds")
+    st.caption(f"{len(sets)} experiment(s) with runs that differ only in seed (every other "
+               "training setting equal; name, threads and device may differ): final error as "
+               "mean ± standard deviation (ddof=1) over its finished runs, (n) = runs averaged. "
+               "Runs still training, failed or diverged are not averaged.")
+    t6 = runs_data.table6_frame(sets)
+    st.dataframe(t6[["net", "depth (layers)", "params", "test error (%) mean ± std (n)",
+                     "training error (%) mean ± std (n)", "dataset", "seeds", "label"]],
+                 hide_index=True, key="runs_seed_table")
+    st.download_button("Table (CSV)", t6.to_csv(index=False).encode(), file_name="seeds-table6.csv",
+                       mime="text/csv", key="runs_seed_csv", on_click="ignore",
+                       icon=":material/download:")
+
+
+seeds_section(view)
 
 broken = df[df["state"] == "broken"]
 if len(broken):
@@ -181,7 +207,9 @@ def compare(ids: list[str]):
     st.session_state["pair"] = list(ids)
     runs = df[df["id"].isin(ids)].set_index("id").loc[ids].reset_index()
     st.subheader("Compare: " + " vs ".join(runs["label"]))
-    st.caption("Layer responses, Gradient flow, Activations and Embeddings now default to this pair.")
+    st.caption("Layer responses, Gradient flow, Activations and Embeddings now default to this pair."
+               + (" These two runs differ only in seed." if runs["group"].notna().all()
+                  and runs["group"].nunique() == 1 and runs["seed"].nunique() == 2 else ""))
     metrics = ui.metrics_for(ids, store)
     ui.show_chart(charts.compare_figure(metrics, runs), metrics, "compare-metrics", "runs_cmp")
     cfgs = []

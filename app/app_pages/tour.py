@@ -10,7 +10,7 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import charts, ui, verdicts  # noqa: E402
+from app import charts, runs_data, ui, verdicts  # noqa: E402
 from resnet_core import jobs  # noqa: E402
 from resnet_core.config import SWEEPS, ConfigError, apply_preset  # noqa: E402
 from resnet_core.store import ACTIVE, StoreError  # noqa: E402
@@ -58,14 +58,16 @@ if st.session_state.get("tour_launched") or (len(df) and df["state"].isin(ACTIVE
 
 if use_refs:
     first = ui.reference_sets()[0]
-    runs = refs[refs["id"].str.startswith(f"ref:{first['name']}/")].head(12)
+    runs = runs_data.newest_groups(refs[refs["id"].str.startswith(f"ref:{first['name']}/")], 12)
     newest = f"the reference set “{first['title']}”"
 else:
     newest = df["dataset"].iloc[0]
     on_ds = df[df["dataset"] == newest]
-    runs = on_ds.head(12)
+    runs = runs_data.newest_groups(on_ds, 12)  # all seeds of the 12 newest experiments
 metrics = ui.metrics_for(list(runs["id"]), store)
 finals = charts.final_errors_frame(runs)
+seed_sets = runs_data.seed_sets(runs)  # runs that differ only in seed: drawn as mean ± std
+seed_groups = runs_data.seed_groups(runs)
 budgets = ui.budgets_for(runs, store)  # for the verdicts' "likely reason" clauses
 whose = "these" if use_refs else "your"
 
@@ -116,18 +118,19 @@ st.header(title)
 st.markdown(text)
 
 if i in (0, 2):
-    fig = charts.degradation_figure(metrics, runs)
+    fig = charts.degradation_figure(metrics, runs, seed_sets=seed_sets)
     ui.show_chart(fig, metrics, "tour-degradation", f"tour_{i}")
     st.markdown(residual_verdict(finals, whose) if i == 2 else
                 verdicts.plain_depth(finals, budgets, whose=whose).text)
 elif i == 1:
     c1, c2 = st.columns(2)
     with c1:
-        ui.show_chart(charts.final_error_figure(finals, which="train", references=False),
+        ui.show_chart(charts.final_error_figure(finals, which="train", references=False,
+                                                groups=seed_groups),
                       finals.drop(columns=["color"]), "tour-train-error", "tour_1a")
     with c2:
-        ui.show_chart(charts.final_error_figure(finals, which="test"), None, "tour-test-error",
-                      "tour_1b")
+        ui.show_chart(charts.final_error_figure(finals, which="test", groups=seed_groups), None,
+                      "tour-test-error", "tour_1b")
     st.markdown(verdicts.not_overfitting(finals, budgets, whose=whose).text)
 elif i == 3:
     with_layers = runs[[ui.has_layers(store, r) for r in runs["id"]]]
