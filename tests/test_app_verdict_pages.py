@@ -82,7 +82,7 @@ def test_degradation_verdicts_follow_the_runs(synthetic):
         assert "the deeper plain net is **better**, by 10.0 points" in md
         assert "600 steps against the paper's 64,000" in md and "5,000 training images" in md
     # the page's own text states the paper's result as the paper's
-    assert "He et al. (Fig. 6) report that deeper **plain** nets" in md
+    assert "In the paper (Fig. 6), deeper **plain** nets" in md
 
 
 def test_tour_verdicts_follow_the_runs(synthetic):
