@@ -226,7 +226,7 @@ def test_degradation_shows_three_seeds_as_error_bars_and_one_seed_as_a_run(three
     test = np.array([last(three_seeds.run(i), "test") for i in ids])
     at = page("degradation").run()
     no_exception(at)
-    curves, finals = figures(at)
+    curves, finals = figures(at)[:2]  # then the depth-crossing chart, where 2+ ResNet depths
     agg, single = final_marks(finals)
     assert len(agg) == 1
     assert arr(agg[0]["y"]).tolist() == pytest.approx([np.mean(test)])
@@ -255,7 +255,7 @@ def test_degradation_shows_three_seeds_as_error_bars_and_one_seed_as_a_run(three
     # the single runs, one click away
     at.toggle(key="deg_single_runs").set_value(True).run()
     no_exception(at)
-    curves, finals = figures(at)
+    curves, finals = figures(at)[:2]  # then the depth-crossing chart, where 2+ ResNet depths
     assert not traces(curves, "mean of")
     for i in ids:
         assert len(traces(curves, i[-6:])) == 2
@@ -269,7 +269,7 @@ def test_degradation_with_one_seed_draws_the_run_itself(three_seeds):
         three_seeds.delete(i)
     at = page("degradation").run()
     no_exception(at)
-    curves, finals = figures(at)
+    curves, finals = figures(at)[:2]  # then the depth-crossing chart, where 2+ ResNet depths
     agg, single = final_marks(finals)
     assert not agg and not traces(curves, "mean of")
     ys = sorted(float(v) for t in single for v in arr(t["y"]))
