@@ -79,29 +79,6 @@ def seed_note(groups: pd.DataFrame, bands: bool) -> str:
             f"{listed}.")
 
 
-def depth_verdict(groups: pd.DataFrame) -> str:
-    """What the runs on screen show about depth, in numbers: each family's shallowest and
-    deepest final training error (mean ± std (n) over seeds). Said only where one experiment
-    stands at each depth, so the comparison is between depths, not settings."""
-    own = groups[(groups["reference"] == "") & (groups["state"] == "done") & groups["depth"].notna()
-                 & (groups["train_error_n"] >= 1)]
-    parts = []
-    for kind in ("plain", "resnet", "preresnet"):
-        k = own[own["kind"] == kind]
-        if k["depth"].nunique() < 2 or k["depth"].duplicated().any():
-            continue
-        k = k.sort_values("depth")
-        lo, hi = k.iloc[0], k.iloc[-1]
-        fmt = lambda r: (f"{runs_data.model_title(kind, int(r.depth))} "  # noqa: E731
-                         f"{runs_data.fmt_mean_std(r.train_error_mean, r.train_error_std, r.train_error_n)}")
-        gap = hi.train_error_mean - lo.train_error_mean
-        parts.append(f"{fmt(hi)} against {fmt(lo)}: the deeper net is "
-                     f"{abs(gap):.1f} points {'higher' if gap > 0 else 'lower'}")
-    if not parts:
-        return ""
-    return ("Final training error (%) of your runs, mean ± std (n): " + "; ".join(parts) + ".")
-
-
 def final_table(groups: pd.DataFrame):
     """The paper's Table 6 layout for the runs on screen, with a CSV download."""
     t6 = runs_data.table6_frame(groups)
@@ -156,9 +133,22 @@ def verdict_lines(runs: pd.DataFrame, finals: pd.DataFrame):
     (their budgets differ), each a sentence with its numbers (app.verdicts)."""
     ref = runs["reference"].fillna("").astype(bool).to_numpy()
     for mask, whose in ((~ref, "your"), (ref, "the reference")):
-        if mask.any():
-            vs = verdicts.degradation(finals[mask], ui.budgets_for(runs[mask], store), whose=whose)
-            st.markdown("\n".join(f"- {v.text}" for v in vs))
+        if not mask.any():
+            continue
+        mixed = mixed_depths(runs[mask])
+        if mixed:  # averaging different settings at one depth would compare settings, not depths
+            st.caption(f"No depth verdict for {whose} runs: several experiments (not only seeds) "
+                       f"at {', '.join(mixed)} are on screen; pick one experiment per depth.")
+            continue
+        vs = verdicts.degradation(finals[mask], ui.budgets_for(runs[mask], store), whose=whose)
+        st.markdown("\n".join(f"- {v.text}" for v in vs))
+
+
+def mixed_depths(runs: pd.DataFrame) -> list[str]:
+    """The models (e.g. "ResNet-56") at which the runs belong to more than one seed set."""
+    d = runs.assign(_set=runs_data.seed_sets(runs)).dropna(subset=["depth"])
+    n = d.groupby(["kind", "depth"])["_set"].nunique()
+    return [runs_data.model_title(k, int(dep)) for (k, dep), v in n.items() if v > 1]
 
 
 @st.fragment(run_every=3.0 if _live else None)
@@ -195,9 +185,9 @@ def curves():
                                if which == "test" else "")
                       + (" Stars on dotted lines: bundled reference runs (their budget is on "
                          "the Runs page)." if len(chosen_refs) else ""))
-    for note in (depth_verdict(groups), seed_note(groups, bands=not single_runs)):
-        if note:
-            st.caption(note)
+    note = seed_note(groups, bands=not single_runs)
+    if note:
+        st.caption(note)
     if single_runs:
         tbl = finals.assign(state=runs["state"].values, seed=runs["seed"].values)[
             ["label", "kind", "depth", "seed", "state", "train_error_pct", "test_error_pct"]]
