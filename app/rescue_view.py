@@ -79,9 +79,12 @@ def variance_sentences(summary: pd.DataFrame) -> list[str]:
         return []
     ref = float(s.loc[RESNET, "last block variance"])
     near, above, below = [], [], []
+    bn_plain = {v["label"] for v in rescue_variants()
+                if v["kind"] == "plain" and v["options"]["norm"] == "batch"}
     for v, r in s.drop(index=RESNET).iterrows():
         x = float(r["last block variance"])
-        item = f"{v} {_num(x)}"
+        item = f"{v} {_num(x)}" + (" (a BN output in train mode: 1 by construction)"
+                                   if v in bn_plain else "")
         (near if ref / NEAR_FACTOR <= x <= ref * NEAR_FACTOR else above if x > ref else below).append(item)
     out = [f"Last block's average channel variance of the residual net ({RESNET}): **{_num(ref)}**."]
     if near:
@@ -102,6 +105,25 @@ def variance_sentences(summary: pd.DataFrame) -> list[str]:
         out.append(f"{', '.join(sorted(biggest))} measure exactly the same at the last block: "
                    "at init each of their residual branches is multiplied by 0 or ends in a "
                    "zero conv, so all compute the same net of shortcuts.")
+    return out
+
+
+def branch_sentences(blocks: pd.DataFrame, floor: float = 1e-9) -> list[str]:
+    """Which residual variants start with every branch's output at 0 (not drawn on the log
+    axis of the F(x) panel), and the others' range of branch variance, with the numbers."""
+    res = blocks[blocks["res_var"].notna()]
+    if not len(res):
+        return []
+    span = res.groupby("label", sort=False)["res_var"].agg(["min", "max"])
+    zero = [v for v, r in span.iterrows() if r["max"] < floor]
+    out = []
+    if zero:
+        out.append(f"Residual branch variance 0 at every block (below {floor:g}, so not drawn "
+                   f"on the log axis): {', '.join(zero)}.")
+    rest = [f"{v} {_num(r['min'])} to {_num(r['max'])}" for v, r in span.iterrows()
+            if r["max"] >= floor]
+    if rest:
+        out.append("Residual branch variance, lowest to highest block: " + "; ".join(rest) + ".")
     return out
 
 
@@ -322,6 +344,6 @@ def gap_display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["PLAIN", "RESNET", "SWEEP_COMMAND", "VARIANT_FIELDS", "variant_colors", "flags_of",
-           "init_summary", "variance_sentences", "shattering_sentences", "shattering_figure",
+           "init_summary", "variance_sentences", "branch_sentences", "shattering_sentences", "shattering_figure",
            "budget_key", "rescue_runs", "variant_sets", "gap_table", "gap_sentences",
            "curves_figure", "gap_display"]

@@ -233,6 +233,9 @@ def test_page_with_no_runs_says_so_and_gives_the_command(store, monkeypatch):
     table = at.dataframe[1].value.set_index("variant")
     res_var = table.loc["resnet, He + BN", "last block variance"]
     assert f"**{res_var:.3g}**" in text
+    zero = ("Residual branch variance 0 at every block (below 1e-09, so not drawn on the log "
+            "axis): Fixup, SkipInit, ReZero, resnet, zero-init last BN.")
+    assert zero in text  # each branch ends in alpha = 0, a zero conv or a zero BN gamma
     ll = "looks-linear CReLU: the gradient is the same at every point"
     assert ll in text and table.loc["looks-linear CReLU", "gradient constant along the line"]
 

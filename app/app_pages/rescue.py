@@ -68,15 +68,12 @@ def init_section():
     spp["color"] = spp["series"].map(colors)
     ui.show_chart(charts.spp_figure(spp), blocks, "rescue-signal", "rescue_spp")
     summary = rv.init_summary(blocks, shatter)
-    g1, g2 = st.columns([3, 2])
-    with g1:
-        ui.show_chart(rv.shattering_figure(shatter, colors), shatter, "rescue-shattering",
-                      "rescue_shatter")
-    with g2:
-        st.dataframe(summary.drop(columns=["group"]), hide_index=True, key="rescue_init_table")
+    ui.show_chart(rv.shattering_figure(shatter, colors), shatter, "rescue-shattering",
+                  "rescue_shatter")
+    st.dataframe(summary.drop(columns=["group"]), hide_index=True, key="rescue_init_table")
     st.markdown(f"**Measured here** (depth {depth}, width {width}, one seed):")
     st.markdown("\n".join(f"- {s}" for s in rv.variance_sentences(summary)
-                          + rv.shattering_sentences(summary)))
+                          + rv.branch_sentences(blocks) + rv.shattering_sentences(summary)))
 
 
 def _configs(store, ids) -> dict:
@@ -109,7 +106,9 @@ def runs_section():
                 "one standard deviation). Runs are compared only within one budget (the same "
                 "dataset, preset and every other training field) and depth. *Gap closed*: "
                 "(plain − variant) / (plain − residual) in final training error, with the "
-                f"baselines {rv.PLAIN} and {rv.RESNET} of that budget.")
+                f"baselines {rv.PLAIN} and {rv.RESNET} of that budget. The final training "
+                "error is the eval-mode pass over training images at the end of a run (split "
+                "`train_eval`, as on the other pages), not the last point of the running curve.")
     metrics = ui.metrics_for(sorted({i for ids in table["run_ids"] for i in ids}), store)
     for (budget, depth), t in table.groupby(["budget", "depth"], sort=False):
         first = t.iloc[0]
