@@ -344,6 +344,7 @@ def gap_display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["PLAIN", "RESNET", "SWEEP_COMMAND", "VARIANT_FIELDS", "variant_colors", "flags_of",
-           "init_summary", "variance_sentences", "branch_sentences", "shattering_sentences", "shattering_figure",
+           "init_summary", "variance_sentences", "branch_sentences", "shattering_sentences",
+           "shattering_figure",
            "budget_key", "rescue_runs", "variant_sets", "gap_table", "gap_sentences",
            "curves_figure", "gap_display"]
