@@ -96,7 +96,8 @@ def runs_section():
     if not len(table):
         st.info("No finished runs of the `rescue` variants in the store"
                 + (f" ({len(rr)} still training or stopped)" if len(rr) else "")
-                + ". Train them (about half an hour per net on a 2-core CPU, the `lesson` budget; "
+                + ". Train them (14 runs on the `lesson` budget, which takes about half an hour "
+                "for four nets on a 2-core CPU; this sweep's own time is not measured yet; "
                 "`--seeds 0,1,2` for three seeds):\n\n"
                 f"`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the **Lab**. A "
                 "measured reference set of this sweep is not bundled yet, so there are no curves "
