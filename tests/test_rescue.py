@@ -274,3 +274,46 @@ def test_page_verdicts_follow_the_runs(store, monkeypatch, crelu_error, verdict,
     gap = at.dataframe[-1].value.set_index("variant")
     assert gap.loc["looks-linear CReLU", "gap closed"] == closed
     assert "Sets with one seed have no spread" in text
+
+
+def _row(variant, train, n=3, std=1.0):
+    return {"variant": variant, "group": "g", "n": n, "train_mean": train, "train_std": std,
+            "test_mean": train + 5, "test_std": std, "gap_closed": math.nan}
+
+
+def test_gap_verdicts_without_a_baseline_without_a_gap_and_past_the_residual_net():
+    """The verdicts name what is missing, say when there is no gap, and say when a variant ends
+    below the residual net, each from the numbers given."""
+    import pandas as pd
+
+    from app import rescue_view as rv
+
+    only_plain = pd.DataFrame([_row(rv.PLAIN, 60.0), _row("Fixup", 30.0)])
+    assert "No finished run of resnet, He + BN" in rv.gap_sentences(only_plain)[0]
+    no_gap = pd.DataFrame([_row(rv.PLAIN, 20.0), _row(rv.RESNET, 25.0), _row("ReZero", 10.0)])
+    said = rv.gap_sentences(no_gap)
+    assert "a gap of **-5.0 points**" in said[0] and "no gap for the variants to close" in said[1]
+    assert not any("ReZero" in s for s in said)
+    past = pd.DataFrame([_row(rv.PLAIN, 60.0), _row(rv.RESNET, 10.0), _row("ReZero", 4.0)])
+    past["gap_closed"] = (60.0 - past["train_mean"]) / 50.0
+    said = rv.gap_sentences(past)
+    assert "**ReZero** (g): 4.0% ± 1.0 (n=3); it closes the whole gap (112%): it ends 6.0 points " \
+           "below the residual net." in said
+
+
+def test_runs_are_compared_within_one_budget_and_depth():
+    """A variant's run shares its budget key with the baselines of the same training fields,
+    whatever its family and variant fields; another budget or depth gets another key."""
+    import dataclasses
+
+    from conftest import tiny_config
+
+    from app import rescue_view as rv
+
+    def key(model, **kw):
+        return rv.budget_key(dataclasses.asdict(tiny_config(model, **kw)))
+
+    base = key("plain56")
+    assert key("resnet56", norm="none", init="fixup") == base
+    assert key("plain56", activation="tanh", init="delta_orthogonal", norm="none", seed=3) == base
+    assert key("plain56", iterations=40) != base and key("plain20") != base
