@@ -29,6 +29,7 @@ pages = {
         st.Page(PAGES / "activations.py", title="Activations", icon=":material/image_search:"),
         st.Page(PAGES / "embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
         st.Page(PAGES / "studies.py", title="Studies", icon=":material/biotech:"),
+        st.Page(PAGES / "rescue.py", title="Can plain nets be fixed?", icon=":material/healing:"),
     ],
     "Teach": [
         st.Page(PAGES / "tour.py", title="Tour", icon=":material/school:"),

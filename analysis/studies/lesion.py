@@ -11,6 +11,12 @@ What a deletion removes:
   ReLUs): it becomes the identity, or, where it changes shape (stride 2 or more channels), the
   parameter-free option-A map (subsample and zero-pad, ``resnet_core.models.ShortcutA``) so
   the next block still gets a tensor of the shape it expects.
+- the variants (``resnet_core.models.variants``): a deleted SkipInit or ReZero block computes
+  what it did at init, alpha = 0 (SkipInit: ReLU(shortcut(x)); ReZero: shortcut(x), no
+  activation after its sum); a deleted Fixup block computes ReLU(shortcut(x + b)), keeping
+  the scalar bias b (``bias1a``) that its shortcut reads and losing the branch with its own
+  biases and multiplier; a deleted CReLU plain block maps its input's doubled channels
+  (2 x filters) as option A does.
 
 - :func:`lesion_each`: every block deleted alone, in order (Veit et al.'s Fig. 3);
 - :func:`lesion_random`: k random blocks deleted at once, ``samples`` draws per k (their
@@ -34,26 +40,34 @@ from ..progress import report
 
 
 class Lesioned(nn.Module):
-    """A residual block without its residual branch: ``post(shortcut(x))``."""
+    """A residual block without its residual branch: ``post(shortcut(pre(x)))``."""
 
-    def __init__(self, shortcut: nn.Module, post: nn.Module):
+    def __init__(self, shortcut: nn.Module, post: nn.Module, pre: nn.Module | None = None):
         super().__init__()
         self.shortcut, self.post = shortcut, post
+        self.pre = pre if pre is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post(self.shortcut(x))
+        return self.post(self.shortcut(self.pre(x)))
 
 
 def stand_in(block: nn.Module) -> nn.Module:
     """What replaces a deleted block (see the module docstring): a residual block keeps its
     own shortcut (and the ReLU after the sum, if it has one); a plain block becomes the
-    identity, or option A where the shape changes."""
+    identity, or option A where the shape changes.
+
+    The variants: a SkipInit block keeps its ReLU after the sum, a ReZero block has none, so
+    either deleted computes what it did at init (alpha = 0); a Fixup block keeps the scalar
+    bias its shortcut reads (``bias1a``) and loses its branch with the branch's own biases
+    and multiplier; a plain CReLU block's output has twice its filters in channels, so
+    option A subsamples and zero-pads those."""
     if block.residual:
         post = (block.act2 if isinstance(block, BasicBlock)
                 else block.act3 if isinstance(block, Bottleneck) else nn.Identity())
-        return Lesioned(block.downsample, post)
+        return Lesioned(block.downsample, post, getattr(block, "bias1a", None))
     if block.stride != 1 or block.in_planes != block.out_planes:
-        return ShortcutA(block.in_planes, block.out_planes, block.stride)
+        mult = getattr(getattr(block, "act2", None), "channel_mult", 1)
+        return ShortcutA(block.in_planes * mult, block.out_planes * mult, block.stride)
     return nn.Identity()
 
 

@@ -38,6 +38,9 @@ from resnet_core.models import build_model
 from ..progress import report
 
 FC_POINTS, FC_RANGE = 256, (-2.0, 2.0)  # Balduzzi et al.'s 1-D inputs
+# variance of s below this share of its mean square: constant up to float32 rounding (whose
+# relative size is ~1e-7, so ~1e-14 in variance); a gradient that really varies is far above
+CONSTANT_REL_VAR = 1e-9
 
 
 # --- the measure ------------------------------------------------------------------------
@@ -49,7 +52,10 @@ def autocorrelation(s, spacing: float = 1.0, max_lag: int | None = None) -> pd.D
     max_lag = t // 4 if max_lag is None else min(max_lag, t - 1)
     c = s - s.mean()
     cov = np.array([(c[: t - k] * c[k:]).sum() / t for k in range(max_lag + 1)])
-    rho = cov / cov[0] if cov[0] > 0 else np.full_like(cov, np.nan)
+    # a gradient constant along the line (a linear net, e.g. looks-linear init) varies only by
+    # float32 rounding: its rho would be the rounding noise's, so it is left undefined (NaN)
+    flat = cov[0] <= CONSTANT_REL_VAR * float(np.mean(s * s))
+    rho = cov / cov[0] if cov[0] > 0 and not flat else np.full_like(cov, np.nan)
     k = np.arange(max_lag + 1)
     return pd.DataFrame({"lag": k, "distance": k * spacing, "covariance": cov,
                          "autocorrelation": rho})
@@ -206,10 +212,15 @@ def image_shattering(model: nn.Module, x0: torch.Tensor, target: int, n_points: 
 def shattering_vs_depth(kinds=("plain", "resnet"), depths=(8, 20, 56), width: int = 8,
                         image_size: int = 16, in_channels: int = 3, n_points: int = 256,
                         span: float = 1.0, seeds=(0, 1), init: str = "he", norm: str = "batch",
-                        max_lag: int = 32, progress=None) -> pd.DataFrame:
+                        max_lag: int = 32, progress=None, options: dict | None = None,
+                        readout=None) -> pd.DataFrame:
     """The image version at initialization: per kind, depth and seed, a fresh CIFAR-style net,
     a Gaussian-noise image, class 0's logit, BN over the line points. Columns kind, depth,
-    seed, lag, distance, covariance, autocorrelation. The caller's RNG is kept."""
+    seed, lag, distance, covariance, autocorrelation. The caller's RNG is kept. ``options``:
+    a variant's other model options (activation, branch_scalar, ...), passed to the builder.
+    ``readout``: None (the logit), or a function model -> module whose output column 0 is
+    differentiated instead (e.g. a fixed random readout of the features, for Fixup, whose
+    classifier starts at 0 and so has no input gradient at init)."""
     combos = [(k, d, s) for k in kinds for d in depths for s in seeds]
     frames = []
     for i, (k, d, s) in enumerate(combos):
@@ -217,7 +228,8 @@ def shattering_vs_depth(kinds=("plain", "resnet"), depths=(8, 20, 56), width: in
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s)
             model = build_model(f"cifar_{k}{d}", width=width, init=init, norm=norm,
-                                in_channels=in_channels)
+                                in_channels=in_channels, **(options or {}))
+        model = readout(model) if readout is not None else model
         x0 = torch.randn(in_channels, image_size, image_size,
                          generator=torch.Generator().manual_seed(s))
         a = image_shattering(model, x0, 0, n_points, span, s,

@@ -101,9 +101,13 @@ def _sum_point(block: nn.Module) -> tuple[nn.Module, str]:
     if not isinstance(block, (BasicBlock, Bottleneck)):
         raise TypeError(f"{type(block).__name__} is not a block this study knows")
     last = block.act2 if isinstance(block, BasicBlock) else block.act3
+    if isinstance(last, nn.Identity):  # ReZero: x + alpha F(x), no activation after the sum
+        return last, "F(x) + shortcut(x): the block output (no activation after the sum)"
+    act = "ReLU" if isinstance(last, nn.ReLU) else "activation"  # tanh, TAT, CReLU variants
     if block.residual:
-        return last, "F(x) + shortcut(x), before the block's last ReLU"
-    return last, "F(x) (last BN output), before the block's last ReLU"
+        return last, f"F(x) + shortcut(x), before the block's last {act}"
+    bn = "BN" if isinstance(getattr(block, "bn3", block.bn2), nn.BatchNorm2d) else "conv"
+    return last, f"F(x) (last {bn} output), before the block's last {act}"
 
 
 def _channel_stats(t: torch.Tensor) -> tuple[float, float]:
@@ -155,18 +159,22 @@ def grad_ratio(df: pd.DataFrame) -> float:
 
 
 def fresh_net(kind: str, depth: int, norm: str = "batch", init: str = "he", width: int = 16,
-              num_classes: int = 10, seed: int = 0) -> nn.Module:
-    """A freshly initialized CIFAR-style net; the caller's RNG state is kept."""
+              num_classes: int = 10, seed: int = 0, options: dict | None = None) -> nn.Module:
+    """A freshly initialized CIFAR-style net; the caller's RNG state is kept. ``options``:
+    the variants' model options (activation, branch_scalar, zero_init_residual, tat_target;
+    ``TrainConfig.model_options()`` without its norm, init and width), passed to the same
+    builder the trainer uses."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_model(model_name(kind, depth), norm=norm, init=init, width=width,
-                           num_classes=num_classes)
+                           num_classes=num_classes, **(options or {}))
 
 
-def _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode, what):
+def _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode, what,
+         options=None):
     frames = []
     for seed in seeds:
-        model = fresh_net(kind, depth, norm, init, width, num_classes, seed)
+        model = fresh_net(kind, depth, norm, init, width, num_classes, seed, options)
         x, y = noise_batch(model, batch, image_size, seed)
         df = conv_gradients(model, x, y, bn_mode) if what == "grad" else block_signal(model, x, bn_mode)
         df.insert(0, "seed", seed)
@@ -181,20 +189,21 @@ def _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, 
 def signal_propagation(kind: str = "plain", depth: int = 20, norm: str = "batch",
                        init: str = "he", width: int = 16, batch: int = 128,
                        image_size: int = 32, seeds=(0, 1, 2), num_classes: int = 10,
-                       bn_mode: str = "train") -> pd.DataFrame:
+                       bn_mode: str = "train", options: dict | None = None) -> pd.DataFrame:
     """Per seed and main-path conv of a fresh net: ``grad_norm`` (see :func:`conv_gradients`).
-    Columns: kind, depth, norm, init, bn_mode, seed, order, layer, grad_norm."""
+    Columns: kind, depth, norm, init, bn_mode, seed, order, layer, grad_norm. ``options``: a
+    variant's other model options (see :func:`fresh_net`)."""
     return _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode,
-                "grad")
+                "grad", options)
 
 
 def signal_propagation_plot(kind: str = "resnet", depth: int = 20, norm: str = "batch",
                             init: str = "he", width: int = 16, batch: int = 128,
                             image_size: int = 32, seeds=(0,), num_classes: int = 10,
-                            bn_mode: str = "train") -> pd.DataFrame:
+                            bn_mode: str = "train", options: dict | None = None) -> pd.DataFrame:
     """Per seed and block of a fresh net: Brock et al.'s ``sq_mean``, ``var``, ``res_var``
     (see :func:`block_signal`). Columns: kind, depth, norm, init, bn_mode, seed, order, block,
-    point, sq_mean, var, res_var."""
+    point, sq_mean, var, res_var. ``options``: a variant's other model options."""
     return _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode,
-                "spp")
+                "spp", options)
 

@@ -31,6 +31,7 @@ options go together.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -148,6 +149,7 @@ def _gauss_mean(fn, q: float, order: int = 101) -> float:
     return float(np.sum(w * fn(math.sqrt(q) * z)) / math.sqrt(2 * math.pi))
 
 
+@functools.lru_cache(maxsize=8)  # ~2 s of quadrature, asked for by every tanh net built
 def tanh_critical(sigma_b2: float = TANH_SIGMA_B2) -> tuple[float, float]:
     """(sigma_w^2, q*) on tanh's order-to-chaos line for bias variance ``sigma_b2``: the
     length fixed point q* = sigma_w^2 E[tanh(sqrt(q*) z)^2] + sigma_b^2 with

@@ -1,0 +1,126 @@
+"""Can plain nets be fixed? The `rescue` variants side by side: their signal propagation and
+gradient shattering at init (computed on the spot), then the user's runs of each variant with
+the share of the plain-to-residual gap each closes. Every sentence is computed from the
+numbers drawn beside it (``app.rescue_view``)."""
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from analysis.studies.rescue import rescue_variants  # noqa: E402
+from app import charts, ui  # noqa: E402
+from app import rescue_view as rv
+
+SIG_BATCH, SIG_SIZE, LINE_POINTS, MAX_LAG = 64, 16, 128, 16  # the on-the-spot measurement
+
+st.title("Can plain nets be fixed?")
+st.markdown(
+    "The paper's answer to degradation is the shortcut. Later papers trained deep nets "
+    "*without* shortcuts, or without normalisation, by changing the initialisation, the "
+    "activation, or a scalar on each residual branch. This page puts them beside the paper's "
+    "plain and residual nets with two of the lab's instruments at initialisation, then with "
+    "your runs of the `rescue` sweep.")
+colors = rv.variant_colors()
+st.dataframe(pd.DataFrame([{"variant": v["label"], "group": v["group"], "family": v["kind"],
+                            "flags": rv.flags_of(v)} for v in rescue_variants()]),
+             hide_index=True, key="rescue_variants")
+st.caption("Looks-linear CReLU: Balduzzi et al. 2017; delta-orthogonal tanh: Xiao et al. 2018; "
+           "TAT: Zhang, Botev and Martens 2022; Fixup: Zhang, Dauphin and Ma 2019; SkipInit: "
+           "De and Smith 2020; ReZero: Bachlechner et al. 2020; zero-init last BN: Goyal et al. "
+           "2017. README, Models, says what each does at init.")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def at_init(depth: int, width: int):
+    """Brock et al.'s block statistics and the gradient shattering of every variant, fresh."""
+    from analysis.studies.rescue import variants_shattering, variants_signal
+
+    blocks = variants_signal(depth, width, SIG_BATCH, SIG_SIZE, seed=0)
+    shatter = variants_shattering(depth, width, SIG_SIZE, LINE_POINTS, seeds=(0,), max_lag=MAX_LAG)
+    return blocks, shatter
+
+
+def init_section():
+    st.header("At initialisation")
+    st.markdown(
+        f"Every variant built fresh (seed 0) through the trainer's own builder. **Signal "
+        f"propagation** (Brock, De and Smith 2021): one batch of {SIG_BATCH} Gaussian-noise "
+        f"images ({SIG_SIZE}×{SIG_SIZE}), BN in train mode; per block the average channel "
+        "variance and squared mean of the sum before the block's last activation (plain "
+        "blocks: F(x) at that point) and the residual branch's variance. **Gradient "
+        f"shattering** (Balduzzi et al. 2017): along a line of {LINE_POINTS} points through a "
+        "noise image, the derivative of a fixed random readout of the pooled features (a "
+        "fresh classifier row; Fixup's own classifier starts at 0, so its logits have no "
+        "gradient at init), and its autocorrelation against lag.")
+    c1, c2 = st.columns(2)
+    depth = c1.selectbox("Depth", [8, 20, 32, 56], index=1, key="rescue_depth",
+                         help="The sweep trains depth 56; deeper takes longer to measure here.")
+    width = c2.selectbox("Width (filters in the first stage)", [4, 8, 16], index=1,
+                         key="rescue_width")
+    with st.spinner(f"Measuring {len(colors)} fresh nets…"):
+        blocks, shatter = at_init(int(depth), int(width))
+    spp = blocks.rename(columns={"label": "series"})
+    spp["color"] = spp["series"].map(colors)
+    ui.show_chart(charts.spp_figure(spp), blocks, "rescue-signal", "rescue_spp")
+    summary = rv.init_summary(blocks, shatter)
+    ui.show_chart(rv.shattering_figure(shatter, colors), shatter, "rescue-shattering",
+                  "rescue_shatter")
+    st.dataframe(summary.drop(columns=["group"]), hide_index=True, key="rescue_init_table")
+    st.markdown(f"**Measured here** (depth {depth}, width {width}, one seed):")
+    st.markdown("\n".join(f"- {s}" for s in rv.variance_sentences(summary)
+                          + rv.branch_sentences(blocks) + rv.shattering_sentences(summary)))
+
+
+def _configs(store, ids) -> dict:
+    out = {}
+    for rid in ids:
+        try:
+            out[rid] = store.run(rid).read_config_dict()
+        except Exception as e:  # an unreadable config: that run is left out, and said so
+            st.caption(f"Run {rid}: config unreadable ({type(e).__name__}); left out.")
+    return out
+
+
+def runs_section():
+    st.header("Your runs")
+    store = ui.get_store()
+    df = ui.runs_df(store)
+    df = df[df["state"] != "broken"] if len(df) else df
+    rr = rv.rescue_runs(df, _configs(store, list(df["id"]))) if len(df) else pd.DataFrame()
+    table = rv.gap_table(rv.variant_sets(rr)) if len(rr) else pd.DataFrame()
+    if not len(table):
+        st.info("No finished runs of the `rescue` variants in the store"
+                + (f" ({len(rr)} still training or stopped)" if len(rr) else "")
+                + ". Train them (14 runs on the `lesson` budget, which takes about half an hour "
+                "for four nets on a 2-core CPU; this sweep's own time is not measured yet; "
+                "`--seeds 0,1,2` for three seeds):\n\n"
+                f"`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the **Lab**. A "
+                "measured reference set of this sweep is not bundled yet, so there are no curves "
+                "to show before you train.", icon=":material/science:")
+        return
+    st.markdown("Runs of one variant that differ only in seed are drawn as their mean (band: ± "
+                "one standard deviation). Runs are compared only within one budget (the same "
+                "dataset, preset and every other training field) and depth. *Gap closed*: "
+                "(plain − variant) / (plain − residual) in final training error, with the "
+                f"baselines {rv.PLAIN} and {rv.RESNET} of that budget. The final training "
+                "error is the eval-mode pass over training images at the end of a run (split "
+                "`train_eval`, as on the other pages), not the last point of the running curve.")
+    metrics = ui.metrics_for(sorted({i for ids in table["run_ids"] for i in ids}), store)
+    for (budget, depth), t in table.groupby(["budget", "depth"], sort=False):
+        first = t.iloc[0]
+        st.subheader(f"{first['dataset']} · depth {int(depth)} · {first['preset'] or 'custom'} "
+                     f"budget")
+        ui.show_chart(rv.curves_figure(metrics, t, colors), None, f"rescue-curves-{budget}",
+                      f"rescue_curves_{budget}_{int(depth)}")
+        st.dataframe(rv.gap_display(t), hide_index=True, key=f"rescue_gap_{budget}_{int(depth)}")
+        st.markdown("\n".join(f"- {s}" for s in rv.gap_sentences(t)))
+
+
+init_section()
+st.divider()
+runs_section()

@@ -1,0 +1,319 @@
+"""Issue 15's instruments on every variant, and the "Can plain nets be fixed?" page.
+
+Each measurement is checked against a computation written here from its definition (hooks
+or plain torch), on real nets: fresh ones at init, and real tiny digits runs of every
+variant of the `rescue` sweep. The page runs in Streamlit's AppTest on an empty store and on
+a store of runs whose final errors are set so that a variant closes the gap, or does not.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import train_tiny
+
+from analysis.studies import rescue
+from analysis.studies.landscape import landscape_1d
+from analysis.studies.lesion import deleted, error_of, lesion_each
+from analysis.studies.shattering import image_shattering
+from resnet_core.models import blocks_of, build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = rescue.rescue_variants()
+
+
+def _opts(v):
+    o = dict(v["options"])
+    return o.pop("norm"), o.pop("init"), o
+
+
+def _fresh(v, depth=8, width=4, seed=0):
+    norm, init, o = _opts(v)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(f"cifar_{v['kind']}{depth}", norm=norm, init=init, width=width, **o)
+
+
+# --- at init ---------------------------------------------------------------------------------
+def _sum_inputs(model, x):
+    """Per block, the input of its last activation module (hooks), BN in train mode."""
+    seen, handles = {}, []
+    for n, b in blocks_of(model):
+        handles.append(b.act2.register_forward_hook(
+            lambda m, i, o, n=n: seen.__setitem__(n, i[0].detach().double())))
+    try:
+        model.train()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def test_signal_propagation_at_init_of_every_variant_by_definition():
+    """Brock et al.'s statistics of each variant's fresh net equal the channel squared mean and
+    variance of the sum before each block's last activation, measured here by hooks on the same
+    net built directly; and the variant really is the variant (ReZero/SkipInit/Fixup all start
+    as their net of shortcuts, so they measure alike)."""
+    blocks = rescue.variants_signal(depth=8, width=4, batch=16, image_size=8, seed=0)
+    assert list(dict.fromkeys(blocks["label"])) == [v["label"] for v in VARIANTS]
+    for v in VARIANTS:
+        net = _fresh(v)
+        g = torch.Generator().manual_seed(12345)
+        x = torch.randn(16, 3, 8, 8, generator=g)
+        seen = _sum_inputs(net, x)
+        got = blocks[blocks["label"] == v["label"]].sort_values("order")
+        for (n, _), (_, row) in zip(blocks_of(net), got.iterrows()):
+            t = seen[n].transpose(0, 1).flatten(1)
+            assert row["block"] == n
+            assert row["sq_mean"] == pytest.approx(float(t.mean(1).pow(2).mean()), rel=1e-6, abs=1e-12)
+            assert row["var"] == pytest.approx(float(t.var(1, unbiased=False).mean()), rel=1e-6)
+    last = blocks.groupby("label").tail(1).set_index("label")["var"]
+    assert last["Fixup"] == pytest.approx(last["SkipInit"], rel=1e-9)
+    assert last["SkipInit"] == pytest.approx(last["ReZero"], rel=1e-9)
+
+
+def _readout_grads(v, n_points=24, seed=0):
+    """s_i = d . grad_x (r . pooled features) at each line point, one point at a time (BN with
+    the line's batch statistics, taken here by a train-mode pass and frozen by hand)."""
+    net = _fresh(v)
+    x0 = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    d = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 999))
+    d = d / d.pow(2).mean().sqrt()
+    t = torch.linspace(-1, 1, n_points)
+    pts = x0[None] + t[:, None, None, None] * d[None]
+    r = torch.randn(net.num_features // (2 if v["options"]["activation"] == "crelu" else 1),
+                    generator=torch.Generator().manual_seed(seed + 4242))
+    if v["options"]["activation"] == "crelu":
+        r = torch.cat([r, -r])
+    r = r / r.norm()
+    m = copy.deepcopy(net)
+    bns = [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    ins = {}
+    hs = [b.register_forward_pre_hook(lambda mod, i: ins.__setitem__(mod, i[0])) for b in bns]
+    m.train()
+    with torch.no_grad():
+        m(pts)
+    for h in hs:
+        h.remove()
+    for b in bns:
+        b.running_mean.copy_(ins[b].mean((0, 2, 3)))
+        b.running_var.copy_(ins[b].var((0, 2, 3), unbiased=False))
+    m.eval()
+    s = []
+    for p in pts:
+        p = p[None].clone().requires_grad_(True)
+        f = (m.forward_head(m.forward_features(p), pre_logits=True) @ r).sum()
+        (g,) = torch.autograd.grad(f, p)
+        s.append(float((g[0] * d).sum()))
+    return np.array(s)
+
+
+def test_gradient_shattering_at_init_of_every_variant_by_definition():
+    """Each variant's autocorrelation is that of d . grad_x (r . features) computed point by
+    point here; looks-linear CReLU (linear at init) has one gradient along the whole line, and
+    Fixup (classifier at 0) still gets a gradient through the readout."""
+    sh = rescue.variants_shattering(depth=8, width=4, image_size=8, n_points=24, max_lag=3)
+    for v in VARIANTS:
+        s = _readout_grads(v)
+        got = sh[sh["label"] == v["label"]].sort_values("lag")
+        if v["label"] == "looks-linear CReLU":
+            assert np.ptp(s) <= 1e-4 * np.abs(s).max()  # the same gradient at every point
+            assert got["constant"].all() and got["autocorrelation"].isna().all()
+            continue
+        c = s - s.mean()
+        rho = [float((c[:len(s) - k] * c[k:]).sum() / (c * c).sum()) for k in range(4)]
+        assert not got["constant"].any()
+        np.testing.assert_allclose(got["autocorrelation"], rho, atol=2e-3)
+    fixup = next(v for v in VARIANTS if v["label"] == "Fixup")
+    assert np.abs(_readout_grads(fixup)).max() > 0  # Fixup, whose logits are flat at init
+
+
+def test_signal_and_shattering_studies_take_a_variant_options_dict():
+    """The existing studies build the variant through the same builder (options pass through)."""
+    from analysis.studies.shattering import shattering_vs_depth
+    from analysis.studies.signal import signal_propagation_plot
+
+    rz = signal_propagation_plot("resnet", 8, "none", "he", width=4, batch=8, image_size=8,
+                                 options={"branch_scalar": "rezero"})
+    assert rz["point"].str.contains("no activation after the sum").all()
+    # ReZero at init: every residual branch is multiplied by 0, so each block's branch output is 0
+    assert (rz["res_var"] == 0).all()
+    ll = shattering_vs_depth(("plain",), (8,), width=4, image_size=8, n_points=16, seeds=(0,),
+                             init="looks_linear", max_lag=2, options={"activation": "crelu"})
+    assert ll["autocorrelation"].isna().all()  # logit of a linear net: a constant gradient
+
+
+# --- on trained tiny runs of every variant ---------------------------------------------------
+@pytest.fixture(scope="module")
+def variant_runs(tmp_path_factory):
+    from resnet_core.store import RunStore
+
+    store = RunStore(tmp_path_factory.mktemp("variants"))
+    out = {}
+    for v in VARIANTS:
+        norm, init, o = _opts(v)
+        out[v["label"]] = train_tiny(store, f"cifar_{v['kind']}8", iterations=4, log_every=2,
+                                     eval_every=4, train_eval_size=64, test_size=64, norm=norm,
+                                     init=init, **o)
+    return out
+
+
+def _branchless(block):
+    """The block with its residual branch's output forced to 0, by hand: alpha = 0 and, for
+    Fixup, the branch's own bias after the multiplier set to 0 too."""
+    block.scale.weight.data.zero_()
+    if hasattr(block, "bias2b") and hasattr(block.bias2b, "bias"):
+        block.bias2b.bias.data.zero_()
+
+
+def test_instruments_on_a_trained_tiny_run_of_every_variant(variant_runs):
+    from analysis.checkpoints import heldout_batch, load
+
+    for label, run in variant_runs.items():
+        assert run.read_status()["state"] == "done", label
+        layers = run.read_layers()
+        grads = [r for r in layers if r.get("type") == "weight" and r.get("grad_norm") is not None]
+        assert grads and all(math.isfinite(r["grad_norm"]) for r in grads), label  # gradient flow
+        assert any(r.get("type") == "bn" and math.isfinite(r["std"]) for r in layers), label
+        model, ds = load(run)
+        x, y = heldout_batch(ds, 60)
+        # lesions: every block, downsampling ones included (CReLU doubles the channels there)
+        les = lesion_each(model, x, y)
+        assert len(les) == 3 and les["error"].between(0, 1).all(), label
+        for (n, b), (_, row) in zip(blocks_of(model), les.iterrows()):
+            if b.residual and not isinstance(b.scale, torch.nn.Identity):
+                ref = copy.deepcopy(model)  # SkipInit, ReZero, Fixup: the branch's output at 0
+                _branchless(dict(ref.named_modules())[n])
+                with deleted(model, [n]):
+                    assert torch.allclose(model.eval()(x), ref.eval()(x), atol=1e-5), (label, n)
+                assert row["error"] == pytest.approx(error_of(ref, x, y)["error"]), label
+        # landscape: the loss at alpha = 0 is the checkpoint's own loss on the probe
+        land = landscape_1d(model, x, y, steps=3, span=0.5, seed=0)
+        with torch.no_grad():
+            own = float(F.cross_entropy(model.eval()(x).float(), y))
+        assert land.loc[land["alpha"] == 0, "loss"].iloc[0] == pytest.approx(own, rel=1e-4), label
+        # image shattering on the checkpoint: finite, or a constant gradient said as NaN
+        sh = image_shattering(model, x[0], int(y[0]), n_points=16, max_lag=2)
+        assert sh["autocorrelation"].iloc[0] == 1.0 or sh["autocorrelation"].isna().all(), label
+
+
+# --- the page ----------------------------------------------------------------------------------
+PAGE = str(ROOT / "app" / "app_pages" / "rescue.py")
+
+
+def _app(store_root, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RESNET_LAB_RUNS_DIR", str(store_root))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["rescue_depth"] = 8
+    at.session_state["rescue_width"] = 4
+    return at.run()
+
+
+def _text(at) -> str:
+    return "\n".join([m.value for m in at.markdown] + [m.value for m in at.info]
+                     + [c.value for c in at.caption])
+
+
+def test_page_with_no_runs_says_so_and_gives_the_command(store, monkeypatch):
+    at = _app(store.root, monkeypatch)
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert "python -m resnet_core sweep rescue --dataset ../shared/data/cifar10-jpeg.npz" in text
+    assert "not bundled yet" in text
+    # the init sentences name the numbers in the table beside them
+    table = at.dataframe[1].value.set_index("variant")
+    res_var = table.loc["resnet, He + BN", "last block variance"]
+    assert f"**{res_var:.3g}**" in text
+    zero = ("Residual branch variance 0 at every block (below 1e-09, so not drawn on the log "
+            "axis): Fixup, SkipInit, ReZero, resnet, zero-init last BN.")
+    assert zero in text  # each branch ends in alpha = 0, a zero conv or a zero BN gamma
+    ll = "looks-linear CReLU: the gradient is the same at every point"
+    assert ll in text and table.loc["looks-linear CReLU", "gradient constant along the line"]
+
+
+def _fake_run(store, model, train_err, test_err, seed=0, **variant):
+    """A finished run with a short metrics log ending at the given errors (fractions)."""
+    from conftest import tiny_config
+
+    run = store.create(tiny_config(model, seed=seed, **variant), state="done")
+    rows = []
+    for step, f in ((10, 0.5), (20, 1.0)):
+        rows.append({"step": step, "split": "train", "error": 0.9 - f * (0.9 - train_err), "loss": 1.0})
+        rows.append({"step": step, "split": "test", "error": 0.9 - f * (0.9 - test_err), "loss": 1.0})
+    rows.append({"step": 20, "split": "train_eval", "error": train_err, "loss": 1.0})
+    run.append_jsonl("metrics.jsonl", rows)
+    run.write_status(state="done", step=20, total=20)
+    return run
+
+
+@pytest.mark.parametrize("crelu_error, verdict, closed", [
+    (0.15, "closes most of the gap: **90%**", "90%"),
+    (0.60, "closes almost none of the gap (0%)", "0%")])
+def test_page_verdicts_follow_the_runs(store, monkeypatch, crelu_error, verdict, closed):
+    """plain 60%, resnet 10% (two seeds each), looks-linear CReLU at ``crelu_error``: the
+    verdict sentence and the table's 'gap closed' change with the numbers."""
+    for seed, (p, r) in enumerate(((0.58, 0.09), (0.62, 0.11))):
+        _fake_run(store, "cifar_plain8", p, 0.6, seed=seed)
+        _fake_run(store, "cifar_resnet8", r, 0.2, seed=seed)
+    _fake_run(store, "cifar_plain8", crelu_error, 0.5, activation="crelu", init="looks_linear")
+    at = _app(store.root, monkeypatch)
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert "a gap of **50.0 points**" in text
+    assert "plain, He + BN 60.0% ± 2.8 (n=2)" in text
+    assert f"**looks-linear CReLU** (no shortcuts): {100 * crelu_error:.1f}% (n=1); it {verdict}." in text
+    gap = at.dataframe[-1].value.set_index("variant")
+    assert gap.loc["looks-linear CReLU", "gap closed"] == closed
+    assert "Sets with one seed have no spread" in text
+
+
+def _row(variant, train, n=3, std=1.0):
+    return {"variant": variant, "group": "g", "n": n, "train_mean": train, "train_std": std,
+            "test_mean": train + 5, "test_std": std, "gap_closed": math.nan}
+
+
+def test_gap_verdicts_without_a_baseline_without_a_gap_and_past_the_residual_net():
+    """The verdicts name what is missing, say when there is no gap, and say when a variant ends
+    below the residual net, each from the numbers given."""
+    import pandas as pd
+
+    from app import rescue_view as rv
+
+    only_plain = pd.DataFrame([_row(rv.PLAIN, 60.0), _row("Fixup", 30.0)])
+    assert "No finished run of resnet, He + BN" in rv.gap_sentences(only_plain)[0]
+    no_gap = pd.DataFrame([_row(rv.PLAIN, 20.0), _row(rv.RESNET, 25.0), _row("ReZero", 10.0)])
+    said = rv.gap_sentences(no_gap)
+    assert "a gap of **-5.0 points**" in said[0] and "no gap for the variants to close" in said[1]
+    assert not any("ReZero" in s for s in said)
+    past = pd.DataFrame([_row(rv.PLAIN, 60.0), _row(rv.RESNET, 10.0), _row("ReZero", 4.0)])
+    past["gap_closed"] = (60.0 - past["train_mean"]) / 50.0
+    said = rv.gap_sentences(past)
+    assert "**ReZero** (g): 4.0% ± 1.0 (n=3); it closes the whole gap (112%): it ends 6.0 points " \
+           "below the residual net." in said
+
+
+def test_runs_are_compared_within_one_budget_and_depth():
+    """A variant's run shares its budget key with the baselines of the same training fields,
+    whatever its family and variant fields; another budget or depth gets another key."""
+    import dataclasses
+
+    from conftest import tiny_config
+
+    from app import rescue_view as rv
+
+    def key(model, **kw):
+        return rv.budget_key(dataclasses.asdict(tiny_config(model, **kw)))
+
+    base = key("plain56")
+    assert key("resnet56", norm="none", init="fixup") == base
+    assert key("plain56", activation="tanh", init="delta_orthogonal", norm="none", seed=3) == base
+    assert key("plain56", iterations=40) != base and key("plain20") != base
