@@ -546,7 +546,9 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
                 pass
     final = {}
     if run is not None:
-        final = run.write_status(state="done", message=f"finished {total} steps", step=total,
+        message = f"finished {total} steps" + (
+            f"; recorder problem: {ctx.problems[0]}" if ctx.problems else "")
+        final = run.write_status(state="done", message=message, step=total,
                                  total=total, eta_s=0, heartbeat=time.time(),
                                  finished=time.time(), images_per_s=rate,
                                  recorder_errors=list(ctx.problems))
