@@ -207,7 +207,8 @@ def record_images(layers: pd.DataFrame) -> dict:
     None for records made before the count was stored (128 probe images, the old timing)."""
     out = {}
     for rid, g in layers.groupby("run_id", sort=False):
-        n = pd.to_numeric(g["images"], errors="coerce").dropna() if "images" in g else g.iloc[:0]
+        n = (pd.to_numeric(g["images"], errors="coerce").dropna() if "images" in g.columns
+             else pd.Series(dtype=float))
         out[rid] = sorted({int(v) for v in n}) or None
     return out
 

@@ -80,8 +80,8 @@ def test_layer_responses_and_gradient_flow_say_what_each_record_used(tiny_runs):
     at.select_slider(key="resp_step").set_value(0).run()
     caps = texts(at, "caption")
     assert "Step 0 is the initialization" in caps and "mean 0, variance 1" in caps
-    table = [d.value for d in at.dataframe if "test images" in d.value.columns][0]
-    assert set(table["test images"]) == {str(n)} and set(table["step"]) == {0}
+    table = [d.value for d in at.dataframe if "mean std" in d.value.columns][0]
+    assert set(table["step"]) == {0}  # the step each run's row comes from
 
     at = page("gradients").run()
     no_exception(at)
@@ -94,6 +94,30 @@ def test_layer_responses_and_gradient_flow_say_what_each_record_used(tiny_runs):
     want = last["conv1"] / last["layer3.1.conv2"]  # plain14: the last main conv
     assert f"first/last gradient-norm ratio at step {steps[-1]}: **{want:.3g}**" in caps
     assert "`conv1`, over the last, `layer3.1.conv2`" in caps
+
+
+def test_records_of_an_older_recorder_are_labelled_as_such(tiny_runs):
+    """Records without an image count (the bundled lesson-cpu set) were made on 128 test
+    images with the old timing: both pages say so, for that run only."""
+    import json
+
+    plain, res = newest_pair(tiny_runs)
+    path = tiny_runs.run(plain).path / "layers.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "images"}) + "\n"
+                            for r in rows))
+    at = page("responses").run()
+    no_exception(at)
+    caps = texts(at, "caption")
+    assert "recorded by an older recorder, on the first 128 test images" in caps
+    assert plain[-6:] in caps.split("older recorder")[0] and "the first " in caps
+    at = page("gradients").run()
+    at.radio(key="grad_value").set_value("out_grad_norm").run()
+    no_exception(at)
+    caps = texts(at, "caption")
+    assert "the first 128 test images, eval mode (older recorder" in caps
+    n = {r["images"] for r in tiny_runs.run(res).read_layers() if r["type"] == "block"}.pop()
+    assert f"the first {n:,} test images, eval mode." in caps
 
 
 def test_activations_predictions_match_the_checkpoint(tiny_runs):

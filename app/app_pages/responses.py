@@ -121,14 +121,10 @@ with right:
     summary = resp.groupby("run_id").agg(mean=("std", "mean"), max=("std", "max"),
                                          count=("std", "count"), step=("step", "max"))
     summary = summary.reset_index().merge(runs[["id", "label"]], left_on="run_id", right_on="id")
-    imgs = ui.record_images(shown)
-    summary["images"] = [", ".join(map(str, imgs[r])) if imgs.get(r) else
-                         f"{ui.OLD_PROBE_IMAGES} (older recorder)" for r in summary["run_id"]]
     st.markdown("**Mean response per run** (the paper: ResNets < plain nets; deeper ResNets "
                 "smaller still)")
-    st.dataframe(summary[["label", "step", "mean", "max", "count", "images"]].rename(
-        columns={"mean": "mean std", "max": "max std", "count": "layers",
-                 "images": "test images"}),
+    st.dataframe(summary[["label", "step", "mean", "max", "count"]].rename(
+        columns={"mean": "mean std", "max": "max std", "count": "layers"}),
         hide_index=True, key="resp_summary")
     blocks = layers[(layers["type"] == "block")]
     ratios = charts.ratio_frame(at_step(blocks, step)) if len(blocks) else charts.ratio_frame(blocks)
