@@ -537,8 +537,10 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         for c in callbacks:
             try:
                 c.on_train_end(ctx)
-            except Exception as e:  # a recorder must never cost the run
-                warnings.warn(f"recorder {type(c).__name__} failed at the end: {e}")
+            except Exception as e:  # noqa: BLE001 - a recorder must never cost the run;
+                # the failure is named in the run's status
+                ctx.report_problem(f"recorder {type(c).__name__} failed at the end: "
+                                   f"{type(e).__name__}: {e}")
         if run is not None and ctx.layer_rows:
             try:
                 run.append_jsonl("layers.jsonl", ctx.layer_rows)
