@@ -135,10 +135,12 @@ def _relus(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 class _Sums:
-    """Float64 running sums per (name, key), kept as device tensors (one .cpu() at the end)."""
+    """Float64 running sums per (name, key), kept as device tensors (one .cpu() at the end);
+    element counts as Python ints (no device copy per hook)."""
 
     def __init__(self):
         self.v: dict[tuple, torch.Tensor] = {}
+        self.count: dict = {}
 
     def add(self, name, key, t):
         t = t.detach().double().reshape(())
@@ -149,7 +151,7 @@ class _Sums:
         # plain float32 sum and squared norm per chunk, accumulated in float64: a float64 copy
         # of every map costs more than the probe pass itself (agrees with float64 to ~1e-6)
         o = o.detach().float()
-        self.add(name, "n", torch.tensor(float(o.numel()), device=o.device))
+        self.count[name] = self.count.get(name, 0) + o.numel()
         self.add(name, "s", o.sum())
         self.add(name, "ss", torch.linalg.vector_norm(o).square())
 
@@ -205,6 +207,7 @@ def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int = 
         sums.add(name, "dead", 1.0 - f.float().mean())
     keys = list(sums.v)
     flat = dict(zip(keys, torch.stack([sums.v[k] for k in keys]).cpu().tolist())) if keys else {}
+    flat.update({(name, "n"): float(c) for name, c in sums.count.items()})
     return _rows(model, step, n, flat)
 
 

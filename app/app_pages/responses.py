@@ -96,8 +96,9 @@ def records_caption(shown: pd.DataFrame, labels: dict) -> str:
                      f"recorder, on the first {ui.OLD_PROBE_IMAGES} test images, and a record "
                      "labelled step s was taken after the training forward of step s+1 (BN's "
                      "running statistics one batch ahead of the weights).")
-    steps_shown = sorted({int(s) for s in shown["step"].dropna()})
-    if 0 in steps_shown and new:
+    # of the current recorder's records only: an older record at s was taken a batch later
+    steps_shown = sorted({int(s) for s in shown[shown["run_id"].isin(list(new))]["step"].dropna()})
+    if 0 in steps_shown:
         parts.append("**Step 0 is the initialization.** BN has seen no data yet: in eval mode "
                      "it uses its initial running statistics (mean 0, variance 1), so these "
                      "values are the std of each raw conv output (γ = 1, β = 0), not "
