@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +78,35 @@ def save(run, key: str, result: dict) -> Path:
     return p
 
 
+class CacheError(ValueError):
+    """A cache file exists but cannot be read; the message names the file and the cause."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+# what a damaged .npz or its JSON part raises (zipfile.BadZipFile subclasses Exception
+# directly, so it is named)
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError)
+
+
 def load(run, key: str) -> dict | None:
-    """The cached result, or None when absent or unreadable (a torn file is a miss)."""
+    """The cached result, or None when there is none. A file that exists but cannot be read
+    raises CacheError naming it (results are written atomically, so this is damage on disk,
+    not a computation in progress); :func:`discard` removes it so it can be computed again."""
     p = result_path(run, key)
     try:
-        return unpack(p.read_bytes())
+        data = p.read_bytes()
     except FileNotFoundError:
         return None
-    except Exception:
-        return None
+    try:
+        return unpack(data)
+    except _UNREADABLE as e:
+        raise CacheError(f"cached result {p} is unreadable ({type(e).__name__}: {e}); "
+                         "discard it to compute it again", p) from e
+
+
+def discard(run, key: str) -> None:
+    """Remove a cached result (e.g. an unreadable one), so the next request recomputes it."""
+    result_path(run, key).unlink(missing_ok=True)

@@ -187,6 +187,49 @@ def has_layers(store: RunStore, run_id: str) -> bool:
     return _sig(st_.root / sid / "layers.jsonl")[0] > 0
 
 
+# --- what the per-layer records are (analysis.recorders) ----------------------------------
+OLD_PROBE_IMAGES = 128  # records without an "images" field were made on 128 test images
+BN_MOMENTUM = 0.1  # PyTorch's default, which the models keep
+
+
+def recorder_problems(store: RunStore, run_ids) -> dict[str, list[str]]:
+    """run id -> the recorder failures its status names (``recorder_errors``), for runs that
+    have any: a recorder that failed to load or stopped mid-run."""
+    out = {}
+    for rid in run_ids:
+        try:
+            st_, sid = resolve(rid, store)
+            status = st_.run(sid).read_json("status.json", {}) or {}
+        except (StoreError, reference.ReferenceError):
+            continue
+        errs = status.get("recorder_errors") if isinstance(status, dict) else None
+        if errs:
+            out[rid] = [str(e) for e in errs]
+    return out
+
+
+def recorder_problem_note(runs: pd.DataFrame, store: RunStore) -> None:
+    """A warning naming each run whose recorder failed, and why (nothing when none did)."""
+    probs = recorder_problems(store, list(runs["id"])) if len(runs) else {}
+    if probs:
+        labels = dict(zip(runs["id"], runs["label"]))
+        st.warning("Per-layer records are missing or incomplete for these runs, because their "
+                   "recorder failed:\n\n" + "\n".join(
+                       f"- **{labels.get(r, r)}**: {'; '.join(e)[:300]}" for r, e in probs.items()),
+                   icon=":material/warning:")
+
+
+def record_images(layers: pd.DataFrame) -> dict:
+    """run id -> sorted image counts of its records in ``layers`` (rows of one kind), or
+    None for records made before the count was stored (128 probe images, the old timing)."""
+    out = {}
+    for rid, g in layers.groupby("run_id", sort=False):
+        n = (pd.to_numeric(g["images"], errors="coerce").dropna() if "images" in g.columns
+             else pd.Series(dtype=float))
+        out[rid] = sorted({int(v) for v in n}) or None
+    return out
+
+
 def fmt_eta(seconds) -> str:
     if seconds is None or not isinstance(seconds, (int, float)) or seconds != seconds:
         return "ETA –"
@@ -265,16 +308,21 @@ def default_pair(df: pd.DataFrame, need=None) -> list[str]:
 
 
 def analysis_function(module: str, name: str, what: str):
-    """``analysis.<module>.<name>`` when it exists; else None, after a note in the page."""
+    """``analysis.<module>.<name>``; else None, after a note in the page naming the cause
+    (a missing package, a missing function). Any other error while importing analysis is a
+    bug: it is raised, so Streamlit shows it with its traceback."""
+    target = f"analysis.{module}" if module else "analysis"
     try:
-        mod = importlib.import_module(f"analysis.{module}" if module else "analysis")
-        fn = getattr(mod, name)
-        return fn
-    except Exception as e:  # ImportError, AttributeError, or an error inside analysis itself
-        st.info(f"**{what}** is not available yet: it needs `analysis.{module}.{name}` "
-                f"(from the analysis package), which {'is not installed or has not landed' if isinstance(e, (ImportError, AttributeError)) else 'failed to import: ' + str(e)[:200]}. "
-                "The rest of the page works without it.", icon=":material/hourglass_empty:")
-        return None
+        return getattr(importlib.import_module(target), name)
+    except ImportError as e:
+        st.warning(f"**{what}** can't be shown: importing `{target}` failed "
+                   f"({type(e).__name__}: {str(e)[:200]}). The rest of the page works "
+                   "without it.", icon=":material/extension_off:")
+    except AttributeError:
+        st.warning(f"**{what}** can't be shown: `{target}` has no `{name}` (an older analysis "
+                   "package?). The rest of the page works without it.",
+                   icon=":material/extension_off:")
+    return None
 
 
 def no_runs_note(what: str = "this page"):
@@ -304,22 +352,29 @@ def analysis_task(run, task: str, label: str, key: str, start: bool = True, **pa
     """The result of ``analysis.jobs`` task ``task`` on ``run`` (a dict), or None while it is
     computed in its own background process; meanwhile a progress bar with Cancel, refreshed
     every 2 s. ``start=False`` only reports (nothing is started until asked)."""
-    try:
-        from analysis import jobs as ajobs
-    except Exception as e:
-        st.info(f"**{label}** is not available yet: the analysis package can't be imported "
-                f"({type(e).__name__}: {str(e)[:160]}).", icon=":material/hourglass_empty:")
+    if analysis_function("jobs", "get_or_start", label) is None:
         return None
+    from analysis import jobs as ajobs
+    from analysis.cache import CacheError
+
     try:
         res = ajobs.get_or_start(run, task, **params) if start else None
         if res is not None:
             return res
         stat = ajobs.status(run, task, **params)
+    except CacheError as e:
+        st.error(f"{label}: {e}")
+        if st.button("Discard it and compute again", key=f"discard_{key}"):
+            e.path.unlink(missing_ok=True)  # a file in this run's cache/ folder
+            st.rerun(scope="app")
+        return None
     except FileNotFoundError:
         st.warning(f"{label}: run {run.id} has no checkpoint yet (it is written at the end of "
                    "each epoch and at the end of training).")
         return None
-    except Exception as e:  # a broken checkpoint or cache: say so, keep the page alive
+    except (OSError, ValueError, RuntimeError) as e:
+        # a checkpoint that can't be read (CheckpointError is a ValueError), a full disk, a
+        # model that doesn't match its weights: say which, keep the page alive
         st.error(f"{label} failed on {run.id}: {type(e).__name__}: {str(e)[:300]}")
         return None
     if stat["state"] == "done":

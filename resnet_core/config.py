@@ -42,6 +42,7 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    decay_bn_bias: bool = True  # weight decay on BN parameters and biases too, as the paper; False (--no-decay-bn-bias) exempts them, as many later recipes do
     schedule: str = "steps"  # "steps" (/10 at 50% and 75%, the paper's 32k/48k of 64k), "cosine", "onecycle", "constant"
     warmup: str = "auto"  # "paper" (lr/10 until train error < 80%, capped at 1% of steps), "none"; auto = paper for depth >= 110
     # --- reproducibility and hardware ---
@@ -152,6 +153,7 @@ class TrainConfig:
         check_float("lr", 0, lo_open=True)
         check_float("momentum", 0, 1)
         check_float("weight_decay", 0)
+        check_bool("decay_bn_bias")
         check_choice("schedule", ("steps", "cosine", "onecycle", "constant"))
         check_choice("warmup", ("auto", "paper", "none"))
         check_int("seed", 0)

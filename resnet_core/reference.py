@@ -28,10 +28,11 @@ ENV_VAR = "RESNET_LAB_REFERENCE_DIR"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "layers.jsonl", "env.json")
 # status fields that describe the run; pid, host and heartbeat describe the machine it ran on
 STATUS_KEEP = ("state", "created", "updated", "started", "step", "total", "message", "threads",
-               "eta_s", "images_per_s", "device", "precision")
+               "eta_s", "images_per_s", "device", "precision", "recorder_errors")
 ENV_DROP = ("host",)
 MAX_TRAIN_ROWS = 400  # per training split: enough for a smooth curve at any budget
-MAX_LAYER_STEPS = 12  # recorded steps kept per run (first and last always among them)
+MAX_LAYER_STEPS = 12  # recorded probe steps kept per run (first and last always among them)
+MAX_WEIGHT_STEPS = 40  # weight-gradient steps kept per run: Gradient flow's heatmap columns
 _SET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -135,13 +136,20 @@ def thin_metrics(rows: list[dict], max_train_rows: int = MAX_TRAIN_ROWS) -> list
     return out
 
 
-def thin_layers(rows: list[dict], max_steps: int = MAX_LAYER_STEPS) -> list[dict]:
-    """The rows of at most ``max_steps`` recorded steps, evenly spread, first and last kept."""
-    steps = sorted({r["step"] for r in rows if isinstance(r.get("step"), (int, float))})
-    if len(steps) <= max_steps:
-        return rows
-    keep = {steps[round(i * (len(steps) - 1) / (max_steps - 1))] for i in range(max_steps)}
-    return [r for r in rows if r.get("step") in keep]
+def thin_layers(rows: list[dict], max_steps: int = MAX_LAYER_STEPS,
+                max_weight_steps: int = MAX_WEIGHT_STEPS) -> list[dict]:
+    """The rows of at most ``max_steps`` recorded steps, evenly spread, first and last kept.
+    Weight-gradient rows (``type="weight"``), recorded at many more steps than the probe rows,
+    are thinned on their own to ``max_weight_steps``, so neither crowds the other out."""
+    def keep_of(group, n):
+        steps = sorted({r["step"] for r in group if isinstance(r.get("step"), (int, float))})
+        if len(steps) <= n:
+            return set(steps)
+        return {steps[round(i * (len(steps) - 1) / (n - 1))] for i in range(n)}
+
+    weight = keep_of([r for r in rows if r.get("type") == "weight"], max_weight_steps)
+    probe = keep_of([r for r in rows if r.get("type") != "weight"], max_steps)
+    return [r for r in rows if r.get("step") in (weight if r.get("type") == "weight" else probe)]
 
 
 def _round(v, sig: int):

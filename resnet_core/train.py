@@ -110,6 +110,9 @@ class Callback:
     needs_hooks = True
 
     def on_train_start(self, ctx: "TrainContext") -> None: ...
+    # before the training forward of step ctx.step + 1: the model is exactly as a checkpoint
+    # saved at ctx.step (that forward moves BN's running statistics)
+    def on_step_start(self, ctx: "TrainContext") -> None: ...
     def on_after_backward(self, ctx: "TrainContext") -> None: ...
     def on_step_end(self, ctx: "TrainContext") -> None: ...
     def on_eval(self, ctx: "TrainContext", results: dict) -> None: ...
@@ -130,6 +133,13 @@ class TrainContext:
     step: int = 0  # steps completed
     loss: torch.Tensor | None = None  # this step's loss (a device tensor; .item() syncs)
     layer_rows: list = field(default_factory=list)
+    problems: list = field(default_factory=list)  # recorder failures, shown in the run's status
+
+    def report_problem(self, message: str) -> None:
+        """A callback could not do its job (the run goes on): warn, and keep the message for
+        the run's status (``recorder_errors``), so its pages can say why records are missing."""
+        warnings.warn(message)
+        self.problems.append(message)
 
     def log_layers(self, rows: list[dict]) -> None:
         """Recorders hand per-layer rows here; they are written with the next flush."""
@@ -145,17 +155,19 @@ class TrainContext:
                               enabled=self.precision == "bf16" and self.device.type in ("cpu", "cuda"))
 
 
-def load_callbacks(paths: list[str]) -> list[Callback]:
-    """Instantiate callbacks named by "module:Class"; a missing optional package only warns,
-    so resnet_core runs where only torch and torchvision are installed."""
-    out = []
+def load_callbacks(paths: list[str]) -> tuple[list[Callback], list[str]]:
+    """Instantiate callbacks named by "module:Class". One that fails to load does not stop
+    the run (resnet_core trains where only torch and torchvision are installed); the returned
+    messages name it and why, for the run's status."""
+    out, problems = [], []
     for p in paths:
         mod, _, cls = p.partition(":")
         try:
             out.append(getattr(importlib.import_module(mod), cls)())
         except (ImportError, AttributeError) as e:
-            warnings.warn(f"recorder {p!r} not attached: {e}")
-    return out
+            problems.append(f"recorder {p!r} not attached, so this run records no per-layer "
+                            f"statistics: {type(e).__name__}: {e}")
+    return out, problems
 
 
 class Cancelled(Exception):
@@ -334,8 +346,10 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
-    # weight decay on all weights, as the paper (and most reproductions) do
-    opt = torch.optim.SGD([{"params": decay}, {"params": no_decay}], lr=cfg.lr,
+    # two groups always (a checkpoint's optimizer state has both); BN parameters and biases
+    # decay too unless decay_bn_bias is off: the paper decays every weight
+    opt = torch.optim.SGD([{"params": decay}, {"params": no_decay, "weight_decay":
+                           cfg.weight_decay if cfg.decay_bn_bias else 0.0}], lr=cfg.lr,
                           momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     n_train = len(data.y_train)
     steps_per_epoch = max(1, n_train // cfg.batch_size)
@@ -343,7 +357,12 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or steps_per_epoch
     ctx = TrainContext(cfg, model, data, device, run, total, steps_per_epoch, precision, channels_last)
-    callbacks = list(callbacks) if callbacks is not None else load_callbacks(cfg.recorders)
+    if callbacks is not None:
+        callbacks = list(callbacks)
+    else:
+        callbacks, problems = load_callbacks(cfg.recorders)
+        for msg in problems:
+            ctx.report_problem(msg)
     warming = warmup_enabled(cfg)
     warmup_cap = max(1, total // 100)
     best = math.inf
@@ -390,7 +409,8 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         eta = (total - ctx.step) * cfg.batch_size / rate if rate else None
         run.write_status(state=state, message=message, heartbeat=now, step=ctx.step, total=total,
                          eta_s=eta, images_per_s=rate, threads=threads, device=str(device),
-                         precision=precision, **process_identity())
+                         precision=precision, recorder_errors=list(ctx.problems),
+                         **process_identity())
 
     def save(name_list):
         if run is None:
@@ -440,6 +460,8 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
                 save(["last"])
                 raise Cancelled(f"cancelled at step {ctx.step} of {total}; resume continues from here")
             s = ctx.step
+            for c in callbacks:
+                c.on_step_start(ctx)
             epoch, pos = divmod(s, steps_per_epoch)
             if epoch != perm_epoch:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -515,8 +537,10 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         for c in callbacks:
             try:
                 c.on_train_end(ctx)
-            except Exception as e:  # a recorder must never cost the run
-                warnings.warn(f"recorder {type(c).__name__} failed at the end: {e}")
+            except Exception as e:  # noqa: BLE001 - a recorder must never cost the run;
+                # the failure is named in the run's status
+                ctx.report_problem(f"recorder {type(c).__name__} failed at the end: "
+                                   f"{type(e).__name__}: {e}")
         if run is not None and ctx.layer_rows:
             try:
                 run.append_jsonl("layers.jsonl", ctx.layer_rows)
@@ -524,9 +548,12 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
                 pass
     final = {}
     if run is not None:
-        final = run.write_status(state="done", message=f"finished {total} steps", step=total,
+        message = f"finished {total} steps" + (
+            f"; recorder problem: {ctx.problems[0]}" if ctx.problems else "")
+        final = run.write_status(state="done", message=message, step=total,
                                  total=total, eta_s=0, heartbeat=time.time(),
-                                 finished=time.time(), images_per_s=rate)
+                                 finished=time.time(), images_per_s=rate,
+                                 recorder_errors=list(ctx.problems))
     return final
 
 

@@ -30,98 +30,16 @@ def tiny_config(model: str = "cifar_resnet8", **kw):
     return TrainConfig(**base)
 
 
-def layer_recorder():
-    """The analysis package's recorder when it is there, else a minimal stand-in writing the
-    same wide rows (bn std/mean, block F(x)/x, weight grad norms) from the models' taps."""
-    try:
-        from analysis.recorders import LayerStatsRecorder
-
-        return LayerStatsRecorder()
-    except Exception:
-        return _TapRecorder()
-
-
 def train_tiny(store, model: str = "cifar_resnet8", record: bool = True, **kw):
-    """Train one tiny run in this process (1 thread) and return its Run."""
+    """Train one tiny run in this process (1 thread) and return its Run. ``record`` attaches
+    the real analysis recorder: a broken recorder fails the tests that use these runs."""
+    from analysis.recorders import LayerStatsRecorder
     from resnet_core import train
 
     cfg = tiny_config(model, **kw)
     run = store.create(cfg, state="running")
-    train(cfg, run=run, threads=1, callbacks=[layer_recorder()] if record else [])
+    train(cfg, run=run, threads=1, callbacks=[LayerStatsRecorder()] if record else [])
     return run
-
-
-class _TapRecorder:
-    needs_hooks = True
-
-    def on_train_start(self, ctx):
-        import torch
-
-        from resnet_core.models import blocks_of, taps_of
-
-        self.due = False
-        self.rows = {}
-        self.every = ctx.config.log_every
-        self.handles = []
-
-        def bn_hook(name, order):
-            def h(mod, inp, out):
-                if self.due and mod.training:
-                    o = out.detach().float()
-                    self.rows[name] = {"layer": name, "type": "bn", "order": order,
-                                       "std": float(o.std()), "mean": float(o.mean())}
-            return h
-
-        def block_hook(name, order):
-            def h(mod, inp, out):
-                if self.due and mod.training:
-                    x = inp[0].detach().float()
-                    f = mod._f_out.detach().float()
-                    fx = float(f.norm()) / max(1e-12, float(x.norm()))
-                    self.rows[name] = {"layer": name, "type": "block", "order": order,
-                                       "f_std": float(f.std()), "x_std": float(x.std()),
-                                       "f_over_x": fx, "out_grad_norm": None}
-            return h
-
-        def f_hook(block):
-            def h(mod, inp, out):
-                block._f_out = out
-            return h
-
-        for i, (name, tap) in enumerate(taps_of(ctx.model, "bn")):
-            self.handles.append(tap.register_forward_hook(bn_hook(name, i)))
-        for j, (name, b) in enumerate(blocks_of(ctx.model)):
-            self.handles.append(b.tap_f.register_forward_hook(f_hook(b)))
-            self.handles.append(b.register_forward_hook(block_hook(name, j)))
-        self.params = [(n[:-len(".weight")], p) for n, p in ctx.model.named_parameters()
-                       if n.endswith(".weight") and p.ndim > 1]
-        self.torch = torch
-
-    def on_after_backward(self, ctx):
-        step = ctx.step + 1
-        if not self.due:
-            self.due = (step + 1) % self.every == 0
-            return
-        rows = [dict(r, step=step) for r in self.rows.values()]
-        for k, (name, p) in enumerate(self.params):
-            if p.grad is None:
-                continue
-            g, w = float(p.grad.norm()), float(p.detach().norm())
-            rows.append({"step": step, "layer": name, "type": "weight", "order": k,
-                         "grad_norm": g, "weight_norm": w, "grad_to_weight": g / max(w, 1e-12)})
-        ctx.log_layers(rows)
-        self.rows = {}
-        self.due = (step + 1) % self.every == 0
-
-    def on_step_end(self, ctx):
-        pass
-
-    def on_eval(self, ctx, results):
-        pass
-
-    def on_train_end(self, ctx):
-        for h in self.handles:
-            h.remove()
 
 
 @pytest.fixture

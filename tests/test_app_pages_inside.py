@@ -34,10 +34,10 @@ def test_responses_plot_the_recorded_std_per_layer(tiny_runs):
         assert arr(tr[0]["y"]).tolist() == pytest.approx(want)  # layer order
         assert arr(tr[1]["y"]).tolist() == pytest.approx(sorted(want, reverse=True))  # sorted
     # the slider goes back in time: the first recorded step shows other numbers
-    steps = at.select_slider(key="resp_step").options
-    at.select_slider(key="resp_step").set_value(steps[0]).run()
+    assert at.select_slider(key="resp_step").options[0] == "0 (init)"  # labelled as such
+    at.select_slider(key="resp_step").set_value(0).run()
     no_exception(at)
-    first = [r for r in tiny_runs.run(plain).read_layers() if r["type"] == "bn" and r["step"] == int(steps[0])]
+    first = [r for r in tiny_runs.run(plain).read_layers() if r["type"] == "bn" and r["step"] == 0]
     tr = traces(figures(at)[0], plain[-6:])
     assert arr(tr[0]["y"]).tolist() == pytest.approx([r["std"] for r in sorted(first, key=lambda r: r["order"])])
 
@@ -78,6 +78,63 @@ def test_gradient_flow_heatmaps_and_signal_propagation(tiny_runs):
     verdict = f"plain-56's weight-gradient norm grows {v:,.0f}-fold" if v >= 100 else f"grows {v:.3g}-fold"
     assert verdict in texts(at)
     assert ("As reported" if r["plain-56"] > max(1, r["resnet-56"]) else "Not what is reported") in texts(at)
+
+
+def test_layer_responses_and_gradient_flow_say_what_each_record_used(tiny_runs):
+    """The pages' words come from the rows: the probe's image count, step 0 as the
+    initialization (BN's initial running statistics), the training batch of the gradient
+    rows, the number of columns, and one first/last ratio (first main conv / last main conv)."""
+    plain, res = newest_pair(tiny_runs)
+    rows = tiny_runs.run(plain).read_layers()
+    n = {r["images"] for r in rows if r["type"] == "bn"}
+    assert len(n) == 1
+    n = n.pop()
+    at = page("responses").run()
+    no_exception(at)
+    caps = texts(at, "caption")
+    assert f"the first {n:,} test images" in caps and "eval mode" in caps
+    assert "Step 0 is the initialization" not in caps  # the last step is shown first
+    at.select_slider(key="resp_step").set_value(0).run()
+    caps = texts(at, "caption")
+    assert "Step 0 is the initialization" in caps and "mean 0, variance 1" in caps
+    table = [d.value for d in at.dataframe if "mean std" in d.value.columns][0]
+    assert set(table["step"]) == {0}  # the step each run's row comes from
+
+    at = page("gradients").run()
+    no_exception(at)
+    caps = texts(at, "caption")
+    w = [r for r in rows if r["type"] == "weight" and r["grad_norm"] is not None]
+    steps = sorted({r["step"] for r in w})
+    assert len(steps) >= 20  # even a 20-step run: one column per step here
+    assert f"{len(steps)} recorded steps, training batches of 32 images" in caps
+    last = {r["layer"]: r["grad_norm"] for r in w if r["step"] == steps[-1]}
+    want = last["conv1"] / last["layer3.1.conv2"]  # plain14: the last main conv
+    assert f"first/last gradient-norm ratio at step {steps[-1]}: **{want:.3g}**" in caps
+    assert "`conv1`, over the last, `layer3.1.conv2`" in caps
+
+
+def test_records_of_an_older_recorder_are_labelled_as_such(tiny_runs):
+    """Records without an image count (the bundled lesson-cpu set) were made on 128 test
+    images with the old timing: both pages say so, for that run only."""
+    import json
+
+    plain, res = newest_pair(tiny_runs)
+    path = tiny_runs.run(plain).path / "layers.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "images"}) + "\n"
+                            for r in rows))
+    at = page("responses").run()
+    no_exception(at)
+    caps = texts(at, "caption")
+    assert "recorded by an older recorder, on the first 128 test images" in caps
+    assert plain[-6:] in caps.split("older recorder")[0] and "the first " in caps
+    at = page("gradients").run()
+    at.radio(key="grad_value").set_value("out_grad_norm").run()
+    no_exception(at)
+    caps = texts(at, "caption")
+    assert "the first 128 test images, eval mode (older recorder" in caps
+    n = {r["images"] for r in tiny_runs.run(res).read_layers() if r["type"] == "block"}.pop()
+    assert f"the first {n:,} test images, eval mode." in caps
 
 
 def test_activations_predictions_match_the_checkpoint(tiny_runs):

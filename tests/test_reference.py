@@ -99,6 +99,12 @@ def test_thinning_averages_training_windows_and_keeps_every_evaluation():
     steps = sorted({r["step"] for r in kept})
     assert len(steps) == 12 and steps[0] == 0 and steps[-1] == 990
     assert all(sum(r["step"] == s for r in kept) == 3 for s in steps)  # whole steps, all layers
+    # weight-gradient rows (recorded at many more steps) are thinned on their own
+    weight = [{"step": s, "layer": "conv1", "type": "weight", "grad_norm": 1.0}
+              for s in range(0, 1000, 5)]
+    kept = thin_layers(layers + weight, max_steps=12, max_weight_steps=40)
+    assert len({r["step"] for r in kept if r.get("type") == "weight"}) == 40
+    assert sorted({r["step"] for r in kept if r.get("type") != "weight"}) == steps
 
 
 def test_cli_export_list_check(tiny_runs, tmp_path, capsys):

@@ -153,9 +153,13 @@ def block_signal(model: nn.Module, x: torch.Tensor, bn_mode: str = "train") -> p
 
 
 def grad_ratio(df: pd.DataFrame) -> float:
-    """First main conv's weight-gradient norm over the last one's."""
+    """First main conv's weight-gradient norm over the last one's: the project's one
+    definition, :func:`analysis.recorders.first_last_ratio`, on one fresh net's rows."""
+    from analysis.recorders import first_last_ratio
+
     df = df.sort_values("order")
-    return float(df["grad_norm"].iloc[0] / df["grad_norm"].iloc[-1])
+    r = first_last_ratio(list(df["layer"]), list(df["grad_norm"]))
+    return float("nan") if r is None else float(r[2])
 
 
 def fresh_net(kind: str, depth: int, norm: str = "batch", init: str = "he", width: int = 16,

@@ -15,7 +15,9 @@ from app import charts, ui, verdicts  # noqa: E402
 st.title("Gradient flow")
 st.markdown("Where does the gradient go during training? Each row is a layer (input at the "
             "top), each column a recorded step; color is log10 of the gradient statistic, on "
-            "one scale for both runs.")
+            "one scale for both runs. **‖∇W‖** at step s is the training step's own gradient: "
+            "the loss of the batch of step s+1 (BN in train mode) at the weights after s "
+            "updates. **‖∂L/∂y‖** is measured on test images in eval mode, at fewer steps.")
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -27,6 +29,27 @@ own = len(with_layers)
 if len(refs):
     # bundled reference runs join the pickers, after the user's own runs
     with_layers = pd.concat([with_layers.assign(reference=""), refs], ignore_index=True)
+ui.recorder_problem_note(df, store)
+
+
+def records_note(layers: pd.DataFrame, value: str, labels: dict) -> str:
+    """How many columns and images each panel's records have, from the rows themselves."""
+    typ = charts.GRAD_VALUES[value][0]
+    d = layers[(layers["type"] == typ) & layers[value].notna()]
+    images = ui.record_images(d)
+    parts = []
+    for rid, g in d.groupby("run_id", sort=False):
+        n, imgs = g["step"].nunique(), images.get(rid)
+        if typ == "weight":
+            what = (f"training batches of {', '.join(map(str, imgs))} images" if imgs else
+                    "training batches")
+        else:
+            what = (f"the first {', '.join(f'{i:,}' for i in imgs)} test images, eval mode" if imgs
+                    else f"the first {ui.OLD_PROBE_IMAGES} test images, eval mode (older "
+                         "recorder: each row taken one training batch after its step)")
+        parts.append(f"{labels.get(rid, rid)}: {n} recorded steps, {what}.")
+    return " ".join(parts)
+
 
 if len(with_layers):
     # the user's newest pair; with none of theirs, the deepest plain / residual references,
@@ -50,19 +73,25 @@ if len(with_layers):
         data = layers[layers["type"] == charts.GRAD_VALUES[value][0]][
             ["run_id", "step", "layer", "order", value]]
         ui.show_chart(charts.grad_heatmaps(mats, [labels[i] for i in ids], value), data,
-                      "gradient-heatmaps", "grad_heat")
+                      "gradient-heatmaps", "grad_heat",
+                      caption=records_note(layers, value, labels))
         ui.show_chart(charts.grad_profile_figure(mats, [labels[i] for i in ids],
                                                  [colors[i] for i in ids], value),
                       None, "gradient-profile", "grad_profile")
-        for rid, m in zip(ids, mats):
-            if len(m) >= 2 and value == "grad_norm":
-                last = m.iloc[:, -1].dropna()
-                if len(last) >= 2 and last.iloc[-1] > 0:
-                    st.caption(f"{labels[rid]}: first/last layer gradient-norm ratio at step "
-                               f"{m.columns[-1]}: **{last.iloc[0] / last.iloc[-1]:.3g}**")
+        first_last_ratio = ui.analysis_function("recorders", "first_last_ratio",
+                                                "The first/last gradient-norm ratio")
+        if value == "grad_norm" and first_last_ratio is not None:
+            for rid, m in dict(zip(ids, mats)).items():
+                last = m.iloc[:, -1] if len(m) else m
+                r = first_last_ratio(list(last.index), list(last.values)) if len(m) else None
+                if r is not None:
+                    st.caption(f"{labels[rid]}: first/last gradient-norm ratio at step "
+                               f"{m.columns[-1]}: **{r[2]:.3g}** (‖∇W‖ of the first main conv, "
+                               f"`{r[0]}`, over the last, `{r[1]}`; projection shortcuts and "
+                               "fc left out)")
     else:
         st.info(f"No '{charts.GRAD_VALUES[value][1]}' records for these runs.")
-else:
+if not len(with_layers):
     st.info("No run has per-layer gradient records yet (launch one from the **Lab** with "
             "per-layer statistics on). Signal propagation below needs no run.")
 

@@ -13,10 +13,11 @@ import streamlit as st  # noqa: E402
 from app import charts, ui, verdicts  # noqa: E402
 
 st.title("Layer responses")
-st.markdown("The paper's **Fig. 7**: how strongly each 3x3 layer responds (std of its output "
-            "after BN, before the ReLU or the addition). He et al. report that residual layers "
-            "respond more weakly, each block only nudging its input; under the chart, what the "
-            "runs on screen show.")
+st.markdown("The paper's **Fig. 7** (He et al. 2016): how strongly each 3x3 layer responds, "
+            "the std of its output after BN, before the ReLU or the addition, on test images "
+            "with the model in eval mode. He et al. report that residual layers respond more "
+            "weakly, each block only nudging its input; under the chart, what the runs on "
+            "screen show.")
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -26,6 +27,7 @@ refs = refs[[ui.has_layers(store, i) for i in refs["id"]]] if len(refs) else ref
 if not len(df) and not len(refs):
     ui.no_runs_note("see layer responses")
     st.stop()
+ui.recorder_problem_note(df, store)
 with_layers = df[[ui.has_layers(store, i) for i in df["id"]]] if len(df) else df
 if not len(with_layers) and not len(refs):
     st.info("None of the runs has per-layer records yet. They are written while a run trains "
@@ -61,7 +63,8 @@ if not steps:
     st.info("The selected runs have no BN-output records.")
     st.stop()
 step = st.select_slider("Training step (each run shows its last record at or before it)",
-                        options=steps, value=steps[-1], key="resp_step")
+                        options=steps, value=steps[-1], key="resp_step",
+                        format_func=lambda s: "0 (init)" if s == 0 else str(s))
 
 
 def at_step(d: pd.DataFrame, step: int) -> pd.DataFrame:
@@ -74,18 +77,55 @@ def at_step(d: pd.DataFrame, step: int) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True) if out else d.iloc[:0]
 
 
-resp = charts.responses_frame(at_step(bn, step))
+def records_caption(shown: pd.DataFrame, labels: dict) -> str:
+    """What the records on screen are: images, mode, timing; step 0 and young BN statistics
+    said where shown. Every number comes from the rows."""
+    images = ui.record_images(shown)
+    new = {r: v for r, v in images.items() if v is not None}
+    old = [r for r, v in images.items() if v is None]
+    parts = []
+    if new:
+        counts = sorted({n for v in new.values() for n in v})
+        parts.append(f"Each record: the first {' / '.join(f'{n:,}' for n in counts)} test images"
+                     + ("" if len(counts) == 1 else " (" + "; ".join(
+                         f"{labels.get(r, r)}: {', '.join(f'{n:,}' for n in v)}"
+                         for r, v in new.items()) + ")")
+                     + ", model in eval mode; a record at step s has the weights and BN "
+                     "running statistics of a checkpoint saved after s updates.")
+    if old:
+        parts.append(f"{', '.join(labels.get(r, r) for r in old)}: recorded by an older "
+                     f"recorder, on the first {ui.OLD_PROBE_IMAGES} test images, and a record "
+                     "labelled step s was taken after the training forward of step s+1 (BN's "
+                     "running statistics one batch ahead of the weights).")
+    # of the current recorder's records only: an older record at s was taken a batch later
+    steps_shown = sorted({int(s) for s in shown[shown["run_id"].isin(list(new))]["step"].dropna()})
+    if 0 in steps_shown:
+        parts.append("**Step 0 is the initialization.** BN has seen no data yet: in eval mode "
+                     "it uses its initial running statistics (mean 0, variance 1), so these "
+                     "values are the std of each raw conv output (γ = 1, β = 0), not "
+                     "normalized responses.")
+    young = [s for s in steps_shown if 0 < s and (1 - ui.BN_MOMENTUM) ** s > 0.01]
+    if young:
+        s0 = young[0]
+        parts.append(f"At step {s0}, BN's running statistics still weigh their initial values "
+                     f"by {(1 - ui.BN_MOMENTUM) ** s0:.0%} (momentum {ui.BN_MOMENTUM}): "
+                     "early eval-mode responses are only partly normalized.")
+    return " ".join(parts)
+
+
+shown = at_step(bn, step)
+resp = charts.responses_frame(shown)
 left, right = st.columns([3, 2])
 with left:
     ui.show_chart(charts.responses_figure(resp, runs), resp, "layer-responses", "resp_fig7",
-                  caption="Measured by the recorder on a fixed batch of test images, eval mode.")
+                  caption=records_caption(shown, dict(zip(runs["id"], runs["label"]))))
 with right:
-    summary = resp.groupby("run_id")["std"].agg(["mean", "max", "count"]).reset_index()
-    summary = summary.merge(runs[["id", "label"]], left_on="run_id", right_on="id")
-    summary["mean std at step"] = summary["mean"]
+    summary = resp.groupby("run_id").agg(mean=("std", "mean"), max=("std", "max"),
+                                         count=("std", "count"), step=("step", "max"))
+    summary = summary.reset_index().merge(runs[["id", "label"]], left_on="run_id", right_on="id")
     st.markdown("**Mean response per run** (the paper: ResNets < plain nets; deeper ResNets "
                 "smaller still)")
-    st.dataframe(summary[["label", "mean", "max", "count"]].rename(
+    st.dataframe(summary[["label", "step", "mean", "max", "count"]].rename(
         columns={"mean": "mean std", "max": "max std", "count": "layers"}),
         hide_index=True, key="resp_summary")
     ref = runs["reference"].fillna("").astype(bool)
@@ -98,7 +138,8 @@ with right:
     if len(ratios):
         ui.show_chart(charts.ratio_figure(ratios, runs), ratios, "f-over-x", "resp_ratio",
                       caption="‖F(x)‖/‖x‖ per block: the size of what each block adds relative "
-                              "to what it receives. For plain blocks F(x) is all there is.")
+                              "to what it receives (norms over the same records' test "
+                              "images). For plain blocks F(x) is all there is.")
     else:
         st.caption("No per-block records (‖F(x)‖/‖x‖) for these runs.")
 

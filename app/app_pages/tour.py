@@ -148,26 +148,32 @@ elif i == 3:
         st.info("Your runs have no per-layer records; the **Layer responses** page fills in "
                 "for runs trained with per-layer statistics on.")
 elif i == 4:
-    try:
-        from analysis.studies.signal import grad_ratio, signal_propagation
+    signal_propagation = ui.analysis_function("studies.signal", "signal_propagation",
+                                              "Signal propagation at initialization")
+    grad_ratio = ui.analysis_function("studies.signal", "grad_ratio",
+                                      "The first/last gradient-norm ratio")
 
-        @st.cache_data(show_spinner="Measuring fresh nets…")
-        def sig(kind, depth):
-            return signal_propagation(kind, depth, width=8, batch=64, image_size=16, seeds=(0,))
+    @st.cache_data(show_spinner="Measuring fresh nets…")
+    def sig(kind, depth):
+        return signal_propagation(kind, depth, width=8, batch=64, image_size=16, seeds=(0,))
 
-        frames, ratios = [], []
-        for k in ("plain", "resnet"):
-            for d in (20, 56):
-                r = sig(k, d).copy()
-                ratios.append({"kind": k, "depth": d, "ratio": grad_ratio(r)})
-                r["series"], r["color"], r["index"] = f"{k}-{d}", charts.run_color(k, d), r["order"] + 1
-                frames.append(r)
-        data = pd.concat(frames, ignore_index=True)
-        ui.show_chart(charts.signal_figure(data, "grad_norm", "‖∇W‖ of each conv at init (log)"),
-                      data.drop(columns=["color"]), "tour-signal", "tour_4")
-        st.markdown(verdicts.gradient_growth(ratios).text)
-    except Exception as e:
-        st.info(f"Signal propagation is not available yet ({type(e).__name__}).")
+    if signal_propagation is not None and grad_ratio is not None:
+        try:
+            frames, ratios = [], []
+            for k in ("plain", "resnet"):
+                for d in (20, 56):
+                    r = sig(k, d).copy()
+                    ratios.append({"kind": k, "depth": d, "ratio": grad_ratio(r)})
+                    r["series"], r["color"], r["index"] = f"{k}-{d}", charts.run_color(k, d), r["order"] + 1
+                    frames.append(r)
+            data = pd.concat(frames, ignore_index=True)
+            ui.show_chart(charts.signal_figure(data, "grad_norm", "‖∇W‖ of each conv at init (log)"),
+                          data.drop(columns=["color"]), "tour-signal", "tour_4")
+            st.markdown(verdicts.gradient_growth(ratios).text)
+        except Exception as e:  # noqa: BLE001 - shown whole (type, message, traceback), and
+            # the Back / Next buttons below still work
+            st.error("Signal propagation failed: the error and where it happened:")
+            st.exception(e)
 
 b1, b2, _ = st.columns([1, 1, 6])
 if b1.button("Back", key="tour_back", disabled=i == 0, icon=":material/arrow_back:"):

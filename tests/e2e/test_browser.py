@@ -189,16 +189,25 @@ def test_launch_watch_reload_restart_degradation(tmp_path):
             page.get_by_text(suffix).first.wait_for()
             shot(page, "04-lab-after-restart")
 
-            # Degradation shows its curve (legend entry with the run's suffix)
+            # Degradation shows its curve (legend entry with the run's suffix): as many points
+            # as the run had logged rows (training and test error) when the page was drawn
+            def logged():
+                return sum(1 for m in store.run(run_id).read_metrics()
+                           if m.get("split") in ("train", "test") and m.get("error") is not None)
+
+            before = logged()
             page.goto(f"{server.url}/degradation")
             wait_app(page, "Degradation")
             page.locator(".js-plotly-plot").first.wait_for()
             page.locator(".legendtext", has_text=suffix).first.wait_for(timeout=30_000)
             n_points = page.evaluate(
-                "() => { const g = document.querySelector('.js-plotly-plot');"
-                " return g && g.data ? g.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : -1 }")
+                "(s) => { const g = document.querySelector('.js-plotly-plot');"
+                " if (!g || !g.calcdata) return null;"
+                " return g.calcdata.filter(cd => String(cd[0].trace.name).includes(s))"
+                "   .reduce((n, cd) => n + cd.length, 0) }", suffix)
             shot(page, "05-degradation")
-            assert n_points != 0
+            assert isinstance(n_points, int) and before <= n_points <= logged() and n_points > 0, \
+                (n_points, before, logged())
             browser.close()
     finally:
         for info in jobs.active_runs(store):
