@@ -412,8 +412,10 @@ class Run:
             return time.time() - beat < 3 * HEARTBEAT_S + 10
         if not pid_alive(s.get("pid"), s.get("pid_start")):
             return False
-        last = beat if beat is not None else s.get("updated")
-        if last is not None and time.time() - last > STALE_S:
+        # the last sign of life: a heartbeat, or any status write (a foreground resume marks
+        # the run running before its trainer beats)
+        signs = [t for t in (beat, s.get("updated")) if t is not None]
+        if signs and time.time() - max(signs) > STALE_S:
             # silent for long: a pid can be reused or never die (pid 1); only a trainer that
             # still holds the run's lock is alive
             return bool(flock_held(self.path / ".trainer.lock"))
