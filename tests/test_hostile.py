@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -288,6 +287,9 @@ def test_runs_restarts_a_runner_for_queued_runs_that_have_none(tmp_path, capsys)
     store = RunStore(tmp_path / "runs")
     cfg = tiny_config(iterations=10, eval_every=10)
     run = jobs.submit(store, cfg, start_runner=False)  # as if its runner had been killed
+    (store.root / "nested").mkdir()  # and one run whose status would have killed the runner
+    shutil.copy(run.path / "config.json", store.root / "nested" / "config.json")
+    (store.root / "nested" / "status.json").write_text(NESTED)
     assert not jobs.runner_alive(store)
     code, out, err = _cli(["runs", "--runs-dir", str(store.root)], capsys)
     assert code == 0 and "started a queue runner" in err, err
