@@ -188,7 +188,8 @@ def dataset_shape(dataset: str, data_root: str | None = None) -> DataShape | Non
             c = 1 if len(xtr) == 3 else (xtr[-1] if xtr[-1] in (1, 3, 4) and xtr[1] not in (1, 3, 4)
                                          else xtr[1])
             h, w = (xtr[1], xtr[2]) if len(xtr) == 3 or (len(xtr) == 4 and xtr[-1] == c) else (xtr[2], xtr[3])
-            return DataShape(xtr[0], xte[0], min(int(c), 3), int(h), int(w), 2)
+            k = m["classes"][0][0] if "classes" in m and len(m["classes"][0]) == 1 else 2
+            return DataShape(xtr[0], xte[0], min(int(c), 3), int(h), int(w), max(2, int(k)))
         return _imagefolder_shape(p)
     except (OSError, KeyError, ValueError, IndexError, zipfile.BadZipFile):
         return None  # the loader's own checks say what is wrong
