@@ -231,10 +231,9 @@ def record_images(layers: pd.DataFrame) -> dict:
 
 
 def fmt_eta(seconds) -> str:
-    if seconds is None or not isinstance(seconds, (int, float)) or seconds != seconds:
-        return "ETA –"
-    s = int(max(0, seconds))
-    return f"ETA {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"ETA {s // 60}:{s % 60:02d}"
+    from resnet_core.store import fmt_eta as eta  # capped: an absurd budget reads in days
+
+    return f"ETA {eta(seconds)}"
 
 
 def fmt_pct(v) -> str:

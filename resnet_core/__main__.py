@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import time
 import typing
@@ -20,7 +21,7 @@ from .config import (PRESETS, SEEDS_ACCEPTED, SWEEPS, ConfigError, TrainConfig, 
                      parse_seeds, sweep_plan)
 from .data import DataError, check_source, load_dataset, require_on_disk
 from .models import ModelNameError
-from .store import RunStore, StoreError
+from .store import DISK_FULL_ERRNOS, DiskFullError, RunStore, StoreError, fmt_eta
 
 USER_ERRORS = (ConfigError, DataError, ModelNameError, StoreError, ValueError, FileNotFoundError)
 
@@ -147,7 +148,7 @@ class Progress:
         eta = (total - step) * ctx.config.batch_size / rate if rate else 0
         loss = row["loss"]
         text = (f"[{bar}] {step}/{total} loss {loss:.3f} train err {100 * row['error']:.1f}% "
-                f"{rate:,.0f} img/s ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+                f"{rate:,.0f} img/s ETA {fmt_eta(eta)}")
         if self.tty:
             self.stream.write("\r" + text + ("\n" if step == total else ""))
             self.stream.flush()
@@ -170,10 +171,13 @@ def final_errors(run) -> dict:
 def cmd_train(args) -> int:
     from .train import train
 
+    from .memory import check_run
+
     cfg = build_config(args)
     store = RunStore(args.runs_dir)
     check_source(cfg.dataset)
     require_on_disk(cfg.dataset, cfg.data_root, cfg.download)  # before queueing, too
+    check_run(cfg)  # what can't fit in memory is refused before anything is loaded or made
     if args.background:
         from .jobs import submit
 
@@ -212,21 +216,43 @@ def cmd_resume(args) -> int:
     from .jobs import resume
     from .train import run_in_store
 
+    from .jobs import ensure_runner, restart_if_stranded
+
     store = RunStore(args.runs_dir)
     run = resume(store, args.run_id, start_runner=False, foreground=not args.background)
     if args.background:
-        from .jobs import ensure_runner
-
         ensure_runner(store)
         print(run.id)
         return 0
+    _note_restart(restart_if_stranded(store))  # the other queued runs, if their runner died
     print(run.id, flush=True)
     return _finish(run, lambda: run_in_store(store, run.id, progress=None if args.quiet else Progress(),
                                              threads=args.threads))
 
 
+class HangUp(Exception):
+    """SIGHUP: the terminal of a foreground sweep was closed."""
+
+
+def _on_hangup(signum, frame):
+    raise HangUp()
+
+
+def _note_restart(started: bool) -> None:
+    if started:
+        _say("started a queue runner for the queued runs (none was running)")
+
+
+def _say(text: str) -> None:
+    """A line on stderr that never fails: after SIGHUP the terminal may be gone."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def cmd_sweep(args) -> int:
-    from .jobs import run_queue, submit
+    from .jobs import ensure_runner, run_queue, submit
 
     if args.name not in SWEEPS:
         raise CliError(f"sweep {args.name!r} is not accepted; accepted: {', '.join(SWEEPS)}")
@@ -288,8 +314,16 @@ def cmd_sweep(args) -> int:
         else:
             print(line, file=sys.stderr, flush=True)
 
+    # closing the terminal must not strand the queue: on SIGHUP this process hands what is left
+    # to a detached runner (in its own session, so the hangup does not reach it) and exits 0
+    old_hup = signal.signal(signal.SIGHUP, _on_hangup) if hasattr(signal, "SIGHUP") else None
     try:
         run_queue(store, on_tick=tick, wait_for_lock=True)
+    except HangUp:
+        ensure_runner(store)  # run_queue released the store's lock on the way out
+        _say(f"\nhang-up: a detached runner trains the rest; follow it with: "
+             f"python -m resnet_core runs --runs-dir {store.root}")
+        return 0
     except KeyboardInterrupt:
         from .jobs import cancel
 
@@ -300,6 +334,9 @@ def cmd_sweep(args) -> int:
                 pass
         print("\nsweep cancelled", file=sys.stderr)
         return 130
+    finally:
+        if old_hup is not None:
+            signal.signal(signal.SIGHUP, old_hup)
     wall = time.time() - t0
     print(file=sys.stderr)
     print(f"sweep {args.name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
@@ -320,8 +357,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from .jobs import restart_if_stranded
+
     store = RunStore(args.runs_dir)
     infos = store.list_runs()
+    _note_restart(restart_if_stranded(store, infos))
     if not infos:
         print(f"no runs in {store.root}", file=sys.stderr)
         return 0
@@ -369,15 +409,28 @@ def runs_table(store: RunStore, infos: list[dict]) -> str:
 
 
 def cmd_models(args) -> int:
+    from .memory import DataShape, estimate, fmt_bytes
     from .models import build_model, count_macs, count_params, list_models, parse_name
 
-    for name in list_models():
+    # the memory column: one training step of a CIFAR-10-sized batch (3x32x32, 10 classes,
+    # 50k images in memory), parameters + gradients + momentum + saved activations + data
+    shape = DataShape(50000, 10000, 3, args.image_size, args.image_size, 10)
+    print(f"{'model':<12}{'family':<10}{'params':>14}  training memory at batch "
+          f"{args.batch_size}, {args.image_size}x{args.image_size} (params+grads+momentum, "
+          "activations)", flush=True)
+    for name in args.names or list_models():
         m = build_model(name)
         fam = parse_name(name)[0]
-        line = f"{name:<12}{fam:<10}{count_params(m):>14,} params"
+        est = estimate(TrainConfig(model=name, batch_size=args.batch_size, iterations=1,
+                                   dataset="cifar10", image_size=args.image_size), shape)
+        weights = est.params_bytes + est.grads_bytes + est.momentum_bytes
+        line = (f"{name:<12}{fam:<10}{count_params(m):>14,}  {fmt_bytes(est.total):>9} "
+                f"({fmt_bytes(weights)} + {fmt_bytes(est.activations_bytes)})")
         if args.macs:
             line += f"{count_macs(m) / 1e9:>10.3f} G mult-adds"
         print(line, flush=True)
+    print(f"training memory also counts the dataset ({fmt_bytes(est.data_bytes)} for CIFAR-10) "
+          f"and torch itself; `train` refuses a run that can't fit, naming both numbers")
     print("any 6n+2 depth: cifar_resnet{D}, cifar_plain{D}, cifar_preresnet{D} (e.g. cifar_resnet50)")
     from .models.registry import variant_listing
 
@@ -394,9 +447,11 @@ def cmd_cancel(args) -> int:
 
 
 def _reference_dest(text: str) -> Path:
-    from .reference import default_root
+    from .reference import check_set_name, default_root
 
-    return Path(text) if ("/" in text or os.sep in text) else default_root() / text
+    dest = Path(text) if ("/" in text or os.sep in text) else default_root() / text
+    check_set_name(dest.name)  # the rule the app and the listing use: no 'a..b' here either
+    return dest
 
 
 def cmd_reference(args) -> int:
@@ -435,7 +490,7 @@ def cmd_reference(args) -> int:
             print(f"  made {s.meta.get('made', '?')} on {s.meta['machine']}")
         for r in s.meta.get("runs", []):
             fmt = lambda v: f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
-            print(f"  {r.get('model', '?'):<12} test err {fmt(r.get('test_error')):>7}  "
+            print(f"  {str(r.get('model', '?')):<12} test err {fmt(r.get('test_error')):>7}  "
                   f"train err (eval) {fmt(r.get('train_error')):>7}  {r.get('id')}")
     if bad:
         raise ReferenceError(f"{bad} reference set(s) have problems (listed above)")
@@ -507,7 +562,8 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     add_config_flags(s)
     s.set_defaults(fn=cmd_sweep)
 
-    r = sub.add_parser("resume", help="continue an interrupted, failed or cancelled run")
+    r = sub.add_parser("resume", help="continue an interrupted, failed or cancelled run, or "
+                                      "start a queued one now")
     r.add_argument("run_id")
     r.add_argument("--background", action="store_true")
     r.add_argument("--quiet", action="store_true")
@@ -520,8 +576,15 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     runs_dir(ls)
     ls.set_defaults(fn=cmd_runs)
 
-    m = sub.add_parser("models", help="list the named models with parameter counts")
+    m = sub.add_parser("models", help="list the named models with parameter counts and the "
+                                      "memory a training step needs")
+    m.add_argument("names", nargs="*", metavar="MODEL",
+                   help="only these models (any name train accepts, e.g. cifar_resnet50)")
     m.add_argument("--macs", action="store_true", help="also count multiply-adds (slower)")
+    m.add_argument("--batch-size", type=int, default=128, metavar="B",
+                   help="batch size for the memory column (default 128)")
+    m.add_argument("--image-size", type=int, default=32, metavar="S",
+                   help="image side in pixels for the memory column (default 32, CIFAR)")
     m.set_defaults(fn=cmd_models)
 
     c = sub.add_parser("cancel", help="cancel a queued or running run")
@@ -587,6 +650,14 @@ def main(argv=None, prog: str = "python -m resnet_core") -> int:
             msg = f"{_flag(field)}: {msg}"
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if not isinstance(e, DiskFullError) and e.errno not in DISK_FULL_ERRNOS:
+            raise
+        if not isinstance(e, DiskFullError):  # from a write outside the store's helpers
+            where = os.path.dirname(e.filename) if isinstance(e.filename, str) else None
+            e = DiskFullError(where or getattr(args, "runs_dir", None) or RunStore().root)
+        _say(f"error: {e}")
+        return 1
 
 
 def console() -> int:

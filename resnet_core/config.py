@@ -10,6 +10,15 @@ import math
 from dataclasses import dataclass, field, fields
 
 DEFAULT_RECORDERS = ["analysis.recorders:LayerStatsRecorder"]
+# Upper bounds: beyond them a value is a typo or an attack, never a run (an integer from a
+# config file has no size limit in JSON, and 1e22 overflows torch's seeds and counters). What
+# still fits under them but not in memory is refused by resnet_core.memory.check_run.
+MAX_WIDTH = 4096  # channels of the first stage (the paper: 16 CIFAR, 64 ImageNet)
+MAX_IMAGE_SIZE = 4096  # pixels a side
+MAX_COUNT = 10**9  # iterations, batch size, images, step intervals
+MAX_EPOCHS = 10**6
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch's generators take seed * 1_000_003 + step
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -95,7 +104,7 @@ class TrainConfig:
             e.field = name
             raise e
 
-        def check_int(name, lo=None, optional=False):
+        def check_int(name, lo=None, optional=False, hi=MAX_COUNT):
             v = getattr(self, name)
             if v is None and optional:
                 return
@@ -103,6 +112,8 @@ class TrainConfig:
                 bad(name, f"expected an integer{' >= %d' % lo if lo is not None else ''}")
             if lo is not None and v < lo:
                 bad(name, f"expected an integer >= {lo}")
+            if v > hi:
+                bad(name, f"expected an integer from {lo} to {hi}")
 
         def check_float(name, lo=None, hi=None, lo_open=False, optional=False):
             v = getattr(self, name)
@@ -131,7 +142,7 @@ class TrainConfig:
         except ModelNameError as e:
             raise ConfigError(f"{source}: model: {e}") from None
         check_choice("shortcut", (None, "A", "B", "C"))
-        check_int("width", 1, optional=True)
+        check_int("width", 1, optional=True, hi=MAX_WIDTH)
         check_choice("norm", ("batch", "none"))
         check_choice("init", INITS)
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -140,12 +151,12 @@ class TrainConfig:
             bad("data_root", "expected a folder path")
         check_bool("download")
         check_int("subset", 1, optional=True)
-        check_int("image_size", 4, optional=True)
+        check_int("image_size", 4, optional=True, hi=MAX_IMAGE_SIZE)
         check_int("val_split", 0)
         check_choice("augment", ("auto", "flip_crop", "crop", "none"))
         check_int("train_eval_size", 0)
         check_int("test_size", 1, optional=True)
-        check_float("epochs", 0, lo_open=True, optional=True)
+        check_float("epochs", 0, hi=MAX_EPOCHS, lo_open=True, optional=True)
         check_int("iterations", 1, optional=True)
         if self.epochs is None and self.iterations is None:
             raise ConfigError(f"{source}: set either epochs or iterations (or use a preset)")
@@ -156,9 +167,9 @@ class TrainConfig:
         check_bool("decay_bn_bias")
         check_choice("schedule", ("steps", "cosine", "onecycle", "constant"))
         check_choice("warmup", ("auto", "paper", "none"))
-        check_int("seed", 0)
+        check_int("seed", 0, hi=MAX_SEED)
         check_choice("device", ("auto", "cpu", "cuda", "mps"))
-        check_int("threads", 1, optional=True)
+        check_int("threads", 1, optional=True, hi=MAX_THREADS)
         check_choice("precision", ("auto", "fp32", "bf16"))
         check_bool("channels_last", optional=True)
         check_bool("compile")
@@ -166,8 +177,9 @@ class TrainConfig:
         check_int("eval_every", 1, optional=True)
         check_int("checkpoint_every", 1, optional=True)
         if not isinstance(self.checkpoint_steps, list) or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.checkpoint_steps):
-            bad("checkpoint_steps", "expected a list of positive integers")
+                isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_COUNT
+                for s in self.checkpoint_steps) or len(self.checkpoint_steps) > 10000:
+            bad("checkpoint_steps", f"expected a list of at most 10000 integers from 1 to {MAX_COUNT}")
         if not isinstance(self.recorders, list) or not all(
                 isinstance(r, str) and ":" in r for r in self.recorders):
             bad("recorders", "expected a list of 'module:Class' import paths")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 NAMED = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
 NO_FLIP = ("digits", "mnist", "fashion_mnist", "svhn")  # mirrored digits are other symbols
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MAX_CLASSES = 100_000  # labels 0..K-1; ImageNet-21k has 21,841 (a label of 1e9 is an error)
 
 
 class DataError(ValueError):
@@ -156,6 +157,14 @@ def check_source(name: str) -> None:
         raise DataError(f"dataset must be a name ({', '.join(NAMED)}) or a path")
     if is_path_dataset(name):
         p = Path(name).expanduser()
+        try:
+            p.stat()
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # a name longer than the filesystem allows, a link loop, ...
+            raise DataError(f"dataset path {name[:80]!r}{'...' if len(name) > 80 else ''} can't "
+                            f"be read ({e.strerror}); give a .npz file or an ImageFolder folder "
+                            "path the filesystem accepts") from None
         if not p.exists():
             raise DataError(f"dataset path {name!r} does not exist; give a .npz file, an "
                             f"ImageFolder folder (train/<class>/, test/<class>/), or a name: "
@@ -258,23 +267,59 @@ def _labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
         raise DataError(f"{what} must be {n} integer labels, found dtype {y.dtype} shape {y.shape}")
     if len(y) and y.min() < 0:
         raise DataError(f"{what} has negative labels; labels must be 0..K-1")
+    if len(y) and int(y.max()) >= MAX_CLASSES:  # int(): a uint64 beyond int64 compares exactly
+        raise DataError(f"{what} has a label of {int(y.max())}; labels must be 0..K-1 with K at "
+                        f"most {MAX_CLASSES:,} classes")
     return torch.from_numpy(y.astype(np.int64))
+
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test", "classes")
+
+
+def check_npz_sizes(p: Path) -> None:
+    """Refuse a .npz whose arrays would not fit in memory, from the zip directory and each
+    array's .npy header alone (nothing is decompressed): a few KB can expand to gigabytes.
+    An array whose header claims more bytes than the archive stores is refused too."""
+    from .memory import fmt_bytes, host_memory_limit, npz_members
+
+    members = npz_members(p)
+    total = 0
+    for name in NPZ_ARRAYS:
+        if name not in members:
+            continue
+        shape, dtype, stored = members[name]
+        if dtype.hasobject:
+            continue  # np.load refuses pickled objects with its own message
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if need > stored:
+            raise DataError(f"{p}: array {name} claims {fmt_bytes(need)} ({shape}, {dtype}) but "
+                            f"the archive holds {fmt_bytes(stored)} of it; the file is corrupt")
+        total += need
+    limit, what = host_memory_limit()
+    if total > limit // 2:
+        raise DataError(f"{p}: its arrays expand to {fmt_bytes(total)}, more than half of {what} "
+                        f"({fmt_bytes(limit)}); use a smaller dataset or a subset saved on its own")
 
 
 def _load_npz(p: Path) -> Dataset:
     try:
+        check_npz_sizes(p)
         with np.load(p, allow_pickle=False) as z:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
             if missing:
                 raise DataError(f"{p}: missing array(s) {missing}; a .npz dataset needs x_train, "
                                 "y_train, x_test, y_test (uint8 images, integer labels) and may "
                                 "hold classes")
-            arrays = {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in NPZ_ARRAYS if k in z.files}
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{p}: not a readable .npz file ({e}); expected numpy.savez output with "
                         "x_train, y_train, x_test, y_test") from None
+    for k in ("x_train", "x_test"):
+        if arrays[k].ndim == 0 or len(arrays[k]) == 0:
+            raise DataError(f"{p}: {k} holds no images; a dataset needs at least one training "
+                            "and one test image")
     xtr = _to_nchw(arrays["x_train"], "x_train")
     xte = _to_nchw(arrays["x_test"], "x_test")
     if xtr.shape[1:] != xte.shape[1:]:
@@ -284,6 +329,8 @@ def _load_npz(p: Path) -> Dataset:
     yte = _labels(arrays["y_test"], len(xte), "y_test")
     k = int(max(ytr.max(), yte.max())) + 1 if len(ytr) else 0
     if "classes" in arrays:
+        if arrays["classes"].ndim != 1 or len(arrays["classes"]) > MAX_CLASSES:
+            raise DataError(f"{p}: classes must be a list of at most {MAX_CLASSES:,} names")
         classes = [str(c) for c in arrays["classes"].tolist()]
         if len(classes) < k:
             raise DataError(f"{p}: labels go up to {k - 1} but only {len(classes)} classes are named")
@@ -305,11 +352,14 @@ def _load_imagefolder(p: Path, data_root: str | None) -> Dataset:
                         "classification dataset needs at least 2")
     files = {s: sorted(f for f in (p / s).rglob("*") if f.suffix.lower() in IMAGE_EXTS)
              for s in ("train", "test")}
+    # the cache is keyed by every file's path, size and modification time: moving one image
+    # to another class folder (same bytes, same mtime, new path) is a new dataset
     stamp = hashlib.sha1()
     for s in ("train", "test"):
         stamp.update(f"{s}:{len(files[s])}".encode())
-        for f in files[s][:: max(1, len(files[s]) // 64)]:
-            stamp.update(f"{f}:{f.stat().st_mtime_ns}".encode())
+        for f in files[s]:
+            st = f.stat()
+            stamp.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     cache_dir = Path(data_root_of(data_root)) / "imagefolder-cache"
     cache = cache_dir / f"{p.name}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}-{stamp.hexdigest()[:12]}.pt"
     if cache.exists():

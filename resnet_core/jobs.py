@@ -29,8 +29,11 @@ def cores() -> int:
 
 
 def submit(store: RunStore, config: TrainConfig, start_runner: bool = True) -> Run:
+    from .memory import check_run
+
     config.validate()
     check_source(config.dataset)
+    check_run(config)  # what can't fit is refused now, not queued to fail later
     run = store.create(config, state="queued", message="waiting for a free core")
     if start_runner:
         ensure_runner(store)
@@ -41,8 +44,9 @@ def resume(store: RunStore, run_id: str, start_runner: bool = True,
            foreground: bool = False) -> Run:
     run = store.run(run_id)
     s = run.read_status()
-    if s["state"] not in RESUMABLE:
-        raise StoreError(f"run {run_id} is {s['state']}; resume accepts {', '.join(RESUMABLE)} runs")
+    if s["state"] not in RESUMABLE + ("queued",):
+        raise StoreError(f"run {run_id} is {s['state']}; resume accepts "
+                         f"{', '.join(RESUMABLE)} and queued runs")
     run.read_config()  # a broken config is reported now, not in the background
     try:
         (run.path / "cancel").unlink()
@@ -92,17 +96,62 @@ def runner_alive(store: RunStore) -> bool:
     return False
 
 
+# The detached runner's program. It takes the store's lock before it imports anything heavy:
+# importing torch takes seconds and half a GB, and a runner that took the lock only after it
+# (as `python -m resnet_core runner` does, resnet_core imports torch) let every page that
+# looked meanwhile start one more (3 tabs made 3 runners, two servers up to 21). Every starter
+# but the one that gets the lock exits within a fraction of a second, torch never imported.
+RUNNER_BOOT = """
+import fcntl, os, sys
+root = sys.argv[1]
+os.makedirs(root, exist_ok=True)
+lock = open(os.path.join(root, ".runner.lock"), "a+")
+try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    sys.exit(0)  # another runner drains this store
+from resnet_core.jobs import run_queue
+from resnet_core.store import RunStore
+run_queue(RunStore(root), lock=lock)
+"""
+
+
+def runner_command(store: RunStore) -> list[str]:
+    """The command ``ensure_runner`` starts (in its own session, from the repository root)."""
+    return [sys.executable, "-c", RUNNER_BOOT, str(store.root)]
+
+
+def _child_env(**extra) -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+        **extra)
+
+
 def ensure_runner(store: RunStore) -> None:
     """Start a detached runner unless one already drains this store."""
     if runner_alive(store):
         return
     log = open(store.root / ".runner.log", "ab")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    subprocess.Popen([sys.executable, "-m", "resnet_core", "runner", "--runs-dir", str(store.root)],
-                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                     start_new_session=True, cwd=str(REPO_ROOT))
+    subprocess.Popen(runner_command(store), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                     env=_child_env(), start_new_session=True, cwd=str(REPO_ROOT))
     log.close()
+
+
+def waiting(store: RunStore, infos: list[dict] | None = None) -> list[str]:
+    """Ids of the queued runs that nothing has cancelled."""
+    infos = store.list_runs() if infos is None else infos
+    return [i["id"] for i in infos if i["status"].get("state") == "queued"
+            and not Run(store.root, i["id"]).cancel_requested()]
+
+
+def restart_if_stranded(store: RunStore, infos: list[dict] | None = None) -> bool:
+    """Start a runner when runs wait in the queue and none drains it (the runner was killed,
+    or the terminal of a foreground sweep was closed). True when one was started. The app's
+    Lab page and the CLI's commands that touch the store call it."""
+    if not store.root.is_dir() or not waiting(store, infos) or runner_alive(store):
+        return False
+    ensure_runner(store)
+    return True
 
 
 def _threads_in_use(store: RunStore) -> int:
@@ -129,20 +178,20 @@ def concurrent_jobs(ncores: int) -> int:
 
 
 def run_queue(store: RunStore, max_cores: int | None = None, poll: float = 0.5,
-              on_tick=None, wait_for_lock: bool = False) -> int:
+              on_tick=None, wait_for_lock: bool = False, lock=None) -> int:
     """Drain the queue: start trainers while cores are free; return when nothing is queued or
-    running. Returns the number of trainers started (0 if another runner holds the store)."""
-    started = _drain(store, max_cores, poll, on_tick, wait_for_lock)
+    running. Returns the number of trainers started (0 if another runner holds the store).
+    ``lock``: the store's runner lock, already taken (by ``RUNNER_BOOT``)."""
+    started = _drain(store, max_cores, poll, on_tick, wait_for_lock, lock)
     # A run submitted while this runner was deciding to stop found the lock still held and
     # started no runner: now that the lock is free, look once more.
-    if any(i["status"].get("state") == "queued" and not Run(store.root, i["id"]).cancel_requested()
-           for i in store.list_runs()):
+    if waiting(store):
         ensure_runner(store)
     return started
 
 
-def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock) -> int:
-    lock = _lock(store)
+def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock, lock=None) -> int:
+    lock = lock or _lock(store)
     while lock is None and wait_for_lock:
         time.sleep(poll)
         lock = _lock(store)
@@ -227,10 +276,9 @@ def _mark_if_never_started(run: Run, returncode: int) -> None:
 def _start_trainer(store: RunStore, run: Run, threads: int) -> subprocess.Popen:
     # the trainer writes "running" itself; mark it so a second look does not start it twice
     run.write_status(state="queued", message=f"starting with {threads} thread(s)", threads=threads)
+    run.check_writable("train.log")  # never append through a link out of the store
     log = open(run.path / "train.log", "ab")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
-        OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = _child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     p = subprocess.Popen([sys.executable, "-m", "resnet_core", "_run", run.id, "--runs-dir",
                           str(store.root), "--threads", str(threads)],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,

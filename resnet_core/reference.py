@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .store import RunStore, atomic_write_bytes, atomic_write_json
+from .store import RunStore, atomic_write_bytes, atomic_write_json, loads, valid_run_id
 
 ENV_VAR = "RESNET_LAB_REFERENCE_DIR"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "layers.jsonl", "env.json")
@@ -46,8 +46,13 @@ def default_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "reference"
 
 
+def valid_set_name(name) -> bool:
+    """The one rule for set names, used by the listing and the lookup alike."""
+    return isinstance(name, str) and bool(_SET_NAME.fullmatch(name)) and ".." not in name
+
+
 def check_set_name(name: str) -> str:
-    if not isinstance(name, str) or not _SET_NAME.fullmatch(name) or ".." in name:
+    if not valid_set_name(name):
         raise ReferenceError(f"reference set name {name!r} is not accepted: use lower-case "
                              "letters, digits, '.', '_' and '-' (at most 64, starting with a "
                              "letter or digit)")
@@ -76,13 +81,14 @@ def read_set(path: Path) -> ReferenceSet:
     path = Path(path)
     s = ReferenceSet(name=path.name, path=path, title=path.name)
     try:
-        meta = json.loads((path / "set.json").read_text())
+        meta = loads((path / "set.json").read_text())
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
+        meta_problem(meta)
     except FileNotFoundError:
         s.error = f"reference set {path.name}: set.json is missing"
         return s
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, OSError) as e:
         s.error = f"reference set {path.name}: set.json is not valid ({e})"
         return s
     s.meta = meta
@@ -91,13 +97,42 @@ def read_set(path: Path) -> ReferenceSet:
     return s
 
 
+def meta_problem(meta: dict) -> None:
+    """Raise ValueError naming the first field of set.json of the wrong type: ``runs`` a list
+    of objects, ``title``/``description``/``machine``/``made``/``command`` strings (or null),
+    so every reader (the app, ``reference list``) can trust what it gets."""
+    runs = meta.get("runs", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise ValueError("'runs' must be a list of objects")
+    for k in ("title", "description", "machine", "made", "command"):
+        if meta.get(k) is not None and not isinstance(meta[k], str):
+            raise ValueError(f"{k!r} must be a string")
+
+
+def is_reference_set(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder that ``export`` made (and so may replace): a real folder
+    (not a link) holding a readable set.json and nothing but run-record folders. A notes
+    folder, a run store (its runs hold checkpoints) or a file is not one."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir() or read_set(path).error:
+        return False
+    for p in path.iterdir():
+        if p.name == "set.json":
+            continue
+        if p.is_symlink() or not p.is_dir() or not valid_run_id(p.name):
+            return False
+        if any(f.is_symlink() or f.name not in RUN_FILES for f in p.iterdir()):
+            return False
+    return True
+
+
 def list_sets(root: str | os.PathLike | None = None) -> list[ReferenceSet]:
     """Every set under ``root`` (default: the bundled ones), by name; never raises."""
     root = Path(root) if root is not None else default_root()
     if not root.is_dir():
         return []
     return [read_set(p) for p in sorted(root.iterdir())
-            if p.is_dir() and _SET_NAME.fullmatch(p.name)]
+            if valid_set_name(p.name) and p.is_dir()]
 
 
 # --- thinning ----------------------------------------------------------------------------
@@ -190,8 +225,13 @@ def export(store: RunStore, run_ids: list[str], dest: str | os.PathLike, title: 
         raise ReferenceError("a run id is named twice")
     if not isinstance(title, str) or not title.strip():
         raise ReferenceError("a reference set needs a title (--title), shown in the app")
-    if dest.exists() and not force:
+    if (dest.exists() or dest.is_symlink()) and not force:
         raise ReferenceError(f"{dest} already exists; pass --force to replace it")
+    if (dest.exists() or dest.is_symlink()) and not is_reference_set(dest):
+        # --force replaces an earlier reference set, never a folder of anything else
+        raise ReferenceError(f"{dest} exists and is not a reference set (a folder holding "
+                             "set.json and run records only); --force replaces only a set "
+                             "made by export: choose another --to")
     runs = []
     for rid in run_ids:
         run = store.run(rid)  # StoreError names a bad or missing id

@@ -14,6 +14,7 @@ it is written, and a SIGKILL at any moment loses at most the last flush and corr
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -31,6 +32,11 @@ STATES = ("queued", "running", "done", "failed", "diverged", "cancelled", "inter
 ACTIVE = ("queued", "running")
 RESUMABLE = ("interrupted", "failed", "cancelled")
 HEARTBEAT_S = 2.0  # the trainer rewrites status.json at least this often while it runs
+# A running status whose heartbeat is older than this, and whose trainer lock nobody holds,
+# reads as interrupted whatever its pid says (pid 1 in a container is always alive). A live
+# trainer beats every HEARTBEAT_S while it trains and holds its lock while it loads data or
+# evaluates, so only a dead one goes silent this long.
+STALE_S = 120.0
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -38,12 +44,73 @@ class StoreError(ValueError):
     """A run id, run folder or run file is bad. The message names it."""
 
 
+class DiskFullError(OSError):
+    """A write failed because the disk (or the quota) is full. ``str()`` is one line:
+    "disk full: N MB free in DIR ..."; errno is ENOSPC, so callers that test for it still do."""
+
+    def __init__(self, folder, cause: BaseException | None = None):
+        self.folder = str(folder)
+        self.free_mb = free_mb(folder)
+        why = f" ({os.strerror(errno.ENOSPC)})"
+        super().__init__(errno.ENOSPC, f"disk full: {self.free_mb:.1f} MB free in {self.folder}; "
+                         f"free some space and resume{why}")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def free_mb(folder) -> float:
+    try:
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return 0.0
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NEARLY_FULL = 1 << 20  # bytes: a write that fails with less free than this failed for want of space
+
+
+def as_disk_full(e: BaseException, folder) -> BaseException:
+    """``e`` as a DiskFullError when it is one (ENOSPC, EDQUOT, or another error -- torch.save
+    says "unexpected pos 670016 vs 669912" -- while the folder's disk has under 1 MB free);
+    else ``e`` itself."""
+    if isinstance(e, DiskFullError):
+        return e
+    if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+        return DiskFullError(folder, e)
+    if isinstance(e, (OSError, RuntimeError)):
+        try:
+            if shutil.disk_usage(folder).free < _NEARLY_FULL:
+                return DiskFullError(folder, e)
+        except OSError:
+            pass
+    return e
+
+
 def default_root() -> Path:
     return Path(os.environ.get(ENV_VAR) or "checkpoints")
 
 
+def valid_run_id(run_id) -> bool:
+    """The one rule for run ids and run folder names, used by the listing and the lookup
+    alike (a folder the lookup would refuse is never listed)."""
+    return isinstance(run_id, str) and bool(_RUN_ID.fullmatch(run_id)) and ".." not in run_id
+
+
+MAX_JSON_BYTES = 16 << 20  # a status, config or set file is a few KB; refuse to parse more
+
+
+def loads(data):
+    """json.loads that raises ValueError for what the C parser raises RecursionError on
+    (about 1,000 nested brackets): one bad file must never take down a listing."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested deeper than the JSON reader allows") from None
+
+
 def check_run_id(run_id: str) -> str:
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+    if not valid_run_id(run_id):
         raise StoreError(f"run id {run_id!r} is not accepted: use letters, digits, '.', '_' and "
                          "'-' only (no '..', no path separators, at most 128 characters)")
     return run_id
@@ -71,6 +138,11 @@ def fault_point(name: str, partial=None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _nofollow(path, flags):
+    """An ``open`` opener that refuses to follow a symbolic link at the last component."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
 def atomic_write(path: Path, write, fault: str | None = None, partial=None) -> None:
     """Write through ``write(f)`` into a temporary file in the same folder, fsync, then
     ``os.replace``: a kill or a failed write at any moment leaves the previous file whole.
@@ -78,18 +150,22 @@ def atomic_write(path: Path, write, fault: str | None = None, partial=None) -> N
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        # a link planted at the temporary name is never written through
+        with open(tmp, "wb", opener=_nofollow) as f:
             write(f)
             f.flush()
             if fault is not None:
                 fault_point(fault, partial and (lambda: partial(f)))
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, path)  # replaces a link at ``path`` itself, never its target
+    except BaseException as e:
         try:
             tmp.unlink()
         except OSError:
             pass
+        full = as_disk_full(e, path.parent)
+        if full is not e:
+            raise full from e
         raise
 
 
@@ -106,6 +182,22 @@ def _clean(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def fmt_eta(seconds) -> str:
+    """A remaining time for people: m:ss, h:mm:ss, then days; capped, so an absurd budget
+    (1e22 steps) reads "over 999 days", not a 19-digit hour count. "–" when unknown."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
+        return "–"
+    s = max(0.0, float(seconds))
+    if s >= 999 * 86400:
+        return "over 999 days"
+    s = int(s)
+    if s >= 48 * 3600:
+        return f"{s // 86400} d {s % 86400 // 3600} h"
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
 
 
 def read_jsonl(path: Path) -> tuple[list[dict], int]:
@@ -125,7 +217,7 @@ def parse_jsonl(data: bytes) -> tuple[list[dict], int]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads(line)
             if isinstance(row, dict):
                 rows.append(row)
             else:
@@ -169,6 +261,73 @@ def process_identity() -> dict:
     return {"pid": pid, "pid_start": _proc_start_time(pid), "host": socket.gethostname()}
 
 
+def flock_held(path: Path) -> bool | None:
+    """Whether some process holds an flock on ``path``, read from /proc/locks (taking the
+    lock to find out would make a trainer starting at that moment refuse to train). None
+    where /proc/locks can't tell (not Linux)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        with open("/proc/locks") as f:
+            table = f.read()
+    except FileNotFoundError:
+        return False if os.path.exists("/proc/locks") else None
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(len(p) > 5 and p[1] == "FLOCK" and p[5] == dev
+               for p in (line.split() for line in table.splitlines()))
+
+
+def _number(v, integer: bool = False) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return isinstance(v, int) if integer else math.isfinite(v)
+
+
+# status.json fields and the type each must have; a field of another type is dropped on read
+# (with its name in ``bad_fields``), so every reader can trust the ones it gets
+STATUS_TYPES = {
+    "step": "int", "total": "int", "threads": "int", "pid": "int",
+    "heartbeat": "num", "created": "num", "updated": "num", "started": "num", "finished": "num",
+    "eta_s": "num", "images_per_s": "num",
+    "message": "str", "host": "str", "device": "str", "precision": "str", "pid_start": "str",
+}
+SCALAR = (str, int, float, bool, type(None))
+
+
+def clean_status(d: dict) -> dict:
+    """A status with every known field of the wrong type dropped (named in ``bad_fields``)."""
+    out, bad = {}, []
+    for k, v in d.items():
+        kind = STATUS_TYPES.get(k)
+        ok = (v is None or (kind == "str" and isinstance(v, str))
+              or (kind in ("int", "num") and _number(v, integer=kind == "int")
+                  and (kind != "int" or v >= 0))
+              or (kind is None and k != "bad_fields"))
+        if ok:
+            out[k] = v
+        else:
+            bad.append(k)
+    if bad:
+        out["bad_fields"] = sorted(bad)
+    return out
+
+
+def metrics_row_ok(r: dict) -> bool:
+    """A metrics.jsonl row every reader can use: an integer step, a string split, and plain
+    values (numbers, strings, null) for the rest."""
+    return (_number(r.get("step"), integer=True) and isinstance(r.get("split"), str)
+            and all(isinstance(v, SCALAR) for v in r.values())
+            and all(r.get(k) is None or _number(r.get(k))
+                    for k in ("loss", "error", "lr", "time", "epoch", "images_per_s", "n")))
+
+
+def layers_row_ok(r: dict) -> bool:
+    """A layers.jsonl row: an integer step, a string layer name, plain values."""
+    return (_number(r.get("step"), integer=True) and isinstance(r.get("layer"), str)
+            and all(isinstance(v, SCALAR) for v in r.values()))
+
+
 @dataclass
 class Run:
     root: Path
@@ -186,11 +345,23 @@ class Run:
     def cache_dir(self) -> Path:
         return self.path / "cache"
 
+    def check_writable(self, *names: str) -> Path:
+        """Raise StoreError when writing into this run would go through a symbolic link: the
+        run folder itself, or any of ``names`` inside it (files, or ckpt/ and cache/). The
+        lab never follows a link out of the store when it writes or deletes."""
+        for p in (self.path, *(self.path / n for n in names)):
+            if p.is_symlink():
+                where = "its folder" if p == self.path else p.relative_to(self.path).as_posix()
+                raise StoreError(f"run {self.id}: {where} is a symbolic link; the lab does not "
+                                 "write through links out of the store (replace it with a real "
+                                 "folder or file)")
+        return self.path
+
     # --- config -----------------------------------------------------------------------
     def read_config_dict(self) -> dict:
         p = self.path / "config.json"
         try:
-            d = json.loads(p.read_text())
+            d = loads(p.read_text())
         except FileNotFoundError:
             raise StoreError(f"run {self.id}: config.json is missing") from None
         except (ValueError, UnicodeDecodeError) as e:
@@ -213,7 +384,7 @@ class Run:
     def read_status_raw(self) -> dict:
         p = self.path / "status.json"
         try:
-            d = json.loads(p.read_text())
+            d = loads(p.read_text())
         except FileNotFoundError:
             raise StoreError(f"run {self.id}: status.json is missing") from None
         except (ValueError, UnicodeDecodeError) as e:
@@ -221,7 +392,7 @@ class Run:
         if not isinstance(d, dict) or d.get("state") not in STATES:
             raise StoreError(f"run {self.id}: status.json has no valid state "
                              f"(accepted: {', '.join(STATES)})")
-        return d
+        return clean_status(d)
 
     def read_status(self) -> dict:
         """The status, reconciled: a running run whose process is gone is interrupted."""
@@ -233,17 +404,28 @@ class Run:
         return s
 
     def _owner_alive(self, s: dict) -> bool:
+        beat = s.get("heartbeat")
         if s.get("host") not in (None, socket.gethostname()):
             # another machine: only the heartbeat can tell
-            beat = s.get("heartbeat")
-            if not isinstance(beat, (int, float)) or isinstance(beat, bool):
+            if beat is None:
                 return False  # no readable heartbeat: nothing says it is alive
             return time.time() - beat < 3 * HEARTBEAT_S + 10
-        return pid_alive(s.get("pid"), s.get("pid_start"))
+        if not pid_alive(s.get("pid"), s.get("pid_start")):
+            return False
+        # the last sign of life: a heartbeat, or any status write (a foreground resume marks
+        # the run running before its trainer beats)
+        signs = [t for t in (beat, s.get("updated")) if t is not None]
+        if signs and time.time() - max(signs) > STALE_S:
+            # silent for long: a pid can be reused or never die (pid 1); only a trainer that
+            # still holds the run's lock is alive
+            return bool(flock_held(self.path / ".trainer.lock"))
+        return True
 
     def write_status(self, **fields) -> dict:
+        self.check_writable("status.json")
         try:
             s = self.read_status_raw()
+            s.pop("bad_fields", None)
         except StoreError:
             s = {}
         s.update({k: _clean(v) for k, v in fields.items()})
@@ -256,16 +438,35 @@ class Run:
         if not rows:
             return
         data = "".join(json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in rows)
-        with open(self.path / name, "a") as f:
-            fault_point(f"{Path(name).stem}_flush", lambda: (f.write(data[:len(data) // 2]), f.flush()))
-            f.write(data)
-            f.flush()
+        self.check_writable(name)  # a (dangling) link in place of a log is refused
+        try:
+            with open(self.path / name, "a", opener=_nofollow) as f:
+                fault_point(f"{Path(name).stem}_flush", lambda: (f.write(data[:len(data) // 2]), f.flush()))
+                f.write(data)
+                f.flush()
+        except OSError as e:
+            full = as_disk_full(e, self.path)
+            if full is not e:
+                raise full from e
+            raise
+
+    def read_metrics_counted(self) -> tuple[list[dict], int]:
+        """The metrics rows every reader can use, and how many lines were skipped (torn,
+        not JSON, or with a field of the wrong type, such as a list as the split)."""
+        rows, bad = read_jsonl(self.path / "metrics.jsonl")
+        good = [r for r in rows if metrics_row_ok(r)]
+        return dedupe_steps(good), bad + len(rows) - len(good)
 
     def read_metrics(self) -> list[dict]:
-        return dedupe_steps(read_jsonl(self.path / "metrics.jsonl")[0])
+        return self.read_metrics_counted()[0]
+
+    def read_layers_counted(self) -> tuple[list[dict], int]:
+        rows, bad = read_jsonl(self.path / "layers.jsonl")
+        good = [r for r in rows if layers_row_ok(r)]
+        return dedupe_steps(good, key=("step", "layer")), bad + len(rows) - len(good)
 
     def read_layers(self) -> list[dict]:
-        return dedupe_steps(read_jsonl(self.path / "layers.jsonl")[0], key=("step", "layer"))
+        return self.read_layers_counted()[0]
 
     LOGS = ("metrics.jsonl", "layers.jsonl")
 
@@ -280,6 +481,7 @@ class Run:
         that checkpoint was saved; exact whatever step a recorder labels its rows with (the
         analysis recorder labels rows recorded during step s+1 as s). Without them, lines
         labelled past ``step`` go."""
+        self.check_writable(*self.LOGS)
         for name in self.LOGS:
             p = self.path / name
             if not p.exists():
@@ -296,12 +498,12 @@ class Run:
     # --- other files --------------------------------------------------------------------
     def read_json(self, name: str, default=None):
         try:
-            return json.loads((self.path / name).read_text())
-        except (OSError, ValueError):
+            return loads((self.path / name).read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
             return default
 
     def checkpoint_path(self, name: str = "last") -> Path:
-        if not isinstance(name, str) or not _RUN_ID.fullmatch(name) or ".." in name:
+        if not valid_run_id(name):
             raise StoreError(f"checkpoint name {name!r} is not accepted: use a name from the "
                              "run's ckpt/ folder (last, best, step-NNNNNN)")
         return self.ckpt_dir / f"{name}.pt"
@@ -318,7 +520,11 @@ class Run:
         the process dies, SIGKILL included); None when another trainer holds it."""
         import fcntl
 
-        f = open(self.path / ".trainer.lock", "a+")
+        # a trainer writes checkpoints, logs and its status here, and deletes stale temporary
+        # files in ckpt/: none of it may go through a link out of the store
+        self.check_writable(".trainer.lock", "ckpt", "cache", "status.json", "env.json",
+                            "train.log", *self.LOGS)
+        f = open(self.path / ".trainer.lock", "a+", opener=_nofollow)
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -327,7 +533,8 @@ class Run:
         return f
 
     def request_cancel(self) -> None:
-        (self.path / "cancel").touch()
+        self.check_writable("cancel")
+        os.close(os.open(self.path / "cancel", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
 
     def cancel_requested(self) -> bool:
         return (self.path / "cancel").exists()
@@ -392,7 +599,7 @@ class RunStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and _RUN_ID.fullmatch(p.name) and not p.name.startswith("."))
+                      if valid_run_id(p.name) and p.is_dir())
 
     def list_runs(self) -> list[dict]:
         """One summary per run folder; a broken folder is listed with its error, never raised."""
@@ -402,13 +609,20 @@ class RunStore:
             info = {"id": rid, "error": None}
             try:
                 info["status"] = run.read_status()
+                if info["status"].get("bad_fields"):
+                    info["error"] = (f"run {rid}: status.json field(s) "
+                                     f"{', '.join(info['status']['bad_fields'])} have the wrong "
+                                     "type and were ignored")
             except StoreError as e:
                 info["status"] = {"state": "broken"}
                 info["error"] = str(e)
+            except OSError as e:  # unreadable (permissions, a link loop): this run only
+                info["status"] = {"state": "broken"}
+                info["error"] = f"run {rid}: status.json can't be read ({e})"
             try:
                 # validated, so readers (the app's tables, `runs`) can trust every field's type
                 info["config"] = run.read_config().to_dict()
-            except StoreError as e:
+            except (StoreError, OSError) as e:
                 info["config"] = {}
                 info["error"] = info["error"] or str(e)
             out.append(info)
@@ -423,7 +637,11 @@ class RunStore:
         except StoreError as e:
             if "is running" in str(e):
                 raise
+        if run.path.is_symlink():
+            # a linked run: remove the link, never what it points to (outside the store)
+            run.path.unlink()
+            return
         # rename first so a half-finished delete never leaves a half-readable run
         trash = self.root / f".deleting-{run_id}-{secrets.token_hex(2)}"
         os.replace(run.path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)  # rmtree unlinks links inside, never follows

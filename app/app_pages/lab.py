@@ -10,12 +10,13 @@ import streamlit as st  # noqa: E402
 
 from app import ui  # noqa: E402
 from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
-from resnet_core.config import (DEFAULT_RECORDERS, PRESETS, SWEEPS, ConfigError,  # noqa: E402
-                                apply_preset, parse_seeds, sweep_plan, sweep_runs)
+from resnet_core.config import (DEFAULT_RECORDERS, MAX_WIDTH, PRESETS, SWEEPS,  # noqa: E402
+                                ConfigError, apply_preset, parse_seeds, sweep_plan, sweep_runs)
 from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS  # noqa: E402
 from resnet_core.data import (NAMED, TORCHVISION_FILES, TORCHVISION_WHERE,  # noqa: E402
                               data_root_of, on_disk, require_on_disk)
-from resnet_core.store import ACTIVE, RESUMABLE, StoreError  # noqa: E402
+from resnet_core.memory import check_run  # noqa: E402
+from resnet_core.store import ACTIVE, RESUMABLE, DiskFullError, StoreError  # noqa: E402
 from resnet_core import jobs  # noqa: E402
 
 KINDS = {"plain": "Plain (no shortcuts)", "resnet": "Residual (ResNet)",
@@ -84,7 +85,7 @@ with c3:
         batch = st.number_input("Batch size", value=None, step=32, key="lab_batch")
         lr = st.number_input("Learning rate", value=None, step=0.01, format="%.4f", key="lab_lr")
         width = st.number_input("Width (first stage's channels; paper 16)", value=None, step=4,
-                                key="lab_width")
+                                max_value=MAX_WIDTH, key="lab_width")
         image_size = st.number_input("Image size (pixels; resize at load)", value=None, step=4,
                                      key="lab_image_size")
         subset = st.number_input("Training subset (images)", value=None, step=500, key="lab_subset")
@@ -153,9 +154,29 @@ def build_single():
     return cfg
 
 
+def memory_note():
+    """The memory the configured run needs, and the machine's, before Launch (the same check
+    jobs.submit makes: what can't fit is refused, naming both numbers)."""
+    try:
+        cfg = build_single()
+        est = check_run(cfg)
+    except (InputError, ConfigError, StoreError, ValueError) as e:
+        return f":material/memory: Can't launch: {e}", True
+    if est is None:
+        return ":material/memory: Memory: known once the dataset is read", False
+    from resnet_core.memory import device_memory_limit, fmt_bytes
+
+    limit, what, _ = device_memory_limit(cfg.device)
+    return (f":material/memory: Memory: about **{fmt_bytes(est.total)}** of {fmt_bytes(limit)} "
+            f"({what}): {est.breakdown()}"), False
+
+
 b1, b2 = st.columns([1, 3])
 with b1:
     launch = st.button("Launch", type="primary", key="lab_launch", icon=":material/rocket_launch:")
+with b2:
+    _mem_text, _mem_bad = memory_note()
+    (st.warning if _mem_bad else st.caption)(_mem_text)
 if launch:
     try:
         cfg = build_single()
@@ -164,7 +185,7 @@ if launch:
         st.success(f"Queued **{run.id}** ({cfg.model}, {cfg.dataset}). It starts as soon as a "
                    "core is free.", icon=":material/check:")
         st.session_state["lab_last"] = [run.id]
-    except (InputError, ConfigError, StoreError, ValueError) as e:
+    except (InputError, ConfigError, StoreError, ValueError, DiskFullError) as e:
         st.error(f"Not launched: {e}", icon=":material/error:")
 
 # --- sweeps -------------------------------------------------------------------------------
@@ -216,7 +237,7 @@ if launch_sweep:
         per_seed = f" ({len(sw['models'])} models × {len(seeds)} seeds)" if len(seeds) > 1 else ""
         st.success(f"Queued {len(ids)} runs of sweep `{sweep}`{per_seed}; they train one per "
                    "free core.", icon=":material/check:")
-    except (InputError, ConfigError, StoreError, ValueError) as e:
+    except (InputError, ConfigError, StoreError, ValueError, DiskFullError) as e:
         st.error(f"Sweep not launched: {e}", icon=":material/error:")
 
 with st.expander("The config that Launch would queue", expanded=False):
@@ -252,8 +273,8 @@ def queue_panel():
                       if len(ui.reference_df()) else ""))
         return
     active, recent = queue_rows(df)
-    if (active["state"] == "queued").any() and not jobs.runner_alive(store):
-        jobs.ensure_runner(store)  # after a restart: queued runs need a runner again
+    if (active["state"] == "queued").any():
+        jobs.restart_if_stranded(store)  # after a restart: queued runs need a runner again
     n_run, n_q = int((active["state"] == "running").sum()), int((active["state"] == "queued").sum())
     st.caption(f"{n_run} running · {n_q} queued · {jobs.cores()} core(s); refreshed every "
                f"{int(_every)} s")
