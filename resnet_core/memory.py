@@ -243,8 +243,7 @@ def _measure(name: str, cfg, shape: DataShape, size: int) -> tuple[int, int, int
     from .models import build_model
 
     with torch.device("meta"):
-        model = build_model(name, shortcut=cfg.shortcut, width=cfg.width, norm=cfg.norm,
-                            init=cfg.init, num_classes=max(2, shape.num_classes),
+        model = build_model(name, **cfg.model_options(), num_classes=max(2, shape.num_classes),
                             in_channels=shape.channels)
     n_params = sum(p.numel() for p in model.parameters())
     params = sum(p.numel() * p.element_size() for p in model.parameters())
