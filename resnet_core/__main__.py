@@ -218,6 +218,19 @@ def cmd_resume(args) -> int:
                                              threads=args.threads))
 
 
+def _sweep_eta(store, ids) -> str:
+    """'  sweep ETA m:ss' for the whole sweep (resnet_core.eta), or '' before it can tell."""
+    from .eta import runs_eta
+    from .jobs import concurrent_jobs, cores
+
+    eta = runs_eta(store, ids, concurrent_jobs(cores()))
+    if eta is None:
+        return ""
+    s = int(eta)
+    return f"  sweep ETA {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"  sweep ETA {s // 60}:{s % 60:02d}"
+
+
 def cmd_sweep(args) -> int:
     from .jobs import run_queue, submit
 
@@ -266,7 +279,7 @@ def cmd_sweep(args) -> int:
             tot = s.get("total") or 0
             pct = f"{100 * s.get('step', 0) / tot:.0f}%" if tot else "-"
             parts.append(f"{st.run(rid).read_config_dict().get('model')}:{s['state'][:4]} {pct}")
-        line = f"{time.time() - t0:6.1f}s  " + "  ".join(parts)
+        line = f"{time.time() - t0:6.1f}s  " + "  ".join(parts) + _sweep_eta(st, ids)
         if sys.stderr.isatty():
             sys.stderr.write("\r" + line)
         else:

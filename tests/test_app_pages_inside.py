@@ -95,6 +95,9 @@ def test_embeddings_pca_places_every_test_image(tiny_runs):
     from resnet_core.data import load_dataset
 
     n_test = len(load_dataset("digits").y_test)
+    # the default is 1,000 images or the whole test set where it is smaller (digits: 359)
+    assert at.selectbox(key="emb_n").value == min(1000, n_test) == 359
+    assert max(int(o) for o in at.selectbox(key="emb_n").options) <= n_test
     for f in figs:
         assert sum(len(arr(t["x"])) for t in f["data"]) == n_test
         assert {t["name"] for t in f["data"]} <= {str(i) for i in range(10)}

@@ -170,9 +170,8 @@ for i, (col, rid) in enumerate(zip(cols, ids)):
                                               overlay=np.abs(amap) if method != "gradcam" else amap,
                                               overlay_title=names.get(method, method)),
                           amap_df, f"{method}-{rid}", f"act_img_{i}")
-            st.plotly_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[0]} channels "
-                                                           f"of {fm.shape[1]}x{fm.shape[2]}"),
-                            key=f"act_fm_{i}", config=ui.PLOTLY_CONFIG)
+            ui.show_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[1]}x{fm.shape[2]}"),
+                          None, f"features-{stage}-{rid}", f"act_fm_{i}")
             data, n_ch = feature_csv(fm, stage, rid)
             d1, d2 = st.columns(2)
             d1.download_button("Feature maps (CSV)", data, file_name=f"features-{stage}-{rid}.csv",

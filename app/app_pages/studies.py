@@ -87,7 +87,8 @@ with land:
                       data.drop(columns=["color"]), "landscape-1d", "stu_land1")
     elif res:
         cols = st.columns(len(res))
+        zr = charts.shared_log_range([r["table"] for r in res.values()])  # one colour scale
         for i, (col, (rid, r)) in enumerate(zip(cols, res.items())):
             with col:
-                ui.show_chart(charts.landscape_2d_figure(r["table"], labels[rid]), r["table"],
+                ui.show_chart(charts.landscape_2d_figure(r["table"], labels[rid], zrange=zr), r["table"],
                               f"landscape-2d-{rid}", f"stu_land2_{i}")
