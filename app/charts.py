@@ -504,7 +504,8 @@ def embedding_figure(points: pd.DataFrame, title: str, height: int = 420) -> go.
 
 
 def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gray",
-                 overlay=None, overlay_title: str = "attribution") -> go.Figure:
+                 overlay=None, overlay_title: str = "attribution",
+                 overlay_range: tuple[float, float] | None = None) -> go.Figure:
     """A 2-D array (or H,W,3 uint8) as an image; with ``overlay``, the map beside it (same
     pixel grid), so both stay readable."""
     a = np.asarray(img)
@@ -517,7 +518,8 @@ def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gra
         fig.add_trace(go.Heatmap(z=a, colorscale=colorscale, showscale=False,
                                  hovertemplate="x %{x} y %{y}: %{z}<extra></extra>"), row=1, col=1)
     if overlay is not None:
-        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale="Inferno", showscale=True,
+        rng = dict(zmin=overlay_range[0], zmax=overlay_range[1]) if overlay_range else {}
+        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale=rgb_scale("Inferno"), showscale=True, **rng,
                                  colorbar=dict(thickness=10, len=0.8),
                                  hovertemplate="x %{x} y %{y}: %{z:.3g}<extra></extra>"),
                       row=1, col=2)
@@ -531,7 +533,7 @@ def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gra
 
 
 def feature_grid_figure(maps, title: str = "", n: int = 8, cols: int = 4,
-                        height: int = 300) -> go.Figure:
+                        height: int = 300, scale: dict | None = None) -> go.Figure:
     """The first ``n`` channels of a (C, H, W) feature map as small heatmaps, on one colour
     scale with its bar (see feature_scale); the title says how many of how many are shown."""
     a = np.asarray(maps)
@@ -540,7 +542,7 @@ def feature_grid_figure(maps, title: str = "", n: int = 8, cols: int = 4,
     title = f"{title}: {'all ' if n == len(a) else f'the first {n} of '}{len(a)} channels"
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02, vertical_spacing=0.08,
                         subplot_titles=[f"ch {i}" for i in range(n)])
-    scale = feature_scale(a[:n])
+    scale = scale or feature_scale(a[:n])  # a shared one (two runs side by side) when given
     for i in range(n):
         fig.add_trace(go.Heatmap(z=a[i], coloraxis="coloraxis",
                                  hovertemplate=f"channel {i}<br>x %{{x}} y %{{y}}: %{{z:.3f}}<extra></extra>"),
@@ -628,8 +630,12 @@ def presentation_figure(fig: go.Figure) -> go.Figure:
                       hoverlabel_font_size=_scaled(None, 13))
     for ann in fig.layout.annotations:  # subplot titles, notes in empty panels
         ann.font.size = _scaled(ann.font.size, 12)
-    fig.for_each_xaxis(lambda ax: ax.update(tickfont_size=_scaled(ax.tickfont.size, 12)))
-    fig.for_each_yaxis(lambda ax: ax.update(tickfont_size=_scaled(ax.tickfont.size, 12)))
+    # axis titles too, explicitly: Streamlit's chart theme sets its own sizes otherwise
+    for each in (fig.for_each_xaxis, fig.for_each_yaxis):
+        each(lambda ax: ax.update(tickfont_size=_scaled(ax.tickfont.size, 12),
+                                  title_font_size=_scaled(ax.title.font.size, 12)))
+    if fig.layout.margin.t:  # room for the larger title above the subplot titles
+        fig.update_layout(margin_t=int(fig.layout.margin.t * PRESENT_SCALE * 1.1))
     for t in fig.data:
         if t.type not in ("scatter", "scattergl"):
             continue
@@ -667,3 +673,18 @@ def feature_scale(a) -> dict:
         return dict(colorscale="Blues", cmin=0.0, cmax=hi if hi > 0 else 1.0)
     m = max(abs(lo), abs(hi))
     return dict(colorscale="RdBu", reversescale=True, cmid=0.0, cmin=-m, cmax=m)
+
+
+def rgb_scale(name: str) -> list[list]:
+    """A named plotly colour scale with its colours as "rgb(r, g, b)". Streamlit's chart
+    theme replaces the exact colours #000001 ... #000040 in a figure with its own (they are
+    its placeholders), and Inferno begins at #000004: its lowest values came out light pink,
+    which reads as high."""
+    from plotly.colors import get_colorscale, hex_to_rgb
+
+    out = []
+    for pos, c in get_colorscale(name):
+        if c.startswith("#"):
+            c = "rgb(%d, %d, %d)" % hex_to_rgb(c)
+        out.append([pos, c])
+    return out

@@ -390,13 +390,16 @@ def presentation_toggle():
     return on
 
 
-def fit_columns(numbers: list[str], label: str | None = None, digits: int = 2) -> dict:
-    """column_config for a table in a narrow column: numbers short and narrow, the label
-    column wrapped to what is left, so no column is cut off on the right."""
-    cfg = {c: st.column_config.NumberColumn(c, format=f"%.{digits}f", width="small")
+def fit_columns(numbers: list[str], label: str | None = None, digits: int = 2,
+                integers: tuple[str, ...] = ()) -> dict:
+    """column_config for a table in a narrow column (about 330 px): numbers short and
+    narrow, the label column fixed, so no column is cut off on the right (hover a label for
+    all of it)."""
+    cfg = {c: st.column_config.NumberColumn(c, format=f"%.{digits}f", width=64)
            for c in numbers}
+    cfg.update({c: st.column_config.NumberColumn(c, format="%d", width=52) for c in integers})
     if label:
-        cfg[label] = st.column_config.TextColumn(label, width="medium")
+        cfg[label] = st.column_config.TextColumn(label, width=140)
     return cfg
 
 

@@ -4,7 +4,7 @@ the URL), and the small fixes (log tick labels, one-series legends, the Lab's pr
 Embeddings' image count, the whole-queue ETA, the deepest same-depth pair)."""
 from __future__ import annotations
 
-import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -61,6 +61,8 @@ def test_presentation_mode_thickens_lines_and_enlarges_fonts():
     for a, b in zip(plain.data, big.data):
         assert b.line.width >= 1.9 * a.line.width and b.line.width >= charts.PRESENT_MIN_LINE
     assert big.layout.title.font.size > plain.layout.title.font.size
+    # axis titles set explicitly (Streamlit's chart theme would size them otherwise)
+    assert big.layout.xaxis.title.font.size >= 1.4 * 12 and big.layout.yaxis.title.font.size >= 1.4 * 12
     assert all(b.font.size > (a.font.size or 0) for a, b in
                zip(plain.layout.annotations, big.layout.annotations))  # subplot titles
 
@@ -181,3 +183,38 @@ def test_presentation_mode_is_read_from_the_url(store, reference_root):
     assert size(big) >= 1.4 * size(normal)
     widths = lambda f: [t["line"]["width"] for t in f["data"] if t.get("line", {}).get("width")]
     assert min(widths(big)) >= charts.PRESENT_MIN_LINE > max(widths(normal))
+
+
+def test_no_colour_is_one_of_streamlits_placeholders():
+    """Streamlit's chart theme swaps the colours #000001 ... #000040 for its own; Inferno's
+    #000004 turned the lowest attribution values light pink. None may appear in a figure."""
+    import re
+
+    rng = np.random.default_rng(1)
+    figs = [charts.image_figure(rng.integers(0, 255, (8, 8)), "x", overlay=rng.random((8, 8))),
+            charts.feature_grid_figure(rng.normal(size=(8, 4, 4))), degradation(),
+            charts.landscape_2d_figure(landscape(1.0), "x")]
+    placeholder = re.compile(r"#0000(?:[0-3][0-9a-f]|40)\b", re.I)
+    for f in figs:
+        found = {m for m in placeholder.findall(f.to_json()) if m.lower() != "#000000"}
+        assert not found, found
+    low = charts.image_figure(np.zeros((4, 4)), overlay=np.ones((4, 4))).data[1].colorscale[0][1]
+    assert low == "rgb(0, 0, 4)"  # Inferno's black, written so that Streamlit leaves it be
+
+
+def test_runs_eta_reads_the_store_as_a_sweep_runs(store):
+    """The CLI's sweep line and the Lab's queue: running runs' own ETAs and durations from
+    status.json, queued ones scaled by their model's depth (from config.json)."""
+    from conftest import tiny_config
+    from resnet_core.eta import runs_eta
+
+    now = 1_000_000.0
+    a = store.create(tiny_config("plain56"), state="running")
+    # this test's own process stands in for the trainer (a running run's owner must be alive)
+    a.write_status(state="running", started=now - 200, eta_s=100, total=1000, step=667,
+                   pid=os.getpid(), pid_start=None)
+    b = store.create(tiny_config("resnet20"), state="queued")
+    gone = "20990101-000000-plain20-000000"  # deleted meanwhile: ignored
+    # plain56: 300 s for 1,000 steps; resnet20 then takes 300 * 20 / 56 after it, one trainer
+    assert runs_eta(store, [a.id, b.id, gone], slots=1, now=now) == pytest.approx(100 + 300 * 20 / 56)
+    assert runs_eta(store, [b.id], slots=1, now=now) is None

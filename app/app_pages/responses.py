@@ -87,7 +87,7 @@ with right:
     st.dataframe(summary[["label", "mean", "max", "count"]].rename(
         columns={"mean": "mean std", "max": "max std", "count": "layers"}),
         hide_index=True, key="resp_summary", width="stretch", column_config=ui.fit_columns(
-            ["mean std", "max std"], label="label"))
+            ["mean std", "max std"], label="label", integers=("layers",)))
     blocks = layers[(layers["type"] == "block")]
     ratios = charts.ratio_frame(at_step(blocks, step)) if len(blocks) else charts.ratio_frame(blocks)
     if len(ratios):
