@@ -134,6 +134,16 @@ def _ref_map(runs: pd.DataFrame) -> dict:
 # ticks between powers of ten "2" and "5" alone, which repeat without their powers.
 LOG_TICKS = "~g"
 
+
+def log_ticks(values) -> dict:
+    """Tick settings of a log axis over ``values``: full-value labels, at 1, 2 and 5 times
+    each power of ten over at most 2 decades (plotly's own choice there labels every digit,
+    which crowds once each label is a full number), one per power over more."""
+    v = np.asarray(pd.to_numeric(pd.Series(np.ravel(values)), errors="coerce"), dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    span = math.log10(v.max() / v.min()) if v.size else 0.0
+    return dict(tickformat=LOG_TICKS, dtick="D2" if span <= 2 else 1)
+
 REF_OPACITY = 0.55  # reference runs are drawn fainter, so the user's own runs stand out
 
 
@@ -421,7 +431,9 @@ def grad_profile_figure(mats: list[pd.DataFrame], names: list[str], colors: list
                                  line=dict(color=color),
                                  hovertemplate="%{text}: %{y:.3g}<extra></extra>"))
     fig.update_xaxes(title_text="layer index (input → output)")
-    fig.update_yaxes(title_text=GRAD_VALUES[value][1], type="log", tickformat=LOG_TICKS)
+    shown = [m.iloc[:, -1].to_numpy(dtype=float) for m in mats if len(m)]
+    fig.update_yaxes(title_text=GRAD_VALUES[value][1], type="log",
+                     **log_ticks(np.concatenate(shown) if shown else []))
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
@@ -441,7 +453,8 @@ def signal_figure(df: pd.DataFrame, value: str, ylabel: str, height: int = 380,
                                  hovertemplate="%{text}: %{y:.3g}<extra>" + str(series) + "</extra>"))
     fig.update_xaxes(title_text="layer index (input → output)")
     fig.update_yaxes(title_text=ylabel, type="log" if log else "linear",
-                     rangemode="normal" if log else "tozero", tickformat=LOG_TICKS if log else None)
+                     rangemode="normal" if log else "tozero",
+                     **(log_ticks(df[value]) if log else {}))
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
@@ -484,7 +497,7 @@ def series_figure(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, he
                                  showlegend=True))  # one series too: it must be named
     fig.update_xaxes(title_text=xlabel)
     fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear",
-                     tickformat=LOG_TICKS if log_y else None)
+                     **(log_ticks(df[y]) if log_y else {}))
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig

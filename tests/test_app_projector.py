@@ -92,7 +92,11 @@ def test_log_axes_label_every_tick_with_its_value():
                         "layer": ["a", "b"]})
     assert charts.signal_figure(sig, "grad_norm", "g").layout.yaxis.tickformat == "~g"
     m = pd.DataFrame([[1e-3], [2.0]], index=["conv1", "fc"], columns=[5])
-    assert charts.grad_profile_figure([m], ["x"], ["#000000"]).layout.yaxis.tickformat == "~g"
+    ax = charts.grad_profile_figure([m], ["x"], ["#000000"]).layout.yaxis
+    assert ax.tickformat == "~g" and ax.dtick == 1  # 3.3 decades: a label per power of ten
+    narrow = pd.DataFrame({"series": "a", "alpha": [0, 1], "loss": [0.02, 0.4]})
+    # 1.3 decades: labels at 1, 2 and 5 times each power (not at every digit: they crowd)
+    assert charts.series_figure(narrow, "alpha", "loss", "x", "y", log_y=True).layout.yaxis.dtick == "D2"
 
 
 def landscape(scale: float) -> pd.DataFrame:
@@ -218,3 +222,31 @@ def test_runs_eta_reads_the_store_as_a_sweep_runs(store):
     # plain56: 300 s for 1,000 steps; resnet20 then takes 300 * 20 / 56 after it, one trainer
     assert runs_eta(store, [a.id, b.id, gone], slots=1, now=now) == pytest.approx(100 + 300 * 20 / 56)
     assert runs_eta(store, [b.id], slots=1, now=now) is None
+
+
+def test_lab_queue_shows_one_eta_for_the_whole_sweep(store, monkeypatch):
+    import time
+
+    from conftest import tiny_config
+    from resnet_core import jobs
+
+    monkeypatch.setattr(jobs, "ensure_runner", lambda *a, **k: None)  # nothing starts
+    monkeypatch.setattr(jobs, "concurrent_jobs", lambda n: 2)  # two trainers at once
+    now = time.time()
+    a = store.create(tiny_config("plain56"), state="running")
+    a.write_status(state="running", started=now - 200, eta_s=100, total=1000, step=667,
+                   pid=os.getpid(), pid_start=None)
+    for m in ("resnet20", "plain20"):
+        store.create(tiny_config(m), state="queued")
+    at = page("lab").run()
+    no_exception(at)
+    line = [m.value for m in at.markdown if "Whole queue" in m.value]
+    assert line and "Whole queue (3 runs): ETA" in line[0], [m.value for m in at.markdown]
+    # by hand, on the 2 trainers set above: plain56 took 300 s for 1,000 steps, so each
+    # 20-layer run takes 300 * 20 / 56 = 107 s; one starts now, the other when plain56 ends
+    # at 100 s: the queue is done at 207 s (a little more: plain56's elapsed time grows while
+    # the page renders, and its measured duration with it)
+    import re
+
+    mm, ss = map(int, re.search(r"ETA (\d+):(\d\d)", line[0]).groups())
+    assert 206 <= 60 * mm + ss <= 225, line[0]
