@@ -532,7 +532,8 @@ def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gra
                                  hovertemplate="x %{x} y %{y}: %{z}<extra></extra>"), row=1, col=1)
     if overlay is not None:
         rng = dict(zmin=overlay_range[0], zmax=overlay_range[1]) if overlay_range else {}
-        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale=rgb_scale("Inferno"), showscale=True, **rng,
+        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale=rgb_scale("Inferno"),
+                                 showscale=True, **rng,
                                  colorbar=dict(thickness=10, len=0.8),
                                  hovertemplate="x %{x} y %{y}: %{z:.3g}<extra></extra>"),
                       row=1, col=2)

@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from test_app_helpers import figures, no_exception, page
 
 from app import charts
-from test_app_helpers import figures, no_exception, page
 
 FAMILIES = ("plain", "resnet", "preresnet")
 DEPTHS = (8, 14, 20, 32, 44, 56, 110, 1202)  # the CIFAR depths the lab trains and the tests use
@@ -198,7 +198,7 @@ def test_no_colour_is_one_of_streamlits_placeholders():
     figs = [charts.image_figure(rng.integers(0, 255, (8, 8)), "x", overlay=rng.random((8, 8))),
             charts.feature_grid_figure(rng.normal(size=(8, 4, 4))), degradation(),
             charts.landscape_2d_figure(landscape(1.0), "x")]
-    placeholder = re.compile(r"#0000(?:[0-3][0-9a-f]|40)\b", re.I)
+    placeholder = re.compile(r"#0000(?:[0-3][0-9a-f]|40)\b", re.IGNORECASE)
     for f in figs:
         found = {m for m in placeholder.findall(f.to_json()) if m.lower() != "#000000"}
         assert not found, found
@@ -210,6 +210,7 @@ def test_runs_eta_reads_the_store_as_a_sweep_runs(store):
     """The CLI's sweep line and the Lab's queue: running runs' own ETAs and durations from
     status.json, queued ones scaled by their model's depth (from config.json)."""
     from conftest import tiny_config
+
     from resnet_core.eta import runs_eta
 
     now = 1_000_000.0
@@ -228,6 +229,7 @@ def test_lab_queue_shows_one_eta_for_the_whole_sweep(store, monkeypatch):
     import time
 
     from conftest import tiny_config
+
     from resnet_core import jobs
 
     monkeypatch.setattr(jobs, "ensure_runner", lambda *a, **k: None)  # nothing starts
