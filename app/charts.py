@@ -2,7 +2,8 @@
 server.
 
 Colors: a run keeps one color on every page. Hue tells the family (plain: oranges/reds,
-ResNet: blues, pre-activation ResNet: greens), shade tells the depth (deeper is darker), so
+ResNet: blues, pre-activation ResNet: greens), lightness tells the depth (deeper is darker,
+at least 10 CIELAB L* apart between the paper's depths, so they part in grayscale too), so
 a panel of one family reads "colored by depth" as in the paper's Fig. 6, and two runs of the
 same model get a small hue shift (``variant``).
 """
@@ -15,12 +16,9 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 TEMPLATE = "plotly_white"
-SCALES = {"plain": "Oranges", "resnet": "Blues", "preresnet": "Greens"}
-OTHER_SCALE = "Purples"
 REF_COLORS = {"plain": "#7f2704", "resnet": "#08306b", "preresnet": "#00441b"}
 
 # --- reference values (the papers and reproductions each row names) ------------------------
@@ -49,25 +47,65 @@ def references_frame() -> pd.DataFrame:
     return pd.DataFrame(REFERENCES, columns=["source", "kind", "depth", "test_error_pct", "std_pct"])
 
 
-def _depth_pos(depth) -> float:
-    """0..1 along log depth from 8 to 1202."""
+# One lightness per depth (CIELAB L*, 10.4 apart), so that depths in a family stay apart
+# in grayscale and on a washed-out projector: the paper's Fig. 6 gives each depth its own
+# colour. Depths between these anchors get a lightness in between (on log depth).
+DEPTH_LIGHTNESS = ((8, 85.0), (14, 74.6), (20, 64.2), (32, 53.8), (44, 43.4), (56, 33.0),
+                   (110, 22.6), (1202, 12.2))
+# LCh hue (degrees) of each family, from its lightest depth to its darkest: plain runs go
+# orange to red-brown, ResNets sky blue to deep blue-violet, pre-activation ResNets greens.
+FAMILY_HUES = {"plain": (75.0, 30.0), "resnet": (235.0, 285.0), "preresnet": (150.0, 135.0)}
+OTHER_HUES = (320.0, 300.0)
+
+
+def depth_lightness(depth) -> float:
+    """The CIELAB lightness L* of a run of this depth (50 when the depth is unknown)."""
     try:
         d = float(depth)
     except (TypeError, ValueError):
-        return 0.5
+        return 50.0
     if not math.isfinite(d) or d <= 0:
-        return 0.5
-    return min(1.0, max(0.0, math.log(max(d, 8) / 8) / math.log(1202 / 8)))
+        return 50.0
+    xs = [math.log(a) for a, _ in DEPTH_LIGHTNESS]
+    return float(np.interp(math.log(d), xs, [v for _, v in DEPTH_LIGHTNESS]))
+
+
+def _lab_to_srgb(L: float, a: float, b: float) -> tuple[float, float, float] | None:
+    """CIELAB (D65) to sRGB in 0..1; None when the colour is outside the sRGB gamut."""
+    fy = (L + 16) / 116
+    finv = (lambda t: t ** 3 if t > 6 / 29 else 3 * (6 / 29) ** 2 * (t - 4 / 29))
+    x, y, z = 0.95047 * finv(fy + a / 500), finv(fy), 1.08883 * finv(fy - b / 200)
+    lin = (3.2406 * x - 1.5372 * y - 0.4986 * z, -0.9689 * x + 1.8758 * y + 0.0415 * z,
+           0.0557 * x - 0.2040 * y + 1.0570 * z)
+    if any(c < -1e-6 or c > 1 + 1e-6 for c in lin):
+        return None
+    return tuple(12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+                 for c in (min(1.0, max(0.0, c)) for c in lin))
+
+
+def _lch_color(L: float, hue_deg: float, chroma: float = 70.0) -> tuple[float, float, float]:
+    """The most saturated sRGB colour (up to ``chroma``) of lightness L* and this hue: the
+    lightness is kept exactly, only the saturation gives way to the gamut."""
+    h = math.radians(hue_deg)
+    lo, hi = 0.0, chroma
+    for _ in range(30):  # bisection on chroma; chroma 0 (a gray) is always in gamut
+        mid = (lo + hi) / 2
+        if _lab_to_srgb(L, mid * math.cos(h), mid * math.sin(h)) is None:
+            hi = mid
+        else:
+            lo = mid
+    return _lab_to_srgb(L, lo * math.cos(h), lo * math.sin(h))
 
 
 @functools.lru_cache(maxsize=1024)
 def run_color(kind, depth, variant: int = 0) -> str:
-    """The color of a run: hue by family, shade by depth; ``variant`` shifts the hue a little
-    for a second (third, ...) run of the same model. Returns "#rrggbb"."""
-    scale = SCALES.get(kind, OTHER_SCALE)
-    t = 0.45 + 0.5 * _depth_pos(depth) ** 0.6
-    rgb = sample_colorscale(scale, [t], colortype="tuple")[0]
-    r, g, b = (float(c) / (255 if max(rgb) > 1 else 1) for c in rgb)
+    """The color of a run: hue by family, lightness by depth (deeper is darker, CIELAB L*
+    from DEPTH_LIGHTNESS); ``variant`` shifts the hue a little for a second (third, ...) run
+    of the same model. Returns "#rrggbb"."""
+    L = depth_lightness(depth)
+    h0, h1 = FAMILY_HUES.get(kind, OTHER_HUES)
+    t = (DEPTH_LIGHTNESS[0][1] - L) / (DEPTH_LIGHTNESS[0][1] - DEPTH_LIGHTNESS[-1][1])
+    r, g, b = _lch_color(L, h0 + (h1 - h0) * min(1.0, max(0.0, t)))
     if variant:
         h, l, s = colorsys.rgb_to_hls(r, g, b)
         step = ((variant + 1) // 2) * (1 if variant % 2 else -1)
@@ -92,13 +130,30 @@ def _ref_map(runs: pd.DataFrame) -> dict:
     return {i: isinstance(r, str) and bool(r) for i, r in zip(runs["id"], runs["reference"])}
 
 
+# Log axes label every tick with its full value ("0.002", "50"): plotly's default labels the
+# ticks between powers of ten "2" and "5" alone, which repeat without their powers.
+LOG_TICKS = "~g"
+
+
+def log_ticks(values) -> dict:
+    """Tick settings of a log axis over ``values``: full-value labels, at 1, 2 and 5 times
+    each power of ten over at most 2 decades (plotly's own choice there labels every digit,
+    which crowds once each label is a full number), one per power over more."""
+    v = np.asarray(pd.to_numeric(pd.Series(np.ravel(values)), errors="coerce"), dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    span = math.log10(v.max() / v.min()) if v.size else 0.0
+    return dict(tickformat=LOG_TICKS, dtick="D2" if span <= 2 else 1)
+
 REF_OPACITY = 0.55  # reference runs are drawn fainter, so the user's own runs stand out
 
 
 def _line_mode(n: int) -> str:
-    """A line of one point draws nothing: short series (a `quick` run's single evaluation)
-    get markers too."""
-    return "lines+markers" if n <= 3 else "lines"
+    """A line of one point draws nothing: a single evaluation (a `quick` run's) is a marker
+    alone, so its legend entry is a point too; short series get markers as well."""
+    return "markers" if n == 1 else "lines+markers" if n <= 3 else "lines"
+
+
+ONE_POINT = " (one evaluation: a point)"  # legend suffix of a series with a single point
 
 
 def empty_figure(message: str, height: int = 320) -> go.Figure:
@@ -139,9 +194,11 @@ def mean_band(metrics: pd.DataFrame, run_ids, split: str) -> pd.DataFrame:
 
 def _split_traces(fig, d_x, y, name, color, dash, width, col, legendgroup, showlegend, opacity,
                   hover, customdata=None):
+    one = len(d_x) == 1  # a single evaluation reads as a point, and the legend says so
     fig.add_trace(go.Scatter(
-        x=d_x, y=y, mode=_line_mode(len(d_x)), name=name, customdata=customdata,
-        marker=dict(size=9, color=color), legendgroup=legendgroup, showlegend=showlegend,
+        x=d_x, y=y, mode=_line_mode(len(d_x)), name=name + (ONE_POINT if one else ""),
+        customdata=customdata, marker=dict(size=12 if one else 9, color=color),
+        legendgroup=legendgroup, showlegend=showlegend,
         opacity=opacity, line=dict(color=color, dash=dash, width=width), hovertemplate=hover),
         row=1, col=col)
 
@@ -534,7 +591,9 @@ def grad_profile_figure(mats: list[pd.DataFrame], names: list[str], colors: list
                                  line=dict(color=color),
                                  hovertemplate="%{text}: %{y:.3g}<extra></extra>"))
     fig.update_xaxes(title_text="layer index (input → output)")
-    fig.update_yaxes(title_text=GRAD_VALUES[value][1], type="log")
+    shown = [m.iloc[:, -1].to_numpy(dtype=float) for m in mats if len(m)]
+    fig.update_yaxes(title_text=GRAD_VALUES[value][1], type="log",
+                     **log_ticks(np.concatenate(shown) if shown else []))
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
@@ -554,7 +613,8 @@ def signal_figure(df: pd.DataFrame, value: str, ylabel: str, height: int = 380,
                                  hovertemplate="%{text}: %{y:.3g}<extra>" + str(series) + "</extra>"))
     fig.update_xaxes(title_text="layer index (input → output)")
     fig.update_yaxes(title_text=ylabel, type="log" if log else "linear",
-                     rangemode="normal" if log else "tozero")
+                     rangemode="normal" if log else "tozero",
+                     **(log_ticks(df[value]) if log else {}))
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
@@ -593,9 +653,11 @@ def series_figure(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, he
     for series, g in df.groupby("series", sort=False):
         g = g.sort_values(x)
         color = g["color"].iloc[0] if "color" in g.columns else None
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode=mode, name=str(series), line=dict(color=color)))
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode=mode, name=str(series), line=dict(color=color),
+                                 showlegend=True))  # one series too: it must be named
     fig.update_xaxes(title_text=xlabel)
-    fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear")
+    fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear",
+                     **(log_ticks(df[y]) if log_y else {}))
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
@@ -615,7 +677,8 @@ def embedding_figure(points: pd.DataFrame, title: str, height: int = 420) -> go.
 
 
 def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gray",
-                 overlay=None, overlay_title: str = "attribution") -> go.Figure:
+                 overlay=None, overlay_title: str = "attribution",
+                 overlay_range: tuple[float, float] | None = None) -> go.Figure:
     """A 2-D array (or H,W,3 uint8) as an image; with ``overlay``, the map beside it (same
     pixel grid), so both stay readable."""
     a = np.asarray(img)
@@ -628,7 +691,9 @@ def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gra
         fig.add_trace(go.Heatmap(z=a, colorscale=colorscale, showscale=False,
                                  hovertemplate="x %{x} y %{y}: %{z}<extra></extra>"), row=1, col=1)
     if overlay is not None:
-        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale="Inferno", showscale=True,
+        rng = dict(zmin=overlay_range[0], zmax=overlay_range[1]) if overlay_range else {}
+        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale=rgb_scale("Inferno"),
+                                 showscale=True, **rng,
                                  colorbar=dict(thickness=10, len=0.8),
                                  hovertemplate="x %{x} y %{y}: %{z:.3g}<extra></extra>"),
                       row=1, col=2)
@@ -642,17 +707,21 @@ def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gra
 
 
 def feature_grid_figure(maps, title: str = "", n: int = 8, cols: int = 4,
-                        height: int = 300) -> go.Figure:
-    """The first ``n`` channels of a (C, H, W) feature map as small heatmaps."""
+                        height: int = 300, scale: dict | None = None) -> go.Figure:
+    """The first ``n`` channels of a (C, H, W) feature map as small heatmaps, on one colour
+    scale with its bar (see feature_scale); the title says how many of how many are shown."""
     a = np.asarray(maps)
     n = min(n, len(a))
     rows = max(1, math.ceil(n / cols))
+    title = f"{title}: {'all ' if n == len(a) else f'the first {n} of '}{len(a)} channels"
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02, vertical_spacing=0.08,
                         subplot_titles=[f"ch {i}" for i in range(n)])
+    scale = scale or feature_scale(a[:n])  # a shared one (two runs side by side) when given
     for i in range(n):
-        fig.add_trace(go.Heatmap(z=a[i], colorscale="Viridis", showscale=False,
+        fig.add_trace(go.Heatmap(z=a[i], coloraxis="coloraxis",
                                  hovertemplate=f"channel {i}<br>x %{{x}} y %{{y}}: %{{z:.3f}}<extra></extra>"),
                       row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(coloraxis=dict(**scale, colorbar=dict(thickness=10, len=0.9)))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_annotations(font_size=9)
@@ -682,12 +751,19 @@ def lesion_figure(tables: list[pd.DataFrame], names: list[str], colors: list[str
     return fig
 
 
-def landscape_2d_figure(table: pd.DataFrame, title: str, height: int = 380) -> go.Figure:
-    """A 2-D loss slice (columns alpha, beta, loss) as a contour plot of log loss."""
+def landscape_2d_figure(table: pd.DataFrame, title: str, height: int = 380,
+                        zrange: tuple[float, float] | None = None) -> go.Figure:
+    """A 2-D loss slice (columns alpha, beta, loss) as a contour plot of log loss;
+    ``zrange`` (log10, from shared_log_range) puts panels side by side on one scale."""
     z = table.pivot(index="beta", columns="alpha", values="loss")
+    scale = {}
+    if zrange and zrange[1] > zrange[0]:  # the same levels and colours in every panel
+        lo, hi = zrange
+        scale = dict(zmin=lo, zmax=hi, autocontour=False,
+                     contours=dict(start=lo, end=hi, size=(hi - lo) / 25))
     fig = go.Figure(go.Contour(z=np.log10(np.clip(z.to_numpy(dtype=float), 1e-12, None)),
                                x=list(z.columns), y=list(z.index), colorscale="Viridis",
-                               colorbar=dict(title="log10 loss"), ncontours=25))
+                               colorbar=dict(title="log10 loss"), ncontours=25, **scale))
     fig.update_xaxes(title_text="α (direction 1, filter-normalized)")
     fig.update_yaxes(title_text="β (direction 2)")
     fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, font=dict(size=12)),
@@ -779,3 +855,96 @@ def crossing_figure(diff: pd.Series, stays_below_from, deep: str, shallow: str, 
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=60, r=10),
                       legend=dict(orientation="h", y=-0.3))
     return fig
+
+
+# --- layout for the screen and the projector ----------------------------------------------
+PRESENT_SCALE = 1.5  # presentation mode: fonts this much larger
+PRESENT_LINE = 2.0   # and lines this much thicker (at least PRESENT_MIN_LINE px)
+PRESENT_MIN_LINE = 3.5
+
+
+def finish_layout(fig: go.Figure) -> go.Figure:
+    """The last touch every chart gets before it is drawn (ui.show_chart): a horizontal
+    legend goes to the bottom of the whole figure (container-referenced), where plotly
+    reserves room for it below the x-axis title, so no axis title runs under a legend."""
+    leg = fig.layout.legend
+    if leg.orientation == "h" and (leg.y is None or leg.y < 0):
+        fig.update_layout(legend=dict(yref="container", y=0.0, yanchor="bottom",
+                                      x=0.0, xanchor="left"))
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
+def _scaled(size, default: float) -> int:
+    return int(round((size or default) * PRESENT_SCALE))
+
+
+def presentation_figure(fig: go.Figure) -> go.Figure:
+    """Presentation mode (for a projector): every font PRESENT_SCALE times larger, every
+    line PRESENT_LINE times thicker, markers larger. Changes ``fig`` and returns it."""
+    fig.update_layout(font=dict(size=_scaled(fig.layout.font.size, 12)))
+    if fig.layout.title.text:
+        fig.update_layout(title_font_size=_scaled(fig.layout.title.font.size, 17))
+    fig.update_layout(legend_font_size=_scaled(fig.layout.legend.font.size, 12),
+                      hoverlabel_font_size=_scaled(None, 13))
+    for ann in fig.layout.annotations:  # subplot titles, notes in empty panels
+        ann.font.size = _scaled(ann.font.size, 12)
+    # axis titles too, explicitly: Streamlit's chart theme sets its own sizes otherwise
+    for each in (fig.for_each_xaxis, fig.for_each_yaxis):
+        each(lambda ax: ax.update(tickfont_size=_scaled(ax.tickfont.size, 12),
+                                  title_font_size=_scaled(ax.title.font.size, 12)))
+    if fig.layout.margin.t:  # room for the larger title above the subplot titles
+        fig.update_layout(margin_t=int(fig.layout.margin.t * PRESENT_SCALE * 1.1))
+    for t in fig.data:
+        if t.type not in ("scatter", "scattergl"):
+            continue
+        t.line.width = max(PRESENT_MIN_LINE, PRESENT_LINE * (t.line.width or 2))
+        if t.mode and "markers" in t.mode and not isinstance(t.marker.size, (tuple, list)):
+            t.marker.size = _scaled(t.marker.size, 6)
+    if fig.layout.height:
+        fig.update_layout(height=int(fig.layout.height * 1.15))
+    return fig
+
+
+def shared_log_range(tables: list[pd.DataFrame], column: str = "loss") -> tuple[float, float]:
+    """(min, max) of log10 ``column`` over several tables: one colour scale for panels shown
+    side by side (2-D loss landscapes), so equal colours mean equal values."""
+    vals = [np.log10(np.clip(t[column].to_numpy(dtype=float), 1e-12, None)) for t in tables
+            if len(t)]
+    vals = [v[np.isfinite(v)] for v in vals]
+    vals = [v for v in vals if v.size]
+    if not vals:
+        return (0.0, 1.0)
+    return (float(min(v.min() for v in vals)), float(max(v.max() for v in vals)))
+
+
+def feature_scale(a) -> dict:
+    """One colour scale for feature maps: sequential (white = 0 or the lowest value, dark =
+    high) where all values are >= 0, as after a ReLU; diverging around 0 (blue negative, red
+    positive, white 0) where some are negative, as a BN output. Light always reads as low
+    in size, dark as high."""
+    v = np.asarray(a, dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return dict(colorscale="Blues")
+    lo, hi = float(v.min()), float(v.max())
+    if lo >= 0:
+        return dict(colorscale="Blues", cmin=0.0, cmax=hi if hi > 0 else 1.0)
+    m = max(abs(lo), abs(hi))
+    return dict(colorscale="RdBu", reversescale=True, cmid=0.0, cmin=-m, cmax=m)
+
+
+def rgb_scale(name: str) -> list[list]:
+    """A named plotly colour scale with its colours as "rgb(r, g, b)". Streamlit's chart
+    theme replaces the exact colours #000001 ... #000040 in a figure with its own (they are
+    its placeholders), and Inferno begins at #000004: its lowest values came out light pink,
+    which reads as high."""
+    from plotly.colors import get_colorscale, hex_to_rgb
+
+    out = []
+    for pos, c in get_colorscale(name):
+        if c.startswith("#"):
+            c = "rgb(%d, %d, %d)" % hex_to_rgb(c)
+        out.append([pos, c])
+    return out

@@ -13,6 +13,9 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import ui  # noqa: E402
+from app.warm import warm_imports  # noqa: E402
+
+warm_imports()  # torch and analysis, once per server process, in the background
 
 st.set_page_config(page_title="ResNet lab: plain vs residual", page_icon="🧱", layout="wide")
 
@@ -38,6 +41,7 @@ pages = {
 page = st.navigation(pages)
 
 with st.sidebar:
+    ui.presentation_toggle()
     store = ui.get_store()
     try:
         df = ui.runs_df(store)

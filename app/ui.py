@@ -249,7 +249,7 @@ def show_chart(fig, data: pd.DataFrame | None, name: str, key: str, caption: str
     """A plotly chart (its modebar exports PNG) with a CSV download of its data."""
     cfg = dict(PLOTLY_CONFIG, toImageButtonOptions=dict(PLOTLY_CONFIG["toImageButtonOptions"],
                                                         filename=name))
-    st.plotly_chart(fig, config=cfg, key=f"chart_{key}")
+    st.plotly_chart(chart_layout(fig), config=cfg, key=f"chart_{key}")
     if caption:
         st.caption(caption)
     if data is not None and len(data):
@@ -287,12 +287,16 @@ def pick_run(df: pd.DataFrame, label: str, key: str, default: str | None = None)
 
 
 def default_pair(df: pd.DataFrame, need=None) -> list[str]:
-    """The pair to compare: the one chosen on the Runs page when set, else the newest plain
-    and the newest residual run (among rows passing ``need``)."""
+    """The pair to compare: the one chosen on the Runs page when set, else the deepest
+    plain / residual pair at the same depth (where the effects are largest), else the newest
+    plain and the newest residual run (among rows passing ``need``)."""
     d = df if need is None else df[need(df)]
     pair = [i for i in st.session_state.get("pair", []) if i in set(d["id"])]
     if len(pair) == 2:
         return pair
+    same = deepest_pair(d)
+    if same:
+        return same
     out = []
     for kind in ("plain", "resnet", "preresnet"):
         k = d[d["kind"] == kind]
@@ -415,3 +419,72 @@ def load_checkpoint_model(root: str, run_id: str, checkpoint: str, sig: tuple):
 
 def checkpoint_sig(store: RunStore, run_id: str, checkpoint: str = "last") -> tuple:
     return _sig(store.root / run_id / "ckpt" / f"{checkpoint}.pt")
+
+
+# --- presentation mode (the sidebar's toggle, kept in the URL as ?present=1) ---------------
+PRESENT_PARAM = "present"
+
+
+def presenting() -> bool:
+    """Whether presentation mode is on: the URL's ?present=1 (so a bookmark or a shared link
+    opens in it), or the sidebar toggle in this session."""
+    if PRESENT_PARAM in st.session_state:
+        return bool(st.session_state[PRESENT_PARAM])
+    return st.query_params.get(PRESENT_PARAM) == "1"
+
+
+def chart_layout(fig):
+    """The one place every chart gets its final layout: legends clear of axis titles, and
+    in presentation mode larger fonts and thicker lines (charts.presentation_figure)."""
+    from . import charts
+
+    fig = charts.finish_layout(fig)
+    return charts.presentation_figure(fig) if presenting() else fig
+
+
+def presentation_toggle():
+    """The sidebar's presentation-mode toggle; it writes ?present=1 into the URL (and drops
+    it when off) on every page, since page switches may clear query parameters."""
+    if PRESENT_PARAM not in st.session_state:
+        st.session_state[PRESENT_PARAM] = st.query_params.get(PRESENT_PARAM) == "1"
+    on = st.toggle("Presentation mode", key=PRESENT_PARAM,
+                   help="For a projector: larger text, thicker lines on every chart. Kept in "
+                        "the address (?present=1), so a bookmark opens in it.")
+    if on and st.query_params.get(PRESENT_PARAM) != "1":
+        st.query_params[PRESENT_PARAM] = "1"
+    elif not on and PRESENT_PARAM in st.query_params:
+        del st.query_params[PRESENT_PARAM]
+    if on:  # larger page text too, not only the charts
+        main = '[data-testid="stMainBlockContainer"]'
+        st.html(f"<style>{main} p, {main} li, {main} label {{font-size: 1.3rem !important;}}"
+                "</style>")
+    return on
+
+
+def fit_columns(numbers: list[str], label: str | None = None, digits: int = 2,
+                integers: tuple[str, ...] = ()) -> dict:
+    """column_config for a table in a narrow column (about 330 px): numbers short and
+    narrow, the label column fixed, so no column is cut off on the right (hover a label for
+    all of it)."""
+    cfg = {c: st.column_config.NumberColumn(c, format=f"%.{digits}f", width=64)
+           for c in numbers}
+    cfg.update({c: st.column_config.NumberColumn(c, format="%d", width=52) for c in integers})
+    if label:
+        cfg[label] = st.column_config.TextColumn(label, width=140)
+    return cfg
+
+
+def deepest_pair(df: pd.DataFrame) -> list[str]:
+    """[plain run, residual run] at the largest depth both families have (the newest of each:
+    rows are newest first), or [] when no depth has both."""
+    if not len(df) or "depth" not in df.columns:
+        return []
+    depth = pd.to_numeric(df["depth"], errors="coerce")
+    plain = set(depth[df["kind"] == "plain"].dropna())
+    res = set(depth[df["kind"].isin(["resnet", "preresnet"])].dropna())
+    common = plain & res
+    if not common:
+        return []
+    at = df[depth == max(common)]
+    return [at[at["kind"] == "plain"]["id"].iloc[0],
+            at[at["kind"].isin(["resnet", "preresnet"])]["id"].iloc[0]]

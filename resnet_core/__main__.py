@@ -251,6 +251,19 @@ def _say(text: str) -> None:
         pass
 
 
+def _sweep_eta(store, ids) -> str:
+    """'  sweep ETA m:ss' for the whole sweep (resnet_core.eta), or '' before it can tell."""
+    from .eta import runs_eta
+    from .jobs import concurrent_jobs, cores
+
+    eta = runs_eta(store, ids, concurrent_jobs(cores()))
+    if eta is None:
+        return ""
+    s = int(eta)
+    return f"  sweep ETA {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"  sweep ETA {s // 60}:{s % 60:02d}"
+
+
 def cmd_sweep(args) -> int:
     from .jobs import ensure_runner, run_queue, submit
 
@@ -308,7 +321,7 @@ def cmd_sweep(args) -> int:
             cfg = st.run(rid).read_config_dict()
             seed = f"/s{cfg.get('seed')}" if len(seeds) > 1 else ""
             parts.append(f"{cfg.get('model')}{seed}:{s['state']} {pct}")
-        line = f"{time.time() - t0:6.1f}s  " + "  ".join(parts)
+        line = f"{time.time() - t0:6.1f}s  " + "  ".join(parts) + _sweep_eta(st, ids)
         if sys.stderr.isatty():
             sys.stderr.write("\r" + line)
         else:

@@ -61,13 +61,16 @@ def test_a_single_evaluation_still_shows_on_the_curves():
     m = m[(m["split"] == "train") | (m["step"] == 30)]
     fig = charts.degradation_figure(m, RUNS)
     by = {(t.name, t.line.dash): t for t in fig.data}
-    assert by[("plain-56", "solid")].mode == "lines+markers" and len(by[("plain-56", "solid")].y) == 1
+    one = by[("plain-56" + charts.ONE_POINT, "solid")]
+    # a point, not a line, and its legend entry (the test series') says so
+    assert one.mode == "markers" and len(one.y) == 1 and one.showlegend
+    assert "a point" in one.name and one.marker.size >= 10
     assert by[("plain-56", "dash")].mode == "lines+markers"  # 3 points: markers as well
     long = pd.DataFrame([{"run_id": "p20", "step": s, "split": "train", "error": 0.5}
                          for s in range(10, 200, 10)])
     assert charts.degradation_figure(long, RUNS).data[0].mode == "lines"
     cmp = charts.compare_figure(m.assign(loss=1.0), RUNS)
-    assert {t.mode for t in cmp.data if "test" in t.name} == {"lines+markers"}
+    assert {t.mode for t in cmp.data if "test" in t.name} == {"markers"}
 
 
 def test_degradation_figure_with_one_family_keeps_both_panels():

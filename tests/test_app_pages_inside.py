@@ -156,6 +156,11 @@ def test_activations_predictions_match_the_checkpoint(tiny_runs):
         assert top["class"].iloc[0] == ds.classes[int(p.argmax())]
         assert top["probability (%)"].iloc[0] == pytest.approx(round(100 * float(p.max()), 1))
     assert len(figures(at)) == 4  # attribution + feature maps for each run
+    # side by side on one colour scale: both attribution maps, both feature grids
+    att = [f["data"][1] for f in figures(at) if len(f["data"]) == 2]
+    assert len(att) == 2 and att[0]["zmin"] == att[1]["zmin"] and att[0]["zmax"] == att[1]["zmax"]
+    grids = [f["layout"]["coloraxis"] for f in figures(at) if "coloraxis" in f["layout"]]
+    assert len(grids) == 2 and grids[0]["cmax"] == grids[1]["cmax"]
     at.selectbox(key="act_method").set_value("integrated_gradients").run()
     no_exception(at)
     assert not at.error
@@ -169,6 +174,9 @@ def test_embeddings_pca_places_every_test_image(tiny_runs):
     from resnet_core.data import load_dataset
 
     n_test = len(load_dataset("digits").y_test)
+    # the default is 1,000 images or the whole test set where it is smaller (digits: 359)
+    assert at.selectbox(key="emb_n").value == min(1000, n_test) == 359
+    assert max(int(o) for o in at.selectbox(key="emb_n").options) <= n_test
     for f in figs:
         assert sum(len(arr(t["x"])) for t in f["data"]) == n_test
         assert {t["name"] for t in f["data"]} <= {str(i) for i in range(10)}

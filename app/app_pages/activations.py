@@ -149,6 +149,26 @@ def feature_csv(fm: np.ndarray, layer: str, rid: str) -> tuple[bytes, int]:
     return df.to_csv(index=False, float_format="%.6g").encode(), n
 
 
+def shared_scales(ids) -> tuple[tuple[float, float] | None, dict | None]:
+    """One colour scale per kind of map for the two runs side by side: the attribution maps'
+    (min, max) and the shown feature maps' scale (charts.feature_scale), so equal colours
+    mean equal values left and right. (None, None) when either run fails to explain."""
+    maps, feats = [], []
+    for rid in dict.fromkeys(ids):
+        try:
+            _, u8 = input_for(models[rid][1])
+            _, amap, fm = explain(str(store.root), rid, ui.checkpoint_sig(store, rid), u8,
+                                  method, stage)
+        except Exception:  # noqa: BLE001 -- the column below shows this run's error itself
+            return None, None
+        maps.append(np.abs(amap) if method != "gradcam" else amap)
+        feats.append(np.asarray(fm)[:8].ravel())
+    lo = float(min(np.nanmin(m) for m in maps))
+    hi = float(max(np.nanmax(m) for m in maps))
+    return ((lo, hi) if hi > lo else None), charts.feature_scale(np.concatenate(feats))
+
+
+attr_range, feat_scale = shared_scales(ids)
 cols = st.columns(2)
 for i, (col, rid) in enumerate(zip(cols, ids)):
     model, ds = models[rid]
@@ -168,11 +188,12 @@ for i, (col, rid) in enumerate(zip(cols, ids)):
                                     "value": amap.ravel(), "method": method, "run_id": rid})
             ui.show_chart(charts.image_figure(img, f"why '{top['class'].iloc[0]}'?",
                                               overlay=np.abs(amap) if method != "gradcam" else amap,
-                                              overlay_title=names.get(method, method)),
+                                              overlay_title=names.get(method, method),
+                                              overlay_range=attr_range),
                           amap_df, f"{method}-{rid}", f"act_img_{i}")
-            st.plotly_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[0]} channels "
-                                                           f"of {fm.shape[1]}x{fm.shape[2]}"),
-                            key=f"act_fm_{i}", config=ui.PLOTLY_CONFIG)
+            ui.show_chart(charts.feature_grid_figure(fm, f"{stage}: {fm.shape[1]}x{fm.shape[2]}",
+                                                     scale=feat_scale),
+                          None, f"features-{stage}-{rid}", f"act_fm_{i}")
             data, n_ch = feature_csv(fm, stage, rid)
             d1, d2 = st.columns(2)
             d1.download_button("Feature maps (CSV)", data, file_name=f"features-{stage}-{rid}.csv",

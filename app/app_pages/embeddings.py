@@ -11,6 +11,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import charts, ui  # noqa: E402
+from resnet_core.store import StoreError  # noqa: E402
 
 st.title("Embeddings")
 st.markdown("Each dot is a test image placed by its last-layer features (before the "
@@ -24,6 +25,46 @@ if not len(ok):
     ui.no_runs_note("see embeddings (a run needs a checkpoint)")
     st.stop()
 
+# torchvision's test sets; digits and .npz files are measured (test_set_size)
+TEST_SIZES = {"cifar10": 10000, "cifar100": 10000, "mnist": 10000, "fashion_mnist": 10000,
+              "svhn": 26032}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def test_set_size(dataset: str) -> int | None:
+    """How many test images ``dataset`` has (None when it can't be told cheaply)."""
+    import numpy as np
+
+    from resnet_core.data import is_path_dataset, load_dataset
+
+    if dataset in TEST_SIZES:
+        return TEST_SIZES[dataset]
+    try:
+        if dataset == "digits":
+            return len(load_dataset("digits").y_test)
+        if is_path_dataset(dataset) and str(dataset).endswith(".npz"):
+            with np.load(Path(dataset).expanduser()) as z:
+                return int(len(z["y_test"]))
+    except (OSError, KeyError, ValueError) as e:
+        st.caption(f"Test-set size of {dataset} unknown ({type(e).__name__}).")
+    return None
+
+
+def image_counts(rids) -> tuple[list[int], int]:
+    """The image counts offered and the default: at most each run's test set, 1,000 by
+    default (fewer where the test set is smaller: digits has 359)."""
+    sizes = []
+    for rid in rids:
+        try:
+            sizes.append(test_set_size(str(store.run(rid).read_config_dict().get("dataset"))))
+        except StoreError as e:  # a broken config: offer the usual counts
+            st.caption(f"{rid}: config unreadable ({e}).")
+    known = [s for s in sizes if s]
+    cap = min(known) if known else None
+    opts = [v for v in (500, 1000, 2000) if cap is None or v < cap] + ([cap] if cap and cap <= 2000 else [])
+    return opts, min(1000, cap) if cap else 1000
+
+
 pair = ui.default_pair(ok)
 c1, c2, c3, c4 = st.columns([2, 2, 1.3, 1])
 with c1:
@@ -36,7 +77,11 @@ with c3:
                       help="PCA is computed at once; UMAP and t-SNE take a while and run in the "
                            "background (cached on disk, so each is computed once).")
 with c4:
-    n = st.selectbox("Images", [500, 1000, 2000], index=1, key="emb_n")
+    counts, n_default = image_counts([a, b])
+    if st.session_state.get("emb_n") not in counts:
+        st.session_state.pop("emb_n", None)
+    n = st.selectbox("Images", counts, index=counts.index(n_default), key="emb_n",
+                     help="Test images to place (at most the test set's size).")
 color_by = st.radio("Color", ["label", "pred", "correct"], horizontal=True, key="emb_color",
                     format_func={"label": "true class", "pred": "predicted class",
                                  "correct": "right / wrong"}.get)

@@ -10,19 +10,22 @@ import streamlit as st  # noqa: E402
 
 from app import ui  # noqa: E402
 from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
-from resnet_core.config import (DEFAULT_RECORDERS, MAX_WIDTH, PRESETS, SWEEPS,  # noqa: E402
-                                ConfigError, apply_preset, parse_seeds, sweep_plan, sweep_runs)
+from resnet_core.config import (DATASET_PRESET_OVERRIDES, DEFAULT_RECORDERS,  # noqa: E402
+                                MAX_WIDTH, PRESETS, SWEEPS, ConfigError, apply_preset,
+                                parse_seeds, sweep_plan, sweep_runs)
 from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS  # noqa: E402
 from resnet_core.data import (NAMED, TORCHVISION_FILES, TORCHVISION_WHERE,  # noqa: E402
                               data_root_of, on_disk, require_on_disk)
 from resnet_core.memory import check_run  # noqa: E402
 from resnet_core.store import ACTIVE, RESUMABLE, DiskFullError, StoreError  # noqa: E402
 from resnet_core import jobs  # noqa: E402
+from resnet_core.eta import runs_eta  # noqa: E402
 
 KINDS = {"plain": "Plain (no shortcuts)", "resnet": "Residual (ResNet)",
          "preresnet": "Residual, pre-activation"}
 PRESET_HELP = {
-    "quick": "a laptop-CPU budget that still shows degradation (on digits: 30 epochs, minutes)",
+    "quick": "a laptop-CPU budget that still shows degradation (on digits: "
+             f"{DATASET_PRESET_OVERRIDES[('quick', 'digits')]['epochs']} epochs, minutes)",
     "lesson": "about half an hour on a 2-core CPU for four nets: clearer curves than quick",
     "smoke": "20 iterations: checks the pipeline in seconds, shows nothing",
     "paper": "the paper's 64k iterations at batch 128: hours on a GPU, days on a CPU",
@@ -262,6 +265,20 @@ except OSError as e:
 _every = 2.0 if ui.active_count(_df0) else 8.0
 
 
+def queue_eta_line(active):
+    """One ETA for everything queued or running (a sweep's runs: the queued ones estimated
+    from the running ones, scaled by depth; resnet_core.eta)."""
+    if len(active) < 2:
+        return  # a single run's own ETA is on its row
+    slots = jobs.concurrent_jobs(jobs.cores())
+    eta = runs_eta(store, list(active["id"]), slots)
+    if eta is None:
+        st.caption("Whole queue: ETA once a run has started.")
+    else:
+        st.markdown(f"**Whole queue ({len(active)} runs): {ui.fmt_eta(eta)}** (an estimate: "
+                    f"queued runs timed from the running ones, by depth, {slots} at a time)")
+
+
 @st.fragment(run_every=_every)
 def queue_panel():
     df = ui.runs_df(store)
@@ -278,6 +295,7 @@ def queue_panel():
     n_run, n_q = int((active["state"] == "running").sum()), int((active["state"] == "queued").sum())
     st.caption(f"{n_run} running · {n_q} queued · {jobs.cores()} core(s); refreshed every "
                f"{int(_every)} s")
+    queue_eta_line(active)
     for r in list(active.itertuples()) + list(recent.itertuples()):
         with st.container(border=True):
             a, b, c = st.columns([3, 5, 1.4])

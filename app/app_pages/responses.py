@@ -127,7 +127,8 @@ with right:
                 "smaller still)")
     st.dataframe(summary[["label", "step", "mean", "max", "count"]].rename(
         columns={"mean": "mean std", "max": "max std", "count": "layers"}),
-        hide_index=True, key="resp_summary")
+        hide_index=True, key="resp_summary", width="stretch", column_config=ui.fit_columns(
+            ["mean std", "max std"], label="label", integers=("layers",)))
     ref = runs["reference"].fillna("").astype(bool)
     for part, whose in ((runs[~ref], "your"), (runs[ref], "the reference")):  # budgets differ
         if len(part):

@@ -279,9 +279,10 @@ def landscape_tab(ids, labels, colors):
         st.markdown(landscape_verdict(res, labels))
         return
     cols = st.columns(len(res))
+    zr = charts.shared_log_range([r["table"] for r in res.values()])  # one colour scale
     for i, (col, (rid, r)) in enumerate(zip(cols, res.items())):
         with col:
-            ui.show_chart(charts.landscape_2d_figure(r["table"], labels[rid]), r["table"],
+            ui.show_chart(charts.landscape_2d_figure(r["table"], labels[rid], zrange=zr), r["table"],
                           f"landscape-2d-{rid}", f"stu_land2_{i}")
             st.markdown(landscape_sentence(labels[rid], r))
     st.markdown(landscape_verdict(res, labels))
