@@ -14,18 +14,29 @@ Never imports streamlit or plotly. The main entry points:
 
 Heavy optional packages (captum, umap-learn) are imported only where used.
 """
+
 import importlib
 
 # Resolved on first use (PEP 562), so `analysis.recorders` -- which a run attaches by import
 # path -- needs only torch: a bare GPU box without pandas, captum or umap still records.
 _EXPORTS = {
-    "activation_stats": "activations", "feature_maps": "activations", "fig7": "activations",
-    "layer_responses": "activations", "confusion_matrix": "evaluation",
-    "error_curves": "evaluation", "evaluate_checkpoint": "evaluation",
-    "per_class_error": "evaluation", "cancel": "jobs", "compute": "jobs",
-    "get_or_start": "jobs", "status": "jobs", "Cancelled": "progress",
-    "LayerStatsRecorder": "recorders", "default_schedule": "recorders",
-    "layer_stats": "recorders", "read_layer_stats": "recorders",
+    "activation_stats": "activations",
+    "feature_maps": "activations",
+    "fig7": "activations",
+    "layer_responses": "activations",
+    "confusion_matrix": "evaluation",
+    "error_curves": "evaluation",
+    "evaluate_checkpoint": "evaluation",
+    "per_class_error": "evaluation",
+    "cancel": "jobs",
+    "compute": "jobs",
+    "get_or_start": "jobs",
+    "status": "jobs",
+    "Cancelled": "progress",
+    "LayerStatsRecorder": "recorders",
+    "default_schedule": "recorders",
+    "layer_stats": "recorders",
+    "read_layer_stats": "recorders",
 }
 
 
@@ -37,7 +48,22 @@ def __getattr__(name):
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")
 
 
-__all__ = ["LayerStatsRecorder", "default_schedule", "layer_stats", "read_layer_stats",
-           "activation_stats", "feature_maps", "fig7", "layer_responses", "confusion_matrix",
-           "error_curves", "evaluate_checkpoint", "per_class_error", "cancel", "compute",
-           "get_or_start", "status", "Cancelled"]
+__all__ = [
+    "LayerStatsRecorder",
+    "default_schedule",
+    "layer_stats",
+    "read_layer_stats",
+    "activation_stats",
+    "feature_maps",
+    "fig7",
+    "layer_responses",
+    "confusion_matrix",
+    "error_curves",
+    "evaluate_checkpoint",
+    "per_class_error",
+    "cancel",
+    "compute",
+    "get_or_start",
+    "status",
+    "Cancelled",
+]

@@ -9,6 +9,7 @@
 
 Statistics use eval mode (BN's running statistics), the definition the recorder uses too.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 
 from resnet_core.models import taps_of
 
-from .checkpoints import load, heldout_batch
+from .checkpoints import heldout_batch, load
 from .taps import capture_outputs, eval_mode, forward_hooks, moments
 
 
@@ -28,9 +29,17 @@ def layer_responses(model: nn.Module, x: torch.Tensor, batch: int = 500) -> pd.D
     names = [n for n, _ in taps_of(model, "bn")]
     with eval_mode(model), moments(model, names) as m:
         for i in range(0, len(x), batch):
-            model(x[i:i + batch])
-    rows = [{"order": j, "layer": n, "stage": n.split(".")[0] if "." in n else "stem",
-             "mean": m.mean(n), "std": m.std(n)} for j, n in enumerate(names)]
+            model(x[i : i + batch])
+    rows = [
+        {
+            "order": j,
+            "layer": n,
+            "stage": n.split(".")[0] if "." in n else "stem",
+            "mean": m.mean(n),
+            "std": m.std(n),
+        }
+        for j, n in enumerate(names)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -56,10 +65,19 @@ def activation_stats(model: nn.Module, x: torch.Tensor, batch: int = 500) -> pd.
 
     with eval_mode(model), moments(model, relus) as mo, forward_hooks(model, {n: on for n in relus}):
         for i in range(0, len(x), batch):
-            model(x[i:i + batch])
-    return pd.DataFrame([{"order": j, "layer": n, "mean": mo.mean(n), "std": mo.std(n),
-                          "dead_frac": 1.0 - float(fired[n].double().mean())}
-                         for j, n in enumerate(relus)])
+            model(x[i : i + batch])
+    return pd.DataFrame(
+        [
+            {
+                "order": j,
+                "layer": n,
+                "mean": mo.mean(n),
+                "std": mo.std(n),
+                "dead_frac": 1.0 - float(fired[n].double().mean()),
+            }
+            for j, n in enumerate(relus)
+        ]
+    )
 
 
 def layer_names(model: nn.Module, kinds=("bn", "out")) -> list[str]:

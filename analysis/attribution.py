@@ -11,6 +11,7 @@
 All return numpy arrays (H, W) or DataFrames; the model's mode is restored and no parameter
 keeps a gradient.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ def _no_param_grads(model):
         p.grad = None
 
 
-def grad_cam(model: nn.Module, x1: torch.Tensor, target: int | None = None,
-             layer: str = "layer3") -> np.ndarray:
+def grad_cam(
+    model: nn.Module, x1: torch.Tensor, target: int | None = None, layer: str = "layer3"
+) -> np.ndarray:
     """Grad-CAM map (H, W) of normalized image ``x1`` (C,H,W) for ``target`` (default: the
     predicted class), ReLU'd, at input resolution."""
     from captum.attr import LayerAttribution, LayerGradCam
@@ -52,16 +54,18 @@ def grad_cam(model: nn.Module, x1: torch.Tensor, target: int | None = None,
     return a[0, 0].detach().float().cpu().numpy()
 
 
-def integrated_gradients(model: nn.Module, x1: torch.Tensor, target: int | None = None,
-                         steps: int = 32) -> np.ndarray:
+def integrated_gradients(
+    model: nn.Module, x1: torch.Tensor, target: int | None = None, steps: int = 32
+) -> np.ndarray:
     """Integrated Gradients from a zero baseline (the mean image), summed over channels."""
     from captum.attr import IntegratedGradients
 
     t = _target(model, x1, target)
     with eval_mode(model):
         try:
-            a = IntegratedGradients(model).attribute(x1[None], baselines=torch.zeros_like(x1[None]),
-                                                     target=t, n_steps=steps)
+            a = IntegratedGradients(model).attribute(
+                x1[None], baselines=torch.zeros_like(x1[None]), target=t, n_steps=steps
+            )
         finally:
             _no_param_grads(model)
     return a[0].sum(0).detach().float().cpu().numpy()
@@ -80,8 +84,9 @@ def saliency(model: nn.Module, x1: torch.Tensor, target: int | None = None) -> n
     return a[0].amax(0).detach().float().cpu().numpy()
 
 
-def attribute(model: nn.Module, x1: torch.Tensor, method: str, target: int | None = None,
-              layer: str = "layer3") -> np.ndarray:
+def attribute(
+    model: nn.Module, x1: torch.Tensor, method: str, target: int | None = None, layer: str = "layer3"
+) -> np.ndarray:
     """``method`` in METHODS -> an (H, W) map."""
     if method == "gradcam":
         return grad_cam(model, x1, target, layer)
@@ -100,20 +105,37 @@ def top_k(model: nn.Module, x1: torch.Tensor, k: int = 5, classes=None) -> pd.Da
     k = min(k, len(p))
     v, i = p.topk(k)
     classes = list(classes) if classes is not None else [str(j) for j in range(len(p))]
-    return pd.DataFrame({"rank": range(k), "index": i.tolist(),
-                         "class": [classes[j] for j in i.tolist()], "prob": v.tolist()})
+    return pd.DataFrame(
+        {"rank": range(k), "index": i.tolist(), "class": [classes[j] for j in i.tolist()], "prob": v.tolist()}
+    )
 
 
-def compare(models: dict, x1: torch.Tensor, method: str = "gradcam", target: int | None = None,
-            layer: str = "layer3", k: int = 3, classes=None) -> dict:
+def compare(
+    models: dict,
+    x1: torch.Tensor,
+    method: str = "gradcam",
+    target: int | None = None,
+    layer: str = "layer3",
+    k: int = 3,
+    classes=None,
+) -> dict:
     """The same image through several models: {label: {"map": (H,W), "top_k": DataFrame}}.
     ``target`` None explains each model's own prediction."""
-    return {label: {"map": attribute(m, x1, method, target, layer),
-                    "top_k": top_k(m, x1, k, classes)} for label, m in models.items()}
+    return {
+        label: {"map": attribute(m, x1, method, target, layer), "top_k": top_k(m, x1, k, classes)}
+        for label, m in models.items()
+    }
 
 
-def explain_runs(runs: dict, index: int, method: str = "gradcam", checkpoint: str = "last",
-                 layer: str = "layer3", k: int = 3, target: int | None = None) -> dict:
+def explain_runs(
+    runs: dict,
+    index: int,
+    method: str = "gradcam",
+    checkpoint: str = "last",
+    layer: str = "layer3",
+    k: int = 3,
+    target: int | None = None,
+) -> dict:
     """Test image ``index`` through several stored runs ({label: Run}), each normalized with
     its own dataset statistics: {label: {"map", "top_k", "image" (uint8 C,H,W), "label"}}."""
     from .checkpoints import heldout_batch, load
@@ -122,7 +144,10 @@ def explain_runs(runs: dict, index: int, method: str = "gradcam", checkpoint: st
     for label, run in runs.items():
         model, ds = load(run, checkpoint)
         x, y = heldout_batch(ds, 1, start=index)
-        out[label] = {"map": attribute(model, x[0], method, target, layer),
-                      "top_k": top_k(model, x[0], k, ds.classes),
-                      "image": ds.x_test[index].numpy(), "label": int(y[0])}
+        out[label] = {
+            "map": attribute(model, x[0], method, target, layer),
+            "top_k": top_k(model, x[0], k, ds.classes),
+            "image": ds.x_test[index].numpy(),
+            "label": int(y[0]),
+        }
     return out

@@ -7,6 +7,7 @@ cache instead of serving stale results:  ``umap-last-3f2a9c1b0d4e``.
 A result is a dict of numpy arrays, DataFrames and JSON values, stored as one ``.npz``
 (``allow_pickle=False``: loading a cache file never runs code), written atomically.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,8 +104,9 @@ def load(run, key: str) -> dict | None:
     try:
         return unpack(data)
     except _UNREADABLE as e:
-        raise CacheError(f"cached result {p} is unreadable ({type(e).__name__}: {e}); "
-                         "discard it to compute it again", p) from e
+        raise CacheError(
+            f"cached result {p} is unreadable ({type(e).__name__}: {e}); discard it to compute it again", p
+        ) from e
 
 
 def discard(run, key: str) -> None:

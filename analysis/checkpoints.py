@@ -6,6 +6,7 @@
 Datasets are kept in memory per process (loading CIFAR from a .npz takes seconds), keyed by
 the arguments that define them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,6 +53,6 @@ def predict(model, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
     was = model.training
     model.eval()
     try:
-        return torch.cat([model(x[i:i + batch]).float() for i in range(0, len(x), batch)])
+        return torch.cat([model(x[i : i + batch]).float() for i in range(0, len(x), batch)])
     finally:
         model.train(was)

@@ -6,12 +6,13 @@
   eval mode, and test/val error against step, from metrics.jsonl: degradation is a rise of
   *training* error with depth, not overfitting.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .checkpoints import load, predict, heldout_batch
+from .checkpoints import heldout_batch, load, predict
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -30,9 +31,16 @@ def per_class_error(cm: np.ndarray, classes=None) -> pd.DataFrame:
         n = int(cm[i].sum())
         off = cm[i].copy()
         off[i] = 0
-        rows.append({"class": c, "index": i, "n": n, "errors": int(off.sum()),
-                     "error": float(off.sum() / n) if n else float("nan"),
-                     "most_confused_with": classes[int(off.argmax())] if off.sum() else None})
+        rows.append(
+            {
+                "class": c,
+                "index": i,
+                "n": n,
+                "errors": int(off.sum()),
+                "error": float(off.sum() / n) if n else float("nan"),
+                "most_confused_with": classes[int(off.argmax())] if off.sum() else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -43,9 +51,14 @@ def evaluate_checkpoint(run, checkpoint: str = "last", n: int | None = None) -> 
     logits = predict(model, x)
     pred = logits.argmax(1).numpy()
     cm = confusion_matrix(y.numpy(), pred, ds.num_classes)
-    return {"confusion": cm, "per_class": per_class_error(cm, ds.classes),
-            "error": float((pred != y.numpy()).mean()), "pred": pred, "y": y.numpy(),
-            "classes": list(ds.classes)}
+    return {
+        "confusion": cm,
+        "per_class": per_class_error(cm, ds.classes),
+        "error": float((pred != y.numpy()).mean()),
+        "pred": pred,
+        "y": y.numpy(),
+        "classes": list(ds.classes),
+    }
 
 
 def error_curves(run) -> pd.DataFrame:
@@ -71,6 +84,13 @@ def degradation_summary(runs: dict) -> pd.DataFrame:
         last = c.ffill().iloc[-1]
         tr = last.get("train_eval", last.get("train"))
         te = last.get("test")
-        rows.append({"run": label, "step": int(last["step"]), "train_error": tr,
-                     "test_error": te, "gap": (te - tr) if tr is not None and te is not None else None})
+        rows.append(
+            {
+                "run": label,
+                "step": int(last["step"]),
+                "train_error": tr,
+                "test_error": te,
+                "gap": (te - tr) if tr is not None and te is not None else None,
+            }
+        )
     return pd.DataFrame(rows)

@@ -31,6 +31,7 @@ confusion (n), activations (n), lesion (n), lesion_random (n, samples, seed),
 landscape1d / landscape2d (n, split, steps, span, seed), shattering (image, n_points, span,
 seed, max_lag).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,9 +72,11 @@ def max_jobs() -> int:
     if raw is None or not raw.strip():
         return default
     if not re.fullmatch(r"\d+", raw.strip()) or int(raw.strip()) < 1:
-        raise ValueError(f"{JOBS_ENV}={raw!r} is not accepted: use a positive integer (how many "
-                         f"analysis jobs may compute at once; unset, it is max(1, cores // 2) = "
-                         f"{default} here)")
+        raise ValueError(
+            f"{JOBS_ENV}={raw!r} is not accepted: use a positive integer (how many "
+            f"analysis jobs may compute at once; unset, it is max(1, cores // 2) = "
+            f"{default} here)"
+        )
     return int(raw.strip())
 
 
@@ -98,7 +101,7 @@ def _live_tickets(d: Path) -> list[Path]:
     live = []
     for t in sorted(d.glob("wait-*.ticket")):
         try:
-            f = open(t, "r")
+            f = open(t)
         except FileNotFoundError:
             continue
         try:
@@ -125,8 +128,7 @@ def acquire_slot(root, n: int, on_wait=None, check=None, poll: float = 0.5):
     ticket, held = None, None
     try:
         while True:
-            older = [t for t in _live_tickets(d)
-                     if t != ticket and (ticket is None or t.name < ticket.name)]
+            older = [t for t in _live_tickets(d) if t != ticket and (ticket is None or t.name < ticket.name)]
             if not older:
                 f = _try_slot(root, n)
                 if f is not None:
@@ -164,6 +166,7 @@ def _embedding(method):
             progress(0.0, f"{method}: features")
         out = embed_checkpoint(run, checkpoint, method, **p)
         return out
+
     return fn
 
 
@@ -175,7 +178,7 @@ def _fig7(run, checkpoint, p, progress):
 
 def _activations(run, checkpoint, p, progress):
     from .activations import activation_stats
-    from .checkpoints import load, heldout_batch
+    from .checkpoints import heldout_batch, load
 
     model, ds = load(run, checkpoint)
     return {"table": activation_stats(model, heldout_batch(ds, p["n"])[0])}
@@ -185,12 +188,16 @@ def _confusion(run, checkpoint, p, progress):
     from .evaluation import evaluate_checkpoint
 
     r = evaluate_checkpoint(run, checkpoint, p["n"])
-    return {"confusion": r["confusion"], "per_class": r["per_class"], "error": r["error"],
-            "classes": r["classes"]}
+    return {
+        "confusion": r["confusion"],
+        "per_class": r["per_class"],
+        "error": r["error"],
+        "classes": r["classes"],
+    }
 
 
 def _lesion(run, checkpoint, p, progress):
-    from .checkpoints import load, heldout_batch
+    from .checkpoints import heldout_batch, load
     from .studies.lesion import lesion_each
 
     model, ds = load(run, checkpoint)
@@ -199,13 +206,12 @@ def _lesion(run, checkpoint, p, progress):
 
 
 def _lesion_random(run, checkpoint, p, progress):
-    from .checkpoints import load, heldout_batch
+    from .checkpoints import heldout_batch, load
     from .studies.lesion import lesion_random
 
     model, ds = load(run, checkpoint)
     x, y = heldout_batch(ds, p["n"])
-    return {"table": lesion_random(model, x, y, samples=p["samples"], seed=p["seed"],
-                                   progress=progress)}
+    return {"table": lesion_random(model, x, y, samples=p["samples"], seed=p["seed"], progress=progress)}
 
 
 def _probe(ds, split: str, n: int):
@@ -230,24 +236,30 @@ def _landscape(dim):
         model, ds = load(run, checkpoint)
         x, y = _probe(ds, p["split"], p["n"])
         f = landscape.landscape_1d if dim == 1 else landscape.landscape_2d
-        return {"table": f(model, x, y, p["steps"], p["span"], p["seed"], progress),
-                "n_images": int(len(y))}
+        return {"table": f(model, x, y, p["steps"], p["span"], p["seed"], progress), "n_images": int(len(y))}
+
     return fn
 
 
 def _shattering(run, checkpoint, p, progress):
-    from .checkpoints import load, heldout_batch
+    from .checkpoints import heldout_batch, load
     from .studies.shattering import image_shattering
 
     model, ds = load(run, checkpoint)
     x, y = heldout_batch(ds, 1, start=p["image"])
     if not len(y):
-        raise ValueError(f"image={p['image']} is not accepted: the test set has "
-                         f"{len(ds.y_test)} images (0..{len(ds.y_test) - 1})")
+        raise ValueError(
+            f"image={p['image']} is not accepted: the test set has "
+            f"{len(ds.y_test)} images (0..{len(ds.y_test) - 1})"
+        )
     # f: the logit of the image's own class; BN with its running statistics (eval mode)
-    return {"table": image_shattering(model, x[0], int(y[0]), p["n_points"], p["span"],
-                                      p["seed"], "eval", p["max_lag"]),
-            "target": int(y[0]), "class": ds.classes[int(y[0])]}
+    return {
+        "table": image_shattering(
+            model, x[0], int(y[0]), p["n_points"], p["span"], p["seed"], "eval", p["max_lag"]
+        ),
+        "target": int(y[0]),
+        "class": ds.classes[int(y[0])],
+    }
 
 
 # name -> (function, default parameters, inline)
@@ -260,12 +272,9 @@ TASKS = {
     "confusion": (_confusion, {"n": None}, True),
     "lesion": (_lesion, {"n": None}, False),
     "lesion_random": (_lesion_random, {"n": 1000, "samples": 10, "seed": 0}, False),
-    "landscape1d": (_landscape(1), {"n": 512, "split": "train", "steps": 21, "span": 1.0,
-                                    "seed": 0}, False),
-    "landscape2d": (_landscape(2), {"n": 512, "split": "train", "steps": 21, "span": 1.0,
-                                    "seed": 0}, False),
-    "shattering": (_shattering, {"image": 0, "n_points": 256, "span": 1.0, "seed": 0,
-                                 "max_lag": 32}, False),
+    "landscape1d": (_landscape(1), {"n": 512, "split": "train", "steps": 21, "span": 1.0, "seed": 0}, False),
+    "landscape2d": (_landscape(2), {"n": 512, "split": "train", "steps": 21, "span": 1.0, "seed": 0}, False),
+    "shattering": (_shattering, {"image": 0, "n_points": 256, "span": 1.0, "seed": 0, "max_lag": 32}, False),
 }
 
 
@@ -275,8 +284,7 @@ def _params(task: str, params: dict) -> dict:
     defaults = TASKS[task][1]
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ValueError(f"task {task!r}: unknown parameter(s) {unknown}; accepted: "
-                         f"{', '.join(defaults)}")
+        raise ValueError(f"task {task!r}: unknown parameter(s) {unknown}; accepted: {', '.join(defaults)}")
     return {**defaults, **params}
 
 
@@ -318,10 +326,13 @@ def status(run: Run, task: str, checkpoint: str = "last", **params) -> dict:
         # "starting" without a pid: the starter is between writing it and Popen
         if job.get("pid") is not None or time.time() - job.get("updated", 0) > 30:
             state = "interrupted"
-            job["message"] = (f"the job (pid {job.get('pid')}) stopped without a result; see "
-                              f"cache/{key}.log")
-    return {"state": state, "progress": float(job.get("progress") or 0.0),
-            "message": job.get("message", ""), "key": key}
+            job["message"] = f"the job (pid {job.get('pid')}) stopped without a result; see cache/{key}.log"
+    return {
+        "state": state,
+        "progress": float(job.get("progress") or 0.0),
+        "message": job.get("message", ""),
+        "key": key,
+    }
 
 
 def run_json(p: Path):
@@ -345,21 +356,48 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
     except FileNotFoundError:
         pass
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [x for x in
-                                        env.get("PYTHONPATH", "").split(os.pathsep) if x])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x]
+    )
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = str(max(1, threads))  # t-SNE (OpenMP) and UMAP (numba) stay in their share
-    starting = {"state": "starting", "pid": None, "pid_start": None, "progress": 0.0,
-                "message": "starting", "task": task, "updated": time.time()}
+    starting = {
+        "state": "starting",
+        "pid": None,
+        "pid_start": None,
+        "progress": 0.0,
+        "message": "starting",
+        "task": task,
+        "updated": time.time(),
+    }
     atomic_write_json(_job_path(run, key), starting)
     log = open(Path(run.cache_dir) / f"{key}.log", "ab")
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "analysis.jobs", "--root", str(run.root), "--run", run.id,
-             "--task", task, "--checkpoint", checkpoint, "--params", json.dumps(p),
-             "--threads", str(threads)],
-            cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "analysis.jobs",
+                "--root",
+                str(run.root),
+                "--run",
+                run.id,
+                "--task",
+                task,
+                "--checkpoint",
+                checkpoint,
+                "--params",
+                json.dumps(p),
+                "--threads",
+                str(threads),
+            ],
+            cwd=str(REPO_ROOT),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     finally:
         log.close()
     if (run_json(_job_path(run, key)) or {}).get("state") == "starting":  # the child may be quicker
@@ -367,8 +405,14 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
     return status(run, task, checkpoint, **params)
 
 
-def get_or_start(run: Run, task: str, checkpoint: str = "last", retry: bool = False,
-                 background: bool | None = None, **params):
+def get_or_start(
+    run: Run,
+    task: str,
+    checkpoint: str = "last",
+    retry: bool = False,
+    background: bool | None = None,
+    **params,
+):
     """The result if cached; computed now for quick tasks; else start it and return None."""
     p = _params(task, params)
     key = cache.cache_key(run, task, checkpoint, p)
@@ -411,8 +455,9 @@ def wait(run: Run, task: str, checkpoint: str = "last", timeout: float = 300.0, 
 
 # --- the background process -------------------------------------------------------------
 def _main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.jobs",
-                                 description="Compute one cached analysis of a checkpoint.")
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.jobs", description="Compute one cached analysis of a checkpoint."
+    )
     ap.add_argument("--root", required=True)
     ap.add_argument("--run", required=True)
     ap.add_argument("--task", required=True, choices=sorted(TASKS))
@@ -433,8 +478,17 @@ def _main(argv=None) -> int:
     last = {"t": 0.0}
 
     def write(state, progress, message):
-        atomic_write_json(jp, {"state": state, "progress": progress, "message": message,
-                               "task": a.task, "updated": time.time(), **ident})
+        atomic_write_json(
+            jp,
+            {
+                "state": state,
+                "progress": progress,
+                "message": message,
+                "task": a.task,
+                "updated": time.time(),
+                **ident,
+            },
+        )
 
     def progress(frac, message=""):
         if cp.exists():
@@ -455,8 +509,9 @@ def _main(argv=None) -> int:
     slot = None
     try:
         n = max_jobs()
-        slot = acquire_slot(run.root, n, on_wait=lambda: write("running", 0.0, waiting_message(n)),
-                            check=check_cancel)
+        slot = acquire_slot(
+            run.root, n, on_wait=lambda: write("running", 0.0, waiting_message(n)), check=check_cancel
+        )
         write("running", 0.0, "loading")
         compute(run, a.task, a.checkpoint, progress, **params)
     except Cancelled as e:

@@ -4,6 +4,7 @@ Long functions take ``progress``: a callable ``progress(fraction, message)`` (or
 cancel, the callable raises :class:`Cancelled`; the study stops at its next report and the
 exception propagates (nothing half-written is cached).
 """
+
 from __future__ import annotations
 
 

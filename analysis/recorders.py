@@ -51,6 +51,7 @@ log-spaced grid of as many steps as the budget allows replaces it (always keepin
 final step). :func:`probe_plan` shrinks the probe below 1,000 images only where even two
 records (0 and the end) would not fit in the budget (a `quick` run: about 300 images).
 """
+
 from __future__ import annotations
 
 import re
@@ -72,8 +73,9 @@ RECORD_COST_STEPS = 1.0  # a probe record of `batch_size` images ~ this many tra
 GRAD_COLUMNS = 64  # weight-gradient records spread evenly over a run (plus 0 and powers of two)
 
 
-def default_schedule(total: int, batch_size: int = 128, probe_size: int = PROBE_IMAGES,
-                     budget: float = 0.04, every: int = 20) -> list[int]:
+def default_schedule(
+    total: int, batch_size: int = 128, probe_size: int = PROBE_IMAGES, budget: float = 0.04, every: int = 20
+) -> list[int]:
     """Probe steps (0..total): dense early, sparser later, within ``budget`` of training."""
     total = int(total)
     if total <= 0:
@@ -101,8 +103,14 @@ def record_cost(batch_size: int, probe_size: int) -> float:
     return RECORD_COST_STEPS * probe_size / max(1, batch_size)
 
 
-def probe_plan(total: int, batch_size: int, n_test: int, probe_size: int = PROBE_IMAGES,
-               budget: float = 0.04, min_records: int = 2) -> int:
+def probe_plan(
+    total: int,
+    batch_size: int,
+    n_test: int,
+    probe_size: int = PROBE_IMAGES,
+    budget: float = 0.04,
+    min_records: int = 2,
+) -> int:
     """How many probe images to use: ``min(probe_size, n_test)``, unless then fewer than
     ``min_records`` records (step 0 and the end) fit in ``budget``; then as many as fit
     ``min_records``, but never under MIN_PROBE_IMAGES (tiny runs: there the budget yields).
@@ -193,8 +201,9 @@ def _probe_pass(model, x, y, n_total, sums, fired):
         outs.clear()
 
 
-def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int = 0,
-                chunk: int = 128) -> list[dict]:
+def layer_stats(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int = 0, chunk: int = 128
+) -> list[dict]:
     """The probe rows ("bn", "block", "act") described in the module docstring, for any
     model with taps, over all of ``x`` (normalized input on the model's device; labels ``y``),
     in chunks of ``chunk`` images. The model is in eval mode inside; its mode is restored."""
@@ -202,7 +211,7 @@ def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int = 
     sums, fired = _Sums(), {}
     with eval_mode(model), torch.enable_grad():
         for i in range(0, n, chunk):
-            _probe_pass(model, x[i:i + chunk], y[i:i + chunk], n, sums, fired)
+            _probe_pass(model, x[i : i + chunk], y[i : i + chunk], n, sums, fired)
     for name, f in fired.items():
         sums.add(name, "dead", 1.0 - f.float().mean())
     keys = list(sums.v)
@@ -217,27 +226,47 @@ def _mstd(flat, name):
     if cnt is None:
         return None, None, None
     m = s / cnt
-    return m, max(0.0, ss / cnt - m * m) ** 0.5, ss ** 0.5
+    return m, max(0.0, ss / cnt - m * m) ** 0.5, ss**0.5
 
 
 def _rows(model, step, n, flat) -> list[dict]:
     rows = []
     for j, (name, _) in enumerate(taps_of(model, "bn")):
         m, sd, _ = _mstd(flat, name)
-        rows.append({"step": step, "layer": name, "type": "bn", "order": j, "std": sd,
-                     "mean": m, "images": n})
+        rows.append(
+            {"step": step, "layer": name, "type": "bn", "order": j, "std": sd, "mean": m, "images": n}
+        )
     for j, (name, _) in enumerate(blocks_of(model)):
         _, f_std, f_norm = _mstd(flat, (name, "f"))
         _, x_std, x_norm = _mstd(flat, (name, "x"))
         g2 = flat.get((name, "g2"))
-        rows.append({"step": step, "layer": name, "type": "block", "order": j,
-                     "f_std": f_std, "x_std": x_std,
-                     "f_over_x": f_norm / x_norm if f_norm is not None and x_norm else None,
-                     "out_grad_norm": g2 ** 0.5 if g2 is not None else 0.0, "images": n})
+        rows.append(
+            {
+                "step": step,
+                "layer": name,
+                "type": "block",
+                "order": j,
+                "f_std": f_std,
+                "x_std": x_std,
+                "f_over_x": f_norm / x_norm if f_norm is not None and x_norm else None,
+                "out_grad_norm": g2**0.5 if g2 is not None else 0.0,
+                "images": n,
+            }
+        )
     for j, (name, _) in enumerate(_relus(model)):
         m, sd, _ = _mstd(flat, name)
-        rows.append({"step": step, "layer": name, "type": "act", "order": j, "mean": m,
-                     "std": sd, "dead_frac": flat.get((name, "dead")), "images": n})
+        rows.append(
+            {
+                "step": step,
+                "layer": name,
+                "type": "act",
+                "order": j,
+                "mean": m,
+                "std": sd,
+                "dead_frac": flat.get((name, "dead")),
+                "images": n,
+            }
+        )
     return rows
 
 
@@ -253,9 +282,18 @@ def weight_rows(model: nn.Module, step: int, images: int | None = None) -> list[
     rows = []
     for j, ((name, _), w, g) in enumerate(zip(layers, w_norms, grads)):
         g = next(flat) if g is not None else None
-        rows.append({"step": step, "layer": name, "type": "weight", "order": j, "grad_norm": g,
-                     "weight_norm": w, "grad_to_weight": g / w if g is not None and w else None,
-                     "images": images})
+        rows.append(
+            {
+                "step": step,
+                "layer": name,
+                "type": "weight",
+                "order": j,
+                "grad_norm": g,
+                "weight_norm": w,
+                "grad_to_weight": g / w if g is not None and w else None,
+                "images": images,
+            }
+        )
     return rows
 
 
@@ -276,8 +314,13 @@ class LayerStatsRecorder(Callback):
     # compiled training pass loses nothing (measured: no recompiles across records)
     needs_hooks = False
 
-    def __init__(self, steps: list[int] | None = None, probe_size: int = PROBE_IMAGES,
-                 budget: float = 0.04, grad_steps: list[int] | None = None):
+    def __init__(
+        self,
+        steps: list[int] | None = None,
+        probe_size: int = PROBE_IMAGES,
+        budget: float = 0.04,
+        grad_steps: list[int] | None = None,
+    ):
         self.steps_arg, self.grad_steps_arg = steps, grad_steps
         self.probe_size = probe_size
         self.budget = budget
@@ -307,8 +350,10 @@ class LayerStatsRecorder(Callback):
         else:
             self.grad_steps = set(grad_schedule(total))
         if n == 0:
-            ctx.report_problem("LayerStatsRecorder: the dataset has no test images to probe "
-                               "with; only weight-gradient rows are recorded")
+            ctx.report_problem(
+                "LayerStatsRecorder: the dataset has no test images to probe "
+                "with; only weight-gradient rows are recorded"
+            )
             return
         self.probe_images = n
         self._x = ctx.prepare(ctx.data.x_test[:n])
@@ -325,8 +370,9 @@ class LayerStatsRecorder(Callback):
             ctx.log_layers(fn())
         except Exception as e:  # noqa: BLE001 - reported in the status, not swallowed
             self._failed = True
-            ctx.report_problem(f"LayerStatsRecorder stopped recording at step {step}: "
-                               f"{type(e).__name__}: {e}")
+            ctx.report_problem(
+                f"LayerStatsRecorder stopped recording at step {step}: {type(e).__name__}: {e}"
+            )
             return None
         dt = time.perf_counter() - t0
         self.seconds += dt
@@ -335,8 +381,9 @@ class LayerStatsRecorder(Callback):
     def _probe(self, ctx, step: int) -> None:
         if self._x is None or step not in self.steps:
             return
-        dt = self._guard(ctx, step, lambda: layer_stats(ctx.model, self._x, self._y, step,
-                                                        chunk=ctx.config.batch_size))
+        dt = self._guard(
+            ctx, step, lambda: layer_stats(ctx.model, self._x, self._y, step, chunk=ctx.config.batch_size)
+        )
         if dt is not None:
             self.times.append((step, dt))
             self.records += 1
@@ -347,9 +394,11 @@ class LayerStatsRecorder(Callback):
         self._probe(ctx, ctx.step)
 
     def on_after_backward(self, ctx) -> None:
-        if ctx.step in self.grad_steps and self._guard(
-                ctx, ctx.step, lambda: weight_rows(ctx.model, ctx.step, ctx.config.batch_size)
-        ) is not None:
+        if (
+            ctx.step in self.grad_steps
+            and self._guard(ctx, ctx.step, lambda: weight_rows(ctx.model, ctx.step, ctx.config.batch_size))
+            is not None
+        ):
             self.grad_records += 1
 
     def on_step_end(self, ctx) -> None:
@@ -391,8 +440,9 @@ def first_last_ratio(names, grad_norms) -> tuple[str, str, float] | None:
     gradient norm over the last main-path conv's (in forward order; projection shortcuts
     and the final fc layer are left out). ``names`` and ``grad_norms`` in forward order.
     Returns (first name, last name, ratio), or None with fewer than two main convs."""
-    main = [(n, g) for n, g in zip(names, grad_norms)
-            if MAIN_CONV.search(str(n)) and g is not None and g == g]
+    main = [
+        (n, g) for n, g in zip(names, grad_norms) if MAIN_CONV.search(str(n)) and g is not None and g == g
+    ]
     if len(main) < 2:
         return None
     (n0, g0), (n1, g1) = main[0], main[-1]

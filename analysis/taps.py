@@ -12,10 +12,11 @@ style); only :func:`capture_outputs` keeps tensors, for the rare callers that ne
 
 :func:`hook_count` tells how many hooks a model carries; tests use it to show none is left.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -41,8 +42,7 @@ def forward_hooks(model: nn.Module, fns: dict[str, Callable]):
     try:
         for name, mod in named(model, fns):
             fn = fns[name]
-            handles.append(mod.register_forward_hook(
-                lambda m, i, o, _n=name, _f=fn: _f(_n, m, i, o)))
+            handles.append(mod.register_forward_hook(lambda m, i, o, _n=name, _f=fn: _f(_n, m, i, o)))
         yield handles
     finally:
         for h in handles:
@@ -110,8 +110,7 @@ def hook_count(model: nn.Module) -> int:
     """How many module hooks the model carries (forward, forward-pre, backward, backward-pre)."""
     total = 0
     for m in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                     "_backward_pre_hooks"):
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
             total += len(getattr(m, attr, {}) or {})
     return total
 

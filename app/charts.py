@@ -7,6 +7,7 @@ at least 10 CIELAB L* apart between the paper's depths, so they part in grayscal
 a panel of one family reads "colored by depth" as in the paper's Fig. 6, and two runs of the
 same model get a small hue shift (``variant``).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -24,23 +25,33 @@ REF_COLORS = {"plain": "#7f2704", "resnet": "#08306b", "preresnet": "#00441b"}
 # --- reference values (the papers and reproductions each row names) ------------------------
 # (source, kind, depth, test error %, std or None)
 REFERENCES: list[tuple[str, str, int, float, float | None]] = (
-    [("paper Table 6", "resnet", d, e, None) for d, e in
-     [(20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43), (1202, 7.93)]]
-    + [("paper Fig. 6 (read off)", "plain", d, e, None) for d, e in
-       [(20, 9.5), (32, 10.0), (44, 12.0), (56, 13.5)]]
-    + [("akamaster", "resnet", d, e, None) for d, e in
-       [(20, 8.27), (32, 7.37), (44, 6.90), (56, 6.61), (110, 6.32), (1202, 6.18)]]
-    + [("nabla0001 (5 seeds)", "resnet", d, e, s) for d, e, s in
-       [(20, 8.51, 0.22), (56, 7.40, 0.27), (110, 7.14, 0.20)]]
+    [
+        ("paper Table 6", "resnet", d, e, None)
+        for d, e in [(20, 8.75), (32, 7.51), (44, 7.17), (56, 6.97), (110, 6.43), (1202, 7.93)]
+    ]
+    + [
+        ("paper Fig. 6 (read off)", "plain", d, e, None)
+        for d, e in [(20, 9.5), (32, 10.0), (44, 12.0), (56, 13.5)]
+    ]
+    + [
+        ("akamaster", "resnet", d, e, None)
+        for d, e in [(20, 8.27), (32, 7.37), (44, 6.90), (56, 6.61), (110, 6.32), (1202, 6.18)]
+    ]
+    + [
+        ("nabla0001 (5 seeds)", "resnet", d, e, s)
+        for d, e, s in [(20, 8.51, 0.22), (56, 7.40, 0.27), (110, 7.14, 0.20)]
+    ]
     + [("nabla0001 (5 seeds)", "plain", d, e, s) for d, e, s in [(20, 9.78, 0.13), (56, 12.95, 0.22)]]
-    + [("a-martyn", "plain", d, e, None) for d, e in
-       [(20, 9.5), (32, 9.92), (44, 11.35), (56, 12.76)]]
-    + [("a-martyn", "resnet", d, e, None) for d, e in
-       [(20, 8.0), (32, 7.51), (44, 7.38), (56, 7.33)]]
+    + [("a-martyn", "plain", d, e, None) for d, e in [(20, 9.5), (32, 9.92), (44, 11.35), (56, 12.76)]]
+    + [("a-martyn", "resnet", d, e, None) for d, e in [(20, 8.0), (32, 7.51), (44, 7.38), (56, 7.33)]]
 )
-REF_SYMBOLS = {"paper Table 6": "x-thin-open", "paper Fig. 6 (read off)": "x-thin-open",
-               "akamaster": "diamond-open", "nabla0001 (5 seeds)": "circle-open",
-               "a-martyn": "square-open"}
+REF_SYMBOLS = {
+    "paper Table 6": "x-thin-open",
+    "paper Fig. 6 (read off)": "x-thin-open",
+    "akamaster": "diamond-open",
+    "nabla0001 (5 seeds)": "circle-open",
+    "a-martyn": "square-open",
+}
 
 
 def references_frame() -> pd.DataFrame:
@@ -50,8 +61,16 @@ def references_frame() -> pd.DataFrame:
 # One lightness per depth (CIELAB L*, 10.4 apart), so that depths in a family stay apart
 # in grayscale and on a washed-out projector: the paper's Fig. 6 gives each depth its own
 # colour. Depths between these anchors get a lightness in between (on log depth).
-DEPTH_LIGHTNESS = ((8, 85.0), (14, 74.6), (20, 64.2), (32, 53.8), (44, 43.4), (56, 33.0),
-                   (110, 22.6), (1202, 12.2))
+DEPTH_LIGHTNESS = (
+    (8, 85.0),
+    (14, 74.6),
+    (20, 64.2),
+    (32, 53.8),
+    (44, 43.4),
+    (56, 33.0),
+    (110, 22.6),
+    (1202, 12.2),
+)
 # LCh hue (degrees) of each family, from its lightest depth to its darkest: plain runs go
 # orange to red-brown, ResNets sky blue to deep blue-violet, pre-activation ResNets greens.
 FAMILY_HUES = {"plain": (75.0, 30.0), "resnet": (235.0, 285.0), "preresnet": (150.0, 135.0)}
@@ -73,14 +92,19 @@ def depth_lightness(depth) -> float:
 def _lab_to_srgb(L: float, a: float, b: float) -> tuple[float, float, float] | None:
     """CIELAB (D65) to sRGB in 0..1; None when the colour is outside the sRGB gamut."""
     fy = (L + 16) / 116
-    finv = (lambda t: t ** 3 if t > 6 / 29 else 3 * (6 / 29) ** 2 * (t - 4 / 29))
+    finv = lambda t: t**3 if t > 6 / 29 else 3 * (6 / 29) ** 2 * (t - 4 / 29)
     x, y, z = 0.95047 * finv(fy + a / 500), finv(fy), 1.08883 * finv(fy - b / 200)
-    lin = (3.2406 * x - 1.5372 * y - 0.4986 * z, -0.9689 * x + 1.8758 * y + 0.0415 * z,
-           0.0557 * x - 0.2040 * y + 1.0570 * z)
+    lin = (
+        3.2406 * x - 1.5372 * y - 0.4986 * z,
+        -0.9689 * x + 1.8758 * y + 0.0415 * z,
+        0.0557 * x - 0.2040 * y + 1.0570 * z,
+    )
     if any(c < -1e-6 or c > 1 + 1e-6 for c in lin):
         return None
-    return tuple(12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
-                 for c in (min(1.0, max(0.0, c)) for c in lin))
+    return tuple(
+        12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+        for c in (min(1.0, max(0.0, c)) for c in lin)
+    )
 
 
 def _lch_color(L: float, hue_deg: float, chroma: float = 70.0) -> tuple[float, float, float]:
@@ -144,6 +168,7 @@ def log_ticks(values) -> dict:
     span = math.log10(v.max() / v.min()) if v.size else 0.0
     return dict(tickformat=LOG_TICKS, dtick="D2" if span <= 2 else 1)
 
+
 REF_OPACITY = 0.55  # reference runs are drawn fainter, so the user's own runs stand out
 
 
@@ -158,8 +183,15 @@ ONE_POINT = " (one evaluation: a point)"  # legend suffix of a series with a sin
 
 def empty_figure(message: str, height: int = 320) -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
-                       font=dict(size=14, color="#666"))
+    fig.add_annotation(
+        text=message,
+        showarrow=False,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        font=dict(size=14, color="#666"),
+    )
     fig.update_layout(template=TEMPLATE, height=height, xaxis_visible=False, yaxis_visible=False)
     return fig
 
@@ -172,7 +204,7 @@ def _pct(v):
 def _rgba(color: str, alpha: float) -> str:
     c = str(color or "#888888").lstrip("#")
     try:
-        r, g, b = (int(c[i:i + 2], 16) for i in (0, 2, 4))
+        r, g, b = (int(c[i : i + 2], 16) for i in (0, 2, 4))
     except ValueError:
         r, g, b = 136, 136, 136
     return f"rgba({r},{g},{b},{alpha})"
@@ -181,8 +213,13 @@ def _rgba(color: str, alpha: float) -> str:
 def mean_band(metrics: pd.DataFrame, run_ids, split: str) -> pd.DataFrame:
     """Per step, the mean, sample std (ddof=1) and count of ``split``'s error (in percent)
     over the runs ``run_ids`` that logged that step. Columns: step, mean, std, n."""
-    m = metrics[metrics["run_id"].isin(list(run_ids)) & (metrics["split"] == split)
-                & metrics["error"].notna()] if len(metrics) else metrics
+    m = (
+        metrics[
+            metrics["run_id"].isin(list(run_ids)) & (metrics["split"] == split) & metrics["error"].notna()
+        ]
+        if len(metrics)
+        else metrics
+    )
     if not len(m):
         return pd.DataFrame(columns=["step", "mean", "std", "n"])
     # one value per run and step (a resumed run may log a step twice: keep its last line)
@@ -192,19 +229,36 @@ def mean_band(metrics: pd.DataFrame, run_ids, split: str) -> pd.DataFrame:
     return out.reset_index().sort_values("step").reset_index(drop=True)
 
 
-def _split_traces(fig, d_x, y, name, color, dash, width, col, legendgroup, showlegend, opacity,
-                  hover, customdata=None):
+def _split_traces(
+    fig, d_x, y, name, color, dash, width, col, legendgroup, showlegend, opacity, hover, customdata=None
+):
     one = len(d_x) == 1  # a single evaluation reads as a point, and the legend says so
-    fig.add_trace(go.Scatter(
-        x=d_x, y=y, mode=_line_mode(len(d_x)), name=name + (ONE_POINT if one else ""),
-        customdata=customdata, marker=dict(size=12 if one else 9, color=color),
-        legendgroup=legendgroup, showlegend=showlegend,
-        opacity=opacity, line=dict(color=color, dash=dash, width=width), hovertemplate=hover),
-        row=1, col=col)
+    fig.add_trace(
+        go.Scatter(
+            x=d_x,
+            y=y,
+            mode=_line_mode(len(d_x)),
+            name=name + (ONE_POINT if one else ""),
+            customdata=customdata,
+            marker=dict(size=12 if one else 9, color=color),
+            legendgroup=legendgroup,
+            showlegend=showlegend,
+            opacity=opacity,
+            line=dict(color=color, dash=dash, width=width),
+            hovertemplate=hover,
+        ),
+        row=1,
+        col=col,
+    )
 
 
-def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: str = "train",
-                       height: int = 460, seed_sets: pd.Series | None = None) -> go.Figure:
+def degradation_figure(
+    metrics: pd.DataFrame,
+    runs: pd.DataFrame,
+    train_split: str = "train",
+    height: int = 460,
+    seed_sets: pd.Series | None = None,
+) -> go.Figure:
     """Training error dashed, test error solid, against iterations; plain on the left,
     residual on the right, each run in its color.
 
@@ -214,8 +268,13 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
     with ``runs``): runs sharing a key that holds two or more runs are drawn as one line at
     their mean per step with a band of +- one standard deviation (ddof=1); without it, or for
     a key of one run, each run is its own line."""
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=("Plain nets", "Residual nets"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=("Plain nets", "Residual nets"),
+    )
     colors, labels, refs = _color_map(runs), _label_map(runs), _ref_map(runs)
     if seed_sets is not None and len(runs):
         runs = runs.assign(_set=seed_sets.reindex(runs.index).fillna(runs["id"]).values)
@@ -238,18 +297,36 @@ def degradation_figure(metrics: pd.DataFrame, runs: pd.DataFrame, train_split: s
             ymax = max(ymax, float(y.max()))
             what = "test error" if split == "test" else "training error"
             name = labels.get(r["id"], r["id"])
-            _split_traces(fig, d["step"], y, name, colors.get(r["id"]), dash, width, col, r["id"],
-                          split == "test", REF_OPACITY if refs.get(r["id"]) else 1.0,
-                          f"{name}<br>{what}: %{{y:.2f}}%<br>iteration %{{x}}<extra></extra>")
+            _split_traces(
+                fig,
+                d["step"],
+                y,
+                name,
+                colors.get(r["id"]),
+                dash,
+                width,
+                col,
+                r["id"],
+                split == "test",
+                REF_OPACITY if refs.get(r["id"]) else 1.0,
+                f"{name}<br>{what}: %{{y:.2f}}%<br>iteration %{{x}}<extra></extra>",
+            )
     _empty_panels(fig)
     fig.update_xaxes(title_text="iterations (steps)")
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
     fig.update_yaxes(range=[0, min(100.0, max(5.0, ymax * 1.05))])
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=60, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.3, yanchor="top"),
-                      title=dict(text="dashed: training error · solid: test error"
-                                 + (" · bands: ± 1 std over seeds" if runs["_set"].duplicated().any()
-                                    else ""), font=dict(size=13), x=0.0))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=60, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.3, yanchor="top"),
+        title=dict(
+            text="dashed: training error · solid: test error"
+            + (" · bands: ± 1 std over seeds" if runs["_set"].duplicated().any() else ""),
+            font=dict(size=13),
+            x=0.0,
+        ),
+    )
     return fig
 
 
@@ -279,18 +356,39 @@ def _add_mean_band(fig, metrics, members, train_split, col, key) -> float:
         if len(band):
             hi, lo = band["mean"] + band["std"], band["mean"] - band["std"]
             ymax = max(ymax, float(hi.max()))
-            fig.add_trace(go.Scatter(
-                x=list(band["step"]) + list(band["step"])[::-1], y=list(hi) + list(lo)[::-1],
-                fill="toself", fillcolor=_rgba(color, alpha * (REF_OPACITY if is_ref else 1.0)),
-                line=dict(width=0), mode="lines", hoverinfo="skip", showlegend=False,
-                legendgroup=key, name=f"{name} ({what} ± std)"), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=list(band["step"]) + list(band["step"])[::-1],
+                    y=list(hi) + list(lo)[::-1],
+                    fill="toself",
+                    fillcolor=_rgba(color, alpha * (REF_OPACITY if is_ref else 1.0)),
+                    line=dict(width=0),
+                    mode="lines",
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=key,
+                    name=f"{name} ({what} ± std)",
+                ),
+                row=1,
+                col=col,
+            )
         ymax = max(ymax, float(b["mean"].max()))
-        _split_traces(fig, b["step"], b["mean"], name, color, dash, width, col, key,
-                      split == "test", REF_OPACITY if is_ref else 1.0,
-                      f"{name}<br>{what}: mean %{{y:.2f}}% ± %{{customdata[0]:.2f}} "
-                      "(n=%{customdata[1]})<br>iteration %{x}<extra></extra>",
-                      customdata=np.stack([b["std"].fillna(0).to_numpy(float),
-                                           b["n"].to_numpy(int)], axis=-1))
+        _split_traces(
+            fig,
+            b["step"],
+            b["mean"],
+            name,
+            color,
+            dash,
+            width,
+            col,
+            key,
+            split == "test",
+            REF_OPACITY if is_ref else 1.0,
+            f"{name}<br>{what}: mean %{{y:.2f}}% ± %{{customdata[0]:.2f}} "
+            "(n=%{customdata[1]})<br>iteration %{x}<extra></extra>",
+            customdata=np.stack([b["std"].fillna(0).to_numpy(float), b["n"].to_numpy(int)], axis=-1),
+        )
     return ymax
 
 
@@ -298,17 +396,27 @@ def _empty_panels(fig) -> None:
     for col, what in ((1, "plain"), (2, "residual")):
         if not any(t.xaxis == ("x" if col == 1 else "x2") for t in fig.data):
             # an empty panel still shows its axes, and says why it is empty
-            fig.add_trace(go.Scatter(x=[0], y=[0], mode="markers", marker=dict(opacity=0),
-                                     showlegend=False, hoverinfo="skip"), row=1, col=col)
-            fig.add_annotation(text=f"no {what} runs selected", showarrow=False, x=0.5, y=0.5,
-                               xref=f"x{'' if col == 1 else 2} domain",
-                               yref=f"y{'' if col == 1 else 2} domain", font=dict(color="#888"))
+            fig.add_trace(
+                go.Scatter(
+                    x=[0], y=[0], mode="markers", marker=dict(opacity=0), showlegend=False, hoverinfo="skip"
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_annotation(
+                text=f"no {what} runs selected",
+                showarrow=False,
+                x=0.5,
+                y=0.5,
+                xref=f"x{'' if col == 1 else 2} domain",
+                yref=f"y{'' if col == 1 else 2} domain",
+                font=dict(color="#888"),
+            )
 
 
 def final_errors_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """Final test/training error (%) per run with its family and depth."""
-    cols = ["id", "label", "kind", "depth", "color", "reference", "test_error_pct",
-            "train_error_pct"]
+    cols = ["id", "label", "kind", "depth", "color", "reference", "test_error_pct", "train_error_pct"]
     if not len(runs):
         return pd.DataFrame(columns=cols)
     df = runs.copy()
@@ -327,29 +435,49 @@ def _kind_word(kind) -> str:
 def _seed_marks(groups: pd.DataFrame | None, which: str) -> pd.DataFrame:
     """The sets of two or more seeds with a value for ``which``: depth, mean, std, n."""
     if groups is None or not len(groups):
-        return pd.DataFrame(columns=["kind", "depth", "reference", "label", "color", "mean",
-                                     "std", "n", "n_runs", "run_ids"])
-    g = groups[(groups["n_runs"] >= 2) & (groups[f"{which}_error_n"] >= 1)
-               & groups["depth"].notna()]
-    return g.assign(mean=g[f"{which}_error_mean"], std=g[f"{which}_error_std"],
-                    n=g[f"{which}_error_n"], reference=g["reference"].fillna(""))
+        return pd.DataFrame(
+            columns=["kind", "depth", "reference", "label", "color", "mean", "std", "n", "n_runs", "run_ids"]
+        )
+    g = groups[(groups["n_runs"] >= 2) & (groups[f"{which}_error_n"] >= 1) & groups["depth"].notna()]
+    return g.assign(
+        mean=g[f"{which}_error_mean"],
+        std=g[f"{which}_error_std"],
+        n=g[f"{which}_error_n"],
+        reference=g["reference"].fillna(""),
+    )
 
 
 def _mean_std_trace(k: pd.DataFrame, name: str, which: str, symbol: str, color, **kw) -> go.Scatter:
     return go.Scatter(
-        x=k["depth"], y=k["mean"], mode="markers", name=name,
-        error_y=dict(type="data", array=k["std"].fillna(0).to_numpy(float), visible=True,
-                     thickness=2, width=6, color=color),
+        x=k["depth"],
+        y=k["mean"],
+        mode="markers",
+        name=name,
+        error_y=dict(
+            type="data",
+            array=k["std"].fillna(0).to_numpy(float),
+            visible=True,
+            thickness=2,
+            width=6,
+            color=color,
+        ),
         marker=dict(symbol=symbol, size=13, color=k["color"], line=dict(color="white", width=1)),
-        text=k["label"], customdata=np.stack([k["std"].fillna(0).to_numpy(float),
-                                              k["n"].to_numpy(int)], axis=-1),
+        text=k["label"],
+        customdata=np.stack([k["std"].fillna(0).to_numpy(float), k["n"].to_numpy(int)], axis=-1),
         hovertemplate="%{text}<br>depth %{x}<br>" + which + " error mean %{y:.2f}% "
-                      "± %{customdata[0]:.2f} (n=%{customdata[1]})<extra></extra>", **kw)
+        "± %{customdata[0]:.2f} (n=%{customdata[1]})<extra></extra>",
+        **kw,
+    )
 
 
-def final_error_figure(finals: pd.DataFrame, which: str = "test", references: bool = True,
-                       height: int = 460, groups: pd.DataFrame | None = None,
-                       show_runs: bool = False) -> go.Figure:
+def final_error_figure(
+    finals: pd.DataFrame,
+    which: str = "test",
+    references: bool = True,
+    height: int = 460,
+    groups: pd.DataFrame | None = None,
+    show_runs: bool = False,
+) -> go.Figure:
     """Final error against depth, plain and residual; each run a marker in its color, a line
     through each family's mean per depth, and the paper's / reproductions' values as open
     reference marks (CIFAR-10, full budget).
@@ -367,8 +495,9 @@ def final_error_figure(finals: pd.DataFrame, which: str = "test", references: bo
     members = d[d["id"].isin(in_sets)] if len(d) else d
     single = d[~d["id"].isin(in_sets)] if len(d) else d
     is_ref = (single["reference"].fillna("") != "") if len(single) else pd.Series(dtype=bool)
-    _bundled_traces(fig, single[is_ref] if len(single) else single,
-                    marks[marks["reference"] != ""], col, which)
+    _bundled_traces(
+        fig, single[is_ref] if len(single) else single, marks[marks["reference"] != ""], col, which
+    )
     own, own_marks = (single[~is_ref] if len(single) else single), marks[marks["reference"] == ""]
     own_all = d[d["reference"].fillna("") == ""] if len(d) else d
     for kind in ("plain", "resnet", "preresnet"):
@@ -376,83 +505,146 @@ def final_error_figure(finals: pd.DataFrame, which: str = "test", references: bo
         if not len(k_all):
             continue
         mean = k_all.groupby("depth")[col].mean().sort_index()
-        fig.add_trace(go.Scatter(x=mean.index, y=mean.values, mode="lines",
-                                 line=dict(color=REF_COLORS[kind], width=1.5),
-                                 name=f"{_kind_word(kind)} (mean of your runs)", hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=mean.index,
+                y=mean.values,
+                mode="lines",
+                line=dict(color=REF_COLORS[kind], width=1.5),
+                name=f"{_kind_word(kind)} (mean of your runs)",
+                hoverinfo="skip",
+            )
+        )
         k = own[own["kind"] == kind] if len(own) else own
         if len(k):
-            fig.add_trace(go.Scatter(
-                x=k["depth"], y=k[col], mode="markers", name=f"your {kind} runs",
-                marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
-                text=k["label"], customdata=k["id"],
-                hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=k["depth"],
+                    y=k[col],
+                    mode="markers",
+                    name=f"your {kind} runs",
+                    marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
+                    text=k["label"],
+                    customdata=k["id"],
+                    hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>",
+                )
+            )
         km = own_marks[own_marks["kind"] == kind]
         if len(km):
-            fig.add_trace(_mean_std_trace(km, f"your {kind} runs: mean ± std over seeds", which,
-                                          "circle", REF_COLORS[kind]))
+            fig.add_trace(
+                _mean_std_trace(
+                    km, f"your {kind} runs: mean ± std over seeds", which, "circle", REF_COLORS[kind]
+                )
+            )
     if show_runs and len(members):
         _member_traces(fig, members, col, which)
     if references and which == "test":
         _paper_traces(fig)
-    fig.update_xaxes(title_text="depth (weighted layers)", type="log",
-                     tickvals=[8, 20, 56, 110, 1202])
+    fig.update_xaxes(title_text="depth (weighted layers)", type="log", tickvals=[8, 20, 56, 110, 1202])
     fig.update_yaxes(title_text=f"final {which} error (%)", rangemode="tozero")
     # the legend hangs below the axis title (long names wrap into several rows)
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
-                      legend=dict(font=dict(size=10), orientation="h", y=-0.3, yanchor="top"),
-                      title=dict(text=f"final {which} error against depth", font=dict(size=13)))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=40, b=40, l=50, r=10),
+        legend=dict(font=dict(size=10), orientation="h", y=-0.3, yanchor="top"),
+        title=dict(text=f"final {which} error against depth", font=dict(size=13)),
+    )
     if not len(d) and not (references and which == "test"):
-        fig.add_annotation(text="no finished evaluations yet", showarrow=False, x=0.5, y=0.5,
-                           xref="paper", yref="paper")
+        fig.add_annotation(
+            text="no finished evaluations yet", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper"
+        )
     return fig
 
 
 def _bundled_traces(fig, bundled: pd.DataFrame, marks: pd.DataFrame, col: str, which: str):
     """Bundled reference runs: stars on a dotted line per set and family; a set of seeds is
     one star at its mean with an error bar."""
-    pts = pd.concat([
-        bundled.assign(mean=bundled[col], std=np.nan, n=1)[
-            ["reference", "kind", "depth", "mean", "std", "n", "label", "color"]] if len(bundled) else None,
-        marks[["reference", "kind", "depth", "mean", "std", "n", "label", "color"]] if len(marks) else None,
-    ]) if (len(bundled) or len(marks)) else pd.DataFrame()
-    for (title, kind), k in (pts.groupby(["reference", "kind"], sort=False) if len(pts) else []):
+    pts = (
+        pd.concat(
+            [
+                bundled.assign(mean=bundled[col], std=np.nan, n=1)[
+                    ["reference", "kind", "depth", "mean", "std", "n", "label", "color"]
+                ]
+                if len(bundled)
+                else None,
+                marks[["reference", "kind", "depth", "mean", "std", "n", "label", "color"]]
+                if len(marks)
+                else None,
+            ]
+        )
+        if (len(bundled) or len(marks))
+        else pd.DataFrame()
+    )
+    for (title, kind), k in pts.groupby(["reference", "kind"], sort=False) if len(pts) else []:
         k = k.sort_values("depth")
         color = REF_COLORS.get(kind, "#444")
-        fig.add_trace(go.Scatter(
-            x=k["depth"], y=k["mean"], mode="lines+markers",
-            name=f"reference: {title} ({_kind_word(kind)})",
-            line=dict(color=color, width=1.2, dash="dot"),
-            marker=dict(symbol="star", size=11, color=k["color"], opacity=0.8,
-                        line=dict(color=color, width=1)),
-            error_y=dict(type="data", array=k["std"].fillna(0).to_numpy(float),
-                         visible=bool(k["std"].notna().any()), color=color),
-            text=[f"{lb}<br>depth {dp:g}<br>{which} error " + (f"mean {m:.2f}% ± {sd:.2f} (n={n})"
-                                                               if n >= 2 else f"{m:.2f}%")
-                  for lb, dp, m, sd, n in zip(k["label"], k["depth"], k["mean"], k["std"], k["n"])],
-            hovertemplate="%{text}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=k["depth"],
+                y=k["mean"],
+                mode="lines+markers",
+                name=f"reference: {title} ({_kind_word(kind)})",
+                line=dict(color=color, width=1.2, dash="dot"),
+                marker=dict(
+                    symbol="star", size=11, color=k["color"], opacity=0.8, line=dict(color=color, width=1)
+                ),
+                error_y=dict(
+                    type="data",
+                    array=k["std"].fillna(0).to_numpy(float),
+                    visible=bool(k["std"].notna().any()),
+                    color=color,
+                ),
+                text=[
+                    f"{lb}<br>depth {dp:g}<br>{which} error "
+                    + (f"mean {m:.2f}% ± {sd:.2f} (n={n})" if n >= 2 else f"{m:.2f}%")
+                    for lb, dp, m, sd, n in zip(k["label"], k["depth"], k["mean"], k["std"], k["n"])
+                ],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
 
 
 def _member_traces(fig, members: pd.DataFrame, col: str, which: str):
     """The single runs behind the mean ± std marks, one click away."""
     for kind, k in members.groupby("kind", sort=False):
-        fig.add_trace(go.Scatter(
-            x=k["depth"], y=k[col], mode="markers", name=f"single {kind} runs (seeds)",
-            marker=dict(symbol="circle-open", size=8, color=k["color"], line=dict(width=1.5)),
-            text=k["label"], customdata=k["id"],
-            hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=k["depth"],
+                y=k[col],
+                mode="markers",
+                name=f"single {kind} runs (seeds)",
+                marker=dict(symbol="circle-open", size=8, color=k["color"], line=dict(width=1.5)),
+                text=k["label"],
+                customdata=k["id"],
+                hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>",
+            )
+        )
 
 
 def _paper_traces(fig):
     ref = references_frame()
     for (source, kind), g in ref.groupby(["source", "kind"], sort=False):
-        fig.add_trace(go.Scatter(
-            x=g["depth"], y=g["test_error_pct"], mode="markers",
-            name=f"{source} ({'plain' if kind == 'plain' else 'ResNet'}, CIFAR-10)",
-            marker=dict(symbol=REF_SYMBOLS.get(source, "circle-open"), size=10,
-                        color=REF_COLORS.get(kind, "#444"), line=dict(width=1.5)),
-            error_y=dict(type="data", array=g["std_pct"].fillna(0), visible=bool(g["std_pct"].notna().any())),
-            hovertemplate=f"{source} {kind}-%{{x}}: %{{y:.2f}}%<extra></extra>",
-            legendgroup="references", visible=True))
+        fig.add_trace(
+            go.Scatter(
+                x=g["depth"],
+                y=g["test_error_pct"],
+                mode="markers",
+                name=f"{source} ({'plain' if kind == 'plain' else 'ResNet'}, CIFAR-10)",
+                marker=dict(
+                    symbol=REF_SYMBOLS.get(source, "circle-open"),
+                    size=10,
+                    color=REF_COLORS.get(kind, "#444"),
+                    line=dict(width=1.5),
+                ),
+                error_y=dict(
+                    type="data", array=g["std_pct"].fillna(0), visible=bool(g["std_pct"].notna().any())
+                ),
+                hovertemplate=f"{source} {kind}-%{{x}}: %{{y:.2f}}%<extra></extra>",
+                legendgroup="references",
+                visible=True,
+            )
+        )
 
 
 # --- Fig. 7: layer responses ------------------------------------------------------------
@@ -471,31 +663,54 @@ def responses_frame(layers: pd.DataFrame) -> pd.DataFrame:
 def responses_figure(resp: pd.DataFrame, runs: pd.DataFrame, height: int = 580) -> go.Figure:
     """The paper's Fig. 7: std of each 3x3 layer's output (after BN, before ReLU/addition),
     top in layer order, bottom sorted by magnitude."""
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.2,
-                        subplot_titles=("in layer order", "sorted by magnitude"))
+    fig = make_subplots(
+        rows=2, cols=1, vertical_spacing=0.2, subplot_titles=("in layer order", "sorted by magnitude")
+    )
     colors, labels, refs = _color_map(runs), _label_map(runs), _ref_map(runs)
     for rid, g in resp.groupby("run_id", sort=False):
         g = g.sort_values("index")
         name = labels.get(rid, rid)
         dash = "dot" if refs.get(rid) else "solid"
-        fig.add_trace(go.Scatter(x=g["index"], y=g["std"], mode="lines+markers", name=name,
-                                 legendgroup=rid,
-                                 line=dict(color=colors.get(rid), width=2, dash=dash),
-                                 marker=dict(size=4), text=g["layer"],
-                                 hovertemplate=name + "<br>%{text}: std %{y:.3f}<extra></extra>"),
-                      row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=g["index"],
+                y=g["std"],
+                mode="lines+markers",
+                name=name,
+                legendgroup=rid,
+                line=dict(color=colors.get(rid), width=2, dash=dash),
+                marker=dict(size=4),
+                text=g["layer"],
+                hovertemplate=name + "<br>%{text}: std %{y:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
         s = g.sort_values("rank")
-        fig.add_trace(go.Scatter(x=s["rank"], y=s["std"], mode="lines", name=name, legendgroup=rid,
-                                 showlegend=False,
-                                 line=dict(color=colors.get(rid), width=2, dash=dash),
-                                 text=s["layer"],
-                                 hovertemplate=name + "<br>%{text}: std %{y:.3f}<extra></extra>"),
-                      row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=s["rank"],
+                y=s["std"],
+                mode="lines",
+                name=name,
+                legendgroup=rid,
+                showlegend=False,
+                line=dict(color=colors.get(rid), width=2, dash=dash),
+                text=s["layer"],
+                hovertemplate=name + "<br>%{text}: std %{y:.3f}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
     fig.update_xaxes(title_text="layer index (input → output)", row=1, col=1)
     fig.update_xaxes(title_text="layer rank (largest response first)", row=2, col=1)
     fig.update_yaxes(title_text="std of BN output", rangemode="tozero")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.15))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=40, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.15),
+    )
     return fig
 
 
@@ -515,22 +730,34 @@ def ratio_figure(ratios: pd.DataFrame, runs: pd.DataFrame, height: int = 340) ->
     for rid, g in ratios.groupby("run_id", sort=False):
         g = g.sort_values("index")
         name = labels.get(rid, rid)
-        fig.add_trace(go.Scatter(x=g["index"], y=g["f_over_x"], mode="lines+markers", name=name,
-                                 line=dict(color=colors.get(rid), width=2,
-                                           dash="dot" if refs.get(rid) else "solid"),
-                                 text=g["layer"],
-                                 hovertemplate=name + "<br>%{text}: ‖F(x)‖/‖x‖ = %{y:.3f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=g["index"],
+                y=g["f_over_x"],
+                mode="lines+markers",
+                name=name,
+                line=dict(color=colors.get(rid), width=2, dash="dot" if refs.get(rid) else "solid"),
+                text=g["layer"],
+                hovertemplate=name + "<br>%{text}: ‖F(x)‖/‖x‖ = %{y:.3f}<extra></extra>",
+            )
+        )
     fig.update_xaxes(title_text="block index (input → output)")
     fig.update_yaxes(title_text="‖F(x)‖ / ‖x‖ (ratio)", rangemode="tozero")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=30, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
 # --- gradient flow ----------------------------------------------------------------------
-GRAD_VALUES = {"grad_norm": ("weight", "‖∇W‖ (gradient norm)"),
-               "grad_to_weight": ("weight", "‖∇W‖ / ‖W‖ (ratio)"),
-               "out_grad_norm": ("block", "‖∂L/∂y‖ at block output")}
+GRAD_VALUES = {
+    "grad_norm": ("weight", "‖∇W‖ (gradient norm)"),
+    "grad_to_weight": ("weight", "‖∇W‖ / ‖W‖ (ratio)"),
+    "out_grad_norm": ("block", "‖∂L/∂y‖ at block output"),
+}
 
 
 def grad_matrix(layers: pd.DataFrame, value: str = "grad_norm") -> pd.DataFrame:
@@ -544,8 +771,9 @@ def grad_matrix(layers: pd.DataFrame, value: str = "grad_norm") -> pd.DataFrame:
     return m.reindex(order.index)
 
 
-def grad_heatmaps(mats: list[pd.DataFrame], titles: list[str], value: str = "grad_norm",
-                  height: int = 520) -> go.Figure:
+def grad_heatmaps(
+    mats: list[pd.DataFrame], titles: list[str], value: str = "grad_norm", height: int = 520
+) -> go.Figure:
     """Side-by-side layer x step heatmaps of log10 of a gradient statistic, on one color
     scale so the panels compare."""
     n = max(1, len(mats))
@@ -563,60 +791,100 @@ def grad_heatmaps(mats: list[pd.DataFrame], titles: list[str], value: str = "gra
             continue
         z = m.to_numpy(dtype=float)
         zl = np.where(z > 0, np.log10(np.where(z > 0, z, 1)), np.nan)
-        fig.add_trace(go.Heatmap(z=zl, x=[int(c) for c in m.columns], y=list(m.index),
-                                 zmin=lo, zmax=hi, coloraxis="coloraxis",
-                                 customdata=z,
-                                 hovertemplate="%{y}<br>step %{x}<br>" + label +
-                                               " %{customdata:.3g}<extra></extra>"),
-                      row=1, col=i + 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=zl,
+                x=[int(c) for c in m.columns],
+                y=list(m.index),
+                zmin=lo,
+                zmax=hi,
+                coloraxis="coloraxis",
+                customdata=z,
+                hovertemplate="%{y}<br>step %{x}<br>" + label + " %{customdata:.3g}<extra></extra>",
+            ),
+            row=1,
+            col=i + 1,
+        )
         fig.update_yaxes(autorange="reversed", row=1, col=i + 1, tickfont=dict(size=9))
     fig.update_xaxes(title_text="iterations (steps)")
     fig.update_yaxes(title_text="layer (input at top)", row=1, col=1)
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
-                      coloraxis=dict(colorscale="Viridis", cmin=lo, cmax=hi,
-                                     colorbar=dict(title=f"log10<br>{label}")))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=40, b=40, l=50, r=10),
+        coloraxis=dict(colorscale="Viridis", cmin=lo, cmax=hi, colorbar=dict(title=f"log10<br>{label}")),
+    )
     return fig
 
 
-def grad_profile_figure(mats: list[pd.DataFrame], names: list[str], colors: list[str],
-                        value: str = "grad_norm", height: int = 340) -> go.Figure:
+def grad_profile_figure(
+    mats: list[pd.DataFrame], names: list[str], colors: list[str], value: str = "grad_norm", height: int = 340
+) -> go.Figure:
     """The last logged step's gradient statistic per layer, runs overlaid (log scale)."""
     fig = go.Figure()
     for m, name, color in zip(mats, names, colors):
         if not len(m):
             continue
         last = m.iloc[:, -1]
-        fig.add_trace(go.Scatter(x=list(range(1, len(last) + 1)), y=last.values, text=list(last.index),
-                                 mode="lines+markers", name=f"{name} (step {m.columns[-1]})",
-                                 line=dict(color=color),
-                                 hovertemplate="%{text}: %{y:.3g}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(1, len(last) + 1)),
+                y=last.values,
+                text=list(last.index),
+                mode="lines+markers",
+                name=f"{name} (step {m.columns[-1]})",
+                line=dict(color=color),
+                hovertemplate="%{text}: %{y:.3g}<extra></extra>",
+            )
+        )
     fig.update_xaxes(title_text="layer index (input → output)")
     shown = [m.iloc[:, -1].to_numpy(dtype=float) for m in mats if len(m)]
-    fig.update_yaxes(title_text=GRAD_VALUES[value][1], type="log",
-                     **log_ticks(np.concatenate(shown) if shown else []))
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(
+        title_text=GRAD_VALUES[value][1], type="log", **log_ticks(np.concatenate(shown) if shown else [])
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=30, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
-def signal_figure(df: pd.DataFrame, value: str, ylabel: str, height: int = 380,
-                  log: bool = True) -> go.Figure:
+def signal_figure(
+    df: pd.DataFrame, value: str, ylabel: str, height: int = 380, log: bool = True
+) -> go.Figure:
     """Signal propagation at initialization: ``value`` per layer index, one line per series
     (column ``series``; colors in column ``color`` when present)."""
     fig = go.Figure()
     for series, g in df.groupby("series", sort=False):
         g = g.sort_values("index")
         color = g["color"].iloc[0] if "color" in g.columns else None
-        fig.add_trace(go.Scatter(x=g["index"], y=g[value], mode="lines+markers", name=str(series),
-                                 line=dict(color=color), marker=dict(size=4),
-                                 text=g["layer"] if "layer" in g.columns else None,
-                                 hovertemplate="%{text}: %{y:.3g}<extra>" + str(series) + "</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=g["index"],
+                y=g[value],
+                mode="lines+markers",
+                name=str(series),
+                line=dict(color=color),
+                marker=dict(size=4),
+                text=g["layer"] if "layer" in g.columns else None,
+                hovertemplate="%{text}: %{y:.3g}<extra>" + str(series) + "</extra>",
+            )
+        )
     fig.update_xaxes(title_text="layer index (input → output)")
-    fig.update_yaxes(title_text=ylabel, type="log" if log else "linear",
-                     rangemode="normal" if log else "tozero",
-                     **(log_ticks(df[value]) if log else {}))
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(
+        title_text=ylabel,
+        type="log" if log else "linear",
+        rangemode="normal" if log else "tozero",
+        **(log_ticks(df[value]) if log else {}),
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=30, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
@@ -632,34 +900,71 @@ def compare_figure(metrics: pd.DataFrame, runs: pd.DataFrame, height: int = 380)
             if not len(d):
                 continue
             name = f"{labels.get(rid, rid)} {split}"
-            fig.add_trace(go.Scatter(x=d["step"], y=d["loss"], mode=_line_mode(len(d)), name=name,
-                                     legendgroup=rid,
-                                     line=dict(color=colors.get(rid), dash=dash)), row=1, col=1)
-            fig.add_trace(go.Scatter(x=d["step"], y=100 * d["error"], mode=_line_mode(len(d)), name=name,
-                                     legendgroup=rid, showlegend=False,
-                                     line=dict(color=colors.get(rid), dash=dash)), row=1, col=2)
+            fig.add_trace(
+                go.Scatter(
+                    x=d["step"],
+                    y=d["loss"],
+                    mode=_line_mode(len(d)),
+                    name=name,
+                    legendgroup=rid,
+                    line=dict(color=colors.get(rid), dash=dash),
+                ),
+                row=1,
+                col=1,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=d["step"],
+                    y=100 * d["error"],
+                    mode=_line_mode(len(d)),
+                    name=name,
+                    legendgroup=rid,
+                    showlegend=False,
+                    line=dict(color=colors.get(rid), dash=dash),
+                ),
+                row=1,
+                col=2,
+            )
     fig.update_xaxes(title_text="iterations (steps)")
     fig.update_yaxes(title_text="cross-entropy loss (nats)", row=1, col=1)
     fig.update_yaxes(title_text="error (%)", row=1, col=2, rangemode="tozero")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=40, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
-def series_figure(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, height: int = 360,
-                  log_y: bool = False, mode: str = "lines+markers") -> go.Figure:
+def series_figure(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    xlabel: str,
+    ylabel: str,
+    height: int = 360,
+    log_y: bool = False,
+    mode: str = "lines+markers",
+) -> go.Figure:
     """A generic line chart: one line per ``series`` with optional ``color`` column."""
     fig = go.Figure()
     for series, g in df.groupby("series", sort=False):
         g = g.sort_values(x)
         color = g["color"].iloc[0] if "color" in g.columns else None
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode=mode, name=str(series), line=dict(color=color),
-                                 showlegend=True))  # one series too: it must be named
+        fig.add_trace(
+            go.Scatter(x=g[x], y=g[y], mode=mode, name=str(series), line=dict(color=color), showlegend=True)
+        )  # one series too: it must be named
     fig.update_xaxes(title_text=xlabel)
-    fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear",
-                     **(log_ticks(df[y]) if log_y else {}))
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(
+        title_text=ylabel, type="log" if log_y else "linear", **(log_ticks(df[y]) if log_y else {})
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=30, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
@@ -667,113 +972,195 @@ def embedding_figure(points: pd.DataFrame, title: str, height: int = 420) -> go.
     """2-D embedding, colored by class: columns x, y, label (class name)."""
     fig = go.Figure()
     for label, g in points.groupby("label", sort=True):
-        fig.add_trace(go.Scattergl(x=g["x"], y=g["y"], mode="markers", name=str(label),
-                                   marker=dict(size=5, opacity=0.8)))
+        fig.add_trace(
+            go.Scattergl(
+                x=g["x"], y=g["y"], mode="markers", name=str(label), marker=dict(size=5, opacity=0.8)
+            )
+        )
     fig.update_xaxes(title_text="component 1")
     fig.update_yaxes(title_text="component 2")
-    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, font=dict(size=13)),
-                      margin=dict(t=40, b=40, l=50, r=10), legend=dict(title="class"))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        title=dict(text=title, font=dict(size=13)),
+        margin=dict(t=40, b=40, l=50, r=10),
+        legend=dict(title="class"),
+    )
     return fig
 
 
-def image_figure(img, title: str = "", height: int = 280, colorscale: str = "gray",
-                 overlay=None, overlay_title: str = "attribution",
-                 overlay_range: tuple[float, float] | None = None) -> go.Figure:
+def image_figure(
+    img,
+    title: str = "",
+    height: int = 280,
+    colorscale: str = "gray",
+    overlay=None,
+    overlay_title: str = "attribution",
+    overlay_range: tuple[float, float] | None = None,
+) -> go.Figure:
     """A 2-D array (or H,W,3 uint8) as an image; with ``overlay``, the map beside it (same
     pixel grid), so both stay readable."""
     a = np.asarray(img)
     cols = 2 if overlay is not None else 1
-    fig = make_subplots(rows=1, cols=cols, horizontal_spacing=0.04,
-                        subplot_titles=("image", overlay_title) if cols == 2 else None)
+    fig = make_subplots(
+        rows=1,
+        cols=cols,
+        horizontal_spacing=0.04,
+        subplot_titles=("image", overlay_title) if cols == 2 else None,
+    )
     if a.ndim == 3:
         fig.add_trace(go.Image(z=a), row=1, col=1)
     else:
-        fig.add_trace(go.Heatmap(z=a, colorscale=colorscale, showscale=False,
-                                 hovertemplate="x %{x} y %{y}: %{z}<extra></extra>"), row=1, col=1)
+        fig.add_trace(
+            go.Heatmap(
+                z=a,
+                colorscale=colorscale,
+                showscale=False,
+                hovertemplate="x %{x} y %{y}: %{z}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
     if overlay is not None:
         rng = dict(zmin=overlay_range[0], zmax=overlay_range[1]) if overlay_range else {}
-        fig.add_trace(go.Heatmap(z=np.asarray(overlay), colorscale=rgb_scale("Inferno"),
-                                 showscale=True, **rng,
-                                 colorbar=dict(thickness=10, len=0.8),
-                                 hovertemplate="x %{x} y %{y}: %{z:.3g}<extra></extra>"),
-                      row=1, col=2)
+        fig.add_trace(
+            go.Heatmap(
+                z=np.asarray(overlay),
+                colorscale=rgb_scale("Inferno"),
+                showscale=True,
+                **rng,
+                colorbar=dict(thickness=10, len=0.8),
+                hovertemplate="x %{x} y %{y}: %{z:.3g}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_yaxes(autorange="reversed", visible=False)
     fig.update_xaxes(visible=False)
     for c in range(1, cols + 1):
         fig.update_yaxes(scaleanchor=f"x{'' if c == 1 else c}", row=1, col=c)
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=50, b=5, l=5, r=5),
-                      title=dict(text=title, font=dict(size=12)))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=50, b=5, l=5, r=5),
+        title=dict(text=title, font=dict(size=12)),
+    )
     return fig
 
 
-def feature_grid_figure(maps, title: str = "", n: int = 8, cols: int = 4,
-                        height: int = 300, scale: dict | None = None) -> go.Figure:
+def feature_grid_figure(
+    maps, title: str = "", n: int = 8, cols: int = 4, height: int = 300, scale: dict | None = None
+) -> go.Figure:
     """The first ``n`` channels of a (C, H, W) feature map as small heatmaps, on one colour
     scale with its bar (see feature_scale); the title says how many of how many are shown."""
     a = np.asarray(maps)
     n = min(n, len(a))
     rows = max(1, math.ceil(n / cols))
     title = f"{title}: {'all ' if n == len(a) else f'the first {n} of '}{len(a)} channels"
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.02, vertical_spacing=0.08,
-                        subplot_titles=[f"ch {i}" for i in range(n)])
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        horizontal_spacing=0.02,
+        vertical_spacing=0.08,
+        subplot_titles=[f"ch {i}" for i in range(n)],
+    )
     scale = scale or feature_scale(a[:n])  # a shared one (two runs side by side) when given
     for i in range(n):
-        fig.add_trace(go.Heatmap(z=a[i], coloraxis="coloraxis",
-                                 hovertemplate=f"channel {i}<br>x %{{x}} y %{{y}}: %{{z:.3f}}<extra></extra>"),
-                      row=i // cols + 1, col=i % cols + 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=a[i],
+                coloraxis="coloraxis",
+                hovertemplate=f"channel {i}<br>x %{{x}} y %{{y}}: %{{z:.3f}}<extra></extra>",
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
     fig.update_layout(coloraxis=dict(**scale, colorbar=dict(thickness=10, len=0.9)))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_annotations(font_size=9)
-    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, font=dict(size=12)),
-                      margin=dict(t=40, b=5, l=5, r=5))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        title=dict(text=title, font=dict(size=12)),
+        margin=dict(t=40, b=5, l=5, r=5),
+    )
     return fig
 
 
-def lesion_figure(tables: list[pd.DataFrame], names: list[str], colors: list[str],
-                  height: int = 380) -> go.Figure:
+def lesion_figure(
+    tables: list[pd.DataFrame], names: list[str], colors: list[str], height: int = 380
+) -> go.Figure:
     """Test error with each block deleted alone (Veit et al. 2016), runs overlaid; hollow
     markers are downsampling blocks. Each table: block, order, downsampling, error, base_error."""
     fig = go.Figure()
     for t, name, color in zip(tables, names, colors):
         t = t.sort_values("order")
-        fig.add_trace(go.Scatter(
-            x=t["order"] + 1, y=100 * t["error"], mode="lines+markers", name=name,
-            line=dict(color=color), text=t["block"],
-            marker=dict(size=9, color=color,
-                        symbol=["circle-open" if d else "circle" for d in t["downsampling"]]),
-            hovertemplate="%{text} deleted: error %{y:.2f}%<extra>" + name + "</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=t["order"] + 1,
+                y=100 * t["error"],
+                mode="lines+markers",
+                name=name,
+                line=dict(color=color),
+                text=t["block"],
+                marker=dict(
+                    size=9, color=color, symbol=["circle-open" if d else "circle" for d in t["downsampling"]]
+                ),
+                hovertemplate="%{text} deleted: error %{y:.2f}%<extra>" + name + "</extra>",
+            )
+        )
         fig.add_hline(y=100 * float(t["base_error"].iloc[0]), line=dict(color=color, dash="dot", width=1))
     fig.update_xaxes(title_text="deleted block (index, input → output)")
     fig.update_yaxes(title_text="test error with the block deleted (%)", rangemode="tozero")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=30, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
-def landscape_2d_figure(table: pd.DataFrame, title: str, height: int = 380,
-                        zrange: tuple[float, float] | None = None) -> go.Figure:
+def landscape_2d_figure(
+    table: pd.DataFrame, title: str, height: int = 380, zrange: tuple[float, float] | None = None
+) -> go.Figure:
     """A 2-D loss slice (columns alpha, beta, loss) as a contour plot of log loss;
     ``zrange`` (log10, from shared_log_range) puts panels side by side on one scale."""
     z = table.pivot(index="beta", columns="alpha", values="loss")
     scale = {}
     if zrange and zrange[1] > zrange[0]:  # the same levels and colours in every panel
         lo, hi = zrange
-        scale = dict(zmin=lo, zmax=hi, autocontour=False,
-                     contours=dict(start=lo, end=hi, size=(hi - lo) / 25))
-    fig = go.Figure(go.Contour(z=np.log10(np.clip(z.to_numpy(dtype=float), 1e-12, None)),
-                               x=list(z.columns), y=list(z.index), colorscale="Viridis",
-                               colorbar=dict(title="log10 loss"), ncontours=25, **scale))
+        scale = dict(
+            zmin=lo, zmax=hi, autocontour=False, contours=dict(start=lo, end=hi, size=(hi - lo) / 25)
+        )
+    fig = go.Figure(
+        go.Contour(
+            z=np.log10(np.clip(z.to_numpy(dtype=float), 1e-12, None)),
+            x=list(z.columns),
+            y=list(z.index),
+            colorscale="Viridis",
+            colorbar=dict(title="log10 loss"),
+            ncontours=25,
+            **scale,
+        )
+    )
     fig.update_xaxes(title_text="α (direction 1, filter-normalized)")
     fig.update_yaxes(title_text="β (direction 2)")
-    fig.update_layout(template=TEMPLATE, height=height, title=dict(text=title, font=dict(size=12)),
-                      margin=dict(t=40, b=40, l=50, r=10))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        title=dict(text=title, font=dict(size=12)),
+        margin=dict(t=40, b=40, l=50, r=10),
+    )
     return fig
 
 
-SPP_PANELS = (("sq_mean", "avg. channel squared mean"),
-              ("var", "avg. channel variance"),
-              ("res_var", "F(x): avg. channel variance"))
+SPP_PANELS = (
+    ("sq_mean", "avg. channel squared mean"),
+    ("var", "avg. channel variance"),
+    ("res_var", "F(x): avg. channel variance"),
+)
 
 
 def spp_figure(df: pd.DataFrame, height: int = 400, floor: float = 1e-9) -> go.Figure:
@@ -783,8 +1170,7 @@ def spp_figure(df: pd.DataFrame, height: int = 400, floor: float = 1e-9) -> go.F
     Columns: series, order, block, point, sq_mean, var, res_var. Values below ``floor``
     (zero up to rounding, e.g. the squared mean of a BN output) are not drawn: on a log axis
     rounding noise would look like a measurement."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in SPP_PANELS],
-                        horizontal_spacing=0.07)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in SPP_PANELS], horizontal_spacing=0.07)
     for series, g in df.groupby("series", sort=False):
         g = g.sort_values("order")
         color = g["color"].iloc[0] if "color" in g.columns else None
@@ -793,24 +1179,44 @@ def spp_figure(df: pd.DataFrame, height: int = 400, floor: float = 1e-9) -> go.F
             v = g[col].astype(float).where(lambda s: s >= floor)
             if not v.notna().any():
                 continue
-            fig.add_trace(go.Scatter(x=g["order"] + 1, y=v, mode="lines+markers", name=str(series),
-                                     legendgroup=str(series), showlegend=legend,
-                                     line=dict(color=color), marker=dict(size=4),
-                                     text=g["block"] + ": " + g["point"],
-                                     hovertemplate="%{text}<br>" + title + " %{y:.3g}<extra>"
-                                                   + str(series) + "</extra>"),
-                          row=1, col=c + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=g["order"] + 1,
+                    y=v,
+                    mode="lines+markers",
+                    name=str(series),
+                    legendgroup=str(series),
+                    showlegend=legend,
+                    line=dict(color=color),
+                    marker=dict(size=4),
+                    text=g["block"] + ": " + g["point"],
+                    hovertemplate="%{text}<br>" + title + " %{y:.3g}<extra>" + str(series) + "</extra>",
+                ),
+                row=1,
+                col=c + 1,
+            )
             legend = False
     fig.update_xaxes(title_text="block (input → output)")
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_annotations(font_size=12)
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=40, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=40, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
-def band_figure(df: pd.DataFrame, x: str, xlabel: str, ylabel: str, height: int = 360,
-                log_y: bool = False, percent: bool = False) -> go.Figure:
+def band_figure(
+    df: pd.DataFrame,
+    x: str,
+    xlabel: str,
+    ylabel: str,
+    height: int = 360,
+    log_y: bool = False,
+    percent: bool = False,
+) -> go.Figure:
     """Mean (line) and mean +- std (shaded band) against ``x``, one line per ``series``.
     Columns: series, x, mean, std (and ``color``). ``percent`` multiplies values by 100."""
     fig = go.Figure()
@@ -820,46 +1226,82 @@ def band_figure(df: pd.DataFrame, x: str, xlabel: str, ylabel: str, height: int 
         color = g["color"].iloc[0] if "color" in g.columns else None
         m, s = k * g["mean"].to_numpy(float), k * g["std"].fillna(0).to_numpy(float)
         xs = list(g[x])
-        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(m + s) + list((m - s)[::-1]),
-                                 mode="lines", fill="toself", line=dict(width=0), fillcolor=color,
-                                 opacity=0.2, hoverinfo="skip", showlegend=False,
-                                 legendgroup=str(series)))
-        fig.add_trace(go.Scatter(x=xs, y=m, mode="lines+markers", name=str(series),
-                                 legendgroup=str(series), line=dict(color=color),
-                                 customdata=s,
-                                 hovertemplate="%{x}: %{y:.3g} ± %{customdata:.2g}<extra>"
-                                               + str(series) + "</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=xs + xs[::-1],
+                y=list(m + s) + list((m - s)[::-1]),
+                mode="lines",
+                fill="toself",
+                line=dict(width=0),
+                fillcolor=color,
+                opacity=0.2,
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=str(series),
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=m,
+                mode="lines+markers",
+                name=str(series),
+                legendgroup=str(series),
+                line=dict(color=color),
+                customdata=s,
+                hovertemplate="%{x}: %{y:.3g} ± %{customdata:.2g}<extra>" + str(series) + "</extra>",
+            )
+        )
     # ticks at the measured x values only (k = 1, 2, ...; the depths measured)
     fig.update_xaxes(title_text=xlabel, tickmode="array", tickvals=sorted(set(df[x])))
     fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=30, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
-def crossing_figure(diff: pd.Series, stays_below_from, deep: str, shallow: str, split: str,
-                    height: int = 320) -> go.Figure:
+def crossing_figure(
+    diff: pd.Series, stays_below_from, deep: str, shallow: str, split: str, height: int = 320
+) -> go.Figure:
     """Deeper minus shallower training error against steps, a zero line, and the step from
     which the difference stays below zero (where depth starts to pay) marked."""
     what = "re-scored (eval mode)" if split == "train_eval" else "while training, smoothed"
-    fig = go.Figure(go.Scatter(x=diff.index, y=diff.values, mode=_line_mode(len(diff)),
-                               name=f"{deep} − {shallow}", line=dict(color="#08306b", width=2),
-                               showlegend=True))
+    fig = go.Figure(
+        go.Scatter(
+            x=diff.index,
+            y=diff.values,
+            mode=_line_mode(len(diff)),
+            name=f"{deep} − {shallow}",
+            line=dict(color="#08306b", width=2),
+            showlegend=True,
+        )
+    )
     fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"))
     if stays_below_from is not None:
-        fig.add_vline(x=stays_below_from, line=dict(color="#2ca02c", width=2, dash="dash"),
-                      annotation_text=f"below from step {stays_below_from:,}",
-                      annotation_position="top left")
+        fig.add_vline(
+            x=stays_below_from,
+            line=dict(color="#2ca02c", width=2, dash="dash"),
+            annotation_text=f"below from step {stays_below_from:,}",
+            annotation_position="top left",
+        )
     fig.update_xaxes(title_text="iteration")
     fig.update_yaxes(title_text=f"training error difference, points ({what})")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(t=30, b=40, l=60, r=10),
-                      legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=30, b=40, l=60, r=10),
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
 # --- layout for the screen and the projector ----------------------------------------------
 PRESENT_SCALE = 1.5  # presentation mode: fonts this much larger
-PRESENT_LINE = 2.0   # and lines this much thicker (at least PRESENT_MIN_LINE px)
+PRESENT_LINE = 2.0  # and lines this much thicker (at least PRESENT_MIN_LINE px)
 PRESENT_MIN_LINE = 3.5
 
 
@@ -869,8 +1311,7 @@ def finish_layout(fig: go.Figure) -> go.Figure:
     reserves room for it below the x-axis title, so no axis title runs under a legend."""
     leg = fig.layout.legend
     if leg.orientation == "h" and (leg.y is None or leg.y < 0):
-        fig.update_layout(legend=dict(yref="container", y=0.0, yanchor="bottom",
-                                      x=0.0, xanchor="left"))
+        fig.update_layout(legend=dict(yref="container", y=0.0, yanchor="bottom", x=0.0, xanchor="left"))
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     return fig
@@ -886,14 +1327,18 @@ def presentation_figure(fig: go.Figure) -> go.Figure:
     fig.update_layout(font=dict(size=_scaled(fig.layout.font.size, 12)))
     if fig.layout.title.text:
         fig.update_layout(title_font_size=_scaled(fig.layout.title.font.size, 17))
-    fig.update_layout(legend_font_size=_scaled(fig.layout.legend.font.size, 12),
-                      hoverlabel_font_size=_scaled(None, 13))
+    fig.update_layout(
+        legend_font_size=_scaled(fig.layout.legend.font.size, 12), hoverlabel_font_size=_scaled(None, 13)
+    )
     for ann in fig.layout.annotations:  # subplot titles, notes in empty panels
         ann.font.size = _scaled(ann.font.size, 12)
     # axis titles too, explicitly: Streamlit's chart theme sets its own sizes otherwise
     for each in (fig.for_each_xaxis, fig.for_each_yaxis):
-        each(lambda ax: ax.update(tickfont_size=_scaled(ax.tickfont.size, 12),
-                                  title_font_size=_scaled(ax.title.font.size, 12)))
+        each(
+            lambda ax: ax.update(
+                tickfont_size=_scaled(ax.tickfont.size, 12), title_font_size=_scaled(ax.title.font.size, 12)
+            )
+        )
     if fig.layout.margin.t:  # room for the larger title above the subplot titles
         fig.update_layout(margin_t=int(fig.layout.margin.t * PRESENT_SCALE * 1.1))
     for t in fig.data:
@@ -910,8 +1355,7 @@ def presentation_figure(fig: go.Figure) -> go.Figure:
 def shared_log_range(tables: list[pd.DataFrame], column: str = "loss") -> tuple[float, float]:
     """(min, max) of log10 ``column`` over several tables: one colour scale for panels shown
     side by side (2-D loss landscapes), so equal colours mean equal values."""
-    vals = [np.log10(np.clip(t[column].to_numpy(dtype=float), 1e-12, None)) for t in tables
-            if len(t)]
+    vals = [np.log10(np.clip(t[column].to_numpy(dtype=float), 1e-12, None)) for t in tables if len(t)]
     vals = [v[np.isfinite(v)] for v in vals]
     vals = [v for v in vals if v.size]
     if not vals:

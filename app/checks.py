@@ -2,6 +2,7 @@
 
 Every function raises ``InputError`` with a message meant for the page.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,9 +35,11 @@ def check_depth(depth) -> int:
         raise InputError(f"depth {depth!r} is not a whole number; use 6n+2: 8, 14, 20, 32, 44, 56, 110")
     if d < 8 or (d - 2) % 6:
         near = sorted({max(8, 6 * ((d - 2) // 6) + 2), max(8, 6 * ((d - 2) // 6 + 1) + 2)})
-        raise InputError(f"depth {d} is not 6n+2 with n >= 1 (the CIFAR nets have 3 stages of "
-                         f"n two-layer blocks, plus the first conv and the classifier); nearest: "
-                         f"{' or '.join(map(str, near))}")
+        raise InputError(
+            f"depth {d} is not 6n+2 with n >= 1 (the CIFAR nets have 3 stages of "
+            f"n two-layer blocks, plus the first conv and the classifier); nearest: "
+            f"{' or '.join(map(str, near))}"
+        )
     if d > 1202:
         raise InputError(f"depth {d} is deeper than the paper's deepest net (1202)")
     return d
@@ -88,8 +91,10 @@ def check_dataset(text: str) -> str:
     if "\x00" in t or len(t) > 1000:
         raise InputError("dataset path is not accepted")
     if not (t.endswith(".npz") or "/" in t or os.sep in t):
-        raise InputError(f"dataset {t!r} is not accepted; accepted: {', '.join(NAMED)}, or a path "
-                         "to a .npz file or an ImageFolder folder (train/<class>/, test/<class>/)")
+        raise InputError(
+            f"dataset {t!r} is not accepted; accepted: {', '.join(NAMED)}, or a path "
+            "to a .npz file or an ImageFolder folder (train/<class>/, test/<class>/)"
+        )
     p = Path(t).expanduser()
     if not p.is_absolute():
         p = REPO_ROOT / p  # relative paths are read from the repository, as the CLI's cwd
@@ -99,16 +104,20 @@ def check_dataset(text: str) -> str:
         raise InputError(f"dataset path {t!r} can't be resolved") from None
     roots = allowed_data_dirs()
     if not any(rp == r or r in rp.parents for r in roots):
-        raise InputError(f"dataset path {t!r} is outside the folders the lab reads data from "
-                         f"({', '.join(map(str, roots))}); set {DATA_DIRS_ENV} to allow others")
+        raise InputError(
+            f"dataset path {t!r} is outside the folders the lab reads data from "
+            f"({', '.join(map(str, roots))}); set {DATA_DIRS_ENV} to allow others"
+        )
     if rp.is_file():
         if rp.suffix.lower() != ".npz":
             raise InputError(f"dataset file {t!r} is not a .npz file")
         return str(rp)
     if rp.is_dir():
         if not ((rp / "train").is_dir() and (rp / "test").is_dir()):
-            raise InputError(f"folder {t!r} is not an ImageFolder dataset: it needs train/<class>/ "
-                             "and test/<class>/ subfolders")
+            raise InputError(
+                f"folder {t!r} is not an ImageFolder dataset: it needs train/<class>/ "
+                "and test/<class>/ subfolders"
+            )
         return str(rp)
     raise InputError(f"dataset path {t!r} does not exist")
 
@@ -122,8 +131,7 @@ def check_run(store, run_id: str):
         raise InputError(str(e)) from None
 
 
-def load_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES,
-                max_pixels: int = MAX_UPLOAD_PIXELS):
+def load_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS):
     """Decode an uploaded image safely: size in bytes first, then the pixel count from the
     header (before any decoding), then decode only the formats in UPLOAD_FORMATS. Returns a
     PIL RGB image."""
@@ -132,8 +140,9 @@ def load_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES,
     if data is None or not len(data):
         raise InputError("the uploaded file is empty")
     if len(data) > max_bytes:
-        raise InputError(f"the uploaded file has {len(data) / 1e6:.1f} MB; the limit is "
-                         f"{max_bytes / 1e6:.0f} MB")
+        raise InputError(
+            f"the uploaded file has {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -142,8 +151,10 @@ def load_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES,
             if w <= 0 or h <= 0:
                 raise InputError("the uploaded image has no pixels")
             if w * h > max_pixels:
-                raise InputError(f"the uploaded image has {w}x{h} = {w * h / 1e6:.1f} megapixels; "
-                                 f"the limit is {max_pixels / 1e6:.0f}")
+                raise InputError(
+                    f"the uploaded image has {w}x{h} = {w * h / 1e6:.1f} megapixels; "
+                    f"the limit is {max_pixels / 1e6:.0f}"
+                )
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
             im.load()
@@ -151,8 +162,10 @@ def load_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES,
     except InputError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"the uploaded file is not a readable image (accepted: "
-                         f"{', '.join(f.lower() for f in UPLOAD_FORMATS)})") from None
+        raise InputError(
+            f"the uploaded file is not a readable image (accepted: "
+            f"{', '.join(f.lower() for f in UPLOAD_FORMATS)})"
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
         raise InputError(f"the uploaded image could not be decoded ({type(e).__name__})") from None
 

@@ -3,6 +3,7 @@
 ``streamlit run`` puts only ``app/`` on sys.path, so the repository root goes there on purpose
 (resnet_core, analysis and the ``app`` package itself are imported from it).
 """
+
 import sys
 from pathlib import Path
 
@@ -49,15 +50,19 @@ with st.sidebar:
         st.caption(f"**{len(df)}** runs · **{n_active}** queued or running")
     except Exception as e:  # the sidebar must never take a page down
         st.caption(f"run store unreadable: {e}")
-    st.caption(f"Run store: `{store.root}` (set RESNET_LAB_RUNS_DIR to move it; the CLI "
-               "reads the same). Runs are separate processes: they keep training when this "
-               "tab closes.")
+    st.caption(
+        f"Run store: `{store.root}` (set RESNET_LAB_RUNS_DIR to move it; the CLI "
+        "reads the same). Runs are separate processes: they keep training when this "
+        "tab closes."
+    )
 
     addr = st.get_option("server.address")
     if addr not in ("127.0.0.1", "localhost", "::1"):
-        st.warning("This server listens beyond this machine (server.address is "
-                   f"{addr or 'unset: all interfaces'}). Start it from the repository folder, "
-                   "whose .streamlit/config.toml binds to 127.0.0.1, unless you mean to share it.",
-                   icon=":material/lan:")
+        st.warning(
+            "This server listens beyond this machine (server.address is "
+            f"{addr or 'unset: all interfaces'}). Start it from the repository folder, "
+            "whose .streamlit/config.toml binds to 127.0.0.1, unless you mean to share it.",
+            icon=":material/lan:",
+        )
 
 page.run()

@@ -9,6 +9,7 @@ streamlit), so tests can feed them numbers and read what the page would say.
   but the model's family and the variant's own fields), with each variant's share of the
   plain-to-residual gap in final training error that it closes.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,18 @@ PLAIN, RESNET = "plain, He + BN", "resnet, He + BN"  # the baselines: the paper'
 SWEEP_COMMAND = "python -m resnet_core sweep rescue --dataset ../shared/data/cifar10-jpeg.npz"
 NEAR_FACTOR = 10.0  # "near" the residual net's variance: within this factor either way
 RHO_TOL = 0.05  # lag-1 autocorrelation "at the residual net's level": within this below it
-_PALETTE = ["#e6550d", "#8c6d31", "#d62728", "#9467bd", "#7f7f7f", "#17becf", "#2ca02c",
-            "#bcbd22", "#1f4e9c", "#e377c2"]
+_PALETTE = [
+    "#e6550d",
+    "#8c6d31",
+    "#d62728",
+    "#9467bd",
+    "#7f7f7f",
+    "#17becf",
+    "#2ca02c",
+    "#bcbd22",
+    "#1f4e9c",
+    "#e377c2",
+]
 
 
 def variant_colors() -> dict:
@@ -38,8 +49,11 @@ def variant_colors() -> dict:
 def flags_of(v: dict) -> str:
     """The command-line flags of a variant (beyond the model name)."""
     o = v["options"]
-    out = [f"--{k.replace('_', '-')} {o[k]}" for k in ("norm", "init", "activation", "branch_scalar")
-           if o[k] != VARIANT_DEFAULTS[k]]
+    out = [
+        f"--{k.replace('_', '-')} {o[k]}"
+        for k in ("norm", "init", "activation", "branch_scalar")
+        if o[k] != VARIANT_DEFAULTS[k]
+    ]
     if o["zero_init_residual"]:
         out.append("--zero-init-residual")
     return " ".join(out) or "(none: the paper's net)"
@@ -55,8 +69,7 @@ def init_summary(blocks: pd.DataFrame, shatter: pd.DataFrame) -> pd.DataFrame:
     autocorrelation of the gradient (mean over seeds) and whether the gradient was constant."""
     last = blocks.sort_values("order").groupby("label", sort=False).tail(1).set_index("label")
     lag1 = shatter[shatter["lag"] == 1].groupby("label", sort=False)
-    out = pd.DataFrame({"variant": [v["label"] for v in rescue_variants()
-                                    if v["label"] in last.index]})
+    out = pd.DataFrame({"variant": [v["label"] for v in rescue_variants() if v["label"] in last.index]})
     out["group"] = [last.loc[v, "group"] for v in out["variant"]]
     out["last block variance"] = [float(last.loc[v, "var"]) for v in out["variant"]]
     out["last block squared mean"] = [float(last.loc[v, "sq_mean"]) for v in out["variant"]]
@@ -79,12 +92,12 @@ def variance_sentences(summary: pd.DataFrame) -> list[str]:
         return []
     ref = float(s.loc[RESNET, "last block variance"])
     near, above, below = [], [], []
-    bn_plain = {v["label"] for v in rescue_variants()
-                if v["kind"] == "plain" and v["options"]["norm"] == "batch"}
+    bn_plain = {
+        v["label"] for v in rescue_variants() if v["kind"] == "plain" and v["options"]["norm"] == "batch"
+    }
     for v, r in s.drop(index=RESNET).iterrows():
         x = float(r["last block variance"])
-        item = f"{v} {_num(x)}" + (" (a BN output in train mode: 1 by construction)"
-                                   if v in bn_plain else "")
+        item = f"{v} {_num(x)}" + (" (a BN output in train mode: 1 by construction)" if v in bn_plain else "")
         (near if ref / NEAR_FACTOR <= x <= ref * NEAR_FACTOR else above if x > ref else below).append(item)
     out = [f"Last block's average channel variance of the residual net ({RESNET}): **{_num(ref)}**."]
     if near:
@@ -94,17 +107,23 @@ def variance_sentences(summary: pd.DataFrame) -> list[str]:
     if below:
         out.append(f"More than {NEAR_FACTOR:g} times smaller: " + "; ".join(below) + ".")
     same = [v for v in s.index if v != RESNET]
-    twins = [(a, b) for i, a in enumerate(same) for b in same[i + 1:]
-             if _same(s.loc[a, "last block variance"], s.loc[b, "last block variance"])
-             and _same(s.loc[a, "last block squared mean"], s.loc[b, "last block squared mean"])]
+    twins = [
+        (a, b)
+        for i, a in enumerate(same)
+        for b in same[i + 1 :]
+        if _same(s.loc[a, "last block variance"], s.loc[b, "last block variance"])
+        and _same(s.loc[a, "last block squared mean"], s.loc[b, "last block squared mean"])
+    ]
     if twins:
         groups = {}
         for a, b in twins:
             groups.setdefault(a, {a}).add(b)
         biggest = max(groups.values(), key=len)
-        out.append(f"{', '.join(sorted(biggest))} measure exactly the same at the last block: "
-                   "at init each of their residual branches is multiplied by 0 or ends in a "
-                   "zero conv, so all compute the same net of shortcuts.")
+        out.append(
+            f"{', '.join(sorted(biggest))} measure exactly the same at the last block: "
+            "at init each of their residual branches is multiplied by 0 or ends in a "
+            "zero conv, so all compute the same net of shortcuts."
+        )
     return out
 
 
@@ -118,10 +137,11 @@ def branch_sentences(blocks: pd.DataFrame, floor: float = 1e-9) -> list[str]:
     zero = [v for v, r in span.iterrows() if r["max"] < floor]
     out = []
     if zero:
-        out.append(f"Residual branch variance 0 at every block (below {floor:g}, so not drawn "
-                   f"on the log axis): {', '.join(zero)}.")
-    rest = [f"{v} {_num(r['min'])} to {_num(r['max'])}" for v, r in span.iterrows()
-            if r["max"] >= floor]
+        out.append(
+            f"Residual branch variance 0 at every block (below {floor:g}, so not drawn "
+            f"on the log axis): {', '.join(zero)}."
+        )
+    rest = [f"{v} {_num(r['min'])} to {_num(r['max'])}" for v, r in span.iterrows() if r["max"] >= floor]
     if rest:
         out.append("Residual branch variance, lowest to highest block: " + "; ".join(rest) + ".")
     return out
@@ -135,8 +155,10 @@ def shattering_sentences(summary: pd.DataFrame) -> list[str]:
         return []
     col = "lag-1 gradient autocorrelation"
     res, plain = float(s.loc[RESNET, col]), float(s.loc[PLAIN, col])
-    out = [f"Lag-1 autocorrelation of the gradient along the line: residual net **{_num(res)}**, "
-           f"plain net **{_num(plain)}** (1: smooth; 0: shattered, like white noise)."]
+    out = [
+        f"Lag-1 autocorrelation of the gradient along the line: residual net **{_num(res)}**, "
+        f"plain net **{_num(plain)}** (1: smooth; 0: shattered, like white noise)."
+    ]
     level, between, low, const = [], [], [], []
     for v, r in s.drop(index=[RESNET, PLAIN]).iterrows():
         x = float(r[col])
@@ -151,18 +173,25 @@ def shattering_sentences(summary: pd.DataFrame) -> list[str]:
         else:
             low.append(f"{v} {_num(x)}")
     if level:
-        out.append(f"At the residual net's level or above (at least {_num(res - RHO_TOL)}): "
-                   + "; ".join(level) + ".")
+        out.append(
+            f"At the residual net's level or above (at least {_num(res - RHO_TOL)}): "
+            + "; ".join(level)
+            + "."
+        )
     if between:
         out.append("Between the plain and the residual net: " + "; ".join(between) + ".")
     if low:
         out.append("At or below the plain net: " + "; ".join(low) + ".")
     for v in const:
-        out.append(f"{v}: the gradient is the same at every point of the line (the net is linear "
-                   "at init), so nothing is shattered and the autocorrelation is undefined.")
+        out.append(
+            f"{v}: the gradient is the same at every point of the line (the net is linear "
+            "at init), so nothing is shattered and the autocorrelation is undefined."
+        )
     if res <= plain:
-        out.append("Here the residual net's gradient is not smoother than the plain net's: at "
-                   "this depth and width the two do not differ in this measure.")
+        out.append(
+            "Here the residual net's gradient is not smoother than the plain net's: at "
+            "this depth and width the two do not differ in this measure."
+        )
     return out
 
 
@@ -173,13 +202,25 @@ def shattering_figure(shatter: pd.DataFrame, colors: dict, height: int = 360) ->
     for label, g in d.groupby("label", sort=False):
         if not g["autocorrelation"].notna().any():
             continue  # a constant gradient: said in the text, nothing to draw
-        fig.add_trace(go.Scatter(x=g["lag"], y=g["autocorrelation"], mode="lines+markers",
-                                 name=label, line=dict(color=colors.get(label)),
-                                 marker=dict(size=4)))
-    fig.update_layout(template="plotly_white", height=height, margin=dict(t=30, b=40, l=50, r=10),
-                      xaxis_title="lag (points along the line)",
-                      yaxis_title="gradient autocorrelation", yaxis_range=[-1.05, 1.05],
-                      legend=dict(orientation="h", y=-0.3))
+        fig.add_trace(
+            go.Scatter(
+                x=g["lag"],
+                y=g["autocorrelation"],
+                mode="lines+markers",
+                name=label,
+                line=dict(color=colors.get(label)),
+                marker=dict(size=4),
+            )
+        )
+    fig.update_layout(
+        template="plotly_white",
+        height=height,
+        margin=dict(t=30, b=40, l=50, r=10),
+        xaxis_title="lag (points along the line)",
+        yaxis_title="gradient autocorrelation",
+        yaxis_range=[-1.05, 1.05],
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
@@ -208,8 +249,7 @@ def rescue_runs(runs: pd.DataFrame, configs: dict) -> pd.DataFrame:
         v = variant_of(r["kind"], cfg)
         if v is None:
             continue
-        rows.append({**r.to_dict(), "variant": v["label"], "vgroup": v["group"],
-                     "budget": budget_key(cfg)})
+        rows.append({**r.to_dict(), "variant": v["label"], "vgroup": v["group"], "budget": budget_key(cfg)})
     return pd.DataFrame(rows, columns=list(runs.columns) + ["variant", "vgroup", "budget"])
 
 
@@ -231,8 +271,22 @@ def gap_table(sets: pd.DataFrame) -> pd.DataFrame:
     (plain - variant) / (plain - residual), with plain = plain He + BN and residual = resnet
     He + BN of the same budget and depth (NaN where either is missing or the gap is not
     positive). Sets that are not done are left out."""
-    cols = ["budget", "depth", "dataset", "preset", "variant", "group", "n", "seeds",
-            "train_mean", "train_std", "test_mean", "test_std", "gap_closed", "run_ids"]
+    cols = [
+        "budget",
+        "depth",
+        "dataset",
+        "preset",
+        "variant",
+        "group",
+        "n",
+        "seeds",
+        "train_mean",
+        "train_std",
+        "test_mean",
+        "test_std",
+        "gap_closed",
+        "run_ids",
+    ]
     if not len(sets):
         return pd.DataFrame(columns=cols)
     done = sets[(sets["state"] == "done") & sets["train_error_mean"].notna()]
@@ -247,12 +301,24 @@ def gap_table(sets: pd.DataFrame) -> pd.DataFrame:
                 continue
             r = by.loc[v]
             closed = (plain - r["train_error_mean"]) / gap if gap > 0 else math.nan
-            rows.append({"budget": budget, "depth": depth, "dataset": r["dataset"],
-                         "preset": r["preset"], "variant": v, "group": r["vgroup"],
-                         "n": int(r["train_error_n"]), "seeds": r["seeds"],
-                         "train_mean": r["train_error_mean"], "train_std": r["train_error_std"],
-                         "test_mean": r["test_error_mean"], "test_std": r["test_error_std"],
-                         "gap_closed": closed, "run_ids": r["run_ids"]})
+            rows.append(
+                {
+                    "budget": budget,
+                    "depth": depth,
+                    "dataset": r["dataset"],
+                    "preset": r["preset"],
+                    "variant": v,
+                    "group": r["vgroup"],
+                    "n": int(r["train_error_n"]),
+                    "seeds": r["seeds"],
+                    "train_mean": r["train_error_mean"],
+                    "train_std": r["train_error_std"],
+                    "test_mean": r["test_error_mean"],
+                    "test_std": r["test_error_std"],
+                    "gap_closed": closed,
+                    "run_ids": r["run_ids"],
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -266,23 +332,31 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
     have_p, have_r = PLAIN in by.index, RESNET in by.index
     if not (have_p and have_r):
         missing = " and ".join(x for x, h in ((PLAIN, have_p), (RESNET, have_r)) if not h)
-        return [f"No finished run of {missing} at this budget and depth: without both baselines "
-                "there is no plain-to-residual gap to measure the variants against."]
+        return [
+            f"No finished run of {missing} at this budget and depth: without both baselines "
+            "there is no plain-to-residual gap to measure the variants against."
+        ]
     p, r = by.loc[PLAIN], by.loc[RESNET]
     gap = p["train_mean"] - r["train_mean"]
-    out = [f"Final training error: {PLAIN} {_pm(p['train_mean'], p['train_std'], p['n'])}, "
-           f"{RESNET} {_pm(r['train_mean'], r['train_std'], r['n'])}: a gap of **{gap:.1f} "
-           "points**."]
+    out = [
+        f"Final training error: {PLAIN} {_pm(p['train_mean'], p['train_std'], p['n'])}, "
+        f"{RESNET} {_pm(r['train_mean'], r['train_std'], r['n'])}: a gap of **{gap:.1f} "
+        "points**."
+    ]
     if gap <= 0:
-        out.append("At this budget the plain net is not behind the residual net, so there is no "
-                   "gap for the variants to close.")
+        out.append(
+            "At this budget the plain net is not behind the residual net, so there is no "
+            "gap for the variants to close."
+        )
         return out
     for v, row in by.drop(index=[PLAIN, RESNET]).iterrows():
         c = row["gap_closed"]
         err = _pm(row["train_mean"], row["train_std"], row["n"])
         if c >= 1.0:
-            say = (f"closes the whole gap ({100 * c:.0f}%): it ends "
-                   f"{r['train_mean'] - row['train_mean']:.1f} points below the residual net")
+            say = (
+                f"closes the whole gap ({100 * c:.0f}%): it ends "
+                f"{r['train_mean'] - row['train_mean']:.1f} points below the residual net"
+            )
         elif c >= 0.5:
             say = f"closes most of the gap: **{100 * c:.0f}%**"
         elif c > 0.1:
@@ -290,61 +364,109 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
         elif c >= -0.1:
             say = f"closes almost none of the gap ({100 * c:.0f}%)"
         else:
-            say = (f"ends {row['train_mean'] - p['train_mean']:.1f} points *above* the plain "
-                   f"net ({100 * c:.0f}% of the gap)")
+            say = (
+                f"ends {row['train_mean'] - p['train_mean']:.1f} points *above* the plain "
+                f"net ({100 * c:.0f}% of the gap)"
+            )
         out.append(f"**{v}** ({row['group']}): {err}; it {say}.")
     if (by["n"] < 2).any():
-        out.append("Sets with one seed have no spread: a difference of a few points between "
-                   "them may be seed noise.")
+        out.append(
+            "Sets with one seed have no spread: a difference of a few points between them may be seed noise."
+        )
     return out
 
 
-def curves_figure(metrics: pd.DataFrame, table: pd.DataFrame, colors: dict,
-                  height: int = 380) -> go.Figure:
+def curves_figure(metrics: pd.DataFrame, table: pd.DataFrame, colors: dict, height: int = 380) -> go.Figure:
     """Training error (running, split ``train``) and test error against step, per variant:
     the mean over its seeds with a ± std band. ``metrics``: metrics_for rows (run_id, split,
     step, error)."""
     from .charts import mean_band
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["training error (running)", "test error"],
-                        horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["training error (running)", "test error"], horizontal_spacing=0.08
+    )
     for _, row in table.iterrows():
         color = colors.get(row["variant"], "#888888")
         for col, split in ((1, "train"), (2, "test")):
             b = mean_band(metrics, row["run_ids"], split)
             if not len(b):
                 continue
-            fig.add_trace(go.Scatter(x=b["step"], y=b["mean"], mode="lines", name=row["variant"],
-                                     legendgroup=row["variant"], showlegend=col == 1,
-                                     line=dict(color=color)), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=b["step"],
+                    y=b["mean"],
+                    mode="lines",
+                    name=row["variant"],
+                    legendgroup=row["variant"],
+                    showlegend=col == 1,
+                    line=dict(color=color),
+                ),
+                row=1,
+                col=col,
+            )
             sd = b["std"].fillna(0.0)
             if row["n"] > 1:
-                fig.add_trace(go.Scatter(
-                    x=list(b["step"]) + list(b["step"][::-1]),
-                    y=list(b["mean"] + sd) + list((b["mean"] - sd)[::-1]), fill="toself",
-                    line=dict(width=0), fillcolor=color, opacity=0.15, hoverinfo="skip",
-                    showlegend=False, legendgroup=row["variant"]), row=1, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(b["step"]) + list(b["step"][::-1]),
+                        y=list(b["mean"] + sd) + list((b["mean"] - sd)[::-1]),
+                        fill="toself",
+                        line=dict(width=0),
+                        fillcolor=color,
+                        opacity=0.15,
+                        hoverinfo="skip",
+                        showlegend=False,
+                        legendgroup=row["variant"],
+                    ),
+                    row=1,
+                    col=col,
+                )
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="error (%)", rangemode="tozero")
-    fig.update_layout(template="plotly_white", height=height, margin=dict(t=40, b=40, l=50, r=10),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        template="plotly_white",
+        height=height,
+        margin=dict(t=40, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
 def gap_display(table: pd.DataFrame) -> pd.DataFrame:
     """The table as the page shows it."""
-    return pd.DataFrame({
-        "variant": table["variant"], "group": table["group"], "seeds": table["n"],
-        "final training error": [_pm(m, s, n) for m, s, n in
-                                 zip(table["train_mean"], table["train_std"], table["n"])],
-        "final test error": [_pm(m, s, n) for m, s, n in
-                             zip(table["test_mean"], table["test_std"], table["n"])],
-        "gap closed": ["–" if not math.isfinite(c) else f"{100 * c:.0f}%"
-                       for c in table["gap_closed"]]})
+    return pd.DataFrame(
+        {
+            "variant": table["variant"],
+            "group": table["group"],
+            "seeds": table["n"],
+            "final training error": [
+                _pm(m, s, n) for m, s, n in zip(table["train_mean"], table["train_std"], table["n"])
+            ],
+            "final test error": [
+                _pm(m, s, n) for m, s, n in zip(table["test_mean"], table["test_std"], table["n"])
+            ],
+            "gap closed": ["–" if not math.isfinite(c) else f"{100 * c:.0f}%" for c in table["gap_closed"]],
+        }
+    )
 
 
-__all__ = ["PLAIN", "RESNET", "SWEEP_COMMAND", "VARIANT_FIELDS", "variant_colors", "flags_of",
-           "init_summary", "variance_sentences", "branch_sentences", "shattering_sentences",
-           "shattering_figure",
-           "budget_key", "rescue_runs", "variant_sets", "gap_table", "gap_sentences",
-           "curves_figure", "gap_display"]
+__all__ = [
+    "PLAIN",
+    "RESNET",
+    "SWEEP_COMMAND",
+    "VARIANT_FIELDS",
+    "variant_colors",
+    "flags_of",
+    "init_summary",
+    "variance_sentences",
+    "branch_sentences",
+    "shattering_sentences",
+    "shattering_figure",
+    "budget_key",
+    "rescue_runs",
+    "variant_sets",
+    "gap_table",
+    "gap_sentences",
+    "curves_figure",
+    "gap_display",
+]

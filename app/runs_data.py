@@ -3,6 +3,7 @@
 A broken run folder (missing or corrupt config.json / status.json, torn lines) never raises
 from these functions: it shows up as a row with state "broken" and an ``error`` message.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,10 +24,34 @@ from resnet_core.store import Run, RunStore, StoreError, dedupe_steps
 from .charts import run_color
 
 KIND_NAMES = {"plain": "plain", "resnet": "ResNet", "preresnet": "pre-act ResNet"}
-RUN_COLUMNS = ["id", "label", "kind", "depth", "family", "model", "dataset", "preset", "name",
-               "state", "step", "total", "progress", "eta_s", "images_per_s", "message",
-               "created", "test_error", "train_error", "shortcut", "width", "norm", "seed",
-               "group", "error", "color"]
+RUN_COLUMNS = [
+    "id",
+    "label",
+    "kind",
+    "depth",
+    "family",
+    "model",
+    "dataset",
+    "preset",
+    "name",
+    "state",
+    "step",
+    "total",
+    "progress",
+    "eta_s",
+    "images_per_s",
+    "message",
+    "created",
+    "test_error",
+    "train_error",
+    "shortcut",
+    "width",
+    "norm",
+    "seed",
+    "group",
+    "error",
+    "color",
+]
 METRIC_COLUMNS = ["step", "epoch", "split", "loss", "error", "lr", "time", "images_per_s"]
 
 
@@ -125,11 +150,16 @@ def final_errors(run: Run) -> dict:
                         out[split] = float(err)
             if out["test"] is not None and out["train_eval"] is not None:
                 break
-        if (out["test"] is not None and out["train_eval"] is not None) or nbytes is None \
-                or st.st_size <= (nbytes or 0):
+        if (
+            (out["test"] is not None and out["train_eval"] is not None)
+            or nbytes is None
+            or st.st_size <= (nbytes or 0)
+        ):
             break
-    res = {"test_error": out["test"],
-           "train_error": out["train_eval"] if out["train_eval"] is not None else out["train"]}
+    res = {
+        "test_error": out["test"],
+        "train_error": out["train_eval"] if out["train_eval"] is not None else out["train"],
+    }
     if len(_FINALS) > 4096:
         _FINALS.clear()
     _FINALS[key] = res
@@ -145,18 +175,35 @@ def runs_frame(store: RunStore, infos: list[dict] | None = None) -> pd.DataFrame
         family, kind, depth = model_info(cfg.get("model", ""))
         total = st.get("total")
         step = st.get("step") or 0
-        row = {"id": rid, "label": run_label(rid, cfg), "kind": kind, "depth": depth,
-               "family": family, "model": cfg.get("model"),
-               "dataset": dataset_short(cfg.get("dataset")), "preset": cfg.get("preset"),
-               "name": cfg.get("name"), "state": st.get("state", "broken"), "step": step,
-               "total": total,
-               "progress": (min(1.0, step / total) if isinstance(total, (int, float)) and total
-                            else (1.0 if st.get("state") == "done" else 0.0)),
-               "eta_s": st.get("eta_s"), "images_per_s": st.get("images_per_s"),
-               "message": st.get("message") or "", "created": st.get("created"),
-               "shortcut": cfg.get("shortcut"), "width": cfg.get("width"),
-               "norm": cfg.get("norm"), "seed": cfg.get("seed"),
-               "group": None if info.get("error") else seed_group(cfg), "error": info.get("error")}
+        row = {
+            "id": rid,
+            "label": run_label(rid, cfg),
+            "kind": kind,
+            "depth": depth,
+            "family": family,
+            "model": cfg.get("model"),
+            "dataset": dataset_short(cfg.get("dataset")),
+            "preset": cfg.get("preset"),
+            "name": cfg.get("name"),
+            "state": st.get("state", "broken"),
+            "step": step,
+            "total": total,
+            "progress": (
+                min(1.0, step / total)
+                if isinstance(total, (int, float)) and total
+                else (1.0 if st.get("state") == "done" else 0.0)
+            ),
+            "eta_s": st.get("eta_s"),
+            "images_per_s": st.get("images_per_s"),
+            "message": st.get("message") or "",
+            "created": st.get("created"),
+            "shortcut": cfg.get("shortcut"),
+            "width": cfg.get("width"),
+            "norm": cfg.get("norm"),
+            "seed": cfg.get("seed"),
+            "group": None if info.get("error") else seed_group(cfg),
+            "error": info.get("error"),
+        }
         if info.get("error"):
             row["test_error"] = row["train_error"] = None
         else:
@@ -185,8 +232,22 @@ def metrics_frame(run: Run) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-LAYER_COLUMNS = ["step", "layer", "type", "order", "std", "mean", "f_std", "x_std", "f_over_x",
-                 "out_grad_norm", "grad_norm", "weight_norm", "grad_to_weight", "dead_frac"]
+LAYER_COLUMNS = [
+    "step",
+    "layer",
+    "type",
+    "order",
+    "std",
+    "mean",
+    "f_std",
+    "x_std",
+    "f_over_x",
+    "out_grad_norm",
+    "grad_norm",
+    "weight_norm",
+    "grad_to_weight",
+    "dead_frac",
+]
 
 
 def layers_frame(run: Run) -> pd.DataFrame:
@@ -196,8 +257,10 @@ def layers_frame(run: Run) -> pd.DataFrame:
         if c not in df.columns:
             df[c] = None
     if len(df):
-        df = df[df["step"].apply(lambda s: isinstance(s, (int, float)))
-                & df["layer"].apply(lambda s: isinstance(s, str))]
+        df = df[
+            df["step"].apply(lambda s: isinstance(s, (int, float)))
+            & df["layer"].apply(lambda s: isinstance(s, str))
+        ]
     for c in LAYER_COLUMNS:
         if c not in ("layer", "type"):
             df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -213,19 +276,29 @@ def config_of(store: RunStore, run_id: str) -> dict:
 # TrainConfig fields that do not change what a run learns. Two runs whose configs are equal on
 # every other field "differ only in seed": they are repeats of one experiment, and Degradation,
 # Runs and the Tour draw them as mean +- std. This is the one definition the pages share.
-SEED_BLIND_FIELDS = frozenset({
-    "seed",  # what varies (it also draws the training subset and the validation split)
-    "name", "preset",  # labels: a preset's values are already in the other fields
-    "data_root", "download",  # where the same dataset is read from
-    "device", "threads", "compile", "channels_last",  # the same arithmetic on other hardware
-    "recorders",  # hooks that read activations and gradients, never change them
-    "checkpoint_every", "checkpoint_steps",  # when weights are saved (resuming is exact)
-})
+SEED_BLIND_FIELDS = frozenset(
+    {
+        "seed",  # what varies (it also draws the training subset and the validation split)
+        "name",
+        "preset",  # labels: a preset's values are already in the other fields
+        "data_root",
+        "download",  # where the same dataset is read from
+        "device",
+        "threads",
+        "compile",
+        "channels_last",  # the same arithmetic on other hardware
+        "recorders",  # hooks that read activations and gradients, never change them
+        "checkpoint_every",
+        "checkpoint_steps",  # when weights are saved (resuming is exact)
+    }
+)
 # Kept in the key on purpose: precision (bf16 changes the arithmetic), and log_every,
 # eval_every, train_eval_size, test_size (they decide which points exist and what an error
 # is measured on, so the seeds' curves line up step by step).
-_FIELD_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-                   for f in dataclasses.fields(TrainConfig)}
+_FIELD_DEFAULTS = {
+    f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+    for f in dataclasses.fields(TrainConfig)
+}
 
 
 def _canonical(v):
@@ -242,8 +315,7 @@ def seed_group(cfg: dict) -> str | None:
     config is unreadable."""
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), str):
         return None
-    key = {k: _canonical(v) for k, v in {**_FIELD_DEFAULTS, **cfg}.items()
-           if k not in SEED_BLIND_FIELDS}
+    key = {k: _canonical(v) for k, v in {**_FIELD_DEFAULTS, **cfg}.items() if k not in SEED_BLIND_FIELDS}
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -256,15 +328,39 @@ def seed_sets(runs: pd.DataFrame) -> pd.Series:
         return pd.Series([], dtype=object)
     ref = runs["reference"].fillna("") if "reference" in runs.columns else pd.Series("", index=runs.index)
     group = runs["group"] if "group" in runs.columns else pd.Series(None, index=runs.index)
-    return pd.Series([f"{r}|{g}" if s == "done" and isinstance(g, str) and g else f"run|{i}"
-                      for i, g, s, r in zip(runs["id"], group, runs["state"], ref)],
-                     index=runs.index, dtype=object)
+    return pd.Series(
+        [
+            f"{r}|{g}" if s == "done" and isinstance(g, str) and g else f"run|{i}"
+            for i, g, s, r in zip(runs["id"], group, runs["state"], ref)
+        ],
+        index=runs.index,
+        dtype=object,
+    )
 
 
-SEED_GROUP_COLUMNS = ["set", "label", "kind", "depth", "model", "dataset", "reference", "state",
-                      "color", "n_runs", "seeds", "run_ids", "width", "shortcut", "norm",
-                      "test_error_mean", "test_error_std", "test_error_n",
-                      "train_error_mean", "train_error_std", "train_error_n"]
+SEED_GROUP_COLUMNS = [
+    "set",
+    "label",
+    "kind",
+    "depth",
+    "model",
+    "dataset",
+    "reference",
+    "state",
+    "color",
+    "n_runs",
+    "seeds",
+    "run_ids",
+    "width",
+    "shortcut",
+    "norm",
+    "test_error_mean",
+    "test_error_std",
+    "test_error_n",
+    "train_error_mean",
+    "train_error_std",
+    "train_error_n",
+]
 
 
 def _stats(values) -> tuple[float, float, int]:
@@ -283,9 +379,10 @@ def _group_label(first, n: int) -> str:
     if isinstance(ref, str) and ref:  # a reference run's label names its set, not a run id
         base = first["label"]
     else:
-        base = " · ".join([model_title(first["kind"], first["depth"]), str(first["dataset"])]
-                          + ([str(first["name"])[:24]] if isinstance(first.get("name"), str)
-                             and first["name"] else []))
+        base = " · ".join(
+            [model_title(first["kind"], first["depth"]), str(first["dataset"])]
+            + ([str(first["name"])[:24]] if isinstance(first.get("name"), str) and first["name"] else [])
+        )
     return f"{base} · {n} seeds"
 
 
@@ -299,12 +396,19 @@ def seed_groups(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, g in df.groupby("set", sort=False):
         first = g.iloc[0]
-        row = {c: first.get(c) for c in ("kind", "depth", "model", "dataset", "width",
-                                        "shortcut", "norm", "color")}
-        row.update(set=key, label=_group_label(first, len(g)), n_runs=len(g),
-                   reference=first.get("reference") if isinstance(first.get("reference"), str) else "",
-                   state=first["state"], run_ids=list(g["id"]),
-                   seeds=sorted(int(x) for x in g["seed"] if isinstance(x, (int, float)) and x == x))
+        row = {
+            c: first.get(c)
+            for c in ("kind", "depth", "model", "dataset", "width", "shortcut", "norm", "color")
+        }
+        row.update(
+            set=key,
+            label=_group_label(first, len(g)),
+            n_runs=len(g),
+            reference=first.get("reference") if isinstance(first.get("reference"), str) else "",
+            state=first["state"],
+            run_ids=list(g["id"]),
+            seeds=sorted(int(x) for x in g["seed"] if isinstance(x, (int, float)) and x == x),
+        )
         for split in ("test", "train"):
             m, sd, n = _stats(g[f"{split}_error"])
             row.update({f"{split}_error_mean": m, f"{split}_error_std": sd, f"{split}_error_n": n})
@@ -314,8 +418,9 @@ def seed_groups(runs: pd.DataFrame) -> pd.DataFrame:
     # experiment of the same model (as run colors are)
     multi = out["n_runs"] > 1
     variant = out[multi].groupby(["kind", "depth"], dropna=False).cumcount()
-    out.loc[multi, "color"] = [run_color(k, d, int(v)) for k, d, v in
-                               zip(out.loc[multi, "kind"], out.loc[multi, "depth"], variant)]
+    out.loc[multi, "color"] = [
+        run_color(k, d, int(v)) for k, d, v in zip(out.loc[multi, "kind"], out.loc[multi, "depth"], variant)
+    ]
     dup = out["label"].duplicated(keep=False) & multi
     out.loc[dup, "label"] = out.loc[dup, "label"] + " · cfg " + out.loc[dup, "set"].str[-4:]
     return out
@@ -340,8 +445,7 @@ def fmt_mean_std(mean, std, n) -> str:
 
 # the image channels and classes of the named datasets, for parameter counts; a file dataset
 # (.npz, ImageFolder) is counted at 3 channels and 10 classes, the paper's CIFAR-10 shape
-_DATA_SHAPES = {"digits": (1, 10), "mnist": (1, 10), "fashion_mnist": (1, 10),
-                "cifar100": (3, 100)}
+_DATA_SHAPES = {"digits": (1, 10), "mnist": (1, 10), "fashion_mnist": (1, 10), "cifar100": (3, 100)}
 
 
 @functools.lru_cache(maxsize=256)
@@ -353,8 +457,9 @@ def param_count(model: str, width=None, shortcut=None, norm=None, dataset: str =
 
     ch, classes = _DATA_SHAPES.get(dataset, (3, 10))
     try:
-        net = build_model(model, width=width, shortcut=shortcut, norm=norm,
-                          in_channels=ch, num_classes=classes)
+        net = build_model(
+            model, width=width, shortcut=shortcut, norm=norm, in_channels=ch, num_classes=classes
+        )
     except (ValueError, TypeError):
         return None
     return count_params(net)
@@ -370,43 +475,103 @@ def table6_frame(groups: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 6 layout, one row per experiment (``seed_groups``): the net, its depth
     in weighted layers, its parameters, and the final test and training errors as mean ± std
     (n), then the same numbers as plain columns (for the CSV). Sorted by family, then depth."""
-    cols = ["net", "depth (layers)", "params", "test error (%) mean ± std (n)",
-            "training error (%) mean ± std (n)", "dataset", "seeds", "state",
-            "params_count", "test_error_mean", "test_error_std", "test_error_n",
-            "train_error_mean", "train_error_std", "train_error_n", "label", "reference"]
+    cols = [
+        "net",
+        "depth (layers)",
+        "params",
+        "test error (%) mean ± std (n)",
+        "training error (%) mean ± std (n)",
+        "dataset",
+        "seeds",
+        "state",
+        "params_count",
+        "test_error_mean",
+        "test_error_std",
+        "test_error_n",
+        "train_error_mean",
+        "train_error_std",
+        "train_error_n",
+        "label",
+        "reference",
+    ]
     if not len(groups):
         return pd.DataFrame(columns=cols)
     g = groups.copy()
     g["_kind"] = g["kind"].map({"plain": 0, "resnet": 1, "preresnet": 2}).fillna(3)
     g = g.sort_values(["reference", "_kind", "depth", "label"], na_position="last")
-    counts = [param_count(m, int(w) if isinstance(w, (int, float)) and w == w else None,
-                          s if isinstance(s, str) else None,
-                          n if isinstance(n, str) else None, d if isinstance(d, str) else "")
-              if isinstance(m, str) else None
-              for m, w, s, n, d in zip(g["model"], g["width"], g["shortcut"], g["norm"], g["dataset"])]
-    out = pd.DataFrame({
-        "net": [model_title(k, d) for k, d in zip(g["kind"], g["depth"])],
-        "depth (layers)": g["depth"],
-        "params": [_params_text(c) for c in counts],
-        "test error (%) mean ± std (n)": [fmt_mean_std(m, s, n) for m, s, n in
-                                          zip(g["test_error_mean"], g["test_error_std"], g["test_error_n"])],
-        "training error (%) mean ± std (n)": [fmt_mean_std(m, s, n) for m, s, n in
-                                              zip(g["train_error_mean"], g["train_error_std"], g["train_error_n"])],
-        "dataset": g["dataset"], "seeds": [", ".join(map(str, x)) for x in g["seeds"]],
-        "state": g["state"], "params_count": counts,
-        **{c: g[c] for c in ("test_error_mean", "test_error_std", "test_error_n",
-                             "train_error_mean", "train_error_std", "train_error_n", "label",
-                             "reference")}})
+    counts = [
+        param_count(
+            m,
+            int(w) if isinstance(w, (int, float)) and w == w else None,
+            s if isinstance(s, str) else None,
+            n if isinstance(n, str) else None,
+            d if isinstance(d, str) else "",
+        )
+        if isinstance(m, str)
+        else None
+        for m, w, s, n, d in zip(g["model"], g["width"], g["shortcut"], g["norm"], g["dataset"])
+    ]
+    out = pd.DataFrame(
+        {
+            "net": [model_title(k, d) for k, d in zip(g["kind"], g["depth"])],
+            "depth (layers)": g["depth"],
+            "params": [_params_text(c) for c in counts],
+            "test error (%) mean ± std (n)": [
+                fmt_mean_std(m, s, n)
+                for m, s, n in zip(g["test_error_mean"], g["test_error_std"], g["test_error_n"])
+            ],
+            "training error (%) mean ± std (n)": [
+                fmt_mean_std(m, s, n)
+                for m, s, n in zip(g["train_error_mean"], g["train_error_std"], g["train_error_n"])
+            ],
+            "dataset": g["dataset"],
+            "seeds": [", ".join(map(str, x)) for x in g["seeds"]],
+            "state": g["state"],
+            "params_count": counts,
+            **{
+                c: g[c]
+                for c in (
+                    "test_error_mean",
+                    "test_error_std",
+                    "test_error_n",
+                    "train_error_mean",
+                    "train_error_std",
+                    "train_error_n",
+                    "label",
+                    "reference",
+                )
+            },
+        }
+    )
     return out[cols].reset_index(drop=True)
 
 
-__all__ = ["runs_frame", "metrics_frame", "layers_frame", "final_errors", "run_label",
-           "model_info", "model_title", "dataset_short", "tail_rows", "config_of", "StoreError",
-           "dedupe_steps", "SEED_BLIND_FIELDS", "seed_group", "seed_sets", "seed_groups",
-           "newest_groups", "fmt_mean_std", "param_count", "table6_frame"]
+__all__ = [
+    "runs_frame",
+    "metrics_frame",
+    "layers_frame",
+    "final_errors",
+    "run_label",
+    "model_info",
+    "model_title",
+    "dataset_short",
+    "tail_rows",
+    "config_of",
+    "StoreError",
+    "dedupe_steps",
+    "SEED_BLIND_FIELDS",
+    "seed_group",
+    "seed_sets",
+    "seed_groups",
+    "newest_groups",
+    "fmt_mean_std",
+    "param_count",
+    "table6_frame",
+]
 
 
 # --- when depth starts to pay (the deeper ResNet's training error falls below the shallower's) ---
+
 
 def _mean_curve(metrics: pd.DataFrame, run_ids, split: str, smooth: int) -> pd.Series:
     """Error (%) per step of one split, averaged over ``run_ids`` (seeds) at the steps every

@@ -4,6 +4,7 @@ Nothing here holds state the store lacks: every page re-reads the run store on e
 (cheap: small JSON files, log tails, and caches keyed by file size and mtime), so a refresh,
 a second tab or a restarted server sees the same runs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,13 +20,21 @@ from resnet_core.store import ACTIVE, RESUMABLE, RunStore, StoreError, check_run
 
 from . import runs_data
 
-STATE_ICONS = {"queued": ":material/hourglass_top:", "running": ":material/play_circle:",
-               "done": ":material/check_circle:", "failed": ":material/error:",
-               "diverged": ":material/warning:", "cancelled": ":material/cancel:",
-               "interrupted": ":material/pause_circle:", "broken": ":material/broken_image:"}
-PLOTLY_CONFIG = {"displaylogo": False,
-                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "resnet-lab"},
-                 "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+STATE_ICONS = {
+    "queued": ":material/hourglass_top:",
+    "running": ":material/play_circle:",
+    "done": ":material/check_circle:",
+    "failed": ":material/error:",
+    "diverged": ":material/warning:",
+    "cancelled": ":material/cancel:",
+    "interrupted": ":material/pause_circle:",
+    "broken": ":material/broken_image:",
+}
+PLOTLY_CONFIG = {
+    "displaylogo": False,
+    "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "resnet-lab"},
+    "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+}
 
 
 def get_store() -> RunStore:
@@ -52,7 +61,7 @@ def is_reference(run_id) -> bool:
 def resolve(run_id: str, store: RunStore) -> tuple[RunStore, str]:
     """(the store holding ``run_id``, its id there): a reference set for "ref:" ids."""
     if is_reference(run_id):
-        name, _, rid = run_id[len(REF_PREFIX):].partition("/")
+        name, _, rid = run_id[len(REF_PREFIX) :].partition("/")
         reference.check_set_name(name)
         check_run_id(rid)  # no path tricks: a plain run id, inside that set's folder
         return RunStore(reference.default_root() / name), rid
@@ -77,13 +86,15 @@ def _reference_cached(root: str, sig: tuple) -> tuple[pd.DataFrame, list[dict]]:
         df = df[df["state"] == "done"].copy()
         if not len(df):
             continue
-        df["label"] = [f"ref · {runs_data.model_title(k, d)} · {s.name}"
-                       for k, d in zip(df["kind"], df["depth"])]
+        df["label"] = [
+            f"ref · {runs_data.model_title(k, d)} · {s.name}" for k, d in zip(df["kind"], df["depth"])
+        ]
         df["id"] = REF_PREFIX + s.name + "/" + df["id"]
         df["reference"] = s.title
         frames.append(df)
-        sets.append({"name": s.name, "title": s.title, "description": s.description,
-                     "meta": s.meta, "n": len(df)})
+        sets.append(
+            {"name": s.name, "title": s.title, "description": s.description, "meta": s.meta, "n": len(df)}
+        )
     if not frames:
         return pd.DataFrame(columns=runs_data.RUN_COLUMNS + ["reference"]), sets
     return pd.concat(frames, ignore_index=True), sets
@@ -104,11 +115,15 @@ def pick_references(refs: pd.DataFrame, key: str, default: list[str] | None = No
     """A picker for bundled reference runs (nothing shown when none are bundled)."""
     if not len(refs):
         return []
-    return pick_runs(refs, "Reference runs (bundled with the lab, measured)", key=key,
-                     default=default or [],
-                     help="Finished runs whose records ship with the lab (no weights): "
-                          + "; ".join(f"{s['title']}" for s in reference_sets())
-                          + ". The Runs page says how each set was made.")
+    return pick_runs(
+        refs,
+        "Reference runs (bundled with the lab, measured)",
+        key=key,
+        default=default or [],
+        help="Finished runs whose records ship with the lab (no weights): "
+        + "; ".join(f"{s['title']}" for s in reference_sets())
+        + ". The Runs page says how each set was made.",
+    )
 
 
 def _sig(path) -> tuple:
@@ -174,8 +189,15 @@ def budgets_for(runs: pd.DataFrame, store: RunStore | None = None) -> list[dict]
             cfg = st_.run(sid).read_config_dict()
         except (StoreError, reference.ReferenceError):
             cfg = {}
-        out.append({"steps": total, "batch_size": cfg.get("batch_size"), "images": cfg.get("subset"),
-                    "image_size": cfg.get("image_size"), "dataset": ds})
+        out.append(
+            {
+                "steps": total,
+                "batch_size": cfg.get("batch_size"),
+                "images": cfg.get("subset"),
+                "image_size": cfg.get("image_size"),
+                "dataset": ds,
+            }
+        )
     return out
 
 
@@ -213,10 +235,12 @@ def recorder_problem_note(runs: pd.DataFrame, store: RunStore) -> None:
     probs = recorder_problems(store, list(runs["id"])) if len(runs) else {}
     if probs:
         labels = dict(zip(runs["id"], runs["label"]))
-        st.warning("Per-layer records are missing or incomplete for these runs, because their "
-                   "recorder failed:\n\n" + "\n".join(
-                       f"- **{labels.get(r, r)}**: {'; '.join(e)[:300]}" for r, e in probs.items()),
-                   icon=":material/warning:")
+        st.warning(
+            "Per-layer records are missing or incomplete for these runs, because their "
+            "recorder failed:\n\n"
+            + "\n".join(f"- **{labels.get(r, r)}**: {'; '.join(e)[:300]}" for r, e in probs.items()),
+            icon=":material/warning:",
+        )
 
 
 def record_images(layers: pd.DataFrame) -> dict:
@@ -224,8 +248,11 @@ def record_images(layers: pd.DataFrame) -> dict:
     None for records made before the count was stored (128 probe images, the old timing)."""
     out = {}
     for rid, g in layers.groupby("run_id", sort=False):
-        n = (pd.to_numeric(g["images"], errors="coerce").dropna() if "images" in g.columns
-             else pd.Series(dtype=float))
+        n = (
+            pd.to_numeric(g["images"], errors="coerce").dropna()
+            if "images" in g.columns
+            else pd.Series(dtype=float)
+        )
         out[rid] = sorted({int(v) for v in n}) or None
     return out
 
@@ -247,33 +274,51 @@ def state_text(state: str, icon: bool = True) -> str:
 
 def show_chart(fig, data: pd.DataFrame | None, name: str, key: str, caption: str | None = None):
     """A plotly chart (its modebar exports PNG) with a CSV download of its data."""
-    cfg = dict(PLOTLY_CONFIG, toImageButtonOptions=dict(PLOTLY_CONFIG["toImageButtonOptions"],
-                                                        filename=name))
+    cfg = dict(PLOTLY_CONFIG, toImageButtonOptions=dict(PLOTLY_CONFIG["toImageButtonOptions"], filename=name))
     st.plotly_chart(chart_layout(fig), config=cfg, key=f"chart_{key}")
     if caption:
         st.caption(caption)
     if data is not None and len(data):
-        st.download_button("Download data (CSV)", data.to_csv(index=False).encode(),
-                           file_name=f"{name}.csv", mime="text/csv", key=f"csv_{key}",
-                           on_click="ignore", icon=":material/download:")
+        st.download_button(
+            "Download data (CSV)",
+            data.to_csv(index=False).encode(),
+            file_name=f"{name}.csv",
+            mime="text/csv",
+            key=f"csv_{key}",
+            on_click="ignore",
+            icon=":material/download:",
+        )
 
 
 def run_options(df: pd.DataFrame) -> tuple[list[str], dict]:
     """Run ids and their labels (with state), for pickers."""
-    labels = {r.id: f"{r.label} ({r.state})" if r.state not in ("done",) else r.label
-              for r in df.itertuples()}
+    labels = {
+        r.id: f"{r.label} ({r.state})" if r.state not in ("done",) else r.label for r in df.itertuples()
+    }
     return list(df["id"]), labels
 
 
-def pick_runs(df: pd.DataFrame, label: str, key: str, default: list[str] | None = None,
-              max_selections: int | None = None, help: str | None = None) -> list[str]:
+def pick_runs(
+    df: pd.DataFrame,
+    label: str,
+    key: str,
+    default: list[str] | None = None,
+    max_selections: int | None = None,
+    help: str | None = None,
+) -> list[str]:
     ids, labels = run_options(df)
     if key in st.session_state:  # drop ids that vanished (deleted runs)
         st.session_state[key] = [i for i in st.session_state[key] if i in labels]
     default = [d for d in (default or []) if d in labels]
-    return st.multiselect(label, ids, default=default if key not in st.session_state else None,
-                          format_func=lambda i: labels.get(i, i), key=key,
-                          max_selections=max_selections, help=help)
+    return st.multiselect(
+        label,
+        ids,
+        default=default if key not in st.session_state else None,
+        format_func=lambda i: labels.get(i, i),
+        key=key,
+        max_selections=max_selections,
+        help=help,
+    )
 
 
 def pick_run(df: pd.DataFrame, label: str, key: str, default: str | None = None) -> str | None:
@@ -318,19 +363,27 @@ def analysis_function(module: str, name: str, what: str):
     try:
         return getattr(importlib.import_module(target), name)
     except ImportError as e:
-        st.warning(f"**{what}** can't be shown: importing `{target}` failed "
-                   f"({type(e).__name__}: {str(e)[:200]}). The rest of the page works "
-                   "without it.", icon=":material/extension_off:")
+        st.warning(
+            f"**{what}** can't be shown: importing `{target}` failed "
+            f"({type(e).__name__}: {str(e)[:200]}). The rest of the page works "
+            "without it.",
+            icon=":material/extension_off:",
+        )
     except AttributeError:
-        st.warning(f"**{what}** can't be shown: `{target}` has no `{name}` (an older analysis "
-                   "package?). The rest of the page works without it.",
-                   icon=":material/extension_off:")
+        st.warning(
+            f"**{what}** can't be shown: `{target}` has no `{name}` (an older analysis "
+            "package?). The rest of the page works without it.",
+            icon=":material/extension_off:",
+        )
     return None
 
 
 def no_runs_note(what: str = "this page"):
-    st.info(f"No runs in the store yet ({get_store().root}). Launch one on the **Lab** page "
-            f"and come back to {what}.", icon=":material/science:")
+    st.info(
+        f"No runs in the store yet ({get_store().root}). Launch one on the **Lab** page "
+        f"and come back to {what}.",
+        icon=":material/science:",
+    )
 
 
 def active_count(df: pd.DataFrame) -> int:
@@ -344,10 +397,28 @@ def config_json(store: RunStore, run_id: str) -> str:
         return json.dumps({"error": str(e)})
 
 
-__all__ = ["get_store", "runs_df", "reference_df", "reference_sets", "pick_references",
-           "is_reference", "metrics_for", "layers_for", "show_chart", "pick_runs",
-           "pick_run", "default_pair", "analysis_function", "fmt_eta", "fmt_pct", "state_text",
-           "no_runs_note", "ACTIVE", "RESUMABLE", "time"]
+__all__ = [
+    "get_store",
+    "runs_df",
+    "reference_df",
+    "reference_sets",
+    "pick_references",
+    "is_reference",
+    "metrics_for",
+    "layers_for",
+    "show_chart",
+    "pick_runs",
+    "pick_run",
+    "default_pair",
+    "analysis_function",
+    "fmt_eta",
+    "fmt_pct",
+    "state_text",
+    "no_runs_note",
+    "ACTIVE",
+    "RESUMABLE",
+    "time",
+]
 
 
 # --- background analyses (analysis.jobs) -------------------------------------------------
@@ -372,8 +443,10 @@ def analysis_task(run, task: str, label: str, key: str, start: bool = True, **pa
             st.rerun(scope="app")
         return None
     except FileNotFoundError:
-        st.warning(f"{label}: run {run.id} has no checkpoint yet (it is written at the end of "
-                   "each epoch and at the end of training).")
+        st.warning(
+            f"{label}: run {run.id} has no checkpoint yet (it is written at the end of "
+            "each epoch and at the end of training)."
+        )
         return None
     except (OSError, ValueError, RuntimeError) as e:
         # a checkpoint that can't be read (CheckpointError is a ValueError), a full disk, a
@@ -396,8 +469,10 @@ def _task_progress(run, task, label, key, params):
         st.rerun(scope="app")  # draw the result with the rest of the page
     if state in ("running", "starting"):
         c1, c2 = st.columns([5, 1])
-        c1.progress(float(stat["progress"]), text=f"{label}: {stat['message'] or state} "
-                                                  "(in the background; you may leave this page)")
+        c1.progress(
+            float(stat["progress"]),
+            text=f"{label}: {stat['message'] or state} (in the background; you may leave this page)",
+        )
         if c2.button("Cancel", key=f"cancel_task_{key}"):
             ajobs.cancel(run, task, **params)
     elif state in ("failed", "interrupted", "cancelled"):
@@ -447,27 +522,29 @@ def presentation_toggle():
     it when off) on every page, since page switches may clear query parameters."""
     if PRESENT_PARAM not in st.session_state:
         st.session_state[PRESENT_PARAM] = st.query_params.get(PRESENT_PARAM) == "1"
-    on = st.toggle("Presentation mode", key=PRESENT_PARAM,
-                   help="For a projector: larger text, thicker lines on every chart. Kept in "
-                        "the address (?present=1), so a bookmark opens in it.")
+    on = st.toggle(
+        "Presentation mode",
+        key=PRESENT_PARAM,
+        help="For a projector: larger text, thicker lines on every chart. Kept in "
+        "the address (?present=1), so a bookmark opens in it.",
+    )
     if on and st.query_params.get(PRESENT_PARAM) != "1":
         st.query_params[PRESENT_PARAM] = "1"
     elif not on and PRESENT_PARAM in st.query_params:
         del st.query_params[PRESENT_PARAM]
     if on:  # larger page text too, not only the charts
         main = '[data-testid="stMainBlockContainer"]'
-        st.html(f"<style>{main} p, {main} li, {main} label {{font-size: 1.3rem !important;}}"
-                "</style>")
+        st.html(f"<style>{main} p, {main} li, {main} label {{font-size: 1.3rem !important;}}</style>")
     return on
 
 
-def fit_columns(numbers: list[str], label: str | None = None, digits: int = 2,
-                integers: tuple[str, ...] = ()) -> dict:
+def fit_columns(
+    numbers: list[str], label: str | None = None, digits: int = 2, integers: tuple[str, ...] = ()
+) -> dict:
     """column_config for a table in a narrow column (about 330 px): numbers short and
     narrow, the label column fixed, so no column is cut off on the right (hover a label for
     all of it)."""
-    cfg = {c: st.column_config.NumberColumn(c, format=f"%.{digits}f", width=64)
-           for c in numbers}
+    cfg = {c: st.column_config.NumberColumn(c, format=f"%.{digits}f", width=64) for c in numbers}
     cfg.update({c: st.column_config.NumberColumn(c, format="%d", width=52) for c in integers})
     if label:
         cfg[label] = st.column_config.TextColumn(label, width=140)
@@ -486,5 +563,7 @@ def deepest_pair(df: pd.DataFrame) -> list[str]:
     if not common:
         return []
     at = df[depth == max(common)]
-    return [at[at["kind"] == "plain"]["id"].iloc[0],
-            at[at["kind"].isin(["resnet", "preresnet"])]["id"].iloc[0]]
+    return [
+        at[at["kind"] == "plain"]["id"].iloc[0],
+        at[at["kind"].isin(["resnet", "preresnet"])]["id"].iloc[0],
+    ]

@@ -9,6 +9,7 @@ answer), and the numbers it compared. Where the runs disagree with the paper, th
 says so and names the likely reason (``budget_note``: steps, images, image size, dataset).
 No streamlit and no file reading here: tests feed numbers straight in.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -80,8 +81,7 @@ def budget_note(budgets) -> str:
     dicts with steps, batch_size, images (None: all), image_size (None: native) and dataset."""
     b = _frame(budgets)
     if not len(b):
-        return ("the budget, most likely (it is not recorded here; the paper trained 64,000 "
-                "steps on CIFAR-10)")
+        return "the budget, most likely (it is not recorded here; the paper trained 64,000 steps on CIFAR-10)"
     parts, cifar = [], True
     if "dataset" in b:
         ds = sorted({str(v) for v in b["dataset"].dropna()})
@@ -91,8 +91,11 @@ def budget_note(budgets) -> str:
     steps = pd.to_numeric(b.get("steps"), errors="coerce").dropna() if "steps" in b else []
     if len(steps) and steps.max() < PAPER_STEPS:
         lo, hi = int(steps.min()), int(steps.max())
-        parts.append(f"{lo:,} steps" + (f" (up to {hi:,})" if hi != lo else "")
-                     + f" against the paper's {PAPER_STEPS:,}")
+        parts.append(
+            f"{lo:,} steps"
+            + (f" (up to {hi:,})" if hi != lo else "")
+            + f" against the paper's {PAPER_STEPS:,}"
+        )
     imgs = pd.to_numeric(b.get("images"), errors="coerce") if "images" in b else pd.Series([])
     if cifar and imgs.notna().any() and imgs.max() < PAPER_IMAGES:
         parts.append(f"{int(imgs.max()):,} training images against {PAPER_IMAGES:,}")
@@ -124,17 +127,32 @@ def plain_depth(finals, budgets=(), col: str = "train_error_pct", whose: str = "
     lo, hi = p.index[0], p.index[-1]
     c = _cmp(p[hi], p[lo], ERROR_MARGIN)
     nums = {"shallow": float(p[lo]), "deep": float(p[hi]), "depths": (int(lo), int(hi))}
-    head = (f"In {whose} runs, {name('plain', hi)} ends at {_pct(d, 'plain', hi, col, p[hi])} "
-            f"final {what} error and {name('plain', lo)} at {_pct(d, 'plain', lo, col, p[lo])}: ")
+    head = (
+        f"In {whose} runs, {name('plain', hi)} ends at {_pct(d, 'plain', hi, col, p[hi])} "
+        f"final {what} error and {name('plain', lo)} at {_pct(d, 'plain', lo, col, p[lo])}: "
+    )
     paper = "deeper plain nets end with higher training error (Fig. 6, left)"
     if c > 0:
-        return Verdict("plain_depth", "agrees", head + f"the deeper plain net is **worse**, by "
-                       f"{p[hi] - p[lo]:.1f} points." + _agrees(paper), nums)
+        return Verdict(
+            "plain_depth",
+            "agrees",
+            head + f"the deeper plain net is **worse**, by {p[hi] - p[lo]:.1f} points." + _agrees(paper),
+            nums,
+        )
     if c == 0:
-        return Verdict("plain_depth", "unclear", head + f"**no clear difference** (under "
-                       f"{ERROR_MARGIN:g} point)." + _differs(paper, budgets), nums)
-    return Verdict("plain_depth", "contradicts", head + f"the deeper plain net is **better**, by "
-                   f"{p[lo] - p[hi]:.1f} points." + _differs(paper, budgets), nums)
+        return Verdict(
+            "plain_depth",
+            "unclear",
+            head + f"**no clear difference** (under {ERROR_MARGIN:g} point)." + _differs(paper, budgets),
+            nums,
+        )
+    return Verdict(
+        "plain_depth",
+        "contradicts",
+        head + f"the deeper plain net is **better**, by "
+        f"{p[lo] - p[hi]:.1f} points." + _differs(paper, budgets),
+        nums,
+    )
 
 
 def not_overfitting(finals, budgets=(), whose: str = "these") -> Verdict:
@@ -152,18 +170,29 @@ def not_overfitting(finals, budgets=(), whose: str = "these") -> Verdict:
         nums["test"] = (float(te[lo]), float(te[hi]))
         test = f" (test error {te[hi]:.1f}% against {te[lo]:.1f}%)"
     c_ = "train_error_pct"
-    head = (f"In {whose} runs, {name('plain', hi)}'s final training error is "
-            f"{_pct(d, 'plain', hi, c_, tr[hi])} against {name('plain', lo)}'s "
-            f"{_pct(d, 'plain', lo, c_, tr[lo])}{test}: ")
+    head = (
+        f"In {whose} runs, {name('plain', hi)}'s final training error is "
+        f"{_pct(d, 'plain', hi, c_, tr[hi])} against {name('plain', lo)}'s "
+        f"{_pct(d, 'plain', lo, c_, tr[lo])}{test}: "
+    )
     if c > 0:
-        return Verdict("not_overfitting", "agrees", head + "the deeper net fits its training data "
-                       "**worse**, so this is not overfitting: the optimizer fails to fit. As He "
-                       "et al. report (the *degradation problem*).", nums)
+        return Verdict(
+            "not_overfitting",
+            "agrees",
+            head + "the deeper net fits its training data "
+            "**worse**, so this is not overfitting: the optimizer fails to fit. As He "
+            "et al. report (the *degradation problem*).",
+            nums,
+        )
     paper = "higher training error for the deeper plain net, which rules out overfitting"
     verb = "**no worse**" if c == 0 else "**better**"
-    return Verdict("not_overfitting", "unclear" if c == 0 else "contradicts",
-                   head + f"the deeper net fits its training data {verb}, so these runs show no "
-                   "degradation to explain." + _differs(paper, budgets), nums)
+    return Verdict(
+        "not_overfitting",
+        "unclear" if c == 0 else "contradicts",
+        head + f"the deeper net fits its training data {verb}, so these runs show no "
+        "degradation to explain." + _differs(paper, budgets),
+        nums,
+    )
 
 
 def residual_depth(finals, budgets=(), col: str = "train_error_pct", whose: str = "these") -> Verdict:
@@ -179,17 +208,32 @@ def residual_depth(finals, budgets=(), col: str = "train_error_pct", whose: str 
     lo, hi = r.index[0], r.index[-1]
     c = _cmp(r[hi], r[lo], ERROR_MARGIN)
     nums = {"shallow": float(r[lo]), "deep": float(r[hi]), "depths": (int(lo), int(hi))}
-    head = (f"In {whose} runs, {name(kind, hi)} ends at {_pct(d, kind, hi, col, r[hi])} final "
-            f"{what} error and {name(kind, lo)} at {_pct(d, kind, lo, col, r[lo])}: ")
+    head = (
+        f"In {whose} runs, {name(kind, hi)} ends at {_pct(d, kind, hi, col, r[hi])} final "
+        f"{what} error and {name(kind, lo)} at {_pct(d, kind, lo, col, r[lo])}: "
+    )
     paper = "deeper ResNets end lower (Fig. 6, middle; Table 6), at 64,000 steps"
     if c < 0:
-        return Verdict("residual_depth", "agrees", head + f"the deeper residual net is **better**, "
-                       f"by {r[lo] - r[hi]:.1f} points." + _agrees(paper), nums)
+        return Verdict(
+            "residual_depth",
+            "agrees",
+            head + f"the deeper residual net is **better**, by {r[lo] - r[hi]:.1f} points." + _agrees(paper),
+            nums,
+        )
     if c == 0:
-        return Verdict("residual_depth", "unclear", head + f"**no clear difference** (under "
-                       f"{ERROR_MARGIN:g} point)." + _differs(paper, budgets), nums)
-    return Verdict("residual_depth", "contradicts", head + f"the deeper residual net is **worse**, "
-                   f"by {r[hi] - r[lo]:.1f} points." + _differs(paper, budgets), nums)
+        return Verdict(
+            "residual_depth",
+            "unclear",
+            head + f"**no clear difference** (under {ERROR_MARGIN:g} point)." + _differs(paper, budgets),
+            nums,
+        )
+    return Verdict(
+        "residual_depth",
+        "contradicts",
+        head + f"the deeper residual net is **worse**, "
+        f"by {r[hi] - r[lo]:.1f} points." + _differs(paper, budgets),
+        nums,
+    )
 
 
 def residual_vs_plain(finals, budgets=(), col: str = "train_error_pct", whose: str = "these") -> Verdict:
@@ -206,23 +250,41 @@ def residual_vs_plain(finals, budgets=(), col: str = "train_error_pct", whose: s
     what = "training" if col.startswith("train") else "test"
     c = _cmp(r[k], p[k], ERROR_MARGIN)
     nums = {"residual": float(r[k]), "plain": float(p[k]), "depth": int(k)}
-    head = (f"In {whose} runs at depth {int(k)}, {name(kind, k)} ends at "
-            f"{_pct(d, kind, k, col, r[k])} final {what} error against {name('plain', k)}'s "
-            f"{_pct(d, 'plain', k, col, p[k])}: ")
+    head = (
+        f"In {whose} runs at depth {int(k)}, {name(kind, k)} ends at "
+        f"{_pct(d, kind, k, col, r[k])} final {what} error against {name('plain', k)}'s "
+        f"{_pct(d, 'plain', k, col, p[k])}: "
+    )
     paper = "residual nets end below plain nets of the same depth (Fig. 6)"
     if c < 0:
-        return Verdict("residual_vs_plain", "agrees", head + f"the shortcuts gain "
-                       f"{p[k] - r[k]:.1f} points." + _agrees(paper), nums)
+        return Verdict(
+            "residual_vs_plain",
+            "agrees",
+            head + f"the shortcuts gain {p[k] - r[k]:.1f} points." + _agrees(paper),
+            nums,
+        )
     out = "unclear" if c == 0 else "contradicts"
-    return Verdict("residual_vs_plain", out, head + ("**no clear difference**." if c == 0 else
-                   f"the residual net is **worse**, by {r[k] - p[k]:.1f} points.")
-                   + _differs(paper, budgets), nums)
+    return Verdict(
+        "residual_vs_plain",
+        out,
+        head
+        + (
+            "**no clear difference**."
+            if c == 0
+            else f"the residual net is **worse**, by {r[k] - p[k]:.1f} points."
+        )
+        + _differs(paper, budgets),
+        nums,
+    )
 
 
 def degradation(finals, budgets=(), col: str = "train_error_pct", whose: str = "these") -> list[Verdict]:
     """The three Fig. 6 verdicts that the runs can answer, in the order a class reads them."""
-    vs = [plain_depth(finals, budgets, col, whose), residual_vs_plain(finals, budgets, col, whose),
-          residual_depth(finals, budgets, col, whose)]
+    vs = [
+        plain_depth(finals, budgets, col, whose),
+        residual_vs_plain(finals, budgets, col, whose),
+        residual_depth(finals, budgets, col, whose),
+    ]
     return [v for v in vs if v]
 
 
@@ -242,27 +304,40 @@ def responses(means, budgets=(), whose: str = "these") -> Verdict:
         checks.append(-c)
         nums[f"{kind}-{int(k)}/plain-{int(k)}"] = (float(r[k]), float(p[k]))
         word = "more weakly" if c < 0 else ("about as strongly" if c == 0 else "**more strongly**")
-        parts.append(f"{name(kind, k)}'s layers respond {word} than {name('plain', k)}'s "
-                     f"(mean std {r[k]:.2f} vs {p[k]:.2f})")
+        parts.append(
+            f"{name(kind, k)}'s layers respond {word} than {name('plain', k)}'s "
+            f"(mean std {r[k]:.2f} vs {p[k]:.2f})"
+        )
     if len(r) >= 2:
         lo, hi = r.index[0], r.index[-1]
         c = _cmp(r[hi] / r[lo], 1.0, STD_MARGIN)
         checks.append(-c)
         nums[f"{kind}-{int(hi)}/{kind}-{int(lo)}"] = (float(r[hi]), float(r[lo]))
         word = "more weakly" if c < 0 else ("about as strongly" if c == 0 else "**more strongly**")
-        parts.append(f"{name(kind, hi)}'s respond {word} than {name(kind, lo)}'s "
-                     f"({r[hi]:.2f} vs {r[lo]:.2f})")
+        parts.append(
+            f"{name(kind, hi)}'s respond {word} than {name(kind, lo)}'s ({r[hi]:.2f} vs {r[lo]:.2f})"
+        )
     if not checks:
         return Verdict("responses", "missing", "", {})
-    outcome = ("agrees" if all(c > 0 for c in checks) else
-               "contradicts" if all(c < 0 for c in checks) else
-               "unclear" if all(c == 0 for c in checks) else "mixed")
-    paper = ("ResNets' layers respond more weakly than plain nets', and deeper ResNets' more "
-             "weakly still (Fig. 7)")
+    outcome = (
+        "agrees"
+        if all(c > 0 for c in checks)
+        else "contradicts"
+        if all(c < 0 for c in checks)
+        else "unclear"
+        if all(c == 0 for c in checks)
+        else "mixed"
+    )
+    paper = (
+        "ResNets' layers respond more weakly than plain nets', and deeper ResNets' more weakly still (Fig. 7)"
+    )
     text = f"In {whose} runs, " + "; ".join(parts) + "."
-    text += (f" As He et al. report: {paper}." if outcome == "agrees" else
-             f" {'The opposite of' if outcome == 'contradicts' else 'Only partly as in'} the paper: "
-             f"He et al. report that {paper}; the likely reason is {budget_note(budgets)}.")
+    text += (
+        f" As He et al. report: {paper}."
+        if outcome == "agrees"
+        else f" {'The opposite of' if outcome == 'contradicts' else 'Only partly as in'} the paper: "
+        f"He et al. report that {paper}; the likely reason is {budget_note(budgets)}."
+    )
     return Verdict("responses", outcome, text, nums)
 
 
@@ -297,8 +372,11 @@ def gradient_growth(ratios, norm: str = "batch") -> Verdict:
     k = max(set(p.index) & set(r.index)) if set(p.index) & set(r.index) else p.index[-1]
 
     def grows(v):
-        return (f"grows {fold(v)}-fold toward the input" if v > 1 else
-                f"shrinks to {v:.3g} of its size toward the input")
+        return (
+            f"grows {fold(v)}-fold toward the input"
+            if v > 1
+            else f"shrinks to {v:.3g} of its size toward the input"
+        )
 
     nums = {"plain": float(p[k]), "depth": int(k)}
     text = f"Measured here: {name('plain', k)}'s weight-gradient norm {grows(p[k])}"
@@ -309,15 +387,26 @@ def gradient_growth(ratios, norm: str = "batch") -> Verdict:
     else:
         agree = p[k] > 1
     text += "."
-    paper = ("with BN, the gradients of a deep plain net explode toward the input at "
-             "initialization (Yang et al. 2019), and shortcuts keep them in check")
+    paper = (
+        "with BN, the gradients of a deep plain net explode toward the input at "
+        "initialization (Yang et al. 2019), and shortcuts keep them in check"
+    )
     if norm != "batch":
-        return Verdict("gradient_growth", "unclear", text + " (Without BN the papers' claim "
-                       "about BN'd nets does not apply.)", nums)
+        return Verdict(
+            "gradient_growth",
+            "unclear",
+            text + " (Without BN the papers' claim about BN'd nets does not apply.)",
+            nums,
+        )
     if agree:
         return Verdict("gradient_growth", "agrees", text + f" As reported: {paper}.", nums)
-    return Verdict("gradient_growth", "contradicts", text + f" Not what is reported: {paper}; "
-                   "at this depth, width and batch the effect may be too small to show.", nums)
+    return Verdict(
+        "gradient_growth",
+        "contradicts",
+        text + f" Not what is reported: {paper}; "
+        "at this depth, width and batch the effect may be too small to show.",
+        nums,
+    )
 
 
 # --- lesions (Veit et al. 2016) --------------------------------------------------------------
@@ -327,10 +416,15 @@ def lesion_row(label: str, kind: str, table) -> dict:
     t = _frame(table)
     keep = ~t["downsampling"].astype(bool)
     worst = t.loc[t["delta"].idxmax()]
-    return {"label": label, "kind": kind, "base": 100 * float(t["base_error"].iloc[0]),
-            "keep": 100 * float(t.loc[keep, "delta"].mean()) if keep.any() else float("nan"),
-            "worst_block": str(worst["block"]), "worst": 100 * float(worst["delta"]),
-            "worst_downsampling": bool(worst["downsampling"])}
+    return {
+        "label": label,
+        "kind": kind,
+        "base": 100 * float(t["base_error"].iloc[0]),
+        "keep": 100 * float(t.loc[keep, "delta"].mean()) if keep.any() else float("nan"),
+        "worst_block": str(worst["block"]),
+        "worst": 100 * float(worst["delta"]),
+        "worst_downsampling": bool(worst["downsampling"]),
+    }
 
 
 def lesions(rows) -> Verdict:
@@ -345,8 +439,10 @@ def lesions(rows) -> Verdict:
     parts, checks = [], []
     for _, r in d.iterrows():
         where = "a downsampling block" if r["worst_downsampling"] else "a block that keeps the shape"
-        parts.append(f"{r['label']}: {r['keep']:+.1f} points on average at blocks that keep the "
-                     f"shape; worst {r['worst_block']} ({r['worst']:+.1f}, {where})")
+        parts.append(
+            f"{r['label']}: {r['keep']:+.1f} points on average at blocks that keep the "
+            f"shape; worst {r['worst_block']} ({r['worst']:+.1f}, {where})"
+        )
     if len(res):
         lim = plain["keep"].min() / 2 if len(plain) else BARELY_POINTS
         checks.append(bool(res["keep"].max() < lim))
@@ -357,15 +453,20 @@ def lesions(rows) -> Verdict:
     if not checks:
         return Verdict("lesions", "missing", "", {})
     outcome = "agrees" if all(checks) else ("contradicts" if not any(checks) else "mixed")
-    paper = ("Veit et al. (2016) report that deleting one block of a residual net barely changes "
-             "test error except at downsampling blocks, and deleting a layer of a plain net is "
-             "catastrophic")
+    paper = (
+        "Veit et al. (2016) report that deleting one block of a residual net barely changes "
+        "test error except at downsampling blocks, and deleting a layer of a plain net is "
+        "catastrophic"
+    )
     text = "Deleting one block: " + "; ".join(parts) + ". "
-    text += (f"As {paper}." if outcome == "agrees" else
-             f"{'These runs disagree' if outcome == 'contradicts' else 'These runs agree only in part'}"
-             f": {paper} "
-             "(on ImageNet and on CIFAR-10 after a full schedule); a short run's blocks may not "
-             "yet have settled into small corrections.")
+    text += (
+        f"As {paper}."
+        if outcome == "agrees"
+        else f"{'These runs disagree' if outcome == 'contradicts' else 'These runs agree only in part'}"
+        f": {paper} "
+        "(on ImageNet and on CIFAR-10 after a full schedule); a short run's blocks may not "
+        "yet have settled into small corrections."
+    )
     return Verdict("lesions", outcome, text, nums)
 
 
@@ -379,17 +480,28 @@ def landscape(rows) -> Verdict:
     p = d[d["kind"] == "plain"]["roughness"].max()
     r = d[d["kind"].isin(RESIDUAL)]["roughness"].max()
     nums = {"plain": float(p), "residual": float(r)}
-    head = (f"Roughness here: plain {p:.3f}, residual {r:.3f}: ")
-    paper = ("Li et al. (2018) report that without shortcuts the landscape of a deep net turns "
-             "chaotic, and stays smooth with them (the effect is clear from about 56 layers)")
+    head = f"Roughness here: plain {p:.3f}, residual {r:.3f}: "
+    paper = (
+        "Li et al. (2018) report that without shortcuts the landscape of a deep net turns "
+        "chaotic, and stays smooth with them (the effect is clear from about 56 layers)"
+    )
     if p > r:
-        return Verdict("landscape", "agrees", head + f"the plain net's slice is **rougher**. {paper}.",
-                       nums)
+        return Verdict("landscape", "agrees", head + f"the plain net's slice is **rougher**. {paper}.", nums)
     if p == r:
-        return Verdict("landscape", "unclear", head + f"**no difference** along this slice. {paper}; "
-                       "a shallow net, a short run or a single slice may not show it.", nums)
-    return Verdict("landscape", "contradicts", head + f"the residual net's slice is **rougher**. "
-                   f"{paper}; a shallow net, a short run or a single slice may not show it.", nums)
+        return Verdict(
+            "landscape",
+            "unclear",
+            head + f"**no difference** along this slice. {paper}; "
+            "a shallow net, a short run or a single slice may not show it.",
+            nums,
+        )
+    return Verdict(
+        "landscape",
+        "contradicts",
+        head + f"the residual net's slice is **rougher**. "
+        f"{paper}; a shallow net, a short run or a single slice may not show it.",
+        nums,
+    )
 
 
 # --- gradient shattering (Balduzzi et al. 2017) ------------------------------------------------
@@ -406,10 +518,20 @@ def shattering(lag1) -> Verdict:
     k = common[-1]
     nums = {"plain": float(p[k]), "residual": float(r[k]), "depth": int(k)}
     head = f"At depth {int(k)}, lag-1 autocorrelation {p[k]:.2f} plain against {r[k]:.2f} residual: "
-    paper = ("Balduzzi et al. (2017) report that plain nets' gradients shatter with depth and "
-             "residual nets' much less")
+    paper = (
+        "Balduzzi et al. (2017) report that plain nets' gradients shatter with depth and "
+        "residual nets' much less"
+    )
     if p[k] < r[k]:
-        return Verdict("shattering", "agrees", head + f"the plain net's gradient is **more "
-                       f"shattered**, as {paper}.", nums)
-    return Verdict("shattering", "contradicts", head + f"the plain net's gradient is **not more "
-                   f"shattered**, unlike what {paper}.", nums)
+        return Verdict(
+            "shattering",
+            "agrees",
+            head + f"the plain net's gradient is **more shattered**, as {paper}.",
+            nums,
+        )
+    return Verdict(
+        "shattering",
+        "contradicts",
+        head + f"the plain net's gradient is **not more shattered**, unlike what {paper}.",
+        nums,
+    )

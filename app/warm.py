@@ -5,6 +5,7 @@ inside a net (Activations, Gradient flow's signal propagation, Studies, Embeddin
 pay again for their analysis modules on their first visit. Importing those here, in a daemon
 thread started by app/main.py's first run, moves that cost off the first click on each page.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,8 +13,14 @@ import logging
 import threading
 
 # the analysis modules the pages import on a visit (their own imports come along)
-WARM_MODULES = ("analysis", "analysis.jobs", "analysis.checkpoints", "analysis.activations",
-                "analysis.attribution", "analysis.studies.signal")
+WARM_MODULES = (
+    "analysis",
+    "analysis.jobs",
+    "analysis.checkpoints",
+    "analysis.activations",
+    "analysis.attribution",
+    "analysis.studies.signal",
+)
 
 _started = threading.Event()
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ process, reported apart. Then, for each page and each of ``--rounds`` rounds, it
 (data-test-script-state="notRunning"), the page's title drawn and no ``stSkeleton`` left.
 Prints each page's median of each; chromium at /usr/bin/chromium (Playwright drives it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # (url path, title on the page): st.navigation names each page after its file
-PAGES = [("", "Lab"), ("degradation", "Degradation"), ("runs", "Runs"),
-         ("responses", "Layer responses"), ("gradients", "Gradient flow"),
-         ("activations", "Activations"), ("embeddings", "Embeddings"), ("studies", "Studies"),
-         ("tour", "Tour")]
+PAGES = [
+    ("", "Lab"),
+    ("degradation", "Degradation"),
+    ("runs", "Runs"),
+    ("responses", "Layer responses"),
+    ("gradients", "Gradient flow"),
+    ("activations", "Activations"),
+    ("embeddings", "Embeddings"),
+    ("studies", "Studies"),
+    ("tour", "Tour"),
+]
 READY_JS = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   if (!app) return false;
@@ -57,15 +71,37 @@ def free_port() -> int:
 
 
 def start_server(app: Path, runs_dir: Path, log: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, RESNET_LAB_RUNS_DIR=str(runs_dir), PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        RESNET_LAB_RUNS_DIR=str(runs_dir),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
     with open(log, "ab") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(app / "app" / "main.py"),
-             "--server.port", str(port), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=str(app), env=env, stdout=f, stderr=f, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(app / "app" / "main.py"),
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=str(app),
+            env=env,
+            stdout=f,
+            stderr=f,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -114,8 +150,7 @@ def run(args) -> int:
     query = "?present=1" if args.present else ""
     t0 = time.perf_counter()
     proc = start_server(app, runs_dir, log, port)
-    print(f"app: {app}; store: {runs_dir} (empty); server up in {time.perf_counter() - t0:.1f} s",
-          flush=True)
+    print(f"app: {app}; store: {runs_dir} (empty); server up in {time.perf_counter() - t0:.1f} s", flush=True)
     first, repeat = {p: [] for p, _ in PAGES}, {p: [] for p, _ in PAGES}
     try:
         with sync_playwright() as pw:
@@ -130,12 +165,17 @@ def run(args) -> int:
                     pg = ctx.new_page()
                     first[path].append(visit(pg, f"{base}/{path}{query}"))
                     repeat[path].append(visit(pg, f"{base}/{path}{query}"))
-                    print(f"  round {r + 1} {title}: first {first[path][-1]:.2f} s, repeat "
-                          f"{repeat[path][-1]:.2f} s", flush=True)
+                    print(
+                        f"  round {r + 1} {title}: first {first[path][-1]:.2f} s, repeat "
+                        f"{repeat[path][-1]:.2f} s",
+                        flush=True,
+                    )
                     if shots and r == args.rounds - 1:
                         pg.wait_for_timeout(1500)  # plotly draws after the script is done
-                        pg.screenshot(path=str(shots / f"{path or 'lab'}{'-present' if query else ''}.png"),
-                                      full_page=True)
+                        pg.screenshot(
+                            path=str(shots / f"{path or 'lab'}{'-present' if query else ''}.png"),
+                            full_page=True,
+                        )
                     ctx.close()
             browser.close()
     finally:

@@ -10,6 +10,7 @@ rerun, without the browser's drawing) and prints the first (cold) and the median
 ``--rounds`` (warm) render times. Pages that compute on request (Studies' toggles) render their
 controls only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,33 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-PAGES = ["lab", "degradation", "runs", "responses", "gradients", "activations", "embeddings",
-         "studies", "tour"]
-MODELS = ["plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44",
-          "resnet56", "resnet110"]
+PAGES = [
+    "lab",
+    "degradation",
+    "runs",
+    "responses",
+    "gradients",
+    "activations",
+    "embeddings",
+    "studies",
+    "tour",
+]
+MODELS = [
+    "plain20",
+    "plain32",
+    "plain44",
+    "plain56",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+]
 
 
 def build_store(root: Path, n: int) -> None:
     from conftest import TINY_MODELS, train_tiny
+
     from resnet_core import RunStore
 
     seed_dir = root / "_seed"
@@ -55,13 +75,31 @@ def build_store(root: Path, n: int) -> None:
         rows = []
         for step in range(100, 64001, 100):
             e = base + 0.8 * (1 - step / 64000) ** 3
-            rows.append({"step": step, "epoch": step / 390, "split": "train", "loss": 2 * e,
-                         "error": e, "lr": 0.1, "time": step / 10, "images_per_s": 900.0})
+            rows.append(
+                {
+                    "step": step,
+                    "epoch": step / 390,
+                    "split": "train",
+                    "loss": 2 * e,
+                    "error": e,
+                    "lr": 0.1,
+                    "time": step / 10,
+                    "images_per_s": 900.0,
+                }
+            )
             if step % 1000 == 0:
                 for split in ("test", "train_eval"):
-                    rows.append({"step": step, "epoch": step / 390, "split": split,
-                                 "loss": 2 * e, "error": e * (1.1 if split == "test" else 0.9),
-                                 "n": 1000, "time": step / 10})
+                    rows.append(
+                        {
+                            "step": step,
+                            "epoch": step / 390,
+                            "split": split,
+                            "loss": 2 * e,
+                            "error": e * (1.1 if split == "test" else 0.9),
+                            "n": 1000,
+                            "time": step / 10,
+                        }
+                    )
         (dst / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         st = json.loads((dst / "status.json").read_text())
         st.update(step=64000, total=64000)
@@ -81,8 +119,11 @@ def main(argv=None) -> int:
     if not (root.is_dir() and len([p for p in root.iterdir() if p.is_dir()]) >= a.runs):
         root.mkdir(parents=True, exist_ok=True)
         build_store(root, a.runs)
-    print(f"store: {root} ({sum(1 for p in root.iterdir() if p.is_dir())} runs, built in "
-          f"{time.time() - t0:.1f} s)", flush=True)
+    print(
+        f"store: {root} ({sum(1 for p in root.iterdir() if p.is_dir())} runs, built in "
+        f"{time.time() - t0:.1f} s)",
+        flush=True,
+    )
     os.environ["RESNET_LAB_RUNS_DIR"] = str(root)
     from streamlit.testing.v1 import AppTest
 
@@ -92,8 +133,7 @@ def main(argv=None) -> int:
         for page in a.pages.split(","):
             times, ok = [], True
             for _ in range(1 + a.rounds):
-                at = AppTest.from_file(str(ROOT / "app" / "app_pages" / f"{page}.py"),
-                                       default_timeout=300)
+                at = AppTest.from_file(str(ROOT / "app" / "app_pages" / f"{page}.py"), default_timeout=300)
                 t = time.perf_counter()
                 at.run()
                 times.append(time.perf_counter() - t)

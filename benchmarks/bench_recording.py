@@ -15,6 +15,7 @@ which the recorder's budget keeps at or under 5%. Machines are noisy: run it twi
 The `quick` preset's shape: --model cifar_resnet56 --iterations 234 --batch-size 64
 --subset 2500 --image-size 12 --schedule onecycle.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--subset", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--probe-size", type=int, default=None,
-                    help="the recorder's probe_size (default: its own, 1,000)")
+    ap.add_argument(
+        "--probe-size", type=int, default=None, help="the recorder's probe_size (default: its own, 1,000)"
+    )
     ap.add_argument("--schedule", default="steps", help="the lr schedule (quick: onecycle)")
     ap.add_argument("--lr", type=float, default=0.1)
     a = ap.parse_args(argv)
@@ -54,12 +56,24 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     digits = a.dataset == "digits"
-    cfg = TrainConfig(model=a.model, width=a.width, dataset=a.dataset, iterations=a.iterations,
-                      batch_size=a.batch_size, subset=None if digits else a.subset,
-                      image_size=None if digits else (a.image_size or 16), log_every=50,
-                      eval_every=a.iterations, train_eval_size=0, device="cpu",
-                      threads=a.threads, precision="fp32", recorders=[],
-                      schedule=a.schedule, lr=a.lr)
+    cfg = TrainConfig(
+        model=a.model,
+        width=a.width,
+        dataset=a.dataset,
+        iterations=a.iterations,
+        batch_size=a.batch_size,
+        subset=None if digits else a.subset,
+        image_size=None if digits else (a.image_size or 16),
+        log_every=50,
+        eval_every=a.iterations,
+        train_eval_size=0,
+        device="cpu",
+        threads=a.threads,
+        precision="fp32",
+        recorders=[],
+        schedule=a.schedule,
+        lr=a.lr,
+    )
 
     class StepTimer(Callback):
         needs_hooks = False
@@ -81,24 +95,35 @@ def main(argv=None) -> int:
     dur = [b - a_ for a_, b in zip(timer.t, timer.t[1:])]  # dur[s] = step s (0-based)
     warm = max(5, len(dur) // 10)
     # dur[s] holds step s's probe record (on_step_start) and its weight rows: leave them out
-    noisy = set(rec.steps) | set(rec.grad_steps) | {
-        s - 1 for s in range(1, a.iterations + 1) if s % cfg.log_every == 0}
+    noisy = (
+        set(rec.steps)
+        | set(rec.grad_steps)
+        | {s - 1 for s in range(1, a.iterations + 1) if s % cfg.log_every == 0}
+    )
     steady = [d for s, d in enumerate(dur) if s >= warm and s not in noisy]
     step = statistics.median(steady)
     per_record = rec.seconds / max(1, rec.records)
     ratio = rec.seconds / (step * a.iterations)
     probe_s = sum(t for _, t in rec.times)
-    print(f"dataset {Path(a.dataset).name}, {a.model} width {a.width}, batch {a.batch_size}, "
-          f"{a.iterations} steps, {a.threads} thread(s), torch {torch.__version__}, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"dataset {Path(a.dataset).name}, {a.model} width {a.width}, batch {a.batch_size}, "
+        f"{a.iterations} steps, {a.threads} thread(s), torch {torch.__version__}, "
+        f"{os.cpu_count()} cores"
+    )
     print(f"median steady-state step: {step * 1000:.1f} ms  ({len(steady)} steps)")
-    print(f"probe records: {rec.records} of {rec.probe_images} test images at steps "
-          f"{sorted(rec.steps)}; weight-gradient records: {rec.grad_records}")
-    print(f"one record: {per_record * 1000:.1f} ms = {per_record / step:.2f} steps (mean); "
-          f"median {statistics.median(t for _, t in rec.times) / step:.2f} steps; each: "
-          + ", ".join(f"{s}: {t / step:.2f}" for s, t in rec.times))
-    print(f"weight-gradient rows: {(rec.seconds - probe_s) * 1000:.1f} ms in all = "
-          f"{(rec.seconds - probe_s) / (step * a.iterations):.2%} of training time")
+    print(
+        f"probe records: {rec.records} of {rec.probe_images} test images at steps "
+        f"{sorted(rec.steps)}; weight-gradient records: {rec.grad_records}"
+    )
+    print(
+        f"one record: {per_record * 1000:.1f} ms = {per_record / step:.2f} steps (mean); "
+        f"median {statistics.median(t for _, t in rec.times) / step:.2f} steps; each: "
+        + ", ".join(f"{s}: {t / step:.2f}" for s, t in rec.times)
+    )
+    print(
+        f"weight-gradient rows: {(rec.seconds - probe_s) * 1000:.1f} ms in all = "
+        f"{(rec.seconds - probe_s) / (step * a.iterations):.2%} of training time"
+    )
     print(f"recording overhead ratio: {ratio:.4f} ({ratio:.2%} of training time; budget 5%)")
     print(f"wall time of the run: {wall:.1f} s")
     return 0 if ratio <= 0.05 else 1

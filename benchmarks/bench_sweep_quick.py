@@ -15,6 +15,7 @@ Anything after ``--`` goes to the sweep unchanged (``-- --epochs 6 --seed 1``), 
 preset was tuned. Exits 0 when the dataset is absent (skipped) or every criterion holds, 1
 when one fails, 2 when the sweep itself failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,24 +61,38 @@ def read_results(runs_dir: Path) -> dict:
                 last[r["split"]] = r["error"]
         s = run.read_status()
         run_s = (s["finished"] - s["started"]) if s.get("finished") and s.get("started") else None
-        out[cfg.get("model")] = {"train_eval": last.get("train_eval"), "test": last.get("test"),
-                                 "state": s.get("state"), "steps": s.get("total"),
-                                 "images_per_s": s.get("images_per_s"), "run_s": run_s}
+        out[cfg.get("model")] = {
+            "train_eval": last.get("train_eval"),
+            "test": last.get("test"),
+            "state": s.get("state"),
+            "steps": s.get("total"),
+            "images_per_s": s.get("images_per_s"),
+            "run_s": run_s,
+        }
     return out
 
 
-def criteria(res: dict, wall: float, limit: float = 90.0, stretch: float = 60.0) -> list[tuple[str, bool, str]]:
+def criteria(
+    res: dict, wall: float, limit: float = 90.0, stretch: float = 60.0
+) -> list[tuple[str, bool, str]]:
     e = {m: (res.get(m) or {}).get("train_eval") for m in MODELS}
-    rows = [(f"wall time <= {limit:.0f} s", wall <= limit, f"{wall:.1f} s"),
-            (f"stretch: wall time <= {stretch:.0f} s", wall <= stretch, f"{wall:.1f} s")]
+    rows = [
+        (f"wall time <= {limit:.0f} s", wall <= limit, f"{wall:.1f} s"),
+        (f"stretch: wall time <= {stretch:.0f} s", wall <= stretch, f"{wall:.1f} s"),
+    ]
     if any(v is None for v in e.values()):
         rows.append(("all four runs report a final training error", False, str(e)))
         return rows
     plain_gap = 100 * (e["plain56"] - e["plain20"])
     res_gap = 100 * (e["resnet56"] - e["resnet20"])
     rows.append(("plain56 - plain20 >= 15 points", plain_gap >= 15, f"{plain_gap:+.1f} points"))
-    rows.append(("resnet56 - resnet20 <= half the plain gap", res_gap <= plain_gap / 2,
-                 f"{res_gap:+.1f} points vs {plain_gap / 2:.1f}"))
+    rows.append(
+        (
+            "resnet56 - resnet20 <= half the plain gap",
+            res_gap <= plain_gap / 2,
+            f"{res_gap:+.1f} points vs {plain_gap / 2:.1f}",
+        )
+    )
     return rows
 
 
@@ -86,13 +101,15 @@ def main(argv=None) -> int:
     extra = []
     if "--" in argv:
         i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+        argv, extra = argv[:i], argv[i + 1 :]
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default=str(DEFAULT_NPZ),
-                    help="a .npz path (default: the shared CIFAR-10) or digits")
-    ap.add_argument("--runs-dir", default=None, help="where the sweep's runs go (default: a temp folder, removed)")
-    ap.add_argument("--limit", type=float, default=None,
-                    help="wall-time goal in s (default 90)")
+    ap.add_argument(
+        "--dataset", default=str(DEFAULT_NPZ), help="a .npz path (default: the shared CIFAR-10) or digits"
+    )
+    ap.add_argument(
+        "--runs-dir", default=None, help="where the sweep's runs go (default: a temp folder, removed)"
+    )
+    ap.add_argument("--limit", type=float, default=None, help="wall-time goal in s (default 90)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     is_path = args.dataset.endswith(".npz") or "/" in args.dataset
@@ -102,10 +119,24 @@ def main(argv=None) -> int:
     limit = args.limit or 90.0
     tmp = None
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tmp := tempfile.mkdtemp(prefix="bench-sweep-"))
-    cmd = [sys.executable, "-m", "resnet_core", "sweep", "quick", "--dataset", args.dataset,
-           "--runs-dir", str(runs_dir), *extra]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "resnet_core",
+        "sweep",
+        "quick",
+        "--dataset",
+        args.dataset,
+        "--runs-dir",
+        str(runs_dir),
+        *extra,
+    ]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
     try:
         load = os.getloadavg()[0]
         print("$", " ".join(cmd), flush=True)
@@ -128,23 +159,40 @@ def main(argv=None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     import torch
 
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-          f"load average {load:.2f} before, {load_after:.2f} after")
-    print(f"sweep quick on {args.dataset}: {wall:.1f} s wall time; {cpu_s:.1f} CPU-s in all "
-          f"(sweep + trainers; / cores = {cpu_s / (os.cpu_count() or 1):.1f} s)")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        f"load average {load:.2f} before, {load_after:.2f} after"
+    )
+    print(
+        f"sweep quick on {args.dataset}: {wall:.1f} s wall time; {cpu_s:.1f} CPU-s in all "
+        f"(sweep + trainers; / cores = {cpu_s / (os.cpu_count() or 1):.1f} s)"
+    )
     print(f"{'model':<10}{'train err (eval)':>18}{'test err':>10}{'steps':>7}{'img/s':>8}{'run s':>8}")
     for m in MODELS:
         r = res.get(m) or {}
         fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "-"
         ips, run_s = r.get("images_per_s"), r.get("run_s")
-        print(f"{m:<10}{fmt(r.get('train_eval')):>18}{fmt(r.get('test')):>10}{r.get('steps') or '-':>7}"
-              f"{(f'{ips:.0f}' if ips else '-'):>8}{(f'{run_s:.1f}' if run_s else '-'):>8}")
+        print(
+            f"{m:<10}{fmt(r.get('train_eval')):>18}{fmt(r.get('test')):>10}{r.get('steps') or '-':>7}"
+            f"{(f'{ips:.0f}' if ips else '-'):>8}{(f'{run_s:.1f}' if run_s else '-'):>8}"
+        )
     rows = criteria(res, wall, limit=limit, stretch=min(limit, 60.0))
     for name, ok, val in rows:
         print(f"  [{'ok' if ok else 'FAIL'}] {name}: {val}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"wall_s": wall, "cpu_s": cpu_s, "results": res, "extra": extra,
-                                               "dataset": args.dataset, "load": [load, load_after]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "wall_s": wall,
+                    "cpu_s": cpu_s,
+                    "results": res,
+                    "extra": extra,
+                    "dataset": args.dataset,
+                    "load": [load, load_after],
+                },
+                indent=2,
+            )
+        )
     required = [ok for name, ok, _ in rows if not name.startswith("stretch")]
     return 0 if all(required) else 1
 

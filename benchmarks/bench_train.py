@@ -36,6 +36,7 @@ every step ends with ``torch.cuda.synchronize()`` for both, so a step's time is 
 the roofline is a bf16 matmul on the device. (Written without a GPU at hand: the CPU path is
 what has been run.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,13 @@ from resnet_core.config import TrainConfig  # noqa: E402
 from resnet_core.data import Dataset, load_dataset  # noqa: E402
 from resnet_core.models import build_model  # noqa: E402
 from resnet_core.models.summary import count_macs  # noqa: E402
-from resnet_core.train import (Callback, cpu_has_fast_bf16, resolve_channels_last,  # noqa: E402
-                               resolve_precision, train)
+from resnet_core.train import (
+    Callback,
+    cpu_has_fast_bf16,
+    resolve_channels_last,  # noqa: E402
+    resolve_precision,
+    train,
+)
 
 
 def cpu_model() -> str:
@@ -108,18 +114,27 @@ class Conventional:
     def __init__(self, model_name, x_nhwc, y, mean, std, batch, workers, seed=0, steps_total=None, lr=0.1):
         import torchvision.transforms as T
 
-        tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                        T.Normalize(mean, std)])
+        tf = T.Compose(
+            [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
+        )
         self.ds = PILCifar(x_nhwc, y, tf)
         g = torch.Generator().manual_seed(seed)
-        self.loader = torch.utils.data.DataLoader(self.ds, batch_size=batch, shuffle=True, drop_last=True,
-                                                  num_workers=workers, persistent_workers=workers > 0,
-                                                  generator=g, pin_memory=DEVICE.type == "cuda")
+        self.loader = torch.utils.data.DataLoader(
+            self.ds,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=g,
+            pin_memory=DEVICE.type == "cuda",
+        )
         torch.manual_seed(seed)
         self.model = build_model(model_name, num_classes=10, in_channels=3).to(DEVICE)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=steps_total)
-                      if steps_total else None)
+        self.sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=steps_total) if steps_total else None
+        )
         self.it = None
 
     def _next(self):
@@ -169,18 +184,35 @@ class StepTimer(Callback):
         self.t = now
 
 
-def ours_cfg(model, n, batch, precision="auto", channels_last=None, seed=0, schedule="constant",
-             compile=False):
-    return TrainConfig(compile=compile, model=model, dataset="bench", iterations=n, batch_size=batch, lr=0.1,
-                       schedule=schedule, warmup="none", augment="flip_crop", precision=precision,
-                       channels_last=channels_last, recorders=[], log_every=10, eval_every=10 ** 9,
-                       train_eval_size=0, seed=seed, device=DEVICE.type)
+def ours_cfg(
+    model, n, batch, precision="auto", channels_last=None, seed=0, schedule="constant", compile=False
+):
+    return TrainConfig(
+        compile=compile,
+        model=model,
+        dataset="bench",
+        iterations=n,
+        batch_size=batch,
+        lr=0.1,
+        schedule=schedule,
+        warmup="none",
+        augment="flip_crop",
+        precision=precision,
+        channels_last=channels_last,
+        recorders=[],
+        log_every=10,
+        eval_every=10**9,
+        train_eval_size=0,
+        seed=seed,
+        device=DEVICE.type,
+    )
 
 
 def small_test(ds: Dataset) -> Dataset:
     """The same training data with a 10-image test set: train() evaluates once at its end."""
-    return Dataset(ds.name, ds.x_train, ds.y_train, ds.x_test[:10], ds.y_test[:10], ds.classes,
-                   mean=ds.mean, std=ds.std)
+    return Dataset(
+        ds.name, ds.x_train, ds.y_train, ds.x_test[:10], ds.y_test[:10], ds.classes, mean=ds.mean, std=ds.std
+    )
 
 
 def run_ours(model, n, batch, threads, data, compile_times=None, **kw) -> list[float]:
@@ -208,7 +240,7 @@ def matmul_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
         a @ b
         _sync()
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def train_flops_per_image(model: str, size: int = 32) -> float:
@@ -229,11 +261,16 @@ def main(argv=None) -> int:
     ap.add_argument("--bf16", action="store_true", help="time bf16 variants even without fast bf16")
     ap.add_argument("--no-variants", action="store_true", help="only baseline vs ours (auto)")
     ap.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
-    ap.add_argument("--accuracy-steps", type=int, default=0,
-                    help="then train baseline and ours N steps each and compare test error")
+    ap.add_argument(
+        "--accuracy-steps",
+        type=int,
+        default=0,
+        help="then train baseline and ours N steps each and compare test error",
+    )
     ap.add_argument("--accuracy-model", default="resnet20")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="where every contender trains (default cpu)")
+    ap.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where every contender trains (default cpu)"
+    )
     args = ap.parse_args(argv)
     global DEVICE
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -253,15 +290,20 @@ def main(argv=None) -> int:
     data = small_test(ds)
     fast_bf16 = cpu_has_fast_bf16()
     gpu = f", GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""
-    print(f"machine: {cpu_model()}, {cores()} cores{gpu}, torch {torch.__version__}, threads {args.threads}, "
-          f"fast bf16: {fast_bf16}, load average {os.getloadavg()[0]:.2f}, device {DEVICE}", flush=True)
+    print(
+        f"machine: {cpu_model()}, {cores()} cores{gpu}, torch {torch.__version__}, threads {args.threads}, "
+        f"fast bf16: {fast_bf16}, load average {os.getloadavg()[0]:.2f}, device {DEVICE}",
+        flush=True,
+    )
     # the peak is re-measured before every round and the best kept: on a shared machine one
     # reading can come in far low (we saw 91 and 148 GFLOP/s minutes apart)
     peaks = [matmul_peak(args.threads)]
-    what = "bf16 8192x8192 matmul on the GPU" if DEVICE.type == "cuda" else \
-        f"fp32 2048x2048 matmul, {args.threads} threads"
-    print(f"roofline: {what}: {peaks[0]:.1f} GFLOP/s "
-          "(re-measured every round; the best is used)", flush=True)
+    what = (
+        "bf16 8192x8192 matmul on the GPU"
+        if DEVICE.type == "cuda"
+        else f"fp32 2048x2048 matmul, {args.threads} threads"
+    )
+    print(f"roofline: {what}: {peaks[0]:.1f} GFLOP/s (re-measured every round; the best is used)", flush=True)
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
     chunk = args.warmup + args.steps
     summary = []
@@ -269,55 +311,63 @@ def main(argv=None) -> int:
         contenders: dict[str, object] = {}
         for w in workers:
             conv = Conventional(model, x_nhwc, y_np, mean, std, args.batch, w)
-            contenders[f"conventional nw={w}"] = (lambda c=conv: c.run(chunk, args.threads))
+            contenders[f"conventional nw={w}"] = lambda c=conv: c.run(chunk, args.threads)
         auto_prec = resolve_precision("auto", DEVICE)
         auto_cl = resolve_channels_last(None, DEVICE, auto_prec)
         label = lambda p, c: f"{p} {'channels_last' if c else 'NCHW'}"
-        contenders[f"ours auto = {label(auto_prec, auto_cl)}"] = (
-            lambda: run_ours(model, chunk, args.batch, args.threads, data))
+        contenders[f"ours auto = {label(auto_prec, auto_cl)}"] = lambda: run_ours(
+            model, chunk, args.batch, args.threads, data
+        )
         compile_times: list[float] = []
         if args.compile:
-            contenders["ours auto + compile"] = (
-                lambda: run_ours(model, chunk, args.batch, args.threads, data, compile_times=compile_times,
-                                 compile=True))
+            contenders["ours auto + compile"] = lambda: run_ours(
+                model, chunk, args.batch, args.threads, data, compile_times=compile_times, compile=True
+            )
         if not args.no_variants:
-            for prec in (["fp32", "bf16"] if (fast_bf16 or args.bf16 or DEVICE.type == "cuda")
-                         else ["fp32"]):
+            for prec in ["fp32", "bf16"] if (fast_bf16 or args.bf16 or DEVICE.type == "cuda") else ["fp32"]:
                 for cl in (False, True):
                     if (prec, cl) == (auto_prec, auto_cl):
                         continue  # that is "ours auto"
-                    contenders[f"ours {label(prec, cl)}"] = (
-                        lambda p=prec, c=cl: run_ours(model, chunk, args.batch, args.threads, data,
-                                                      precision=p, channels_last=c))
+                    contenders[f"ours {label(prec, cl)}"] = lambda p=prec, c=cl: run_ours(
+                        model, chunk, args.batch, args.threads, data, precision=p, channels_last=c
+                    )
         steady: dict[str, list[float]] = {k: [] for k in contenders}
         load0 = os.getloadavg()[0]
         for r in range(args.rounds):
             peaks.append(matmul_peak(args.threads))
             order = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
             for name in order:
-                steady[name] += contenders[name]()[args.warmup:]
+                steady[name] += contenders[name]()[args.warmup :]
         load1 = os.getloadavg()[0]
         med = {k: statistics.median(v) for k, v in steady.items()}
         conv_names = [k for k in med if k.startswith("conventional")]
         base = min(conv_names, key=lambda k: med[k])
         flops = train_flops_per_image(model)
         peak = max(peaks)
-        print(f"\n{model} at 32x32, batch {args.batch}, {args.threads} threads "
-              f"(median of {args.rounds}x{args.steps} steady steps; load {load0:.2f} -> {load1:.2f}); "
-              f"baseline = {base}; {flops / 1e6:.0f} MFLOP per training image; matmul peak "
-              f"{peak:.1f} GFLOP/s (readings so far {min(peaks):.0f}-{peak:.0f})")
+        print(
+            f"\n{model} at 32x32, batch {args.batch}, {args.threads} threads "
+            f"(median of {args.rounds}x{args.steps} steady steps; load {load0:.2f} -> {load1:.2f}); "
+            f"baseline = {base}; {flops / 1e6:.0f} MFLOP per training image; matmul peak "
+            f"{peak:.1f} GFLOP/s (readings so far {min(peaks):.0f}-{peak:.0f})"
+        )
         for k, v in med.items():
             ips = args.batch / v
             gflops = ips * flops / 1e9
-            print(f"  {k:<34}{1000 * v:9.1f} ms/step {ips:9.1f} img/s  x{med[base] / v:5.2f}"
-                  f"  {gflops:6.1f} GFLOP/s = {100 * gflops / peak:4.1f}% of peak")
+            print(
+                f"  {k:<34}{1000 * v:9.1f} ms/step {ips:9.1f} img/s  x{med[base] / v:5.2f}"
+                f"  {gflops:6.1f} GFLOP/s = {100 * gflops / peak:4.1f}% of peak"
+            )
             summary.append((model, k, ips, med[base] / v))
         base_gflops = args.batch / med[base] * flops / 1e9
-        print(f"  ceiling: at 100% of the matmul peak a step would be x{peak / base_gflops:.2f} the baseline's"
-              f" speed; 2x the baseline needs {200 * base_gflops / peak:.0f}% of peak")
+        print(
+            f"  ceiling: at 100% of the matmul peak a step would be x{peak / base_gflops:.2f} the baseline's"
+            f" speed; 2x the baseline needs {200 * base_gflops / peak:.0f}% of peak"
+        )
         if compile_times:
-            print(f"  torch.compile: first step (compilation) {statistics.median(compile_times):.1f} s "
-                  f"(median over {len(compile_times)} chunks)")
+            print(
+                f"  torch.compile: first step (compilation) {statistics.median(compile_times):.1f} s "
+                f"(median over {len(compile_times)} chunks)"
+            )
     if args.accuracy_steps:
         accuracy(args, ds, x_nhwc, y_np, mean, std)
     return 0
@@ -334,8 +384,10 @@ def accuracy(args, ds, x_nhwc, y_np, mean, std):
     conv.model.eval()
     with torch.no_grad():
         x = ((ds.x_test.float() / 255) - ds.mean[None, :, None, None]) / ds.std[None, :, None, None]
-        wrong = sum(int((conv.model(xb.to(DEVICE)).argmax(1).cpu() != yb).sum())
-                    for xb, yb in zip(x.split(500), ds.y_test.split(500)))
+        wrong = sum(
+            int((conv.model(xb.to(DEVICE)).argmax(1).cpu() != yb).sum())
+            for xb, yb in zip(x.split(500), ds.y_test.split(500))
+        )
     err_conv = wrong / len(ds.y_test)
     t0 = time.perf_counter()
     res = {}
@@ -346,7 +398,9 @@ def accuracy(args, ds, x_nhwc, y_np, mean, std):
         def on_eval(self, ctx, results):
             res.update(results)
 
-    train(ours_cfg(model, n, args.batch, schedule="cosine"), callbacks=[Grab()], threads=args.threads, data=ds)
+    train(
+        ours_cfg(model, n, args.batch, schedule="cosine"), callbacks=[Grab()], threads=args.threads, data=ds
+    )
     t_ours = time.perf_counter() - t0
     err_ours = res["test"]["error"]
     print(f"\naccuracy: {model}, {n} steps of batch {args.batch}, cosine lr 0.1, seed 0, full test set")

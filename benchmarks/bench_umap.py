@@ -6,6 +6,7 @@ of the same 2,000 points. The points are penultimate features of a stored run's 
 
     python benchmarks/bench_umap.py [--n 2000] [--run RUN_ID --runs-dir checkpoints]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,10 @@ def main(argv=None) -> int:
     t_pca = time.perf_counter() - t
     print(f"{len(feats)} points of {feats.shape[1]}-d features from {source}; output {y.shape}")
     print(f"umap-learn import (cold): {t_import:.1f} s")
-    print(f"UMAP time for {len(feats)} points: first fit {t_first:.1f} s (numba JIT included), "
-          f"second fit {t_second:.1f} s")
+    print(
+        f"UMAP time for {len(feats)} points: first fit {t_first:.1f} s (numba JIT included), "
+        f"second fit {t_second:.1f} s"
+    )
     print(f"PCA for comparison: {t_pca * 1000:.0f} ms")
     return 0
 

@@ -4,12 +4,12 @@
 A thin layer over the API: flags mirror TrainConfig fields one to one, errors are one line
 naming the flag and what is accepted, with a non-zero exit and no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -17,8 +17,16 @@ import time
 import typing
 from pathlib import Path
 
-from .config import (PRESETS, SEEDS_ACCEPTED, SWEEPS, ConfigError, TrainConfig, apply_preset,
-                     parse_seeds, sweep_plan)
+from .config import (
+    PRESETS,
+    SEEDS_ACCEPTED,
+    SWEEPS,
+    ConfigError,
+    TrainConfig,
+    apply_preset,
+    parse_seeds,
+    sweep_plan,
+)
 from .data import DataError, check_source, load_dataset, require_on_disk
 from .models import ModelNameError
 from .store import DISK_FULL_ERRNOS, DiskFullError, RunStore, StoreError, fmt_eta
@@ -52,6 +60,7 @@ def _none_or(conv, what):
             return conv(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what} or 'none', got {text!r}")
+
     parse.__name__ = what
     return parse
 
@@ -59,7 +68,9 @@ def _none_or(conv, what):
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, help taken from the field's comment-free name."""
     hints = typing.get_type_hints(TrainConfig)
-    g = p.add_argument_group("run options (mirror TrainConfig; explicit flags override the preset and --config)")
+    g = p.add_argument_group(
+        "run options (mirror TrainConfig; explicit flags override the preset and --config)"
+    )
     for f in dataclasses.fields(TrainConfig):
         if f.name == "preset":
             continue
@@ -147,8 +158,10 @@ class Progress:
         rate = row.get("images_per_s") or 0
         eta = (total - step) * ctx.config.batch_size / rate if rate else 0
         loss = row["loss"]
-        text = (f"[{bar}] {step}/{total} loss {loss:.3f} train err {100 * row['error']:.1f}% "
-                f"{rate:,.0f} img/s ETA {fmt_eta(eta)}")
+        text = (
+            f"[{bar}] {step}/{total} loss {loss:.3f} train err {100 * row['error']:.1f}% "
+            f"{rate:,.0f} img/s ETA {fmt_eta(eta)}"
+        )
         if self.tty:
             self.stream.write("\r" + text + ("\n" if step == total else ""))
             self.stream.flush()
@@ -169,9 +182,8 @@ def final_errors(run) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .train import train
-
     from .memory import check_run
+    from .train import train
 
     cfg = build_config(args)
     store = RunStore(args.runs_dir)
@@ -186,16 +198,18 @@ def cmd_train(args) -> int:
         print(f"queued in {store.root}; follow it with: python -m resnet_core runs", file=sys.stderr)
         return 0
     # load the data before making a run folder: a missing or broken dataset leaves nothing behind
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.subset, cfg.image_size,
-                        cfg.val_split, cfg.seed)
+    data = load_dataset(
+        cfg.dataset, cfg.data_root, cfg.download, cfg.subset, cfg.image_size, cfg.val_split, cfg.seed
+    )
     if cfg.batch_size > len(data.y_train):
-        raise CliError(f"--batch-size {cfg.batch_size} is larger than the {len(data.y_train)} "
-                       "training images; accepted: 1 to that")
+        raise CliError(
+            f"--batch-size {cfg.batch_size} is larger than the {len(data.y_train)} "
+            "training images; accepted: 1 to that"
+        )
     run = store.create(cfg, state="running", message="starting")
     print(run.id, flush=True)
     print(f"run folder: {run.path}", file=sys.stderr, flush=True)
-    return _finish(run, lambda: train(cfg, run=run, data=data,
-                                      progress=None if args.quiet else Progress()))
+    return _finish(run, lambda: train(cfg, run=run, data=data, progress=None if args.quiet else Progress()))
 
 
 def _finish(run, fn) -> int:
@@ -207,16 +221,16 @@ def _finish(run, fn) -> int:
     st = run.read_status()
     errs = final_errors(run)
     parts = [f"{k} error {100 * v:.2f}%" for k, v in errs.items()]
-    print(f"{run.id}: {st['state']} — {st.get('message', '')}" + (f"; {', '.join(parts)}" if parts else ""),
-          file=sys.stderr)
+    print(
+        f"{run.id}: {st['state']} — {st.get('message', '')}" + (f"; {', '.join(parts)}" if parts else ""),
+        file=sys.stderr,
+    )
     return 0 if st["state"] == "done" else 1
 
 
 def cmd_resume(args) -> int:
-    from .jobs import resume
+    from .jobs import ensure_runner, restart_if_stranded, resume
     from .train import run_in_store
-
-    from .jobs import ensure_runner, restart_if_stranded
 
     store = RunStore(args.runs_dir)
     run = resume(store, args.run_id, start_runner=False, foreground=not args.background)
@@ -226,8 +240,12 @@ def cmd_resume(args) -> int:
         return 0
     _note_restart(restart_if_stranded(store))  # the other queued runs, if their runner died
     print(run.id, flush=True)
-    return _finish(run, lambda: run_in_store(store, run.id, progress=None if args.quiet else Progress(),
-                                             threads=args.threads))
+    return _finish(
+        run,
+        lambda: run_in_store(
+            store, run.id, progress=None if args.quiet else Progress(), threads=args.threads
+        ),
+    )
 
 
 class HangUp(Exception):
@@ -260,8 +278,11 @@ def _sweep_eta(store, ids) -> str:
     if eta is None:
         return ""
     s = int(eta)
-    return f"  sweep ETA {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
-        f"  sweep ETA {s // 60}:{s % 60:02d}"
+    return (
+        f"  sweep ETA {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+        if s >= 3600
+        else f"  sweep ETA {s // 60}:{s % 60:02d}"
+    )
 
 
 def cmd_sweep(args) -> int:
@@ -276,9 +297,11 @@ def cmd_sweep(args) -> int:
     seeds = [overrides.get("seed")]  # None: the preset's seed
     if args.seeds is not None:
         if overrides.get("seed") is not None:
-            raise CliError(f"--seed {overrides['seed']} and --seeds {args.seeds} can't be combined: "
-                           f"--seeds trains every model once per seed; give only --seeds "
-                           f"({SEEDS_ACCEPTED})")
+            raise CliError(
+                f"--seed {overrides['seed']} and --seeds {args.seeds} can't be combined: "
+                f"--seeds trains every model once per seed; give only --seeds "
+                f"({SEEDS_ACCEPTED})"
+            )
         seeds = parse_seeds(args.seeds)
     runs = sweep_plan(args.name, seeds)
     fixed = sorted(({k for r in runs for k in r} - {"model", "name", "seed"}) & set(overrides))
@@ -334,8 +357,10 @@ def cmd_sweep(args) -> int:
         run_queue(store, on_tick=tick, wait_for_lock=True)
     except HangUp:
         ensure_runner(store)  # run_queue released the store's lock on the way out
-        _say(f"\nhang-up: a detached runner trains the rest; follow it with: "
-             f"python -m resnet_core runs --runs-dir {store.root}")
+        _say(
+            f"\nhang-up: a detached runner trains the rest; follow it with: "
+            f"python -m resnet_core runs --runs-dir {store.root}"
+        )
         return 0
     except KeyboardInterrupt:
         from .jobs import cancel
@@ -353,8 +378,7 @@ def cmd_sweep(args) -> int:
     wall = time.time() - t0
     print(file=sys.stderr)
     print(f"sweep {args.name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
-    print(f"{'model':<16}{'seed':>6}  {'state':<12}{'train err (eval)':>18}{'test err':>10}",
-          file=sys.stderr)
+    print(f"{'model':<16}{'seed':>6}  {'state':<12}{'train err (eval)':>18}{'test err':>10}", file=sys.stderr)
     ok = True
     for rid in ids:
         run = store.run(rid)
@@ -364,8 +388,11 @@ def cmd_sweep(args) -> int:
         fmt = lambda v: f"{100 * v:.1f}%" if v is not None else "-"
         c = run.read_config_dict()
         label = c.get("model") if str(c.get("name")).startswith("sweep ") else c.get("name")
-        print(f"{label:<16}{c.get('seed')!s:>6}  {s['state']:<12}"
-              f"{fmt(e.get('train_eval')):>18}{fmt(e.get('test')):>10}", file=sys.stderr)
+        print(
+            f"{label:<16}{c.get('seed')!s:>6}  {s['state']:<12}"
+            f"{fmt(e.get('train_eval')):>18}{fmt(e.get('test')):>10}",
+            file=sys.stderr,
+        )
     return 0 if ok else 1
 
 
@@ -395,7 +422,7 @@ def _dataset_label(ds) -> str:
     text = str(ds if ds is not None else "?")
     if "/" in text or os.sep in text:
         text = Path(text).name or text
-    return text if len(text) <= DATASET_WIDTH else text[:DATASET_WIDTH - 3] + "..."
+    return text if len(text) <= DATASET_WIDTH else text[: DATASET_WIDTH - 3] + "..."
 
 
 def runs_table(store: RunStore, infos: list[dict]) -> str:
@@ -407,17 +434,26 @@ def runs_table(store: RunStore, infos: list[dict]) -> str:
         s, c = i["status"], i["config"]
         tot = s.get("total")
         errs = final_errors(store.run(i["id"])) if not i["error"] else {}
-        rows.append((i["id"], s.get("state", "?"), str(c.get("model", "?")),
-                     _dataset_label(c.get("dataset")), f"{s.get('step', 0)}/{tot}" if tot else "-",
-                     fmt(errs.get("train_eval")), fmt(errs.get("test")))
-                    + ((f"({i['error']})",) if i["error"] else ()))
+        rows.append(
+            (
+                i["id"],
+                s.get("state", "?"),
+                str(c.get("model", "?")),
+                _dataset_label(c.get("dataset")),
+                f"{s.get('step', 0)}/{tot}" if tot else "-",
+                fmt(errs.get("train_eval")),
+                fmt(errs.get("test")),
+            )
+            + ((f"({i['error']})",) if i["error"] else ())
+        )
     widths = [max(len(r[k]) for r in rows if k < len(r)) for k in range(len(RUNS_HEADER))]
     right = {4, 5, 6}  # numbers align right
     lines = []
     for r in rows:
-        cells = [r[k].rjust(widths[k]) if k in right else r[k].ljust(widths[k])
-                 for k in range(len(RUNS_HEADER))]
-        lines.append("  ".join(cells + list(r[len(RUNS_HEADER):])).rstrip())
+        cells = [
+            r[k].rjust(widths[k]) if k in right else r[k].ljust(widths[k]) for k in range(len(RUNS_HEADER))
+        ]
+        lines.append("  ".join(cells + list(r[len(RUNS_HEADER) :])).rstrip())
     return "\n".join(lines)
 
 
@@ -428,22 +464,37 @@ def cmd_models(args) -> int:
     # the memory column: one training step of a CIFAR-10-sized batch (3x32x32, 10 classes,
     # 50k images in memory), parameters + gradients + momentum + saved activations + data
     shape = DataShape(50000, 10000, 3, args.image_size, args.image_size, 10)
-    print(f"{'model':<12}{'family':<10}{'params':>14}  training memory at batch "
-          f"{args.batch_size}, {args.image_size}x{args.image_size} (params+grads+momentum, "
-          "activations)", flush=True)
+    print(
+        f"{'model':<12}{'family':<10}{'params':>14}  training memory at batch "
+        f"{args.batch_size}, {args.image_size}x{args.image_size} (params+grads+momentum, "
+        "activations)",
+        flush=True,
+    )
     for name in args.names or list_models():
         m = build_model(name)
         fam = parse_name(name)[0]
-        est = estimate(TrainConfig(model=name, batch_size=args.batch_size, iterations=1,
-                                   dataset="cifar10", image_size=args.image_size), shape)
+        est = estimate(
+            TrainConfig(
+                model=name,
+                batch_size=args.batch_size,
+                iterations=1,
+                dataset="cifar10",
+                image_size=args.image_size,
+            ),
+            shape,
+        )
         weights = est.params_bytes + est.grads_bytes + est.momentum_bytes
-        line = (f"{name:<12}{fam:<10}{count_params(m):>14,}  {fmt_bytes(est.total):>9} "
-                f"({fmt_bytes(weights)} + {fmt_bytes(est.activations_bytes)})")
+        line = (
+            f"{name:<12}{fam:<10}{count_params(m):>14,}  {fmt_bytes(est.total):>9} "
+            f"({fmt_bytes(weights)} + {fmt_bytes(est.activations_bytes)})"
+        )
         if args.macs:
             line += f"{count_macs(m) / 1e9:>10.3f} G mult-adds"
         print(line, flush=True)
-    print(f"training memory also counts the dataset ({fmt_bytes(est.data_bytes)} for CIFAR-10) "
-          f"and torch itself; `train` refuses a run that can't fit, naming both numbers")
+    print(
+        f"training memory also counts the dataset ({fmt_bytes(est.data_bytes)} for CIFAR-10) "
+        f"and torch itself; `train` refuses a run that can't fit, naming both numbers"
+    )
     print("any 6n+2 depth: cifar_resnet{D}, cifar_plain{D}, cifar_preresnet{D} (e.g. cifar_resnet50)")
     from .models.registry import variant_listing
 
@@ -474,16 +525,30 @@ def cmd_reference(args) -> int:
         store = RunStore(args.runs_dir)
         ids = list(args.run_ids)
         if args.all:
-            ids += [i["id"] for i in store.list_runs()
-                    if i["status"].get("state") == "done" and i["id"] not in ids]
+            ids += [
+                i["id"]
+                for i in store.list_runs()
+                if i["status"].get("state") == "done" and i["id"] not in ids
+            ]
         if not ids:
-            raise CliError("name the runs to export (run ids from `python -m resnet_core runs`) "
-                           "or pass --all for every finished run in the store")
+            raise CliError(
+                "name the runs to export (run ids from `python -m resnet_core runs`) "
+                "or pass --all for every finished run in the store"
+            )
         dest = _reference_dest(args.to)
-        s = export(store, ids, dest, title=args.title or "", description=args.description or "",
-                   command=args.command, machine=args.machine, force=args.force)
-        print(f"{s.path}: {len(s.run_ids())} runs, {set_size(s.path) / 1024:.0f} KB "
-              "(records only, no weights)")
+        s = export(
+            store,
+            ids,
+            dest,
+            title=args.title or "",
+            description=args.description or "",
+            command=args.command,
+            machine=args.machine,
+            force=args.force,
+        )
+        print(
+            f"{s.path}: {len(s.run_ids())} runs, {set_size(s.path) / 1024:.0f} KB (records only, no weights)"
+        )
         return 0
     sets = [read_set(_reference_dest(args.set))] if args.set else list_sets(args.root)
     if args.set and not sets[0].path.is_dir():
@@ -503,8 +568,10 @@ def cmd_reference(args) -> int:
             print(f"  made {s.meta.get('made', '?')} on {s.meta['machine']}")
         for r in s.meta.get("runs", []):
             fmt = lambda v: f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
-            print(f"  {str(r.get('model', '?')):<12} test err {fmt(r.get('test_error')):>7}  "
-                  f"train err (eval) {fmt(r.get('train_error')):>7}  {r.get('id')}")
+            print(
+                f"  {str(r.get('model', '?')):<12} test err {fmt(r.get('test_error')):>7}  "
+                f"train err (eval) {fmt(r.get('train_error')):>7}  {r.get('id')}"
+            )
     if bad:
         raise ReferenceError(f"{bad} reference set(s) have problems (listed above)")
     return 0
@@ -513,11 +580,9 @@ def cmd_reference(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_tensorboard
 
-    out = export_tensorboard(RunStore(args.runs_dir), list(args.run_ids), args.tensorboard,
-                             force=args.force)
+    out = export_tensorboard(RunStore(args.runs_dir), list(args.run_ids), args.tensorboard, force=args.force)
     for r in out:
-        print(f"{r['path']}: {r['model']}, {r['scalars']} scalars, {r['layer_scalars']} layer "
-              "statistics")
+        print(f"{r['path']}: {r['model']}, {r['scalars']} scalars, {r['layer_scalars']} layer statistics")
     print(f"open with: tensorboard --logdir {args.tensorboard}", file=sys.stderr)
     return 0
 
@@ -545,14 +610,18 @@ class Parser(argparse.ArgumentParser):
 
 
 def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
-    p = Parser(prog=prog,
-                                description="Train and inspect plain and residual nets (He et al. 2016).")
-    sub = p.add_subparsers(dest="cmd", required=True,
-                           metavar="{train,sweep,resume,runs,models,cancel,reference,export}")
+    p = Parser(prog=prog, description="Train and inspect plain and residual nets (He et al. 2016).")
+    sub = p.add_subparsers(
+        dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel,reference,export}"
+    )
 
     def runs_dir(sp):
-        sp.add_argument("--runs-dir", default=None, metavar="DIR",
-                        help="the run store (default: $RESNET_LAB_RUNS_DIR or ./checkpoints)")
+        sp.add_argument(
+            "--runs-dir",
+            default=None,
+            metavar="DIR",
+            help="the run store (default: $RESNET_LAB_RUNS_DIR or ./checkpoints)",
+        )
 
     t = sub.add_parser("train", help="train one model (in the foreground unless --background)")
     t.add_argument("--preset", choices=list(PRESETS), help="a budget; explicit flags override it")
@@ -567,16 +636,21 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     s.add_argument("name", help=f"one of: {', '.join(SWEEPS)}")
     s.add_argument("--background", action="store_true", help="queue them and return at once")
     s.add_argument("--dry-run", action="store_true", help="print the configs, run nothing")
-    s.add_argument("--seeds", default=None, metavar="S,S,...",
-                   help="train every model once per seed, e.g. 0,1,2 (not with --seed); the "
-                        "app shows runs that differ only in seed as mean +- std")
+    s.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,S,...",
+        help="train every model once per seed, e.g. 0,1,2 (not with --seed); the "
+        "app shows runs that differ only in seed as mean +- std",
+    )
     s.add_argument("--preset", help=argparse.SUPPRESS)
     runs_dir(s)
     add_config_flags(s)
     s.set_defaults(fn=cmd_sweep)
 
-    r = sub.add_parser("resume", help="continue an interrupted, failed or cancelled run, or "
-                                      "start a queued one now")
+    r = sub.add_parser(
+        "resume", help="continue an interrupted, failed or cancelled run, or start a queued one now"
+    )
     r.add_argument("run_id")
     r.add_argument("--background", action="store_true")
     r.add_argument("--quiet", action="store_true")
@@ -589,15 +663,30 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     runs_dir(ls)
     ls.set_defaults(fn=cmd_runs)
 
-    m = sub.add_parser("models", help="list the named models with parameter counts and the "
-                                      "memory a training step needs")
-    m.add_argument("names", nargs="*", metavar="MODEL",
-                   help="only these models (any name train accepts, e.g. cifar_resnet50)")
+    m = sub.add_parser(
+        "models", help="list the named models with parameter counts and the memory a training step needs"
+    )
+    m.add_argument(
+        "names",
+        nargs="*",
+        metavar="MODEL",
+        help="only these models (any name train accepts, e.g. cifar_resnet50)",
+    )
     m.add_argument("--macs", action="store_true", help="also count multiply-adds (slower)")
-    m.add_argument("--batch-size", type=int, default=128, metavar="B",
-                   help="batch size for the memory column (default 128)")
-    m.add_argument("--image-size", type=int, default=32, metavar="S",
-                   help="image side in pixels for the memory column (default 32, CIFAR)")
+    m.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        metavar="B",
+        help="batch size for the memory column (default 128)",
+    )
+    m.add_argument(
+        "--image-size",
+        type=int,
+        default=32,
+        metavar="S",
+        help="image side in pixels for the memory column (default 32, CIFAR)",
+    )
     m.set_defaults(fn=cmd_models)
 
     c = sub.add_parser("cancel", help="cancel a queued or running run")
@@ -607,18 +696,25 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
 
     rf = sub.add_parser("reference", help="bundled reference runs: list, check, export")
     rsub = rf.add_subparsers(dest="action", required=True, metavar="{list,check,export}")
-    for action, text in (("list", "the sets and their runs' final errors"),
-                         ("check", "check that every set is readable and holds records only")):
+    for action, text in (
+        ("list", "the sets and their runs' final errors"),
+        ("check", "check that every set is readable and holds records only"),
+    ):
         a = rsub.add_parser(action, help=text)
         a.add_argument("set", nargs="?", help="a set name or folder (default: every set)")
-        a.add_argument("--root", default=None, metavar="DIR",
-                       help="where the sets are (default: $RESNET_LAB_REFERENCE_DIR or ./reference)")
+        a.add_argument(
+            "--root",
+            default=None,
+            metavar="DIR",
+            help="where the sets are (default: $RESNET_LAB_REFERENCE_DIR or ./reference)",
+        )
         a.set_defaults(fn=cmd_reference)
     e = rsub.add_parser("export", help="copy finished runs' records (no weights) into a set")
     e.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     e.add_argument("--all", action="store_true", help="every finished run in the store")
-    e.add_argument("--to", required=True, metavar="NAME",
-                   help="a set name (under ./reference) or a folder path")
+    e.add_argument(
+        "--to", required=True, metavar="NAME", help="a set name (under ./reference) or a folder path"
+    )
     e.add_argument("--title", required=True, help="shown in the app beside the runs")
     e.add_argument("--description", default="", help="how the runs were made, in a sentence")
     e.add_argument("--command", default=None, help="the command that made the runs")
@@ -628,12 +724,23 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_reference)
 
     ex = sub.add_parser("export", help="write runs as TensorBoard event files")
-    ex.add_argument("run_ids", nargs="+", metavar="RUN_ID",
-                    help="run ids from `runs`, or ref:<set>/<run_id> for a bundled reference run")
-    ex.add_argument("--tensorboard", required=True, metavar="DIR",
-                    help="a new or empty folder, or an earlier export (its runs are replaced)")
-    ex.add_argument("--force", action="store_true",
-                    help="also write into a non-empty folder that is not an earlier export")
+    ex.add_argument(
+        "run_ids",
+        nargs="+",
+        metavar="RUN_ID",
+        help="run ids from `runs`, or ref:<set>/<run_id> for a bundled reference run",
+    )
+    ex.add_argument(
+        "--tensorboard",
+        required=True,
+        metavar="DIR",
+        help="a new or empty folder, or an earlier export (its runs are replaced)",
+    )
+    ex.add_argument(
+        "--force",
+        action="store_true",
+        help="also write into a non-empty folder that is not an earlier export",
+    )
     runs_dir(ex)
     ex.set_defaults(fn=cmd_export)
 

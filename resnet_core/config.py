@@ -2,6 +2,7 @@
 
 The command line's flags mirror these fields one to one (``batch_size`` is ``--batch-size``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,13 +53,17 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     decay_bn_bias: bool = True  # weight decay on BN parameters and biases too, as the paper; False (--no-decay-bn-bias) exempts them, as many later recipes do
-    schedule: str = "steps"  # "steps" (/10 at 50% and 75%, the paper's 32k/48k of 64k), "cosine", "onecycle", "constant"
+    schedule: str = (
+        "steps"  # "steps" (/10 at 50% and 75%, the paper's 32k/48k of 64k), "cosine", "onecycle", "constant"
+    )
     warmup: str = "auto"  # "paper" (lr/10 until train error < 80%, capped at 1% of steps), "none"; auto = paper for depth >= 110
     # --- reproducibility and hardware ---
     seed: int = 0
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     threads: int | None = None  # torch intra-op threads; None = all cores (the queue divides them)
-    precision: str = "auto"  # "fp32", "bf16"; auto = bf16 where it runs fast (CUDA, CPUs with AMX/AVX-512 bf16)
+    precision: str = (
+        "auto"  # "fp32", "bf16"; auto = bf16 where it runs fast (CUDA, CPUs with AMX/AVX-512 bf16)
+    )
     channels_last: bool | None = None  # None = on where it helps (CUDA, bf16 CPUs)
     compile: bool = False  # torch.compile; only used when no recorder needs hooks
     # --- logging and checkpoints ---
@@ -66,7 +71,9 @@ class TrainConfig:
     eval_every: int | None = None  # steps between test/val evaluations; None = once per epoch
     checkpoint_every: int | None = None  # steps between last.pt saves; None = once per epoch
     checkpoint_steps: list[int] = field(default_factory=list)  # extra step-NNNNNN.pt to keep
-    recorders: list[str] = field(default_factory=lambda: list(DEFAULT_RECORDERS))  # "module:Class" import paths
+    recorders: list[str] = field(
+        default_factory=lambda: list(DEFAULT_RECORDERS)
+    )  # "module:Class" import paths
     preset: str | None = None  # the preset the run started from, for the record
     name: str | None = None  # optional label shown in tables
 
@@ -75,27 +82,33 @@ class TrainConfig:
 
     def model_options(self) -> dict:
         """The build_model options this config sets (all but the data's classes/channels)."""
-        return dict(shortcut=self.shortcut, width=self.width, norm=self.norm, init=self.init,
-                    activation=self.activation, branch_scalar=self.branch_scalar,
-                    zero_init_residual=self.zero_init_residual, tat_target=self.tat_target)
+        return dict(
+            shortcut=self.shortcut,
+            width=self.width,
+            norm=self.norm,
+            init=self.init,
+            activation=self.activation,
+            branch_scalar=self.branch_scalar,
+            zero_init_residual=self.zero_init_residual,
+            tat_target=self.tat_target,
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+    def from_dict(cls, d: dict, source: str = "config") -> TrainConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a JSON object of TrainConfig fields")
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ConfigError(f"{source}: unknown field(s) {unknown}; accepted fields: "
-                              f"{', '.join(known)}")
+            raise ConfigError(f"{source}: unknown field(s) {unknown}; accepted fields: {', '.join(known)}")
         cfg = cls(**d)
         cfg.validate(source)
         return cfg
 
-    def validate(self, source: str = "config") -> "TrainConfig":
+    def validate(self, source: str = "config") -> TrainConfig:
         """Check every field's type and range; raise ConfigError naming the field."""
         from .models import INITS, ModelNameError, parse_name
 
@@ -176,12 +189,18 @@ class TrainConfig:
         check_int("log_every", 1)
         check_int("eval_every", 1, optional=True)
         check_int("checkpoint_every", 1, optional=True)
-        if not isinstance(self.checkpoint_steps, list) or not all(
+        if (
+            not isinstance(self.checkpoint_steps, list)
+            or not all(
                 isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_COUNT
-                for s in self.checkpoint_steps) or len(self.checkpoint_steps) > 10000:
+                for s in self.checkpoint_steps
+            )
+            or len(self.checkpoint_steps) > 10000
+        ):
             bad("checkpoint_steps", f"expected a list of at most 10000 integers from 1 to {MAX_COUNT}")
         if not isinstance(self.recorders, list) or not all(
-                isinstance(r, str) and ":" in r for r in self.recorders):
+            isinstance(r, str) and ":" in r for r in self.recorders
+        ):
             bad("recorders", "expected a list of 'module:Class' import paths")
         if self.preset is not None and not isinstance(self.preset, str):
             bad("preset", "expected a preset name")
@@ -219,19 +238,44 @@ class ConfigError(ValueError):
 # Presets: field overrides. Explicit flags override a preset.
 PRESETS: dict[str, dict] = {
     # The paper's CIFAR-10 recipe (section 4.2): 64k iterations, lr 0.1 /10 at 32k and 48k.
-    "paper": dict(iterations=64000, epochs=None, batch_size=128, lr=0.1, momentum=0.9,
-                  weight_decay=1e-4, schedule="steps", warmup="auto", augment="auto",
-                  subset=None, image_size=None, val_split=0, test_size=None),
+    "paper": dict(
+        iterations=64000,
+        epochs=None,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="steps",
+        warmup="auto",
+        augment="auto",
+        subset=None,
+        image_size=None,
+        val_split=0,
+        test_size=None,
+    ),
     # A 2-core-CPU budget that still shows degradation in fp32 (BENCHMARKS.md): 2,500 images
     # at 12x12, 6 epochs of batch 64 (234 steps). Few images and many passes make training
     # error -- what degradation is about -- fall fast for the nets that can optimize.
     # onecycle's low start is the warm-up that lets resnet56 train from step 0. One
     # evaluation, at the end (eval_every = the run's 234 steps), on 2,000 test images: a pass
     # over all 10k costs about two epochs here. Training curves come from the "train" rows.
-    "quick": dict(epochs=6, iterations=None, batch_size=64, lr=0.1, momentum=0.9,
-                  weight_decay=1e-4, schedule="onecycle", warmup="none", subset=2500,
-                  image_size=12, val_split=0, checkpoint_every=None, eval_every=234,
-                  train_eval_size=1000, test_size=2000),
+    "quick": dict(
+        epochs=6,
+        iterations=None,
+        batch_size=64,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="onecycle",
+        warmup="none",
+        subset=2500,
+        image_size=12,
+        val_split=0,
+        checkpoint_every=None,
+        eval_every=234,
+        train_eval_size=1000,
+        test_size=2000,
+    ),
     # About half an hour for the four nets of `sweep lesson` on a 2-core CPU (29 min measured,
     # BENCHMARKS.md 6b): long enough for the paper's step schedule, so the curves drop at 50%
     # and 75% as in Fig. 6, and for plain56 to end 33 points above plain20. The paper's
@@ -240,20 +284,34 @@ PRESETS: dict[str, dict] = {
     # resnet56 to pass resnet20 (it ends 10 points behind). 10,000 images at 16x16, 30 epochs
     # of batch 128 (2,340 steps); one evaluation per epoch on 2,000 test images. Start it
     # before class, or show its bundled reference runs (reference/lesson-cpu).
-    "lesson": dict(epochs=30, iterations=None, batch_size=128, lr=0.1, momentum=0.9,
-                   weight_decay=1e-4, schedule="steps", warmup="paper", subset=10000,
-                   image_size=16, val_split=0, eval_every=None, train_eval_size=1000,
-                   test_size=2000),
+    "lesson": dict(
+        epochs=30,
+        iterations=None,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="steps",
+        warmup="paper",
+        subset=10000,
+        image_size=16,
+        val_split=0,
+        eval_every=None,
+        train_eval_size=1000,
+        test_size=2000,
+    ),
     # The smallest useful run: a smoke test of the whole pipeline.
-    "smoke": dict(iterations=20, epochs=None, batch_size=32, subset=512, image_size=16,
-                  log_every=5, eval_every=10),
+    "smoke": dict(
+        iterations=20, epochs=None, batch_size=32, subset=512, image_size=16, log_every=5, eval_every=10
+    ),
 }
 
 # On the 1,797 images of `digits` (1,438 to train on, 8x8), 12 epochs of batch 64 (264 steps):
 # plain20 and resnet20 fit them (~1% error) while plain56 stays far behind (BENCHMARKS.md).
 DATASET_PRESET_OVERRIDES: dict[tuple[str, str], dict] = {
-    ("quick", "digits"): dict(epochs=12, subset=None, image_size=None, batch_size=64,
-                              val_split=0, eval_every=264),
+    ("quick", "digits"): dict(
+        epochs=12, subset=None, image_size=None, batch_size=64, val_split=0, eval_every=264
+    ),
     ("lesson", "digits"): dict(image_size=None),  # native 8x8: no point upsampling digits
 }
 
@@ -263,8 +321,20 @@ DATASET_PRESET_OVERRIDES: dict[tuple[str, str], dict] = {
 SWEEPS: dict[str, dict] = {
     "quick": dict(preset="quick", models=["plain56", "resnet56", "plain20", "resnet20"]),
     "lesson": dict(preset="lesson", models=["plain56", "resnet56", "plain20", "resnet20"]),
-    "fig6": dict(preset="paper", models=["resnet110", "plain56", "resnet56", "plain44", "resnet44",
-                                         "plain32", "resnet32", "plain20", "resnet20"]),
+    "fig6": dict(
+        preset="paper",
+        models=[
+            "resnet110",
+            "plain56",
+            "resnet56",
+            "plain44",
+            "resnet44",
+            "plain32",
+            "resnet32",
+            "plain20",
+            "resnet20",
+        ],
+    ),
 }
 
 
@@ -276,25 +346,26 @@ def _rescue_runs() -> list[dict]:
     with and without zero-init of the last BN gamma. The no-shortcut variants also at depth
     110, with seed 0 only (``seeds``): the depth-56 runs are meant for seeds 0, 1, 2, added one
     seed at a time (``sweep rescue --seed 1``) where three do not fit the wall-clock budget."""
-    no_shortcut = [("plain, He + BN", {}),
-                   ("looks-linear CReLU", dict(activation="crelu", init="looks_linear")),
-                   ("delta-orthogonal tanh, no BN", dict(activation="tanh",
-                                                         init="delta_orthogonal", norm="none")),
-                   ("TAT leaky ReLU, no BN", dict(activation="tat", init="delta_orthogonal",
-                                                  norm="none"))]
-    no_norm = [("resnet, no BN", dict(norm="none")),
-               ("Fixup", dict(norm="none", init="fixup")),
-               ("SkipInit", dict(norm="none", branch_scalar="skipinit")),
-               ("ReZero", dict(norm="none", branch_scalar="rezero"))]
+    no_shortcut = [
+        ("plain, He + BN", {}),
+        ("looks-linear CReLU", dict(activation="crelu", init="looks_linear")),
+        ("delta-orthogonal tanh, no BN", dict(activation="tanh", init="delta_orthogonal", norm="none")),
+        ("TAT leaky ReLU, no BN", dict(activation="tat", init="delta_orthogonal", norm="none")),
+    ]
+    no_norm = [
+        ("resnet, no BN", dict(norm="none")),
+        ("Fixup", dict(norm="none", init="fixup")),
+        ("SkipInit", dict(norm="none", branch_scalar="skipinit")),
+        ("ReZero", dict(norm="none", branch_scalar="rezero")),
+    ]
     zero_init = [("resnet, He + BN", {}), ("resnet, zero-init last BN", dict(zero_init_residual=True))]
-    runs = [dict(model="plain110", name=f"rescue: no shortcuts: {label}", seeds=[0], **o)
-            for label, o in no_shortcut]  # deepest first (see the note above SWEEPS)
-    runs += [dict(model="plain56", name=f"rescue: no shortcuts: {label}", **o)
-             for label, o in no_shortcut]
-    runs += [dict(model="resnet56", name=f"rescue: no normalisation: {label}", **o)
-             for label, o in no_norm]
-    runs += [dict(model="resnet56", name=f"rescue: zero-init: {label}", **o)
-             for label, o in zero_init]
+    runs = [
+        dict(model="plain110", name=f"rescue: no shortcuts: {label}", seeds=[0], **o)
+        for label, o in no_shortcut
+    ]  # deepest first (see the note above SWEEPS)
+    runs += [dict(model="plain56", name=f"rescue: no shortcuts: {label}", **o) for label, o in no_shortcut]
+    runs += [dict(model="resnet56", name=f"rescue: no normalisation: {label}", **o) for label, o in no_norm]
+    runs += [dict(model="resnet56", name=f"rescue: zero-init: {label}", **o) for label, o in zero_init]
     return runs
 
 
@@ -313,16 +384,20 @@ def sweep_runs(name: str, seed: int | None = None) -> list[dict]:
     if "runs" not in sw:
         return [{"model": m} for m in sw["models"]]
     seed = 0 if seed is None else seed
-    return [{k: v for k, v in r.items() if k != "seeds"} for r in sw["runs"]
-            if seed in r.get("seeds", [seed])]
+    return [
+        {k: v for k, v in r.items() if k != "seeds"} for r in sw["runs"] if seed in r.get("seeds", [seed])
+    ]
 
 
 def sweep_plan(name: str, seeds: list[int | None]) -> list[dict]:
     """Every run of sweep ``name`` once per seed, as field overrides (``seed`` set unless it is
     None). Model-major in the sweep's order, so the deepest model's seeds are queued (and
     start) first; a run limited to some seeds (rescue's plain110) appears only for those."""
-    full = sweep_runs(name, None) if "runs" not in SWEEPS.get(name, {}) else [
-        {k: v for k, v in r.items() if k != "seeds"} for r in SWEEPS[name]["runs"]]
+    full = (
+        sweep_runs(name, None)
+        if "runs" not in SWEEPS.get(name, {})
+        else [{k: v for k, v in r.items() if k != "seeds"} for r in SWEEPS[name]["runs"]]
+    )
     plan = []
     for run in full:
         for seed in seeds:
@@ -352,7 +427,7 @@ def apply_preset(preset: str | None, overrides: dict) -> TrainConfig:
 
 # A seed also picks a run's training subset and validation split (resnet_core.data); below 2^32
 # so every generator derived from it (seed * 1_000_003 + step, ...) stays in torch's range.
-MAX_SEED = 2 ** 32 - 1
+MAX_SEED = 2**32 - 1
 SEEDS_ACCEPTED = f"a comma-separated list of distinct integers from 0 to {MAX_SEED}, e.g. 0,1,2"
 
 
@@ -366,11 +441,11 @@ def parse_seeds(text: str, source: str = "--seeds") -> list[int]:
     for part in text.split(","):
         p = part.strip()
         if not p:
-            raise ConfigError(f"{source}: {text.strip()!r} has an empty entry; "
-                              f"accepted: {SEEDS_ACCEPTED}")
+            raise ConfigError(f"{source}: {text.strip()!r} has an empty entry; accepted: {SEEDS_ACCEPTED}")
         if not (p.isascii() and p.lstrip("+").isdigit()) or int(p) > MAX_SEED:
-            raise ConfigError(f"{source}: {p!r} (in {text.strip()!r}) is not a seed; "
-                              f"accepted: {SEEDS_ACCEPTED}")
+            raise ConfigError(
+                f"{source}: {p!r} (in {text.strip()!r}) is not a seed; accepted: {SEEDS_ACCEPTED}"
+            )
         seeds.append(int(p))
     dup = sorted({s for s in seeds if seeds.count(s) > 1})
     if dup:

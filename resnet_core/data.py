@@ -5,6 +5,7 @@ a ``.npz`` file (x_train, y_train, x_test, y_test, optional classes), an ImageFo
 (train/<class>/*, test/<class>/*; decoded once, then cached), or ``digits``, scikit-learn's
 bundled 8x8 handwritten digits, which needs no file and no network.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,7 @@ class Dataset:
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
 
-    def to(self, device) -> "Dataset":
+    def to(self, device) -> Dataset:
         for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val", "mean", "std"):
             v = getattr(self, k)
             if v is not None:
@@ -73,8 +74,10 @@ def data_root_of(data_root: str | None = None) -> str:
 
 
 def _mnist_files(folder: str) -> tuple[tuple[str, ...], ...]:
-    raw = tuple(f"{folder}/raw/{f}-idx{d}-ubyte" for f, d in (
-        ("train-images", 3), ("train-labels", 1), ("t10k-images", 3), ("t10k-labels", 1)))
+    raw = tuple(
+        f"{folder}/raw/{f}-idx{d}-ubyte"
+        for f, d in (("train-images", 3), ("train-labels", 1), ("t10k-images", 3), ("t10k-labels", 1))
+    )
     legacy = (f"{folder}/processed/training.pt", f"{folder}/processed/test.pt")
     return (raw, legacy)
 
@@ -84,9 +87,20 @@ def _mnist_files(folder: str) -> tuple[tuple[str, ...], ...]:
 # _check_legacy_exist, SVHN._check_integrity), both splits: one or more alternative layouts,
 # each a tuple of files that must all exist (the first is the one a download writes).
 TORCHVISION_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "cifar10": (tuple(f"cifar-10-batches-py/{f}" for f in (
-        "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-        "test_batch", "batches.meta")),),
+    "cifar10": (
+        tuple(
+            f"cifar-10-batches-py/{f}"
+            for f in (
+                "data_batch_1",
+                "data_batch_2",
+                "data_batch_3",
+                "data_batch_4",
+                "data_batch_5",
+                "test_batch",
+                "batches.meta",
+            )
+        ),
+    ),
     "cifar100": (("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),),
     "mnist": _mnist_files("MNIST"),
     "fashion_mnist": _mnist_files("FashionMNIST"),
@@ -99,8 +113,10 @@ TORCHVISION_WHERE = {  # the same, in words, for messages
     "fashion_mnist": "FashionMNIST/raw/ (the four unpacked idx files)",
     "svhn": "train_32x32.mat and test_32x32.mat",
 }
-CLI_REMEDY = ("pass --download to fetch it into {root}, --data-root DIR where it already is, "
-              "a .npz or ImageFolder path as --dataset, or --dataset digits (offline)")
+CLI_REMEDY = (
+    "pass --download to fetch it into {root}, --data-root DIR where it already is, "
+    "a .npz or ImageFolder path as --dataset, or --dataset digits (offline)"
+)
 
 
 def missing_files(name: str, data_root: str | None = None) -> list[str]:
@@ -110,8 +126,7 @@ def missing_files(name: str, data_root: str | None = None) -> list[str]:
     corrupted file passes here and fails at load). Raises DataError for a name that is not a
     torchvision dataset."""
     if name not in TORCHVISION_FILES:
-        raise DataError(f"{name!r} is not a torchvision dataset; those are "
-                        f"{', '.join(TORCHVISION_FILES)}")
+        raise DataError(f"{name!r} is not a torchvision dataset; those are {', '.join(TORCHVISION_FILES)}")
     root = Path(data_root_of(data_root))
     first = None
     for layout in TORCHVISION_FILES[name]:
@@ -133,14 +148,20 @@ def not_found_message(name: str, data_root: str | None = None, remedy: str = CLI
     root = data_root_of(data_root)
     miss = missing_files(name, data_root)
     layout = TORCHVISION_FILES[name][0]
-    part = (f"; missing: {', '.join(m.rsplit('/', 1)[-1] for m in miss)}"
-            if miss and len(miss) < len(layout) else "")
-    return (f"dataset {name!r} was not found in {root} (torchvision looks there for "
-            f"{TORCHVISION_WHERE[name]}{part}): {remedy.format(root=root)}")
+    part = (
+        f"; missing: {', '.join(m.rsplit('/', 1)[-1] for m in miss)}"
+        if miss and len(miss) < len(layout)
+        else ""
+    )
+    return (
+        f"dataset {name!r} was not found in {root} (torchvision looks there for "
+        f"{TORCHVISION_WHERE[name]}{part}): {remedy.format(root=root)}"
+    )
 
 
-def require_on_disk(name: str, data_root: str | None = None, download: bool = False,
-                    remedy: str = CLI_REMEDY) -> None:
+def require_on_disk(
+    name: str, data_root: str | None = None, download: bool = False, remedy: str = CLI_REMEDY
+) -> None:
     """Raise DataError (:func:`not_found_message`) when ``name`` is a torchvision dataset that
     is not in the data root and will not be downloaded; other datasets pass."""
     if name in TORCHVISION_FILES and not download and not on_disk(name, data_root):
@@ -162,24 +183,38 @@ def check_source(name: str) -> None:
         except FileNotFoundError:
             pass
         except OSError as e:  # a name longer than the filesystem allows, a link loop, ...
-            raise DataError(f"dataset path {name[:80]!r}{'...' if len(name) > 80 else ''} can't "
-                            f"be read ({e.strerror}); give a .npz file or an ImageFolder folder "
-                            "path the filesystem accepts") from None
+            raise DataError(
+                f"dataset path {name[:80]!r}{'...' if len(name) > 80 else ''} can't "
+                f"be read ({e.strerror}); give a .npz file or an ImageFolder folder "
+                "path the filesystem accepts"
+            ) from None
         if not p.exists():
-            raise DataError(f"dataset path {name!r} does not exist; give a .npz file, an "
-                            f"ImageFolder folder (train/<class>/, test/<class>/), or a name: "
-                            f"{', '.join(NAMED)}")
+            raise DataError(
+                f"dataset path {name!r} does not exist; give a .npz file, an "
+                f"ImageFolder folder (train/<class>/, test/<class>/), or a name: "
+                f"{', '.join(NAMED)}"
+            )
         if p.is_file() and p.suffix != ".npz":
-            raise DataError(f"dataset path {name!r} is a file but not a .npz; accepted: a .npz "
-                            "file or an ImageFolder folder")
+            raise DataError(
+                f"dataset path {name!r} is a file but not a .npz; accepted: a .npz "
+                "file or an ImageFolder folder"
+            )
     elif name not in NAMED:
-        raise DataError(f"dataset={name!r} is not accepted; accepted: {', '.join(NAMED)}, a .npz "
-                        "path, or an ImageFolder folder path")
+        raise DataError(
+            f"dataset={name!r} is not accepted; accepted: {', '.join(NAMED)}, a .npz "
+            "path, or an ImageFolder folder path"
+        )
 
 
-def load_dataset(name: str, data_root: str | None = None, download: bool = False,
-                 subset: int | None = None, image_size: int | None = None, val_split: int = 0,
-                 seed: int = 0) -> Dataset:
+def load_dataset(
+    name: str,
+    data_root: str | None = None,
+    download: bool = False,
+    subset: int | None = None,
+    image_size: int | None = None,
+    val_split: int = 0,
+    seed: int = 0,
+) -> Dataset:
     """Load, resize, subset and split a dataset. Raises DataError with a remedy on failure."""
     check_source(name)
     if is_path_dataset(name):
@@ -196,14 +231,17 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
     ds.x_test, ds.y_test = ds.x_test[tp], ds.y_test[tp]
     if subset is not None:
         if subset < ds.num_classes:
-            raise DataError(f"subset={subset} is too small: it must hold at least one image of "
-                            f"each of the {ds.num_classes} classes")
+            raise DataError(
+                f"subset={subset} is too small: it must hold at least one image of "
+                f"each of the {ds.num_classes} classes"
+            )
         idx = _stratified_first(ds.y_train, min(subset, len(ds.y_train)), seed)
         ds.x_train, ds.y_train = ds.x_train[idx], ds.y_train[idx]
     if val_split:
         if val_split >= len(ds.y_train):
-            raise DataError(f"val_split={val_split} must be smaller than the {len(ds.y_train)} "
-                            "training images")
+            raise DataError(
+                f"val_split={val_split} must be smaller than the {len(ds.y_train)} training images"
+            )
         g = torch.Generator().manual_seed(seed + 7919)
         perm = torch.randperm(len(ds.y_train), generator=g)
         vi, ti = perm[:val_split].sort().values, perm[val_split:].sort().values
@@ -223,8 +261,9 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
 def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
     out = []
     for chunk in x.split(4096):
-        y = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
+        y = F.interpolate(
+            chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         out.append(y.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
 
@@ -268,8 +307,10 @@ def _labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
     if len(y) and y.min() < 0:
         raise DataError(f"{what} has negative labels; labels must be 0..K-1")
     if len(y) and int(y.max()) >= MAX_CLASSES:  # int(): a uint64 beyond int64 compares exactly
-        raise DataError(f"{what} has a label of {int(y.max())}; labels must be 0..K-1 with K at "
-                        f"most {MAX_CLASSES:,} classes")
+        raise DataError(
+            f"{what} has a label of {int(y.max())}; labels must be 0..K-1 with K at "
+            f"most {MAX_CLASSES:,} classes"
+        )
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -292,13 +333,17 @@ def check_npz_sizes(p: Path) -> None:
             continue  # np.load refuses pickled objects with its own message
         need = int(np.prod(shape, dtype=object)) * dtype.itemsize
         if need > stored:
-            raise DataError(f"{p}: array {name} claims {fmt_bytes(need)} ({shape}, {dtype}) but "
-                            f"the archive holds {fmt_bytes(stored)} of it; the file is corrupt")
+            raise DataError(
+                f"{p}: array {name} claims {fmt_bytes(need)} ({shape}, {dtype}) but "
+                f"the archive holds {fmt_bytes(stored)} of it; the file is corrupt"
+            )
         total += need
     limit, what = host_memory_limit()
     if total > limit // 2:
-        raise DataError(f"{p}: its arrays expand to {fmt_bytes(total)}, more than half of {what} "
-                        f"({fmt_bytes(limit)}); use a smaller dataset or a subset saved on its own")
+        raise DataError(
+            f"{p}: its arrays expand to {fmt_bytes(total)}, more than half of {what} "
+            f"({fmt_bytes(limit)}); use a smaller dataset or a subset saved on its own"
+        )
 
 
 def _load_npz(p: Path) -> Dataset:
@@ -307,24 +352,31 @@ def _load_npz(p: Path) -> Dataset:
         with np.load(p, allow_pickle=False) as z:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
             if missing:
-                raise DataError(f"{p}: missing array(s) {missing}; a .npz dataset needs x_train, "
-                                "y_train, x_test, y_test (uint8 images, integer labels) and may "
-                                "hold classes")
+                raise DataError(
+                    f"{p}: missing array(s) {missing}; a .npz dataset needs x_train, "
+                    "y_train, x_test, y_test (uint8 images, integer labels) and may "
+                    "hold classes"
+                )
             arrays = {k: z[k] for k in NPZ_ARRAYS if k in z.files}
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{p}: not a readable .npz file ({e}); expected numpy.savez output with "
-                        "x_train, y_train, x_test, y_test") from None
+        raise DataError(
+            f"{p}: not a readable .npz file ({e}); expected numpy.savez output with "
+            "x_train, y_train, x_test, y_test"
+        ) from None
     for k in ("x_train", "x_test"):
         if arrays[k].ndim == 0 or len(arrays[k]) == 0:
-            raise DataError(f"{p}: {k} holds no images; a dataset needs at least one training "
-                            "and one test image")
+            raise DataError(
+                f"{p}: {k} holds no images; a dataset needs at least one training and one test image"
+            )
     xtr = _to_nchw(arrays["x_train"], "x_train")
     xte = _to_nchw(arrays["x_test"], "x_test")
     if xtr.shape[1:] != xte.shape[1:]:
-        raise DataError(f"{p}: x_train images {tuple(xtr.shape[1:])} and x_test images "
-                        f"{tuple(xte.shape[1:])} differ in shape")
+        raise DataError(
+            f"{p}: x_train images {tuple(xtr.shape[1:])} and x_test images "
+            f"{tuple(xte.shape[1:])} differ in shape"
+        )
     ytr = _labels(arrays["y_train"], len(xtr), "y_train")
     yte = _labels(arrays["y_test"], len(xte), "y_test")
     k = int(max(ytr.max(), yte.max())) + 1 if len(ytr) else 0
@@ -344,14 +396,18 @@ def _load_npz(p: Path) -> Dataset:
 def _load_imagefolder(p: Path, data_root: str | None) -> Dataset:
     for split in ("train", "test"):
         if not (p / split).is_dir():
-            raise DataError(f"{p}: an ImageFolder dataset needs {split}/<class>/<image> "
-                            f"folders; {p / split} is missing")
+            raise DataError(
+                f"{p}: an ImageFolder dataset needs {split}/<class>/<image> folders; {p / split} is missing"
+            )
     classes = sorted(d.name for d in (p / "train").iterdir() if d.is_dir())
     if len(classes) < 2:
-        raise DataError(f"{p}: found {len(classes)} class folder(s) under train/; a "
-                        "classification dataset needs at least 2")
-    files = {s: sorted(f for f in (p / s).rglob("*") if f.suffix.lower() in IMAGE_EXTS)
-             for s in ("train", "test")}
+        raise DataError(
+            f"{p}: found {len(classes)} class folder(s) under train/; a "
+            "classification dataset needs at least 2"
+        )
+    files = {
+        s: sorted(f for f in (p / s).rglob("*") if f.suffix.lower() in IMAGE_EXTS) for s in ("train", "test")
+    }
     # the cache is keyed by every file's path, size and modification time: moving one image
     # to another class folder (same bytes, same mtime, new path) is a new dataset
     stamp = hashlib.sha1()
@@ -361,7 +417,10 @@ def _load_imagefolder(p: Path, data_root: str | None) -> Dataset:
             st = f.stat()
             stamp.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     cache_dir = Path(data_root_of(data_root)) / "imagefolder-cache"
-    cache = cache_dir / f"{p.name}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}-{stamp.hexdigest()[:12]}.pt"
+    cache = (
+        cache_dir
+        / f"{p.name}-{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}-{stamp.hexdigest()[:12]}.pt"
+    )
     if cache.exists():
         try:
             d = torch.load(cache, weights_only=True)
@@ -431,8 +490,12 @@ def _load_torchvision(name: str, root: str, download: bool) -> Dataset:
             ytr, yte = torch.from_numpy(tr.labels).long(), torch.from_numpy(te.labels).long()
             classes = [str(i) for i in range(10)]
         else:
-            cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST,
-                   "fashion_mnist": tvd.FashionMNIST}[name]
+            cls = {
+                "cifar10": tvd.CIFAR10,
+                "cifar100": tvd.CIFAR100,
+                "mnist": tvd.MNIST,
+                "fashion_mnist": tvd.FashionMNIST,
+            }[name]
             tr = cls(root, train=True, download=download)
             te = cls(root, train=False, download=False)  # one archive holds both splits
             xtr, xte = (torch.as_tensor(np.asarray(d.data)) for d in (tr, te))
@@ -444,8 +507,7 @@ def _load_torchvision(name: str, root: str, download: bool) -> Dataset:
             classes = list(tr.classes)
     except RuntimeError as e:
         if "not found" in str(e).lower() or "corrupted" in str(e).lower():
-            raise DataError(f"dataset {name!r} in {root} is missing or corrupted ({e}): "
-                            f"{remedy}") from None
+            raise DataError(f"dataset {name!r} in {root} is missing or corrupted ({e}): {remedy}") from None
         raise
     except OSError as e:  # URLError, connection refused, DNS failure: no network
         raise DataError(f"dataset {name!r} could not be downloaded ({e}); {remedy}") from None

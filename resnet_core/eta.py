@@ -8,6 +8,7 @@ depth(queued) / depth(measured) and by their step counts. The runs are then laid
 parallel trainers in queue order, each starting on the first trainer to free up (as
 jobs.run_queue starts them), and the ETA is when the last one ends.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -17,10 +18,10 @@ from dataclasses import dataclass
 
 @dataclass
 class QueuedRun:
-    state: str                     # "running" or "queued" (other states are ignored)
-    depth: float | None = None     # weighted layers (None: unknown, taken as the mean)
-    total: float | None = None     # the run's steps, when known
-    eta_s: float | None = None     # running: the trainer's own remaining-time estimate
+    state: str  # "running" or "queued" (other states are ignored)
+    depth: float | None = None  # weighted layers (None: unknown, taken as the mean)
+    total: float | None = None  # the run's steps, when known
+    eta_s: float | None = None  # running: the trainer's own remaining-time estimate
     elapsed_s: float | None = None  # running: seconds since it started
 
 
@@ -87,7 +88,12 @@ def runs_eta(store, run_ids, slots: int, now: float | None = None) -> float | No
         elapsed = (now - started) if _finite(started) else None
         if s.get("state") == "done" and _finite(s.get("finished")) and _finite(started):
             elapsed = s["finished"] - started
-        q = QueuedRun(state=s.get("state", ""), depth=depth, total=s.get("total"),
-                      eta_s=s.get("eta_s"), elapsed_s=elapsed)
+        q = QueuedRun(
+            state=s.get("state", ""),
+            depth=depth,
+            total=s.get("total"),
+            eta_s=s.get("eta_s"),
+            elapsed_s=elapsed,
+        )
         (done if q.state == "done" else active).append(q)
     return queue_eta(active, slots, done)

@@ -5,6 +5,7 @@ The app and the CLI share it: both call ``submit`` (which makes sure a runner is
 ``sweep`` runs the same runner in the foreground. Only one runner drains a store at a time
 (an ``flock`` on ``.runner.lock``), and it never gives trainers more threads than cores in all.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -40,24 +41,26 @@ def submit(store: RunStore, config: TrainConfig, start_runner: bool = True) -> R
     return run
 
 
-def resume(store: RunStore, run_id: str, start_runner: bool = True,
-           foreground: bool = False) -> Run:
+def resume(store: RunStore, run_id: str, start_runner: bool = True, foreground: bool = False) -> Run:
     run = store.run(run_id)
     s = run.read_status()
     if s["state"] not in RESUMABLE + ("queued",):
-        raise StoreError(f"run {run_id} is {s['state']}; resume accepts "
-                         f"{', '.join(RESUMABLE)} and queued runs")
+        raise StoreError(
+            f"run {run_id} is {s['state']}; resume accepts {', '.join(RESUMABLE)} and queued runs"
+        )
     run.read_config()  # a broken config is reported now, not in the background
     try:
         (run.path / "cancel").unlink()
     except FileNotFoundError:
         pass
     if foreground:  # this process trains it now: never show it queued, or a runner starts it too
-        run.write_status(state="running", message=f"resuming from step {s.get('step', 0)}",
-                         **process_identity())
+        run.write_status(
+            state="running", message=f"resuming from step {s.get('step', 0)}", **process_identity()
+        )
         return run
-    run.write_status(state="queued", message=f"queued to resume from step {s.get('step', 0)}",
-                     pid=None, pid_start=None)
+    run.write_status(
+        state="queued", message=f"queued to resume from step {s.get('step', 0)}", pid=None, pid_start=None
+    )
     if start_runner:
         ensure_runner(store)
     return run
@@ -122,9 +125,13 @@ def runner_command(store: RunStore) -> list[str]:
 
 
 def _child_env(**extra) -> dict:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
-        **extra)
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+        **extra,
+    )
 
 
 def ensure_runner(store: RunStore) -> None:
@@ -132,16 +139,26 @@ def ensure_runner(store: RunStore) -> None:
     if runner_alive(store):
         return
     log = open(store.root / ".runner.log", "ab")
-    subprocess.Popen(runner_command(store), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                     env=_child_env(), start_new_session=True, cwd=str(REPO_ROOT))
+    subprocess.Popen(
+        runner_command(store),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env=_child_env(),
+        start_new_session=True,
+        cwd=str(REPO_ROOT),
+    )
     log.close()
 
 
 def waiting(store: RunStore, infos: list[dict] | None = None) -> list[str]:
     """Ids of the queued runs that nothing has cancelled."""
     infos = store.list_runs() if infos is None else infos
-    return [i["id"] for i in infos if i["status"].get("state") == "queued"
-            and not Run(store.root, i["id"]).cancel_requested()]
+    return [
+        i["id"]
+        for i in infos
+        if i["status"].get("state") == "queued" and not Run(store.root, i["id"]).cancel_requested()
+    ]
 
 
 def restart_if_stranded(store: RunStore, infos: list[dict] | None = None) -> bool:
@@ -177,8 +194,14 @@ def concurrent_jobs(ncores: int) -> int:
     return ncores
 
 
-def run_queue(store: RunStore, max_cores: int | None = None, poll: float = 0.5,
-              on_tick=None, wait_for_lock: bool = False, lock=None) -> int:
+def run_queue(
+    store: RunStore,
+    max_cores: int | None = None,
+    poll: float = 0.5,
+    on_tick=None,
+    wait_for_lock: bool = False,
+    lock=None,
+) -> int:
     """Drain the queue: start trainers while cores are free; return when nothing is queued or
     running. Returns the number of trainers started (0 if another runner holds the store).
     ``lock``: the store's runner lock, already taken (by ``RUNNER_BOOT``)."""
@@ -210,8 +233,11 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock, lock=None) 
             infos = store.list_runs()
             queued = [i for i in infos if i["status"].get("state") == "queued" and i["id"] not in children]
             queued.sort(key=lambda i: (_num(i["status"].get("created"), 0.0), i["id"]))
-            running_elsewhere = sum(int(_num(i["status"].get("threads"), 1)) for i in infos
-                                    if i["status"].get("state") == "running" and i["id"] not in children)
+            running_elsewhere = sum(
+                int(_num(i["status"].get("threads"), 1))
+                for i in infos
+                if i["status"].get("state") == "running" and i["id"] not in children
+            )
             used = running_elsewhere + sum(t for _, t in children.values())
             for info in queued:
                 run = Run(store.root, info["id"])
@@ -269,8 +295,10 @@ def _mark_if_never_started(run: Run, returncode: int) -> None:
         except OSError:
             tail = []
         state = "failed" if s["state"] == "queued" else "interrupted"
-        run.write_status(state=state, message=f"the trainer exited with code {returncode} "
-                         f"before finishing: {' | '.join(tail)}"[:1000])
+        run.write_status(
+            state=state,
+            message=f"the trainer exited with code {returncode} before finishing: {' | '.join(tail)}"[:1000],
+        )
 
 
 def _start_trainer(store: RunStore, run: Run, threads: int) -> subprocess.Popen:
@@ -279,10 +307,25 @@ def _start_trainer(store: RunStore, run: Run, threads: int) -> subprocess.Popen:
     run.check_writable("train.log")  # never append through a link out of the store
     log = open(run.path / "train.log", "ab")
     env = _child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    p = subprocess.Popen([sys.executable, "-m", "resnet_core", "_run", run.id, "--runs-dir",
-                          str(store.root), "--threads", str(threads)],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                         start_new_session=True, cwd=str(REPO_ROOT))
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "resnet_core",
+            "_run",
+            run.id,
+            "--runs-dir",
+            str(store.root),
+            "--threads",
+            str(threads),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env=env,
+        start_new_session=True,
+        cwd=str(REPO_ROOT),
+    )
     log.close()
     return p
 

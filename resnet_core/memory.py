@@ -13,6 +13,7 @@ upper bound there. ``check_run`` refuses a run whose estimate exceeds the memory
 machine that will train it (host RAM, or the cgroup limit when lower; a CUDA GPU's memory when
 the run trains there), naming both numbers.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,15 +65,23 @@ class Estimate:
 
     @property
     def total(self) -> int:
-        return (self.params_bytes + self.grads_bytes + self.momentum_bytes
-                + self.activations_bytes + self.data_bytes + RUNTIME_BYTES)
+        return (
+            self.params_bytes
+            + self.grads_bytes
+            + self.momentum_bytes
+            + self.activations_bytes
+            + self.data_bytes
+            + RUNTIME_BYTES
+        )
 
     def breakdown(self) -> str:
-        return (f"parameters {fmt_bytes(self.params_bytes)}, gradients "
-                f"{fmt_bytes(self.grads_bytes)}, momentum {fmt_bytes(self.momentum_bytes)}, "
-                f"activations {fmt_bytes(self.activations_bytes)} (batch {self.batch_size} at "
-                f"{self.image_size}x{self.image_size}), data {fmt_bytes(self.data_bytes)}, "
-                f"torch {fmt_bytes(RUNTIME_BYTES)}")
+        return (
+            f"parameters {fmt_bytes(self.params_bytes)}, gradients "
+            f"{fmt_bytes(self.grads_bytes)}, momentum {fmt_bytes(self.momentum_bytes)}, "
+            f"activations {fmt_bytes(self.activations_bytes)} (batch {self.batch_size} at "
+            f"{self.image_size}x{self.image_size}), data {fmt_bytes(self.data_bytes)}, "
+            f"torch {fmt_bytes(RUNTIME_BYTES)}"
+        )
 
 
 def fmt_bytes(n: float) -> str:
@@ -131,8 +140,9 @@ def _env_limit() -> int | None:
     try:
         return int(float(text.rstrip("KMGT")) * mult)
     except ValueError:
-        raise MemoryLimitError(f"${LIMIT_ENV}={os.environ[LIMIT_ENV]!r} is not accepted; "
-                               "expected a size such as 8G or 512M") from None
+        raise MemoryLimitError(
+            f"${LIMIT_ENV}={os.environ[LIMIT_ENV]!r} is not accepted; expected a size such as 8G or 512M"
+        ) from None
 
 
 def device_memory_limit(device: str = "auto") -> tuple[int, str, str]:
@@ -151,7 +161,7 @@ def device_memory_limit(device: str = "auto") -> tuple[int, str, str]:
 
 
 # --- the dataset's shape without loading it ---------------------------------------------------
-def npz_members(p: Path) -> dict[str, tuple[tuple, "object", int]]:
+def npz_members(p: Path) -> dict[str, tuple[tuple, object, int]]:
     """name -> (shape, dtype, stored bytes) of every array of a .npz, read from the zip
     directory and each member's .npy header only (nothing is decompressed beyond that)."""
     import numpy as np
@@ -185,8 +195,11 @@ def dataset_shape(dataset: str, data_root: str | None = None) -> DataShape | Non
         if p.is_file():
             m = npz_members(p)
             xtr, xte = m["x_train"][0], m["x_test"][0]
-            c = 1 if len(xtr) == 3 else (xtr[-1] if xtr[-1] in (1, 3, 4) and xtr[1] not in (1, 3, 4)
-                                         else xtr[1])
+            c = (
+                1
+                if len(xtr) == 3
+                else (xtr[-1] if xtr[-1] in (1, 3, 4) and xtr[1] not in (1, 3, 4) else xtr[1])
+            )
             h, w = (xtr[1], xtr[2]) if len(xtr) == 3 or (len(xtr) == 4 and xtr[-1] == c) else (xtr[2], xtr[3])
             k = m["classes"][0][0] if "classes" in m and len(m["classes"][0]) == 1 else 2
             return DataShape(xtr[0], xte[0], min(int(c), 3), int(h), int(w), max(2, int(k)))
@@ -243,13 +256,13 @@ def _measure(name: str, cfg, shape: DataShape, size: int) -> tuple[int, int, int
     from .models import build_model
 
     with torch.device("meta"):
-        model = build_model(name, **cfg.model_options(), num_classes=max(2, shape.num_classes),
-                            in_channels=shape.channels)
+        model = build_model(
+            name, **cfg.model_options(), num_classes=max(2, shape.num_classes), in_channels=shape.channels
+        )
     n_params = sum(p.numel() for p in model.parameters())
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    return n_params, params, buffers, saved_activation_bytes(model, cfg.batch_size,
-                                                             shape.channels, size)
+    return n_params, params, buffers, saved_activation_bytes(model, cfg.batch_size, shape.channels, size)
 
 
 def _model_numbers(cfg, shape: DataShape, size: int) -> tuple[int, int, int, int]:
@@ -273,9 +286,16 @@ def estimate(cfg, shape: DataShape | None = None) -> Estimate:
     shape = shape or dataset_shape(cfg.dataset, cfg.data_root) or DataShape(*NAMED_SHAPES["cifar10"])
     size = cfg.image_size or shape.height
     n_params, params, buffers, acts = _model_numbers(cfg, shape, size)
-    return Estimate(n_params=n_params, params_bytes=params + buffers, grads_bytes=params,
-                    momentum_bytes=params if cfg.momentum > 0 else 0, activations_bytes=acts,
-                    data_bytes=data_bytes(cfg, shape), batch_size=cfg.batch_size, image_size=size)
+    return Estimate(
+        n_params=n_params,
+        params_bytes=params + buffers,
+        grads_bytes=params,
+        momentum_bytes=params if cfg.momentum > 0 else 0,
+        activations_bytes=acts,
+        data_bytes=data_bytes(cfg, shape),
+        batch_size=cfg.batch_size,
+        image_size=size,
+    )
 
 
 def data_bytes(cfg, shape: DataShape) -> int:
@@ -285,8 +305,11 @@ def data_bytes(cfg, shape: DataShape) -> int:
     n_all = shape.n_train + shape.n_test
     native = n_all * shape.channels * shape.height * shape.width
     size = cfg.image_size or shape.height
-    resized = ((n_train + shape.n_test) * shape.channels * size * size
-               if cfg.image_size and cfg.image_size != shape.height else 0)
+    resized = (
+        (n_train + shape.n_test) * shape.channels * size * size
+        if cfg.image_size and cfg.image_size != shape.height
+        else 0
+    )
     floats = 4 * n_train * shape.channels * size * size
     return native + resized + floats + 8 * n_all
 
@@ -302,13 +325,16 @@ def check_run(cfg) -> Estimate | None:
         return None
     if cfg.subset is not None and cfg.dataset in NAMED_SHAPES and cfg.subset < shape.num_classes:
         # the loader's own message (load_dataset), before the batch check below misleads
-        raise DataError(f"subset={cfg.subset} is too small: it must hold at least one image of "
-                        f"each of the {shape.num_classes} classes")
+        raise DataError(
+            f"subset={cfg.subset} is too small: it must hold at least one image of "
+            f"each of the {shape.num_classes} classes"
+        )
     n_train = min(cfg.subset, shape.n_train) if cfg.subset else shape.n_train
     n_train -= cfg.val_split or 0
     if 0 < n_train < cfg.batch_size:
-        e = MemoryLimitError(f"--batch-size {cfg.batch_size} is larger than the {n_train} "
-                             "training images; accepted: 1 to that")
+        e = MemoryLimitError(
+            f"--batch-size {cfg.batch_size} is larger than the {n_train} training images; accepted: 1 to that"
+        )
         e.field = None
         raise e
     est = estimate(cfg, shape)
@@ -316,10 +342,22 @@ def check_run(cfg) -> Estimate | None:
     if est.total > limit:
         raise MemoryLimitError(
             f"this run needs about {fmt_bytes(est.total)} of memory ({est.breakdown()}) but "
-            f"{what} is {fmt_bytes(limit)}; use a smaller batch size, width or image size")
+            f"{what} is {fmt_bytes(limit)}; use a smaller batch size, width or image size"
+        )
     return est
 
 
-__all__ = ["Estimate", "DataShape", "MemoryLimitError", "estimate", "check_run",
-           "dataset_shape", "host_memory_limit", "device_memory_limit", "fmt_bytes",
-           "saved_activation_bytes", "npz_members", "RUNTIME_BYTES"]
+__all__ = [
+    "Estimate",
+    "DataShape",
+    "MemoryLimitError",
+    "estimate",
+    "check_run",
+    "dataset_shape",
+    "host_memory_limit",
+    "device_memory_limit",
+    "fmt_bytes",
+    "saved_activation_bytes",
+    "npz_members",
+    "RUNTIME_BYTES",
+]

@@ -10,6 +10,7 @@ Sets are made with ``python -m resnet_core reference export`` from runs in a sto
 are thinned on the way (averaged training windows, a few layer-record steps) so a set of nine
 64k-step runs stays a few hundred KB.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,21 @@ from .store import RunStore, atomic_write_bytes, atomic_write_json, loads, valid
 ENV_VAR = "RESNET_LAB_REFERENCE_DIR"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "layers.jsonl", "env.json")
 # status fields that describe the run; pid, host and heartbeat describe the machine it ran on
-STATUS_KEEP = ("state", "created", "updated", "started", "step", "total", "message", "threads",
-               "eta_s", "images_per_s", "device", "precision", "recorder_errors")
+STATUS_KEEP = (
+    "state",
+    "created",
+    "updated",
+    "started",
+    "step",
+    "total",
+    "message",
+    "threads",
+    "eta_s",
+    "images_per_s",
+    "device",
+    "precision",
+    "recorder_errors",
+)
 ENV_DROP = ("host",)
 MAX_TRAIN_ROWS = 400  # per training split: enough for a smooth curve at any budget
 MAX_LAYER_STEPS = 12  # recorded probe steps kept per run (first and last always among them)
@@ -53,9 +67,11 @@ def valid_set_name(name) -> bool:
 
 def check_set_name(name: str) -> str:
     if not valid_set_name(name):
-        raise ReferenceError(f"reference set name {name!r} is not accepted: use lower-case "
-                             "letters, digits, '.', '_' and '-' (at most 64, starting with a "
-                             "letter or digit)")
+        raise ReferenceError(
+            f"reference set name {name!r} is not accepted: use lower-case "
+            "letters, digits, '.', '_' and '-' (at most 64, starting with a "
+            "letter or digit)"
+        )
     return name
 
 
@@ -131,8 +147,7 @@ def list_sets(root: str | os.PathLike | None = None) -> list[ReferenceSet]:
     root = Path(root) if root is not None else default_root()
     if not root.is_dir():
         return []
-    return [read_set(p) for p in sorted(root.iterdir())
-            if valid_set_name(p.name) and p.is_dir()]
+    return [read_set(p) for p in sorted(root.iterdir()) if valid_set_name(p.name) and p.is_dir()]
 
 
 # --- thinning ----------------------------------------------------------------------------
@@ -151,14 +166,14 @@ def thin_metrics(rows: list[dict], max_train_rows: int = MAX_TRAIN_ROWS) -> list
             continue
         k = -(-len(idx) // max_train_rows)  # windows per merged row
         for start in range(0, len(idx), k):
-            group = [rows[i] for i in idx[start:start + k]]
+            group = [rows[i] for i in idx[start : start + k]]
             merged = dict(group[-1])
             for key in ("loss", "error", "images_per_s"):
                 vals = [g[key] for g in group if isinstance(g.get(key), (int, float))]
                 if vals:
                     merged[key] = sum(vals) / len(vals)
             merged["windows"] = len(group)
-            for i in idx[start:start + k - 1]:
+            for i in idx[start : start + k - 1]:
                 replace[i] = None
             replace[idx[min(start + k, len(idx)) - 1]] = merged
     out = []
@@ -171,11 +186,13 @@ def thin_metrics(rows: list[dict], max_train_rows: int = MAX_TRAIN_ROWS) -> list
     return out
 
 
-def thin_layers(rows: list[dict], max_steps: int = MAX_LAYER_STEPS,
-                max_weight_steps: int = MAX_WEIGHT_STEPS) -> list[dict]:
+def thin_layers(
+    rows: list[dict], max_steps: int = MAX_LAYER_STEPS, max_weight_steps: int = MAX_WEIGHT_STEPS
+) -> list[dict]:
     """The rows of at most ``max_steps`` recorded steps, evenly spread, first and last kept.
     Weight-gradient rows (``type="weight"``), recorded at many more steps than the probe rows,
     are thinned on their own to ``max_weight_steps``, so neither crowds the other out."""
+
     def keep_of(group, n):
         steps = sorted({r["step"] for r in group if isinstance(r.get("step"), (int, float))})
         if len(steps) <= n:
@@ -196,8 +213,9 @@ def _round(v, sig: int):
 def _jsonl(rows: list[dict], sig: int) -> bytes:
     """Compact JSON lines, floats to ``sig`` significant digits (the records' own noise is
     larger: a 4-digit std is exact enough for Fig. 7, and keeps a 110-layer run small)."""
-    return "".join(json.dumps({k: _round(v, sig) for k, v in r.items()}, separators=(",", ":"))
-                   + "\n" for r in rows).encode()
+    return "".join(
+        json.dumps({k: _round(v, sig) for k, v in r.items()}, separators=(",", ":")) + "\n" for r in rows
+    ).encode()
 
 
 # --- export ------------------------------------------------------------------------------
@@ -208,10 +226,18 @@ def _final(rows: list[dict], split: str):
     return None
 
 
-def export(store: RunStore, run_ids: list[str], dest: str | os.PathLike, title: str,
-           description: str = "", command: str | None = None, machine: str | None = None,
-           force: bool = False, max_train_rows: int = MAX_TRAIN_ROWS,
-           max_layer_steps: int = MAX_LAYER_STEPS) -> ReferenceSet:
+def export(
+    store: RunStore,
+    run_ids: list[str],
+    dest: str | os.PathLike,
+    title: str,
+    description: str = "",
+    command: str | None = None,
+    machine: str | None = None,
+    force: bool = False,
+    max_train_rows: int = MAX_TRAIN_ROWS,
+    max_layer_steps: int = MAX_LAYER_STEPS,
+) -> ReferenceSet:
     """Copy the records of finished runs into a new reference set at ``dest``.
 
     Only runs in state "done" are accepted. The set is built under a hidden name beside
@@ -229,16 +255,19 @@ def export(store: RunStore, run_ids: list[str], dest: str | os.PathLike, title: 
         raise ReferenceError(f"{dest} already exists; pass --force to replace it")
     if (dest.exists() or dest.is_symlink()) and not is_reference_set(dest):
         # --force replaces an earlier reference set, never a folder of anything else
-        raise ReferenceError(f"{dest} exists and is not a reference set (a folder holding "
-                             "set.json and run records only); --force replaces only a set "
-                             "made by export: choose another --to")
+        raise ReferenceError(
+            f"{dest} exists and is not a reference set (a folder holding "
+            "set.json and run records only); --force replaces only a set "
+            "made by export: choose another --to"
+        )
     runs = []
     for rid in run_ids:
         run = store.run(rid)  # StoreError names a bad or missing id
         st = run.read_status()
         if st["state"] != "done":
-            raise ReferenceError(f"run {rid} is {st['state']}, not done: only finished runs "
-                                 "can be reference runs")
+            raise ReferenceError(
+                f"run {rid} is {st['state']}, not done: only finished runs can be reference runs"
+            )
         cfg = run.read_config().to_dict()  # validated
         runs.append((run, st, cfg))
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -260,24 +289,38 @@ def export(store: RunStore, run_ids: list[str], dest: str | os.PathLike, title: 
             if layers:
                 atomic_write_bytes(out / "layers.jsonl", _jsonl(layers, 4))
             envs.append(env)
-            elapsed = (st.get("updated") - st.get("started")
-                       if isinstance(st.get("updated"), (int, float))
-                       and isinstance(st.get("started"), (int, float)) else None)
-            listing.append({"id": run.id, "model": cfg["model"], "dataset": cfg["dataset"],
-                            "preset": cfg.get("preset"), "steps": st.get("step"),
-                            "test_error": _final(metrics, "test"),
-                            "train_error": _final(metrics, "train_eval"),
-                            "train_seconds": round(elapsed, 1) if elapsed is not None else None})
+            elapsed = (
+                st.get("updated") - st.get("started")
+                if isinstance(st.get("updated"), (int, float)) and isinstance(st.get("started"), (int, float))
+                else None
+            )
+            listing.append(
+                {
+                    "id": run.id,
+                    "model": cfg["model"],
+                    "dataset": cfg["dataset"],
+                    "preset": cfg.get("preset"),
+                    "steps": st.get("step"),
+                    "test_error": _final(metrics, "test"),
+                    "train_error": _final(metrics, "train_eval"),
+                    "train_seconds": round(elapsed, 1) if elapsed is not None else None,
+                }
+            )
         if machine is None:
             e = envs[0] if envs else {}
             machine = e.get("gpu") or e.get("cpu_model") or e.get("platform") or "unknown"
-            machine = f"{machine} ({e.get('device', '?')}, {e.get('precision', '?')}, " \
-                      f"torch {e.get('torch', '?')})"
-        meta = {"title": title.strip(), "description": description.strip(),
-                "made": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine,
-                "command": command,
-                "git_commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
-                "runs": listing}
+            machine = (
+                f"{machine} ({e.get('device', '?')}, {e.get('precision', '?')}, torch {e.get('torch', '?')})"
+            )
+        meta = {
+            "title": title.strip(),
+            "description": description.strip(),
+            "made": time.strftime("%Y-%m-%d", time.gmtime()),
+            "machine": machine,
+            "command": command,
+            "git_commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
+            "runs": listing,
+        }
         atomic_write_json(tmp / "set.json", meta)
         if dest.exists():
             old = dest.parent / f".old-{dest.name}-{secrets.token_hex(3)}"
@@ -318,5 +361,15 @@ def check_set(s: ReferenceSet) -> list[str]:
     return problems
 
 
-__all__ = ["ReferenceSet", "ReferenceError", "list_sets", "read_set", "export", "check_set",
-           "thin_metrics", "thin_layers", "default_root", "set_size"]
+__all__ = [
+    "ReferenceSet",
+    "ReferenceError",
+    "list_sets",
+    "read_set",
+    "export",
+    "check_set",
+    "thin_metrics",
+    "thin_layers",
+    "default_root",
+    "set_size",
+]

@@ -12,6 +12,7 @@ it is written, and a SIGKILL at any moment loses at most the last flush and corr
     <run_id>/ckpt/         last.pt, best.pt, step-NNNNNN.pt
     <run_id>/cache/        analysis results, keyed by checkpoint and method
 """
+
 from __future__ import annotations
 
 import errno
@@ -52,8 +53,10 @@ class DiskFullError(OSError):
         self.folder = str(folder)
         self.free_mb = free_mb(folder)
         why = f" ({os.strerror(errno.ENOSPC)})"
-        super().__init__(errno.ENOSPC, f"disk full: {self.free_mb:.1f} MB free in {self.folder}; "
-                         f"free some space and resume{why}")
+        super().__init__(
+            errno.ENOSPC,
+            f"disk full: {self.free_mb:.1f} MB free in {self.folder}; free some space and resume{why}",
+        )
 
     def __str__(self) -> str:
         return self.strerror
@@ -111,8 +114,10 @@ def loads(data):
 
 def check_run_id(run_id: str) -> str:
     if not valid_run_id(run_id):
-        raise StoreError(f"run id {run_id!r} is not accepted: use letters, digits, '.', '_' and "
-                         "'-' only (no '..', no path separators, at most 128 characters)")
+        raise StoreError(
+            f"run id {run_id!r} is not accepted: use letters, digits, '.', '_' and "
+            "'-' only (no '..', no path separators, at most 128 characters)"
+        )
     return run_id
 
 
@@ -231,7 +236,7 @@ def _proc_start_time(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] in ("Z", "X"):  # a zombie: killed but not yet reaped
             return None
         return fields[19]
@@ -274,8 +279,9 @@ def flock_held(path: Path) -> bool | None:
     except OSError:
         return None
     dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    return any(len(p) > 5 and p[1] == "FLOCK" and p[5] == dev
-               for p in (line.split() for line in table.splitlines()))
+    return any(
+        len(p) > 5 and p[1] == "FLOCK" and p[5] == dev for p in (line.split() for line in table.splitlines())
+    )
 
 
 def _number(v, integer: bool = False) -> bool:
@@ -287,10 +293,22 @@ def _number(v, integer: bool = False) -> bool:
 # status.json fields and the type each must have; a field of another type is dropped on read
 # (with its name in ``bad_fields``), so every reader can trust the ones it gets
 STATUS_TYPES = {
-    "step": "int", "total": "int", "threads": "int", "pid": "int",
-    "heartbeat": "num", "created": "num", "updated": "num", "started": "num", "finished": "num",
-    "eta_s": "num", "images_per_s": "num",
-    "message": "str", "host": "str", "device": "str", "precision": "str", "pid_start": "str",
+    "step": "int",
+    "total": "int",
+    "threads": "int",
+    "pid": "int",
+    "heartbeat": "num",
+    "created": "num",
+    "updated": "num",
+    "started": "num",
+    "finished": "num",
+    "eta_s": "num",
+    "images_per_s": "num",
+    "message": "str",
+    "host": "str",
+    "device": "str",
+    "precision": "str",
+    "pid_start": "str",
 }
 SCALAR = (str, int, float, bool, type(None))
 
@@ -300,10 +318,12 @@ def clean_status(d: dict) -> dict:
     out, bad = {}, []
     for k, v in d.items():
         kind = STATUS_TYPES.get(k)
-        ok = (v is None or (kind == "str" and isinstance(v, str))
-              or (kind in ("int", "num") and _number(v, integer=kind == "int")
-                  and (kind != "int" or v >= 0))
-              or (kind is None and k != "bad_fields"))
+        ok = (
+            v is None
+            or (kind == "str" and isinstance(v, str))
+            or (kind in ("int", "num") and _number(v, integer=kind == "int") and (kind != "int" or v >= 0))
+            or (kind is None and k != "bad_fields")
+        )
         if ok:
             out[k] = v
         else:
@@ -316,16 +336,24 @@ def clean_status(d: dict) -> dict:
 def metrics_row_ok(r: dict) -> bool:
     """A metrics.jsonl row every reader can use: an integer step, a string split, and plain
     values (numbers, strings, null) for the rest."""
-    return (_number(r.get("step"), integer=True) and isinstance(r.get("split"), str)
-            and all(isinstance(v, SCALAR) for v in r.values())
-            and all(r.get(k) is None or _number(r.get(k))
-                    for k in ("loss", "error", "lr", "time", "epoch", "images_per_s", "n")))
+    return (
+        _number(r.get("step"), integer=True)
+        and isinstance(r.get("split"), str)
+        and all(isinstance(v, SCALAR) for v in r.values())
+        and all(
+            r.get(k) is None or _number(r.get(k))
+            for k in ("loss", "error", "lr", "time", "epoch", "images_per_s", "n")
+        )
+    )
 
 
 def layers_row_ok(r: dict) -> bool:
     """A layers.jsonl row: an integer step, a string layer name, plain values."""
-    return (_number(r.get("step"), integer=True) and isinstance(r.get("layer"), str)
-            and all(isinstance(v, SCALAR) for v in r.values()))
+    return (
+        _number(r.get("step"), integer=True)
+        and isinstance(r.get("layer"), str)
+        and all(isinstance(v, SCALAR) for v in r.values())
+    )
 
 
 @dataclass
@@ -352,9 +380,11 @@ class Run:
         for p in (self.path, *(self.path / n for n in names)):
             if p.is_symlink():
                 where = "its folder" if p == self.path else p.relative_to(self.path).as_posix()
-                raise StoreError(f"run {self.id}: {where} is a symbolic link; the lab does not "
-                                 "write through links out of the store (replace it with a real "
-                                 "folder or file)")
+                raise StoreError(
+                    f"run {self.id}: {where} is a symbolic link; the lab does not "
+                    "write through links out of the store (replace it with a real "
+                    "folder or file)"
+                )
         return self.path
 
     # --- config -----------------------------------------------------------------------
@@ -390,17 +420,19 @@ class Run:
         except (ValueError, UnicodeDecodeError) as e:
             raise StoreError(f"run {self.id}: status.json is not valid JSON ({e})") from None
         if not isinstance(d, dict) or d.get("state") not in STATES:
-            raise StoreError(f"run {self.id}: status.json has no valid state "
-                             f"(accepted: {', '.join(STATES)})")
+            raise StoreError(f"run {self.id}: status.json has no valid state (accepted: {', '.join(STATES)})")
         return clean_status(d)
 
     def read_status(self) -> dict:
         """The status, reconciled: a running run whose process is gone is interrupted."""
         s = self.read_status_raw()
         if s["state"] == "running" and not self._owner_alive(s):
-            s = dict(s, state="interrupted",
-                     message=f"the trainer (pid {s.get('pid')}) stopped without finishing at "
-                             f"step {s.get('step', 0)}; resume continues from the last checkpoint")
+            s = dict(
+                s,
+                state="interrupted",
+                message=f"the trainer (pid {s.get('pid')}) stopped without finishing at "
+                f"step {s.get('step', 0)}; resume continues from the last checkpoint",
+            )
         return s
 
     def _owner_alive(self, s: dict) -> bool:
@@ -441,7 +473,7 @@ class Run:
         self.check_writable(name)  # a (dangling) link in place of a log is refused
         try:
             with open(self.path / name, "a", opener=_nofollow) as f:
-                fault_point(f"{Path(name).stem}_flush", lambda: (f.write(data[:len(data) // 2]), f.flush()))
+                fault_point(f"{Path(name).stem}_flush", lambda: (f.write(data[: len(data) // 2]), f.flush()))
                 f.write(data)
                 f.flush()
         except OSError as e:
@@ -472,8 +504,7 @@ class Run:
 
     def log_sizes(self) -> dict:
         """The logs' byte sizes, saved in each checkpoint (see truncate_logs_after)."""
-        return {n: (self.path / n).stat().st_size if (self.path / n).exists() else 0
-                for n in self.LOGS}
+        return {n: (self.path / n).stat().st_size if (self.path / n).exists() else 0 for n in self.LOGS}
 
     def truncate_logs_after(self, step: int, sizes: dict | None = None) -> None:
         """Drop every line written after the checkpoint a run resumes from (and any torn
@@ -504,8 +535,10 @@ class Run:
 
     def checkpoint_path(self, name: str = "last") -> Path:
         if not valid_run_id(name):
-            raise StoreError(f"checkpoint name {name!r} is not accepted: use a name from the "
-                             "run's ckpt/ folder (last, best, step-NNNNNN)")
+            raise StoreError(
+                f"checkpoint name {name!r} is not accepted: use a name from the "
+                "run's ckpt/ folder (last, best, step-NNNNNN)"
+            )
         return self.ckpt_dir / f"{name}.pt"
 
     def list_checkpoints(self) -> list[str]:
@@ -522,8 +555,9 @@ class Run:
 
         # a trainer writes checkpoints, logs and its status here, and deletes stale temporary
         # files in ckpt/: none of it may go through a link out of the store
-        self.check_writable(".trainer.lock", "ckpt", "cache", "status.json", "env.json",
-                            "train.log", *self.LOGS)
+        self.check_writable(
+            ".trainer.lock", "ckpt", "cache", "status.json", "env.json", "train.log", *self.LOGS
+        )
         f = open(self.path / ".trainer.lock", "a+", opener=_nofollow)
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -580,9 +614,17 @@ class RunStore:
                 continue
             try:
                 atomic_write_bytes(tmp / "config.json", (config.to_json() + "\n").encode())
-                atomic_write_json(tmp / "status.json", {"state": state, "created": now,
-                                                        "updated": now, "step": 0, "total": None,
-                                                        "message": message})
+                atomic_write_json(
+                    tmp / "status.json",
+                    {
+                        "state": state,
+                        "created": now,
+                        "updated": now,
+                        "step": 0,
+                        "total": None,
+                        "message": message,
+                    },
+                )
                 if path.exists():
                     raise FileExistsError(path)
                 os.rename(tmp, path)
@@ -598,8 +640,7 @@ class RunStore:
     def list_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if valid_run_id(p.name) and p.is_dir())
+        return sorted(p.name for p in self.root.iterdir() if valid_run_id(p.name) and p.is_dir())
 
     def list_runs(self) -> list[dict]:
         """One summary per run folder; a broken folder is listed with its error, never raised."""
@@ -610,9 +651,11 @@ class RunStore:
             try:
                 info["status"] = run.read_status()
                 if info["status"].get("bad_fields"):
-                    info["error"] = (f"run {rid}: status.json field(s) "
-                                     f"{', '.join(info['status']['bad_fields'])} have the wrong "
-                                     "type and were ignored")
+                    info["error"] = (
+                        f"run {rid}: status.json field(s) "
+                        f"{', '.join(info['status']['bad_fields'])} have the wrong "
+                        "type and were ignored"
+                    )
             except StoreError as e:
                 info["status"] = {"state": "broken"}
                 info["error"] = str(e)

@@ -4,6 +4,7 @@ A run is a function of its config and seed: the epoch's permutation and each ste
 augmentation draw from generators seeded by (seed, epoch) and (seed, step), so a run resumed
 from a checkpoint continues exactly as an uninterrupted one (bit for bit on CPU in fp32).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,7 +14,6 @@ import platform
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,8 +25,16 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .data import Dataset, augment_batch, augment_kind, load_dataset, normalize
 from .models import build_model, parse_name
-from .store import (HEARTBEAT_S, Run, RunStore, StoreError, atomic_write, atomic_write_json,
-                    fault_point, process_identity)
+from .store import (
+    HEARTBEAT_S,
+    Run,
+    RunStore,
+    StoreError,
+    atomic_write,
+    atomic_write_json,
+    fault_point,
+    process_identity,
+)
 
 CKPT_VERSION = 1
 
@@ -109,14 +117,14 @@ class Callback:
     # which shares its parameters with the compiled one) set it False.
     needs_hooks = True
 
-    def on_train_start(self, ctx: "TrainContext") -> None: ...
+    def on_train_start(self, ctx: TrainContext) -> None: ...
     # before the training forward of step ctx.step + 1: the model is exactly as a checkpoint
     # saved at ctx.step (that forward moves BN's running statistics)
-    def on_step_start(self, ctx: "TrainContext") -> None: ...
-    def on_after_backward(self, ctx: "TrainContext") -> None: ...
-    def on_step_end(self, ctx: "TrainContext") -> None: ...
-    def on_eval(self, ctx: "TrainContext", results: dict) -> None: ...
-    def on_train_end(self, ctx: "TrainContext") -> None: ...
+    def on_step_start(self, ctx: TrainContext) -> None: ...
+    def on_after_backward(self, ctx: TrainContext) -> None: ...
+    def on_step_end(self, ctx: TrainContext) -> None: ...
+    def on_eval(self, ctx: TrainContext, results: dict) -> None: ...
+    def on_train_end(self, ctx: TrainContext) -> None: ...
 
 
 @dataclass
@@ -151,8 +159,11 @@ class TrainContext:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.precision == "bf16" and self.device.type in ("cpu", "cuda"))
+        return torch.autocast(
+            self.device.type,
+            dtype=torch.bfloat16,
+            enabled=self.precision == "bf16" and self.device.type in ("cpu", "cuda"),
+        )
 
 
 def load_callbacks(paths: list[str]) -> tuple[list[Callback], list[str]]:
@@ -165,8 +176,10 @@ def load_callbacks(paths: list[str]) -> tuple[list[Callback], list[str]]:
         try:
             out.append(getattr(importlib.import_module(mod), cls)())
         except (ImportError, AttributeError) as e:
-            problems.append(f"recorder {p!r} not attached, so this run records no per-layer "
-                            f"statistics: {type(e).__name__}: {e}")
+            problems.append(
+                f"recorder {p!r} not attached, so this run records no per-layer "
+                f"statistics: {type(e).__name__}: {e}"
+            )
     return out, problems
 
 
@@ -187,7 +200,7 @@ def evaluate(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, batch: int = 1
     loss_sum, wrong = 0.0, 0
     try:
         for i in range(0, len(y), batch):
-            xb, yb = ctx.prepare(x[i:i + batch]), y[i:i + batch].to(ctx.device)
+            xb, yb = ctx.prepare(x[i : i + batch]), y[i : i + batch].to(ctx.device)
             with ctx.autocast():
                 out = model(xb)
             loss_sum += F.cross_entropy(out.float(), yb, reduction="sum").item()
@@ -201,8 +214,13 @@ def evaluate(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, batch: int = 1
 # --- environment ------------------------------------------------------------------------
 def git_commit() -> str | None:
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                           capture_output=True, text=True, timeout=5)
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -214,8 +232,9 @@ def compile_usable(device: torch.device, callbacks: list) -> bool:
     why = None
     if hooking:
         why = f"{', '.join(hooking)} hook(s) the training pass, which a compiled model would not run"
-    elif device.type == "cpu" and not any(shutil.which(c) for c in
-                                          (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+    elif device.type == "cpu" and not any(
+        shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")
+    ):
         why = "torch.compile on CPU needs a C++ compiler (g++ or clang++), and none is on PATH"
     elif device.type == "cuda":
         try:
@@ -232,11 +251,19 @@ def compile_usable(device: torch.device, callbacks: list) -> bool:
 def environment(device: torch.device, threads: int, precision: str, channels_last: bool) -> dict:
     import torchvision
 
-    env = {"torch": torch.__version__, "torchvision": torchvision.__version__,
-           "python": platform.python_version(), "platform": platform.platform(),
-           "device": str(device), "threads": threads, "precision": precision,
-           "channels_last": channels_last, "cpu_count": os.cpu_count(), "git_commit": git_commit(),
-           "host": platform.node()}
+    env = {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "threads": threads,
+        "precision": precision,
+        "channels_last": channels_last,
+        "cpu_count": os.cpu_count(),
+        "git_commit": git_commit(),
+        "host": platform.node(),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     cpu = cpu_model()
@@ -258,8 +285,14 @@ def cpu_model() -> str | None:
 
 
 # --- the loop ---------------------------------------------------------------------------
-def train(cfg: TrainConfig, run: Run | None = None, callbacks: list[Callback] | None = None,
-          progress=None, threads: int | None = None, data: Dataset | None = None) -> dict:
+def train(
+    cfg: TrainConfig,
+    run: Run | None = None,
+    callbacks: list[Callback] | None = None,
+    progress=None,
+    threads: int | None = None,
+    data: Dataset | None = None,
+) -> dict:
     """Train ``cfg``; record into ``run`` when given. Resumes from ``run``'s last checkpoint
     when there is one. Returns the final status dict. ``progress(ctx, info)`` is called at
     each log step."""
@@ -272,10 +305,13 @@ def train(cfg: TrainConfig, run: Run | None = None, callbacks: list[Callback] | 
         # one trainer per run: a second one would interleave checkpoints and log lines
         lock = run.lock_for_training()
         if lock is None:
-            raise StoreError(f"run {run.id} is being trained by another process; a second "
-                             "trainer would corrupt it (cancel that one first)")
-        status = run.write_status(state="running", message="loading data", started=t_start,
-                                  heartbeat=t_start, **ident)
+            raise StoreError(
+                f"run {run.id} is being trained by another process; a second "
+                "trainer would corrupt it (cancel that one first)"
+            )
+        status = run.write_status(
+            state="running", message="loading data", started=t_start, heartbeat=t_start, **ident
+        )
         fault_point("start")
     stop = {"flag": False}
 
@@ -297,14 +333,19 @@ def train(cfg: TrainConfig, run: Run | None = None, callbacks: list[Callback] | 
         raise
     except KeyboardInterrupt:
         if run is not None:
-            run.write_status(state="cancelled", message="stopped by Ctrl-C; resume continues "
-                             "from the last checkpoint", heartbeat=time.time(), eta_s=0)
+            run.write_status(
+                state="cancelled",
+                message="stopped by Ctrl-C; resume continues from the last checkpoint",
+                heartbeat=time.time(),
+                eta_s=0,
+            )
         raise
     except BaseException as e:
         if run is not None:
             try:
-                run.write_status(state="failed", message=f"{type(e).__name__}: {e}",
-                                 heartbeat=time.time(), eta_s=0)
+                run.write_status(
+                    state="failed", message=f"{type(e).__name__}: {e}", heartbeat=time.time(), eta_s=0
+                )
             except OSError:
                 pass  # the disk refuses even the status: the error below still says why
         raise
@@ -331,15 +372,19 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
     precision = resolve_precision(cfg.precision, device)
     channels_last = resolve_channels_last(cfg.channels_last, device, precision)
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.subset, cfg.image_size,
-                            cfg.val_split, cfg.seed)
+        data = load_dataset(
+            cfg.dataset, cfg.data_root, cfg.download, cfg.subset, cfg.image_size, cfg.val_split, cfg.seed
+        )
     if cfg.batch_size > len(data.y_train):
-        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(data.y_train)} "
-                         "training images; use a batch_size at most that")
+        raise ValueError(
+            f"batch_size={cfg.batch_size} is larger than the {len(data.y_train)} "
+            "training images; use a batch_size at most that"
+        )
     data = data.to(device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, **cfg.model_options(), num_classes=data.num_classes,
-                        in_channels=data.in_channels)
+    model = build_model(
+        cfg.model, **cfg.model_options(), num_classes=data.num_classes, in_channels=data.in_channels
+    )
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -348,9 +393,15 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         (no_decay if p.ndim <= 1 else decay).append(p)
     # two groups always (a checkpoint's optimizer state has both); BN parameters and biases
     # decay too unless decay_bn_bias is off: the paper decays every weight
-    opt = torch.optim.SGD([{"params": decay}, {"params": no_decay, "weight_decay":
-                           cfg.weight_decay if cfg.decay_bn_bias else 0.0}], lr=cfg.lr,
-                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(
+        [
+            {"params": decay},
+            {"params": no_decay, "weight_decay": cfg.weight_decay if cfg.decay_bn_bias else 0.0},
+        ],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
     n_train = len(data.y_train)
     steps_per_epoch = max(1, n_train // cfg.batch_size)
     total = cfg.iterations if cfg.iterations is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
@@ -394,7 +445,7 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
     gen = torch.Generator()
     x_train, y_train = data.x_train, data.y_train
     g_eval = torch.Generator().manual_seed(cfg.seed + 31)
-    te_idx = torch.randperm(n_train, generator=g_eval)[:cfg.train_eval_size].sort().values.to(device)
+    te_idx = torch.randperm(n_train, generator=g_eval)[: cfg.train_eval_size].sort().values.to(device)
     perm_epoch, perm = -1, None
     window_loss, window_wrong, window_n, window_first = [], [], 0, step
     last_beat, t_window, done_images = 0.0, time.time(), 0
@@ -407,18 +458,36 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
             return
         last_beat = now
         eta = (total - ctx.step) * cfg.batch_size / rate if rate else None
-        run.write_status(state=state, message=message, heartbeat=now, step=ctx.step, total=total,
-                         eta_s=eta, images_per_s=rate, threads=threads, device=str(device),
-                         precision=precision, recorder_errors=list(ctx.problems),
-                         **process_identity())
+        run.write_status(
+            state=state,
+            message=message,
+            heartbeat=now,
+            step=ctx.step,
+            total=total,
+            eta_s=eta,
+            images_per_s=rate,
+            threads=threads,
+            device=str(device),
+            precision=precision,
+            recorder_errors=list(ctx.problems),
+            **process_identity(),
+        )
 
     def save(name_list):
         if run is None:
             return
-        state = {"version": CKPT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "step": ctx.step, "warmup": warming, "best": best, "threads": threads,
-                 "config": cfg.to_json(), "rng": torch.get_rng_state(),
-                 "log_bytes": run.log_sizes()}
+        state = {
+            "version": CKPT_VERSION,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": ctx.step,
+            "warmup": warming,
+            "best": best,
+            "threads": threads,
+            "config": cfg.to_json(),
+            "rng": torch.get_rng_state(),
+            "log_bytes": run.log_sizes(),
+        }
         save_checkpoint(run.checkpoint_path(name_list[0]), state)
         for extra in name_list[1:]:
             save_checkpoint(run.checkpoint_path(extra), state)
@@ -438,8 +507,17 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         if cfg.train_eval_size:
             results["train_eval"] = evaluate(ctx, x_train[te_idx], y_train[te_idx])
         for split, r in results.items():
-            rows.append({"step": ctx.step, "epoch": round(epoch, 4), "split": split, "loss": r["loss"],
-                         "error": r["error"], "n": r["n"], "time": round(t, 3)})
+            rows.append(
+                {
+                    "step": ctx.step,
+                    "epoch": round(epoch, 4),
+                    "split": split,
+                    "loss": r["loss"],
+                    "error": r["error"],
+                    "n": r["n"],
+                    "time": round(t, 3),
+                }
+            )
         for c in callbacks:
             c.on_eval(ctx, results)
         eval_time += time.time() - t_eval
@@ -466,7 +544,7 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
             if epoch != perm_epoch:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
                 perm, perm_epoch = torch.randperm(n_train, generator=g).to(device), epoch
-            idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+            idx = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
             gen.manual_seed(cfg.seed * 1_000_003 + 7_777_777 + s)
             xb = ctx.prepare(augment_batch(x_train[idx], aug, gen))
             yb = y_train[idx]
@@ -499,16 +577,27 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
                 if len(bad):
                     at = window_first + int(bad[0]) + 1
                     if run is not None:
-                        run.append_jsonl("metrics.jsonl", [{"step": at, "split": "train",
-                                                            "loss": float("nan"), "error": None, "lr": lr}])
-                    raise Diverged(f"diverged: the training loss became {losses[int(bad[0])].item()} "
-                                   f"at step {at} (lr {lr:g}); try a smaller lr or the paper's warmup")
+                        run.append_jsonl(
+                            "metrics.jsonl",
+                            [{"step": at, "split": "train", "loss": float("nan"), "error": None, "lr": lr}],
+                        )
+                    raise Diverged(
+                        f"diverged: the training loss became {losses[int(bad[0])].item()} "
+                        f"at step {at} (lr {lr:g}); try a smaller lr or the paper's warmup"
+                    )
                 err = float(torch.stack(window_wrong).sum()) / window_n
                 now = time.time()
                 rate = done_images / max(1e-9, now - t_window - eval_time)
-                row = {"step": ctx.step, "epoch": round(ctx.step / steps_per_epoch, 4), "split": "train",
-                       "loss": float(losses.mean()), "error": err, "lr": lr,
-                       "time": round(now - t_start, 3), "images_per_s": round(rate, 1)}
+                row = {
+                    "step": ctx.step,
+                    "epoch": round(ctx.step / steps_per_epoch, 4),
+                    "split": "train",
+                    "loss": float(losses.mean()),
+                    "error": err,
+                    "lr": lr,
+                    "time": round(now - t_start, 3),
+                    "images_per_s": round(rate, 1),
+                }
                 if warming and (err < 0.8 or ctx.step >= warmup_cap):
                     warming = False  # the paper: back to the full lr once training error < 80%
                 rows = [row]
@@ -539,8 +628,7 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
                 c.on_train_end(ctx)
             except Exception as e:  # noqa: BLE001 - a recorder must never cost the run;
                 # the failure is named in the run's status
-                ctx.report_problem(f"recorder {type(c).__name__} failed at the end: "
-                                   f"{type(e).__name__}: {e}")
+                ctx.report_problem(f"recorder {type(c).__name__} failed at the end: {type(e).__name__}: {e}")
         if run is not None and ctx.layer_rows:
             try:
                 run.append_jsonl("layers.jsonl", ctx.layer_rows)
@@ -549,19 +637,31 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
     final = {}
     if run is not None:
         message = f"finished {total} steps" + (
-            f"; recorder problem: {ctx.problems[0]}" if ctx.problems else "")
-        final = run.write_status(state="done", message=message, step=total,
-                                 total=total, eta_s=0, heartbeat=time.time(),
-                                 finished=time.time(), images_per_s=rate,
-                                 recorder_errors=list(ctx.problems))
+            f"; recorder problem: {ctx.problems[0]}" if ctx.problems else ""
+        )
+        final = run.write_status(
+            state="done",
+            message=message,
+            step=total,
+            total=total,
+            eta_s=0,
+            heartbeat=time.time(),
+            finished=time.time(),
+            images_per_s=rate,
+            recorder_errors=list(ctx.problems),
+        )
     return final
 
 
 # --- checkpoints -------------------------------------------------------------------------
 def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic, like every file of a run: a kill mid-write leaves the previous checkpoint whole."""
-    atomic_write(path, lambda f: torch.save(state, f), fault="ckpt_write",
-                 partial=lambda f: (f.truncate(f.tell() // 2), f.flush()))
+    atomic_write(
+        path,
+        lambda f: torch.save(state, f),
+        fault="ckpt_write",
+        partial=lambda f: (f.truncate(f.tell() // 2), f.flush()),
+    )
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -571,9 +671,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} could not be loaded safely ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); it is truncated, "
-                              "corrupt, or holds objects other than tensors") from None
+        raise CheckpointError(
+            f"checkpoint {path} could not be loaded safely ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); it is truncated, "
+            "corrupt, or holds objects other than tensors"
+        ) from None
 
 
 class CheckpointError(ValueError):
@@ -587,8 +689,7 @@ def load_model(run: Run, checkpoint: str = "last", device="cpu") -> torch.nn.Mod
     sd = ck["model"]
     fc_w = sd["fc.weight"]
     in_ch = sd["conv1.weight"].shape[1]
-    model = build_model(cfg.model, **cfg.model_options(), num_classes=fc_w.shape[0],
-                        in_channels=in_ch)
+    model = build_model(cfg.model, **cfg.model_options(), num_classes=fc_w.shape[0], in_channels=in_ch)
     model.load_state_dict(sd)
     return model.to(device).eval()
 

@@ -6,6 +6,7 @@
   iterations, width 4): plain8, plain14, resnet8, resnet14. They are trained once per test
   session and copied into each test's folder, so a test may change or delete them.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -24,8 +25,17 @@ TINY_MODELS = ("cifar_plain8", "cifar_plain14", "cifar_resnet8", "cifar_resnet14
 def tiny_config(model: str = "cifar_resnet8", **kw):
     from resnet_core import TrainConfig
 
-    base = dict(model=model, dataset="digits", iterations=20, batch_size=32, width=4, log_every=5,
-                eval_every=10, recorders=[], train_eval_size=200)
+    base = dict(
+        model=model,
+        dataset="digits",
+        iterations=20,
+        batch_size=32,
+        width=4,
+        log_every=5,
+        eval_every=10,
+        recorders=[],
+        train_eval_size=200,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -88,7 +98,13 @@ def reference_root(tmp_path, monkeypatch, _tiny_runs_master):
 
     root = tmp_path / "reference"
     master = RunStore(_tiny_runs_master)
-    export(master, master.list_ids(), root / "tiny", title="Tiny digits runs",
-           description="Four 20-step runs on digits.", command="pytest")
+    export(
+        master,
+        master.list_ids(),
+        root / "tiny",
+        title="Tiny digits runs",
+        description="Four 20-step runs on digits.",
+        command="pytest",
+    )
     monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(root))
     return root

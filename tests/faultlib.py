@@ -3,6 +3,7 @@
 Everything here works in folders the tests hand in (pytest's tmp_path); nothing reaches the
 network or writes outside them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,20 @@ PY = sys.executable
 
 # The smallest run that still has several checkpoints, logs and evaluations:
 # train rows at steps 5, 10, ..., 30; test/train_eval rows at 10, 20, 30; last.pt every 5 steps.
-TINY = dict(model="cifar_resnet8", dataset="digits", width=4, batch_size=32, iterations=30,
-            log_every=5, eval_every=10, checkpoint_every=5, recorders=[], threads=1,
-            precision="fp32", train_eval_size=200)
+TINY = dict(
+    model="cifar_resnet8",
+    dataset="digits",
+    width=4,
+    batch_size=32,
+    iterations=30,
+    log_every=5,
+    eval_every=10,
+    checkpoint_every=5,
+    recorders=[],
+    threads=1,
+    precision="fp32",
+    train_eval_size=200,
+)
 
 
 def tiny_config(**over):
@@ -48,8 +60,14 @@ def subprocess_env(tmp: Path, **extra) -> dict:
     """An environment for a child trainer: the repo importable, caches and home in tmp."""
     env = dict(os.environ)
     env.pop("RESNET_LAB_FAULT", None)
-    env.update(PYTHONPATH=str(REPO), HOME=str(tmp / "home"), XDG_CACHE_HOME=str(tmp / "cache"),
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        PYTHONPATH=str(REPO),
+        HOME=str(tmp / "home"),
+        XDG_CACHE_HOME=str(tmp / "cache"),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -57,15 +75,28 @@ def subprocess_env(tmp: Path, **extra) -> dict:
 def start_cli(tmp: Path, args: list[str], fault: str | None = None, **popen) -> subprocess.Popen:
     env = subprocess_env(tmp, **({"RESNET_LAB_FAULT": fault} if fault else {}))
     (tmp / "cwd").mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([PY, "-m", "resnet_core", *args], cwd=tmp / "cwd", env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [PY, "-m", "resnet_core", *args],
+        cwd=tmp / "cwd",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def run_cli(tmp: Path, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     env = subprocess_env(tmp)
     (tmp / "cwd").mkdir(parents=True, exist_ok=True)
-    return subprocess.run([PY, "-m", "resnet_core", *args], cwd=tmp / "cwd", env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [PY, "-m", "resnet_core", *args],
+        cwd=tmp / "cwd",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def wait_for(pred, timeout: float, every: float = 0.02, what: str = "condition"):
@@ -163,8 +194,7 @@ def no_traceback(text: str) -> bool:
     return "Traceback" not in text
 
 
-def fork_trainers(tmp: Path, jobs: list[tuple[str, list[str], str | None]],
-                  timeout: float = 300) -> dict:
+def fork_trainers(tmp: Path, jobs: list[tuple[str, list[str], str | None]], timeout: float = 300) -> dict:
     """Run `python -m resnet_core ARGS` for each (key, args, fault) as forked children of one
     helper process that imported torch and resnet_core once (start-up is most of a tiny run's
     cost on 2 cores). Each child is a real process: SIGKILL ends it, /proc shows it; the fault
@@ -173,8 +203,14 @@ def fork_trainers(tmp: Path, jobs: list[tuple[str, list[str], str | None]],
 
     env = subprocess_env(tmp)
     (tmp / "cwd").mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([PY, "-c", _FORK_HELPER, json.dumps(jobs)], env=env, capture_output=True,
-                       text=True, timeout=timeout, cwd=tmp / "cwd")
+    r = subprocess.run(
+        [PY, "-c", _FORK_HELPER, json.dumps(jobs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp / "cwd",
+    )
     if r.returncode != 0:
         raise AssertionError(f"fork helper failed: {r.stderr[-2000:]}")
     return {k: tuple(v) for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}

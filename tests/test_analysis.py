@@ -1,5 +1,6 @@
 """Checkpoint analyses, studies, cache and background jobs, on tiny CPU nets: each test
 asserts the property its analysis exists to show, as measured."""
+
 from __future__ import annotations
 
 import ast
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 import analysis
 from analysis import jobs
-from analysis.checkpoints import load, heldout_batch
+from analysis.checkpoints import heldout_batch, load
 from analysis.progress import Cancelled
 from analysis.taps import hook_count
 from resnet_core import RunStore, TrainConfig, train
@@ -30,9 +31,20 @@ def trained(tmp_path_factory):
     store = RunStore(tmp_path_factory.mktemp("runs"))
     runs = {}
     for kind in ("resnet", "plain"):
-        cfg = TrainConfig(model=f"cifar_{kind}14", width=8, dataset="digits", iterations=120,
-                          batch_size=64, schedule="cosine", log_every=20, eval_every=60,
-                          train_eval_size=100, device="cpu", threads=1, precision="fp32")
+        cfg = TrainConfig(
+            model=f"cifar_{kind}14",
+            width=8,
+            dataset="digits",
+            iterations=120,
+            batch_size=64,
+            schedule="cosine",
+            log_every=20,
+            eval_every=60,
+            train_eval_size=100,
+            device="cpu",
+            threads=1,
+            precision="fp32",
+        )
         run = store.create(cfg)
         train(cfg, run)
         runs[kind] = run
@@ -92,6 +104,7 @@ def test_landscape_slices_center_on_the_checkpoint_and_can_be_cancelled(trained)
     def stop(f, m):
         if f > 0.3:
             raise Cancelled("enough")
+
     with pytest.raises(Cancelled):
         landscape_2d(model, x, y, steps=3, progress=stop)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in sd.items())  # untouched
@@ -150,7 +163,8 @@ def test_confusion_matrix_agrees_with_the_trainers_test_error(trained):
     summary = analysis.evaluation.degradation_summary(trained).set_index("run")
     assert summary.loc["resnet", "test_error"] == pytest.approx(r["error"])
     assert summary.loc["plain", "train_error"] == pytest.approx(
-        [m for m in trained["plain"].read_metrics() if m["split"] == "train_eval"][-1]["error"])
+        [m for m in trained["plain"].read_metrics() if m["split"] == "train_eval"][-1]["error"]
+    )
 
 
 def test_attributions_gradcam_ig_saliency_topk(trained):
@@ -237,8 +251,9 @@ def test_background_job_can_be_cancelled_and_a_study_is_cached(trained):
     # the second request is served from the cache file, unchanged, not computed again
     f = run.cache_dir / f"{jobs.key_of(run, 'shattering', n_points=12, max_lag=4)}.npz"
     mtime = f.stat().st_mtime_ns
-    pd.testing.assert_frame_equal(jobs.get_or_start(run, "shattering", n_points=12, max_lag=4)["table"],
-                                  sh["table"])
+    pd.testing.assert_frame_equal(
+        jobs.get_or_start(run, "shattering", n_points=12, max_lag=4)["table"], sh["table"]
+    )
     assert f.stat().st_mtime_ns == mtime
     model, ds = load(run)
     assert sh["target"] == int(ds.y_test[0]) and list(sh["table"]["lag"]) == list(range(5))
@@ -276,8 +291,13 @@ def test_analysis_imports_no_ui_library():
     for p in (ROOT / "analysis").rglob("*.py"):
         tree = ast.parse(p.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.split(".")[0] in ("streamlit", "plotly") for n in names), p
 
 

@@ -1,5 +1,6 @@
 """LayerStatsRecorder: the numbers it writes are the ones a direct computation gives, and it
 leaves training exactly as it would be without it (also across a resume)."""
+
 from __future__ import annotations
 
 import math
@@ -8,24 +9,42 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.recorders import (LayerStatsRecorder, default_schedule, grad_schedule,
-                                layer_stats, probe_plan, read_layer_stats, record_cost,
-                                weight_rows)
+from analysis.recorders import (
+    LayerStatsRecorder,
+    default_schedule,
+    grad_schedule,
+    layer_stats,
+    probe_plan,
+    read_layer_stats,
+    record_cost,
+    weight_rows,
+)
 from analysis.taps import hook_count
 from resnet_core import RunStore, TrainConfig, load_dataset, train
+from resnet_core.config import apply_preset
 from resnet_core.data import normalize
 from resnet_core.models import blocks_of, build_model
-from resnet_core.config import apply_preset
 from resnet_core.train import Callback, load_checkpoint, load_model
 
 torch.set_num_threads(1)
 
 
 def cfg(**kw):
-    base = dict(model="cifar_resnet8", width=4, dataset="digits", iterations=12, batch_size=32,
-                log_every=4, eval_every=6, checkpoint_every=6, train_eval_size=64,
-                device="cpu", threads=1, precision="fp32",
-                recorders=["analysis.recorders:LayerStatsRecorder"])
+    base = dict(
+        model="cifar_resnet8",
+        width=4,
+        dataset="digits",
+        iterations=12,
+        batch_size=32,
+        log_every=4,
+        eval_every=6,
+        checkpoint_every=6,
+        train_eval_size=64,
+        device="cpu",
+        threads=1,
+        precision="fp32",
+        recorders=["analysis.recorders:LayerStatsRecorder"],
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -50,8 +69,12 @@ def test_probe_size_and_gradient_columns_of_the_presets():
     """1,000 probe images where the budget allows it (lesson, paper), fewer only for `quick`,
     where two 1,000-image records alone would cost more than the 4% probe budget; the
     weight-gradient rows give Gradient flow at least 20 columns even there."""
-    for preset, dataset in [("quick", "cifar10"), ("quick", "digits"), ("lesson", "cifar10"),
-                            ("paper", "cifar10")]:
+    for preset, dataset in [
+        ("quick", "cifar10"),
+        ("quick", "digits"),
+        ("lesson", "cifar10"),
+        ("paper", "cifar10"),
+    ]:
         c = apply_preset(preset, {"dataset": dataset})
         n_train = {"digits": 1438, "cifar10": 50000}[dataset]
         total = c.iterations or int(c.epochs * (min(c.subset or n_train, n_train) // c.batch_size))
@@ -91,8 +114,11 @@ def test_fig7_stds_and_block_stats_match_a_direct_computation(tmp_path):
     handles = []
     for name in ["bn1"] + [f"{b}.bn{i}" for b, _ in blocks_of(model) for i in (1, 2)]:
         tap = name.replace("bn", "tap")
-        handles.append(mods[name].register_forward_hook(
-            lambda m, i, o, t=tap: direct.__setitem__(t, o.double().std(unbiased=False).item())))
+        handles.append(
+            mods[name].register_forward_hook(
+                lambda m, i, o, t=tap: direct.__setitem__(t, o.double().std(unbiased=False).item())
+            )
+        )
     with torch.no_grad():
         model(x)
     for h in handles:
@@ -104,9 +130,11 @@ def test_fig7_stds_and_block_stats_match_a_direct_computation(tmp_path):
     # per block: F(x) and x computed by hand, the output gradient by autograd
     blocks = {r["layer"]: r for r in rows if r["type"] == "block"}
     inputs, outs = {}, {}
+
     def keep(n):
         def hook(m, i, o):
             inputs[n], outs[n] = i[0], o
+
         return hook
 
     hs = [b.register_forward_hook(keep(n)) for n, b in blocks_of(model)]
@@ -126,8 +154,11 @@ def test_fig7_stds_and_block_stats_match_a_direct_computation(tmp_path):
     # dead units: zero for every probe image, counted by this test's own hook on each ReLU
     acts = {r["layer"]: r for r in rows if r["type"] == "act"}
     seen = {}
-    hs = [m.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o.detach()))
-          for n, m in model.named_modules() if isinstance(m, torch.nn.ReLU)]
+    hs = [
+        m.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o.detach()))
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.ReLU)
+    ]
     with torch.no_grad():
         model(x)
     for h in hs:
@@ -148,9 +179,11 @@ def _final_state(tmp_path, name, c, interrupt_at=None):
     if interrupt_at is None:
         train(c, run)
     else:
+
         def stop(ctx, row):
             if ctx.step >= interrupt_at:
                 run.request_cancel()
+
         st = train(c, run, progress=stop)
         assert st["state"] == "cancelled"
         (run.path / "cancel").unlink()
@@ -178,7 +211,10 @@ def test_recorder_leaves_the_trajectory_bit_identical_even_across_a_resume(tmp_p
     assert a.keys() == b.keys()
     for key in a:
         for f, v in a[key].items():
-            assert v == b[key][f] or (isinstance(v, float) and math.isclose(v, b[key][f], rel_tol=1e-12)), (key, f)
+            assert v == b[key][f] or (isinstance(v, float) and math.isclose(v, b[key][f], rel_tol=1e-12)), (
+                key,
+                f,
+            )
 
 
 def test_recording_at_every_step_changes_nothing(tmp_path):
@@ -220,8 +256,10 @@ def test_layer_stats_leaves_no_hooks_grads_mode_or_rng_behind():
     five = layer_stats(model, x, y, chunk=5)
     for a, b in zip(one, five):
         for k, v in a.items():
-            assert b[k] == (pytest.approx(v, rel=1e-5, abs=1e-9) if isinstance(v, float)
-                            else v), (a["layer"], k)
+            assert b[k] == (pytest.approx(v, rel=1e-5, abs=1e-9) if isinstance(v, float) else v), (
+                a["layer"],
+                k,
+            )
     # an exception mid-pass still removes every hook and restores the mode
     model.eval()
     with pytest.raises(RuntimeError):
@@ -232,6 +270,7 @@ def test_layer_stats_leaves_no_hooks_grads_mode_or_rng_behind():
 class _Snapshot(Callback):
     """The model as it starts (step 0): the test's own checkpoint, since a run saves none
     before its first step."""
+
     needs_hooks = False
 
     def on_train_start(self, ctx):
@@ -245,8 +284,16 @@ def test_rows_at_step_s_describe_the_model_after_exactly_s_updates(tmp_path):
     The whole training set is one batch with no augmentation, so the weight-gradient rows can
     be recomputed from the same checkpoint too (the loss is a mean: order does not matter)."""
     store = RunStore(tmp_path)
-    c = cfg(iterations=10, subset=64, batch_size=64, augment="none", checkpoint_steps=[2, 8],
-            checkpoint_every=100, eval_every=10, recorders=[])
+    c = cfg(
+        iterations=10,
+        subset=64,
+        batch_size=64,
+        augment="none",
+        checkpoint_steps=[2, 8],
+        checkpoint_every=100,
+        eval_every=10,
+        recorders=[],
+    )
     run = store.create(c)
     snap, rec = _Snapshot(), LayerStatsRecorder(steps=[0, 2, 8])
     train(c, run, callbacks=[snap, rec])
@@ -262,11 +309,15 @@ def test_rows_at_step_s_describe_the_model_after_exactly_s_updates(tmp_path):
         model.eval()
         bn_out, block_out, f_out, block_in = {}, {}, {}, {}
         mods = dict(model.named_modules())
-        hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: bn_out.__setitem__(n, o))
-                 for n in ["bn1"] + [f"{b}.bn{k}" for b, _ in blocks_of(model) for k in (1, 2)]]
+        hooks = [
+            mods[n].register_forward_hook(lambda m, i, o, n=n: bn_out.__setitem__(n, o))
+            for n in ["bn1"] + [f"{b}.bn{k}" for b, _ in blocks_of(model) for k in (1, 2)]
+        ]
+
         def keep(b):
             def hook(m, i, o):  # returns None: the output stays as it is
                 block_in[b], block_out[b] = i[0], o
+
             return hook
 
         for b, blk in blocks_of(model):
@@ -284,7 +335,8 @@ def test_rows_at_step_s_describe_the_model_after_exactly_s_updates(tmp_path):
         for b in names:
             r = rows["block", b]
             assert r["f_over_x"] == pytest.approx(
-                (f_out[b].double().norm() / block_in[b].double().norm()).item(), rel=1e-4), (s, b)
+                (f_out[b].double().norm() / block_in[b].double().norm()).item(), rel=1e-4
+            ), (s, b)
             assert r["out_grad_norm"] == pytest.approx(grads[b].norm().item(), rel=1e-4), (s, b)
         # the training step's gradient at these weights: train mode, the whole (one) batch
         model.train()
@@ -297,8 +349,9 @@ def test_rows_at_step_s_describe_the_model_after_exactly_s_updates(tmp_path):
                 assert got["weight_norm"] == pytest.approx(m.weight.norm().item(), rel=1e-5)
                 assert got["images"] == 64
     # step 0 in eval mode sees BN's initial running statistics: "after BN" is the raw conv
-    assert all(torch.equal(v, torch.zeros_like(v)) for k, v in snap.state.items()
-               if k.endswith("running_mean"))
+    assert all(
+        torch.equal(v, torch.zeros_like(v)) for k, v in snap.state.items() if k.endswith("running_mean")
+    )
     with torch.no_grad():
         m0 = build_model("cifar_resnet8", width=4, in_channels=1)
         m0.load_state_dict(snap.state)
@@ -310,13 +363,13 @@ def test_rows_at_step_s_describe_the_model_after_exactly_s_updates(tmp_path):
 def test_weight_rows_read_the_training_gradient_and_none_without_one():
     torch.manual_seed(0)
     model = build_model("cifar_plain8", width=4, in_channels=1)
-    assert all(r["grad_norm"] is None and r["grad_to_weight"] is None
-               for r in weight_rows(model, 0))
+    assert all(r["grad_norm"] is None and r["grad_to_weight"] is None for r in weight_rows(model, 0))
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     F.cross_entropy(model(x), y).backward()
     rows = {r["layer"]: r for r in weight_rows(model, 3, images=8)}
     fc = model.fc.weight
     assert rows["fc"]["grad_norm"] == pytest.approx(fc.grad.double().norm().item(), rel=1e-6)
     assert rows["fc"]["grad_to_weight"] == pytest.approx(
-        (fc.grad.double().norm() / fc.double().norm()).item(), rel=1e-6)
+        (fc.grad.double().norm() / fc.double().norm()).item(), rel=1e-6
+    )
     assert rows["conv1"]["step"] == 3 and rows["conv1"]["images"] == 8

@@ -4,6 +4,7 @@ waiting job can be cancelled, both end done, and a killed job frees its slot.
 
 The first job is paused with SIGSTOP while it holds the slot, so "the second waits while the
 first runs" does not depend on how fast either computes."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,7 @@ def _holds_slot(run, job):
     """The job's own pid once it has taken a slot (it wrote "loading" or a later progress)."""
     j = _job(run, job)
     assert j.get("state") in (None, "starting", "running"), f"{job[0]} ended first: {j}"
-    if j.get("state") == "running" and j.get("pid_start") and \
-            not j.get("message", "").startswith("waiting"):
+    if j.get("state") == "running" and j.get("pid_start") and not j.get("message", "").startswith("waiting"):
         return j["pid"]
     return None
 
@@ -102,8 +102,12 @@ def test_one_slot_second_job_waits_can_be_cancelled_and_both_finish(tiny_runs, m
             _until(lambda: _waiting(run, job), 60, f"{job[0]} says it waits for a slot")
         time.sleep(1.5)  # three retries later: still waiting, nothing computed
         st = _status(run, B)
-        assert st == {"state": "running", "progress": 0.0, "key": st["key"],
-                      "message": "waiting for a free core (1 analysis job at a time)"}
+        assert st == {
+            "state": "running",
+            "progress": 0.0,
+            "key": st["key"],
+            "message": "waiting for a free core (1 analysis job at a time)",
+        }
         assert _status(run, A)["state"] == "running"
         assert not jobs.cache.result_path(run, st["key"]).exists()
 
@@ -122,8 +126,7 @@ def test_one_slot_second_job_waits_can_be_cancelled_and_both_finish(tiny_runs, m
         for job in (A, B):
             st = jobs.wait(run, job[0], timeout=120, **job[1])
             assert st["state"] == "done", (job, st)
-        res = {job[0]: jobs.cache.result_path(run, jobs.key_of(run, job[0], **job[1]))
-               for job in (A, B)}
+        res = {job[0]: jobs.cache.result_path(run, jobs.key_of(run, job[0], **job[1])) for job in (A, B)}
         assert res["landscape2d"].stat().st_mtime_ns <= res["lesion"].stat().st_mtime_ns
         assert len(jobs.get_or_start(run, B[0], **B[1])["table"]) == 6  # resnet14: 6 blocks
         free = jobs._try_slot(run.root, 1)

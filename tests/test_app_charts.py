@@ -1,4 +1,5 @@
 """The app's pure parts, without a server: chart builders, run frames, input checks."""
+
 from __future__ import annotations
 
 import io
@@ -9,8 +10,7 @@ import pandas as pd
 import pytest
 
 from app import charts, runs_data
-from app.checks import (InputError, check_dataset, check_depth, image_to_input, load_upload,
-                        model_name)
+from app.checks import InputError, check_dataset, check_depth, image_to_input, load_upload, model_name
 
 
 def runs_table(rows):
@@ -19,8 +19,14 @@ def runs_table(rows):
     return df
 
 
-RUNS = runs_table([("p20", "plain-20", "plain", 20), ("p56", "plain-56", "plain", 56),
-                   ("r20", "ResNet-20", "resnet", 20), ("r56", "ResNet-56", "resnet", 56)])
+RUNS = runs_table(
+    [
+        ("p20", "plain-20", "plain", 20),
+        ("p56", "plain-56", "plain", 56),
+        ("r20", "ResNet-20", "resnet", 20),
+        ("r56", "ResNet-56", "resnet", 56),
+    ]
+)
 
 
 def metrics_table():
@@ -38,7 +44,7 @@ def test_run_colors_are_stable_distinct_and_by_family_and_depth():
     assert len(cs) == 10
     assert charts.run_color("resnet", 56, 1) != charts.run_color("resnet", 56, 0)
     # deeper is darker
-    lum = lambda c: sum(int(c[i:i + 2], 16) for i in (1, 3, 5))
+    lum = lambda c: sum(int(c[i : i + 2], 16) for i in (1, 3, 5))
     assert lum(charts.run_color("plain", 110)) < lum(charts.run_color("plain", 20))
     assert charts.run_color("?", None).startswith("#")
 
@@ -66,8 +72,9 @@ def test_a_single_evaluation_still_shows_on_the_curves():
     assert one.mode == "markers" and len(one.y) == 1 and one.showlegend
     assert "a point" in one.name and one.marker.size >= 10
     assert by[("plain-56", "dash")].mode == "lines+markers"  # 3 points: markers as well
-    long = pd.DataFrame([{"run_id": "p20", "step": s, "split": "train", "error": 0.5}
-                         for s in range(10, 200, 10)])
+    long = pd.DataFrame(
+        [{"run_id": "p20", "step": s, "split": "train", "error": 0.5} for s in range(10, 200, 10)]
+    )
     assert charts.degradation_figure(long, RUNS).data[0].mode == "lines"
     cmp = charts.compare_figure(m.assign(loss=1.0), RUNS)
     assert {t.mode for t in cmp.data if "test" in t.name} == {"markers"}
@@ -95,11 +102,13 @@ def test_final_error_figure_has_runs_and_the_paper_references():
 
 
 def test_responses_frame_orders_and_ranks():
-    layers = pd.DataFrame([
-        {"run_id": "a", "step": 5, "layer": "tap1", "type": "bn", "order": 0, "std": 0.5},
-        {"run_id": "a", "step": 5, "layer": "layer1.0.tap1", "type": "bn", "order": 1, "std": 0.9},
-        {"run_id": "a", "step": 5, "layer": "layer1.0", "type": "block", "order": 0, "std": None},
-    ])
+    layers = pd.DataFrame(
+        [
+            {"run_id": "a", "step": 5, "layer": "tap1", "type": "bn", "order": 0, "std": 0.5},
+            {"run_id": "a", "step": 5, "layer": "layer1.0.tap1", "type": "bn", "order": 1, "std": 0.9},
+            {"run_id": "a", "step": 5, "layer": "layer1.0", "type": "block", "order": 0, "std": None},
+        ]
+    )
     r = charts.responses_frame(layers)
     assert r["index"].tolist() == [1, 2] and r["rank"].tolist() == [2, 1]
     fig = charts.responses_figure(r, runs_table([("a", "A", "plain", 8)]))
@@ -111,8 +120,16 @@ def test_grad_matrix_and_heatmaps_share_one_scale():
     for rid, scale in (("a", 1.0), ("b", 100.0)):
         for step in (0, 10):
             for k, layer in enumerate(["conv1", "layer1.0.conv1", "fc"]):
-                rows.append({"run_id": rid, "step": step, "layer": layer, "type": "weight",
-                             "order": k, "grad_norm": scale * (k + 1) * (step + 1)})
+                rows.append(
+                    {
+                        "run_id": rid,
+                        "step": step,
+                        "layer": layer,
+                        "type": "weight",
+                        "order": k,
+                        "grad_norm": scale * (k + 1) * (step + 1),
+                    }
+                )
     layers = pd.DataFrame(rows)
     ma = charts.grad_matrix(layers[layers["run_id"] == "a"])
     assert list(ma.index) == ["conv1", "layer1.0.conv1", "fc"] and list(ma.columns) == [0, 10]
@@ -169,11 +186,16 @@ def test_check_dataset_names_and_confined_paths(tmp_path, monkeypatch):
     assert check_dataset("digits") == "digits"
     assert check_dataset(str(tmp_path / "ok" / "d.npz")) == str((tmp_path / "ok" / "d.npz").resolve())
     assert check_dataset(str(tmp_path / "ok" / "folder")).endswith("folder")
-    for bad, msg in [("", "give"), ("cifar11", "not accepted"), ("/etc/passwd", "outside"),
-                     (str(tmp_path / "ok" / "escape.npz"), "outside"),
-                     (str(tmp_path / "ok" / "notes.txt"), "not a .npz"),
-                     (str(tmp_path / "ok" / "nope.npz"), "does not exist"),
-                     (str(tmp_path / "ok" / ".." / "x.npz"), "outside"), ("a\x00b.npz", "not accepted")]:
+    for bad, msg in [
+        ("", "give"),
+        ("cifar11", "not accepted"),
+        ("/etc/passwd", "outside"),
+        (str(tmp_path / "ok" / "escape.npz"), "outside"),
+        (str(tmp_path / "ok" / "notes.txt"), "not a .npz"),
+        (str(tmp_path / "ok" / "nope.npz"), "does not exist"),
+        (str(tmp_path / "ok" / ".." / "x.npz"), "outside"),
+        ("a\x00b.npz", "not accepted"),
+    ]:
         with pytest.raises(InputError, match=msg):
             check_dataset(bad)
 
@@ -207,30 +229,51 @@ def test_uploads_decode_small_images_and_refuse_the_rest():
 
 
 def test_study_and_image_figures_carry_their_data():
-    t = pd.DataFrame({"block": ["layer1.0", "layer2.0"], "order": [0, 1],
-                      "downsampling": [False, True], "error": [0.1, 0.5], "base_error": [0.08, 0.08]})
+    t = pd.DataFrame(
+        {
+            "block": ["layer1.0", "layer2.0"],
+            "order": [0, 1],
+            "downsampling": [False, True],
+            "error": [0.1, 0.5],
+            "base_error": [0.08, 0.08],
+        }
+    )
     fig = charts.lesion_figure([t], ["plain-20"], ["#ff0000"])
     assert list(fig.data[0].y) == pytest.approx([10, 50])
     assert list(fig.data[0].marker.symbol) == ["circle", "circle-open"]
-    grid = pd.DataFrame([(a, b, 1 + a * a + b * b) for a in (-1, 0, 1) for b in (-1, 0, 1)],
-                        columns=["alpha", "beta", "loss"])
+    grid = pd.DataFrame(
+        [(a, b, 1 + a * a + b * b) for a in (-1, 0, 1) for b in (-1, 0, 1)], columns=["alpha", "beta", "loss"]
+    )
     c = charts.landscape_2d_figure(grid, "x")
     assert np.asarray(c.data[0].z)[1][1] == pytest.approx(0.0)  # log10(1) at the center
     fm = charts.feature_grid_figure(np.random.rand(3, 4, 4), n=8)
     assert len(fm.data) == 3
     im = charts.image_figure(np.zeros((8, 8)), overlay=np.ones((8, 8)))
     assert len(im.data) == 2 and im.data[1].type == "heatmap"
-    sig = pd.DataFrame({"series": ["plain-20"] * 3, "index": [1, 2, 3], "layer": ["a", "b", "c"],
-                        "grad_norm": [100.0, 10.0, 1.0]})
+    sig = pd.DataFrame(
+        {
+            "series": ["plain-20"] * 3,
+            "index": [1, 2, 3],
+            "layer": ["a", "b", "c"],
+            "grad_norm": [100.0, 10.0, 1.0],
+        }
+    )
     f = charts.signal_figure(sig, "grad_norm", "‖∇W‖")
     assert f.layout.yaxis.type == "log" and list(f.data[0].y) == [100.0, 10.0, 1.0]
 
 
 def test_signal_propagation_plots_and_bands_carry_their_data():
-    spp = pd.DataFrame({"series": ["plain-8"] * 2 + ["resnet-8"] * 2, "order": [0, 1, 0, 1],
-                        "block": ["layer1.0", "layer2.0"] * 2, "point": ["p"] * 4,
-                        "sq_mean": [1e-16, 2e-16, 0.5, 2.0], "var": [1.0, 1.0, 1.5, 3.0],
-                        "res_var": [np.nan, np.nan, 1.0, 1.0]})
+    spp = pd.DataFrame(
+        {
+            "series": ["plain-8"] * 2 + ["resnet-8"] * 2,
+            "order": [0, 1, 0, 1],
+            "block": ["layer1.0", "layer2.0"] * 2,
+            "point": ["p"] * 4,
+            "sq_mean": [1e-16, 2e-16, 0.5, 2.0],
+            "var": [1.0, 1.0, 1.5, 3.0],
+            "res_var": [np.nan, np.nan, 1.0, 1.0],
+        }
+    )
     f = charts.spp_figure(spp)
     by = {(t.name, t.xaxis): list(t.y) for t in f.data}
     # squared means below 1e-9 (rounding) are not drawn; plain nets have no residual panel

@@ -1,5 +1,6 @@
 """AppTest: the Lab says whether a torchvision dataset is on disk and refuses to launch one that
 is neither there nor to be downloaded; the Activations page exports its numbers as CSV."""
+
 from __future__ import annotations
 
 import io
@@ -8,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_app_helpers import no_exception, page, texts
+from test_core_data_presence import fake_cifar10
 
 from resnet_core import jobs
 from resnet_core.data import default_data_root
-from test_app_helpers import no_exception, page, texts
-from test_core_data_presence import fake_cifar10
 
 
 @pytest.fixture
@@ -45,8 +46,15 @@ def test_lab_refuses_a_missing_torchvision_dataset(store, no_runner, data_root):
     no_exception(at)
     errs = texts(at, "error")
     assert "Not launched" in errs
-    for must in ("'cifar10'", str(data_root), "cifar-10-batches-py/", "Download it if missing",
-                 ".npz", "ImageFolder", "digits"):
+    for must in (
+        "'cifar10'",
+        str(data_root),
+        "cifar-10-batches-py/",
+        "Download it if missing",
+        ".npz",
+        "ImageFolder",
+        "digits",
+    ):
         assert must in errs, (must, errs)
     assert store.list_ids() == []
     at.button(key="lab_launch_sweep").click().run()
@@ -97,12 +105,17 @@ def downloads(monkeypatch) -> dict:
     got = {}
     orig = MediaFileManager.add
 
-    def add(self, path_or_data, mimetype, coordinates, file_name=None,
-            is_for_static_download=False):
+    def add(self, path_or_data, mimetype, coordinates, file_name=None, is_for_static_download=False):
         if is_for_static_download and file_name:
             got[file_name] = path_or_data
-        return orig(self, path_or_data, mimetype, coordinates, file_name=file_name,
-                    is_for_static_download=is_for_static_download)
+        return orig(
+            self,
+            path_or_data,
+            mimetype,
+            coordinates,
+            file_name=file_name,
+            is_for_static_download=is_for_static_download,
+        )
 
     monkeypatch.setattr(MediaFileManager, "add", add)
     return got
@@ -127,8 +140,7 @@ def test_activations_exports_feature_maps_and_channel_stats_as_csv(tiny_runs, do
     feats = pd.read_csv(io.BytesIO(downloads[f"features-{stage}-{left}.csv"]))
     stats = pd.read_csv(io.BytesIO(downloads[f"channel-stats-{stage}-{left}.csv"]))
     assert list(feats.columns) == ["run_id", "layer", "channel", "y", "x", "value"]
-    assert list(stats.columns) == ["run_id", "layer", "channel", "mean", "std", "min", "max",
-                                   "frac_positive"]
+    assert list(stats.columns) == ["run_id", "layer", "channel", "mean", "std", "min", "max", "frac_positive"]
     assert set(feats["run_id"]) == {left} and set(feats["layer"]) == {stage}
     # the numbers are the feature maps of test image 0 through the left run, every channel
     model, ds = load(tiny_runs.run(left))

@@ -1,4 +1,5 @@
 """Helpers for the app's AppTest tests (imported by tests/test_app_*.py)."""
+
 from __future__ import annotations
 
 import base64

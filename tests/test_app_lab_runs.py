@@ -1,12 +1,13 @@
 """AppTest: Lab, Degradation and Runs pages on a store of real tiny runs."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from test_app_helpers import arr, figures, no_exception, page, texts, traces
 
 from resnet_core import jobs
-from test_app_helpers import arr, figures, no_exception, page, texts, traces
 
 PATH_CHOICE = "a path (.npz or ImageFolder)…"
 
@@ -33,8 +34,9 @@ def test_lab_lists_the_store_runs_in_its_queue(tiny_runs):
     bars = [e for e in at.get("progress")]
     assert len(bars) == 4 and all(b.proto.value == 100 for b in bars)
     # the finished run's test error from its metrics appears in its progress text
-    m = [r for r in tiny_runs.run(by_model(tiny_runs)["cifar_resnet8"]).read_metrics()
-         if r["split"] == "test"][-1]
+    m = [
+        r for r in tiny_runs.run(by_model(tiny_runs)["cifar_resnet8"]).read_metrics() if r["split"] == "test"
+    ][-1]
     assert any(f"{100 * m['error']:.2f}%" in b.proto.text for b in bars)
 
 
@@ -53,7 +55,13 @@ def test_lab_launch_queues_the_chosen_model(store, no_runner):
     (rid,) = store.list_ids()
     cfg = store.run(rid).read_config()
     assert (cfg.model, cfg.shortcut, cfg.width, cfg.preset, cfg.iterations, cfg.name) == (
-        "cifar_resnet14", "B", 4, "smoke", 20, "class demo")
+        "cifar_resnet14",
+        "B",
+        4,
+        "smoke",
+        20,
+        "class demo",
+    )
     assert store.run(rid).read_status()["state"] == "queued"
     assert any(rid in s.value for s in at.success)
     # it is in the queue, and Cancel cancels it
@@ -73,14 +81,18 @@ def test_lab_launch_sweep_queues_the_quick_models(store, no_runner):
 
     expected = apply_preset("quick", {"dataset": "digits"})
     assert {(c.preset, c.dataset, c.epochs, c.batch_size) for c in cfgs} == {
-        ("quick", "digits", expected.epochs, expected.batch_size)}
+        ("quick", "digits", expected.epochs, expected.batch_size)
+    }
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda at: at.number_input(key="lab_depth").set_value(21), "6n+2"),
-    (lambda at: at.number_input(key="lab_batch").set_value(0), "batch_size"),
-    (lambda at: at.number_input(key="lab_lr").set_value(-1.0), "lr"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda at: at.number_input(key="lab_depth").set_value(21), "6n+2"),
+        (lambda at: at.number_input(key="lab_batch").set_value(0), "batch_size"),
+        (lambda at: at.number_input(key="lab_lr").set_value(-1.0), "lr"),
+    ],
+)
 def test_lab_bad_input_is_a_message_and_nothing_is_queued(store, no_runner, setup, message):
     at = page("lab").run()
     setup(at)
@@ -98,8 +110,11 @@ def test_lab_dataset_path_is_checked_before_use(store, no_runner, tmp_path, monk
     (tmp_path / "data").mkdir()
     at = page("lab").run()
     at.selectbox(key="lab_dataset").set_value(PATH_CHOICE).run()
-    for bad, msg in [("/etc/passwd", "outside"), ("../../../etc/shadow", "outside"),
-                     (str(tmp_path / "data" / "missing.npz"), "does not exist")]:
+    for bad, msg in [
+        ("/etc/passwd", "outside"),
+        ("../../../etc/shadow", "outside"),
+        (str(tmp_path / "data" / "missing.npz"), "does not exist"),
+    ]:
         at.text_input(key="lab_data_path").set_value(bad).run()
         at.button(key="lab_launch").click().run()
         no_exception(at)
@@ -128,8 +143,10 @@ def test_degradation_plots_each_run_error_from_its_metrics(tiny_runs):
     # the final-error chart holds each run's last test error and the paper's Table 6
     pts = [t for t in finals["data"] if str(t.get("name", "")).startswith("your ")]
     ys = sorted(float(v) for t in pts for v in arr(t["y"]))
-    want = sorted(100 * [r for r in tiny_runs.run(rid).read_metrics() if r["split"] == "test"][-1]["error"]
-                  for rid in ids.values())
+    want = sorted(
+        100 * [r for r in tiny_runs.run(rid).read_metrics() if r["split"] == "test"][-1]["error"]
+        for rid in ids.values()
+    )
     assert ys == pytest.approx(want)
     table6 = [t for t in finals["data"] if "Table 6" in str(t.get("name"))][0]
     assert 6.43 in arr(table6["y"]).tolist()

@@ -1,12 +1,13 @@
 """AppTest: the Lab's run panel launches the variants of issue 15 and refuses bad
 combinations; the `rescue` sweep queues its runs with their own variants."""
+
 from __future__ import annotations
 
 import pytest
+from test_app_helpers import no_exception, page, texts
 
 from resnet_core import jobs
 from resnet_core.config import sweep_runs
-from test_app_helpers import no_exception, page, texts
 
 
 @pytest.fixture
@@ -29,13 +30,21 @@ def test_lab_launches_a_looks_linear_crelu_plain_net(store, no_runner):
     (rid,) = store.list_ids()
     cfg = store.run(rid).read_config()
     assert (cfg.model, cfg.activation, cfg.init, cfg.norm, cfg.branch_scalar) == (
-        "cifar_plain14", "crelu", "looks_linear", "batch", "none")
+        "cifar_plain14",
+        "crelu",
+        "looks_linear",
+        "batch",
+        "none",
+    )
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda at: at.selectbox(key="lab_activation").set_value("crelu"), "is for CIFAR plain nets"),
-    (lambda at: at.selectbox(key="lab_init").set_value("fixup"), "norm='none'"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda at: at.selectbox(key="lab_activation").set_value("crelu"), "is for CIFAR plain nets"),
+        (lambda at: at.selectbox(key="lab_init").set_value("fixup"), "norm='none'"),
+    ],
+)
 def test_lab_refuses_a_variant_the_model_does_not_take(store, no_runner, setup, message):
     at = page("lab").run()
     at.radio(key="lab_kind").set_value("resnet").run()
@@ -56,9 +65,20 @@ def test_lab_rescue_sweep_keeps_each_runs_variant(store, no_runner):
     at.button(key="lab_launch_sweep").click().run()
     no_exception(at)
     assert not at.error, [e.value for e in at.error]
-    got = sorted((c.model, c.activation, c.init, c.norm, c.branch_scalar, c.zero_init_residual,
-                  c.name) for c in (store.run(i).read_config() for i in store.list_ids()))
-    want = sorted((r["model"], r.get("activation", "relu"), r.get("init", "he"),
-                   r.get("norm", "batch"), r.get("branch_scalar", "none"),
-                   r.get("zero_init_residual", False), r["name"]) for r in sweep_runs("rescue"))
+    got = sorted(
+        (c.model, c.activation, c.init, c.norm, c.branch_scalar, c.zero_init_residual, c.name)
+        for c in (store.run(i).read_config() for i in store.list_ids())
+    )
+    want = sorted(
+        (
+            r["model"],
+            r.get("activation", "relu"),
+            r.get("init", "he"),
+            r.get("norm", "batch"),
+            r.get("branch_scalar", "none"),
+            r.get("zero_init_residual", False),
+            r["name"],
+        )
+        for r in sweep_runs("rescue")
+    )
     assert got == want and len(got) == 14

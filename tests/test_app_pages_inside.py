@@ -1,14 +1,14 @@
 """AppTest: Layer responses, Gradient flow, Activations, Embeddings, Studies and Tour, each
 run on its own on a store of real tiny runs; values checked against the store."""
+
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
+from test_app_helpers import arr, figures, no_exception, page, texts, traces
 
 from resnet_core import jobs
-from test_app_helpers import arr, figures, no_exception, page, texts, traces
 
 
 def by_model(store):
@@ -39,7 +39,9 @@ def test_responses_plot_the_recorded_std_per_layer(tiny_runs):
     no_exception(at)
     first = [r for r in tiny_runs.run(plain).read_layers() if r["type"] == "bn" and r["step"] == 0]
     tr = traces(figures(at)[0], plain[-6:])
-    assert arr(tr[0]["y"]).tolist() == pytest.approx([r["std"] for r in sorted(first, key=lambda r: r["order"])])
+    assert arr(tr[0]["y"]).tolist() == pytest.approx(
+        [r["std"] for r in sorted(first, key=lambda r: r["order"])]
+    )
 
 
 def test_gradient_flow_heatmaps_and_signal_propagation(tiny_runs):
@@ -49,8 +51,11 @@ def test_gradient_flow_heatmaps_and_signal_propagation(tiny_runs):
     assert (at.selectbox(key="grad_a").value, at.selectbox(key="grad_b").value) == (plain, res)
     heat = figures(at)[0]
     hm = [t for t in heat["data"] if t["type"] == "heatmap"]
-    rows = [r for r in tiny_runs.run(plain).read_layers()
-            if r["type"] == "weight" and r.get("grad_norm") is not None]
+    rows = [
+        r
+        for r in tiny_runs.run(plain).read_layers()
+        if r["type"] == "weight" and r.get("grad_norm") is not None
+    ]
     step = min(r["step"] for r in rows)
     conv1 = [r for r in rows if r["layer"] == "conv1" and r["step"] == step][0]
     z = arr(hm[0]["z"]).reshape(len(hm[0]["y"]), -1)
@@ -68,8 +73,7 @@ def test_gradient_flow_heatmaps_and_signal_propagation(tiny_runs):
     from analysis.studies.signal import signal_propagation_plot
 
     spp = [f for f in figures(at) if len(f["data"]) and "F(x)" in str(f["layout"].get("annotations"))][0]
-    want = signal_propagation_plot("resnet", 56, "batch", "he", width=8, batch=64, image_size=16,
-                                   seeds=(0,))
+    want = signal_propagation_plot("resnet", 56, "batch", "he", width=8, batch=64, image_size=16, seeds=(0,))
     got = [t for t in traces(spp, "resnet-56") if t["xaxis"] == "x2"][0]
     assert arr(got["y"]).tolist() == pytest.approx(want["var"].tolist())
     assert f"{want['var'].iloc[-1]:.4g} at block 27" in texts(at)
@@ -121,8 +125,7 @@ def test_records_of_an_older_recorder_are_labelled_as_such(tiny_runs):
     plain, res = newest_pair(tiny_runs)
     path = tiny_runs.run(plain).path / "layers.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "images"}) + "\n"
-                            for r in rows))
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "images"}) + "\n" for r in rows))
     at = page("responses").run()
     no_exception(at)
     caps = texts(at, "caption")
@@ -204,8 +207,10 @@ def test_studies_lesion_runs_in_the_background_and_shows_the_cached_result(tiny_
     assert arr(tr["y"]).tolist() == pytest.approx((100 * table.sort_values("order")["error"]).tolist())
     # the sentence under the chart is read off the same table
     md = texts(at)
-    assert (f"test error {100 * table['base_error'].iloc[0]:.1f}% intact; deleting one block adds "
-            f"{100 * table['delta'].mean():+.1f} points") in md
+    assert (
+        f"test error {100 * table['base_error'].iloc[0]:.1f}% intact; deleting one block adds "
+        f"{100 * table['delta'].mean():+.1f} points"
+    ) in md
     # Veit et al.'s claim checked on the same table: the shape-keeping blocks' mean rise
     keep = table[~table["downsampling"].astype(bool)]["delta"].mean()
     assert f"{100 * keep:+.1f} points on average at blocks that keep the shape" in md
@@ -225,8 +230,10 @@ def test_studies_shattering_at_init_needs_no_run_and_says_what_it_drew(store):
         y = lag1[name]
         assert f"{name} nets: {y[0]:.2f} at depth 2, {y[-1]:.2f} at depth 50" in md
     assert lag1["plain"][-1] < lag1["residual"][-1]  # Balduzzi et al.'s result, as measured
-    assert (f"At depth 50, lag-1 autocorrelation {lag1['plain'][-1]:.2f} plain against "
-            f"{lag1['residual'][-1]:.2f} residual: the plain net's gradient is **more shattered**") in md
+    assert (
+        f"At depth 50, lag-1 autocorrelation {lag1['plain'][-1]:.2f} plain against "
+        f"{lag1['residual'][-1]:.2f} residual: the plain net's gradient is **more shattered**"
+    ) in md
 
 
 def test_tour_steps_through_with_the_users_runs(tiny_runs):
@@ -241,8 +248,10 @@ def test_tour_steps_through_with_the_users_runs(tiny_runs):
     for m in ("cifar_plain8", "cifar_plain14"):
         te[m] = [r for r in tiny_runs.run(ids[m]).read_metrics() if r["split"] == "train_eval"][-1]["error"]
     md = texts(at)
-    assert (f"plain-14's final training error is {100 * te['cifar_plain14']:.1f}% against "
-            f"plain-8's {100 * te['cifar_plain8']:.1f}%") in md
+    assert (
+        f"plain-14's final training error is {100 * te['cifar_plain14']:.1f}% against "
+        f"plain-8's {100 * te['cifar_plain8']:.1f}%"
+    ) in md
     for _ in range(4):
         at.button(key="tour_next").click().run()
         no_exception(at)

@@ -2,6 +2,7 @@
 scale for panels side by side, legends clear of axis titles, presentation mode (charts and
 the URL), and the small fixes (log tick labels, one-series legends, the Lab's preset help,
 Embeddings' image count, the whole-queue ETA, the deepest same-depth pair)."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ DEPTHS = (8, 14, 20, 32, 44, 56, 110, 1202)  # the CIFAR depths the lab trains a
 def cie_lightness(hex_color: str) -> float:
     """CIELAB L* of an sRGB colour, from the standard's formulas (IEC 61966-2-1 and CIE 1976),
     written here independently of the app's code."""
-    rgb = [int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
     lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
     y = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]  # relative luminance, Yn = 1
     f = y ** (1 / 3) if y > (6 / 29) ** 3 else y / (3 * (6 / 29) ** 2) + 4 / 29
@@ -46,11 +47,16 @@ def test_cie_lightness_reference_values():
 
 
 def degradation():
-    runs = pd.DataFrame({"id": ["p", "r"], "label": ["plain-56", "ResNet-56"],
-                         "kind": ["plain", "resnet"], "depth": [56, 56]})
+    runs = pd.DataFrame(
+        {"id": ["p", "r"], "label": ["plain-56", "ResNet-56"], "kind": ["plain", "resnet"], "depth": [56, 56]}
+    )
     runs["color"] = [charts.run_color(k, d) for k, d in zip(runs["kind"], runs["depth"])]
-    rows = [{"run_id": rid, "step": s, "split": sp, "error": 0.5 - s / 1000}
-            for rid in ("p", "r") for s in (10, 20, 30, 40) for sp in ("train", "test")]
+    rows = [
+        {"run_id": rid, "step": s, "split": sp, "error": 0.5 - s / 1000}
+        for rid in ("p", "r")
+        for s in (10, 20, 30, 40)
+        for sp in ("train", "test")
+    ]
     return charts.degradation_figure(pd.DataFrame(rows), runs)
 
 
@@ -63,17 +69,28 @@ def test_presentation_mode_thickens_lines_and_enlarges_fonts():
     assert big.layout.title.font.size > plain.layout.title.font.size
     # axis titles set explicitly (Streamlit's chart theme would size them otherwise)
     assert big.layout.xaxis.title.font.size >= 1.4 * 12 and big.layout.yaxis.title.font.size >= 1.4 * 12
-    assert all(b.font.size > (a.font.size or 0) for a, b in
-               zip(plain.layout.annotations, big.layout.annotations))  # subplot titles
+    assert all(
+        b.font.size > (a.font.size or 0) for a, b in zip(plain.layout.annotations, big.layout.annotations)
+    )  # subplot titles
 
 
 def test_horizontal_legends_go_below_the_axis_titles():
     """A legend at y < 0 in plot coordinates runs into the x-axis title; at the bottom of the
     container plotly reserves room for it below everything."""
-    fig = charts.finish_layout(charts.compare_figure(
-        pd.DataFrame({"run_id": ["p"] * 4, "step": [1, 2, 1, 2], "split": ["train"] * 2 + ["test"] * 2,
-                      "loss": 1.0, "error": 0.5}),
-        pd.DataFrame({"id": ["p"], "label": ["plain-20"], "color": ["#000000"]})))
+    fig = charts.finish_layout(
+        charts.compare_figure(
+            pd.DataFrame(
+                {
+                    "run_id": ["p"] * 4,
+                    "step": [1, 2, 1, 2],
+                    "split": ["train"] * 2 + ["test"] * 2,
+                    "loss": 1.0,
+                    "error": 0.5,
+                }
+            ),
+            pd.DataFrame({"id": ["p"], "label": ["plain-20"], "color": ["#000000"]}),
+        )
+    )
     leg = fig.layout.legend
     assert (leg.yref, leg.y, leg.yanchor, leg.orientation) == ("container", 0, "bottom", "h")
 
@@ -88,8 +105,7 @@ def test_a_single_series_still_has_its_legend():
 def test_log_axes_label_every_tick_with_its_value():
     df = pd.DataFrame({"series": "a", "alpha": [0, 1], "loss": [0.01, 20.0]})
     assert charts.series_figure(df, "alpha", "loss", "x", "y", log_y=True).layout.yaxis.tickformat == "~g"
-    sig = pd.DataFrame({"series": "plain-20", "index": [1, 2], "grad_norm": [1e-3, 1.0],
-                        "layer": ["a", "b"]})
+    sig = pd.DataFrame({"series": "plain-20", "index": [1, 2], "grad_norm": [1e-3, 1.0], "layer": ["a", "b"]})
     assert charts.signal_figure(sig, "grad_norm", "g").layout.yaxis.tickformat == "~g"
     m = pd.DataFrame([[1e-3], [2.0]], index=["conv1", "fc"], columns=[5])
     ax = charts.grad_profile_figure([m], ["x"], ["#000000"]).layout.yaxis
@@ -101,8 +117,9 @@ def test_log_axes_label_every_tick_with_its_value():
 
 def landscape(scale: float) -> pd.DataFrame:
     a, b = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 5))
-    return pd.DataFrame({"alpha": a.ravel(), "beta": b.ravel(),
-                         "loss": scale * (1 + a.ravel() ** 2 + b.ravel() ** 2)})
+    return pd.DataFrame(
+        {"alpha": a.ravel(), "beta": b.ravel(), "loss": scale * (1 + a.ravel() ** 2 + b.ravel() ** 2)}
+    )
 
 
 def test_landscapes_side_by_side_share_one_colour_scale():
@@ -125,7 +142,7 @@ def test_feature_grid_says_what_it_shows_and_reads_light_as_low():
     ca = fig.layout.coloraxis
     assert ca.cmin == 0 and ca.cmax == pytest.approx(relu[:8].max())
     lo, hi = ca.colorscale[0][1], ca.colorscale[-1][1]
-    to_hex = lambda c: "#%02x%02x%02x" % tuple(int(v) for v in c[c.index("(") + 1:-1].split(","))
+    to_hex = lambda c: "#%02x%02x%02x" % tuple(int(v) for v in c[c.index("(") + 1 : -1].split(","))
     # the lowest values light, the highest dark: lightness falls along the scale
     assert cie_lightness(to_hex(lo)) > cie_lightness(to_hex(hi)) + 50
     signed = charts.feature_grid_figure(rng.normal(size=(4, 5, 5)), "tap1")
@@ -136,8 +153,10 @@ def test_feature_grid_says_what_it_shows_and_reads_light_as_low():
 def test_whole_queue_eta_from_running_runs_scaled_by_depth():
     from resnet_core.eta import QueuedRun, queue_eta
 
-    run = [QueuedRun("running", depth=56, total=1000, eta_s=100, elapsed_s=200),
-           QueuedRun("running", depth=56, total=1000, eta_s=120, elapsed_s=180)]
+    run = [
+        QueuedRun("running", depth=56, total=1000, eta_s=100, elapsed_s=200),
+        QueuedRun("running", depth=56, total=1000, eta_s=120, elapsed_s=180),
+    ]
     queued = [QueuedRun("queued", depth=20), QueuedRun("queued", depth=20)]
     # by hand: each 56-layer run takes 300 s for 1,000 steps, so a 20-layer run of as many
     # steps 300 * 20 / 56; two trainers free at 100 s and 120 s
@@ -155,9 +174,13 @@ def test_whole_queue_eta_from_running_runs_scaled_by_depth():
 def test_deepest_same_depth_pair_is_the_default():
     from app import ui
 
-    df = pd.DataFrame({"id": ["r110", "p56", "r56", "p20", "r20"],
-                       "kind": ["resnet", "plain", "resnet", "plain", "resnet"],
-                       "depth": [110, 56, 56, 20, 20]})
+    df = pd.DataFrame(
+        {
+            "id": ["r110", "p56", "r56", "p20", "r20"],
+            "kind": ["resnet", "plain", "resnet", "plain", "resnet"],
+            "depth": [110, 56, 56, 20, 20],
+        }
+    )
     assert ui.deepest_pair(df) == ["p56", "r56"]
     assert ui.deepest_pair(df[df["kind"] == "resnet"]) == []
 
@@ -195,9 +218,12 @@ def test_no_colour_is_one_of_streamlits_placeholders():
     import re
 
     rng = np.random.default_rng(1)
-    figs = [charts.image_figure(rng.integers(0, 255, (8, 8)), "x", overlay=rng.random((8, 8))),
-            charts.feature_grid_figure(rng.normal(size=(8, 4, 4))), degradation(),
-            charts.landscape_2d_figure(landscape(1.0), "x")]
+    figs = [
+        charts.image_figure(rng.integers(0, 255, (8, 8)), "x", overlay=rng.random((8, 8))),
+        charts.feature_grid_figure(rng.normal(size=(8, 4, 4))),
+        degradation(),
+        charts.landscape_2d_figure(landscape(1.0), "x"),
+    ]
     placeholder = re.compile(r"#0000(?:[0-3][0-9a-f]|40)\b", re.IGNORECASE)
     for f in figs:
         found = {m for m in placeholder.findall(f.to_json()) if m.lower() != "#000000"}
@@ -216,8 +242,9 @@ def test_runs_eta_reads_the_store_as_a_sweep_runs(store):
     now = 1_000_000.0
     a = store.create(tiny_config("plain56"), state="running")
     # this test's own process stands in for the trainer (a running run's owner must be alive)
-    a.write_status(state="running", started=now - 200, eta_s=100, total=1000, step=667,
-                   pid=os.getpid(), pid_start=None)
+    a.write_status(
+        state="running", started=now - 200, eta_s=100, total=1000, step=667, pid=os.getpid(), pid_start=None
+    )
     b = store.create(tiny_config("resnet20"), state="queued")
     gone = "20990101-000000-plain20-000000"  # deleted meanwhile: ignored
     # plain56: 300 s for 1,000 steps; resnet20 then takes 300 * 20 / 56 after it, one trainer
@@ -236,8 +263,9 @@ def test_lab_queue_shows_one_eta_for_the_whole_sweep(store, monkeypatch):
     monkeypatch.setattr(jobs, "concurrent_jobs", lambda n: 2)  # two trainers at once
     now = time.time()
     a = store.create(tiny_config("plain56"), state="running")
-    a.write_status(state="running", started=now - 200, eta_s=100, total=1000, step=667,
-                   pid=os.getpid(), pid_start=None)
+    a.write_status(
+        state="running", started=now - 200, eta_s=100, total=1000, step=667, pid=os.getpid(), pid_start=None
+    )
     for m in ("resnet20", "plain20"):
         store.create(tiny_config(m), state="queued")
     at = page("lab").run()

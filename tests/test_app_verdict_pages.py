@@ -5,6 +5,7 @@ contradicts it on residual depth and Fig. 7); the sentences change with the runs
 The runs are records written in the store's own format (config.json from TrainConfig,
 status.json, metrics.jsonl, layers.jsonl), read by the real readers and the real pages
 (AppTest); no training, so the whole file costs a few seconds of page runs."""
+
 from __future__ import annotations
 
 import json
@@ -12,17 +13,25 @@ import time
 from pathlib import Path
 
 import pytest
+from test_app_helpers import no_exception, page, texts
 
 from resnet_core.config import TrainConfig
-from test_app_helpers import no_exception, page, texts
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 600
 # final training / test error (fractions) and the BN-output std of every layer, per model
-AGREE = {"plain20": (0.20, 0.25, 1.5), "plain56": (0.45, 0.48, 1.6),
-         "resnet20": (0.15, 0.20, 1.0), "resnet56": (0.10, 0.16, 0.7)}
-CONTRADICT = {"plain20": (0.40, 0.45, 1.5), "plain56": (0.30, 0.35, 1.6),
-              "resnet20": (0.20, 0.25, 2.0), "resnet56": (0.35, 0.40, 4.0)}
+AGREE = {
+    "plain20": (0.20, 0.25, 1.5),
+    "plain56": (0.45, 0.48, 1.6),
+    "resnet20": (0.15, 0.20, 1.0),
+    "resnet56": (0.10, 0.16, 0.7),
+}
+CONTRADICT = {
+    "plain20": (0.40, 0.45, 1.5),
+    "plain56": (0.30, 0.35, 1.6),
+    "resnet20": (0.20, 0.25, 2.0),
+    "resnet56": (0.35, 0.40, 4.0),
+}
 
 
 def write_run(root: Path, i: int, model: str, train: float, test: float, std: float):
@@ -30,22 +39,36 @@ def write_run(root: Path, i: int, model: str, train: float, test: float, std: fl
     rid = f"20260101-00000{i}-{model}-abcde{i}"
     d = root / rid
     d.mkdir(parents=True)
-    cfg = TrainConfig(model=model, dataset="cifar10", subset=5000, image_size=16,
-                      iterations=STEPS, batch_size=128, seed=0).to_dict()
+    cfg = TrainConfig(
+        model=model, dataset="cifar10", subset=5000, image_size=16, iterations=STEPS, batch_size=128, seed=0
+    ).to_dict()
     (d / "config.json").write_text(json.dumps(cfg))
-    (d / "status.json").write_text(json.dumps({"state": "done", "created": time.time() + i,
-                                               "step": STEPS, "total": STEPS,
-                                               "message": f"finished {STEPS} steps"}))
+    (d / "status.json").write_text(
+        json.dumps(
+            {
+                "state": "done",
+                "created": time.time() + i,
+                "step": STEPS,
+                "total": STEPS,
+                "message": f"finished {STEPS} steps",
+            }
+        )
+    )
     depth = int(model[-2:])
     rows = []
     for s in (200, 400, STEPS):
         f = s / STEPS  # errors fall towards their final values
-        rows += [{"step": s, "split": "train", "loss": 1.0, "error": 0.9 - f * (0.9 - train)},
-                 {"step": s, "split": "train_eval", "loss": 1.0, "error": 0.9 - f * (0.9 - train)},
-                 {"step": s, "split": "test", "loss": 1.0, "error": 0.9 - f * (0.9 - test)}]
+        rows += [
+            {"step": s, "split": "train", "loss": 1.0, "error": 0.9 - f * (0.9 - train)},
+            {"step": s, "split": "train_eval", "loss": 1.0, "error": 0.9 - f * (0.9 - train)},
+            {"step": s, "split": "test", "loss": 1.0, "error": 0.9 - f * (0.9 - test)},
+        ]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    layers = [{"step": s, "layer": f"l{o}", "type": "bn", "order": o, "std": std, "mean": 0.0}
-              for s in (0, STEPS) for o in range(depth - 1)]
+    layers = [
+        {"step": s, "layer": f"l{o}", "type": "bn", "order": o, "std": std, "mean": 0.0}
+        for s in (0, STEPS)
+        for o in range(depth - 1)
+    ]
     (d / "layers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in layers))
     return rid
 
@@ -72,13 +95,17 @@ def test_degradation_verdicts_follow_the_runs(synthetic):
     md = texts(at)
     assert "plain-56 ends at 45.0%" in md or "plain-56 ends at 30.0%" in md
     if synthetic == "agree":
-        assert "ResNet-56 ends at 10.0% final training error and ResNet-20 at 15.0%: the deeper " \
-               "residual net is **better**, by 5.0 points." in md
+        assert (
+            "ResNet-56 ends at 10.0% final training error and ResNet-20 at 15.0%: the deeper "
+            "residual net is **better**, by 5.0 points." in md
+        )
         assert "the deeper plain net is **worse**, by 25.0 points" in md
         assert "likely reason" not in md
     else:
-        assert "ResNet-56 ends at 35.0% final training error and ResNet-20 at 20.0%: the deeper " \
-               "residual net is **worse**, by 15.0 points." in md
+        assert (
+            "ResNet-56 ends at 35.0% final training error and ResNet-20 at 20.0%: the deeper "
+            "residual net is **worse**, by 15.0 points." in md
+        )
         assert "the deeper plain net is **better**, by 10.0 points" in md
         assert "600 steps against the paper's 64,000" in md and "5,000 training images" in md
     # the page's own text states the paper's result as the paper's
@@ -88,12 +115,20 @@ def test_degradation_verdicts_follow_the_runs(synthetic):
 def test_tour_verdicts_follow_the_runs(synthetic):
     at = page("tour").run()
     no_exception(at)
-    want = {"agree": ["the deeper plain net is **worse**", "fits its training data **worse**",
-                      "the deeper residual net is **better**",
-                      "ResNet-56's layers respond more weakly than plain-56's (mean std 0.70 vs 1.60)"],
-            "contradict": ["the deeper plain net is **better**", "fits its training data **better**",
-                           "the deeper residual net is **worse**",
-                           "ResNet-56's layers respond **more strongly** than plain-56's (mean std 4.00 vs 1.60)"]}
+    want = {
+        "agree": [
+            "the deeper plain net is **worse**",
+            "fits its training data **worse**",
+            "the deeper residual net is **better**",
+            "ResNet-56's layers respond more weakly than plain-56's (mean std 0.70 vs 1.60)",
+        ],
+        "contradict": [
+            "the deeper plain net is **better**",
+            "fits its training data **better**",
+            "the deeper residual net is **worse**",
+            "ResNet-56's layers respond **more strongly** than plain-56's (mean std 4.00 vs 1.60)",
+        ],
+    }
     for step, sentence in enumerate(want[synthetic]):
         at.session_state["tour_step"] = step if step < 3 else 3
         at.run()
@@ -118,8 +153,10 @@ def test_reference_lesson_cpu_verdicts_say_resnet56_trails(store, lesson_cpu):
     at = page("degradation").run()
     no_exception(at)
     md = texts(at)
-    assert ("In the reference runs, ResNet-56 ends at 40.1% final training error and ResNet-20 "
-            "at 30.1%: the deeper residual net is **worse**, by 10.0 points.") in md
+    assert (
+        "In the reference runs, ResNet-56 ends at 40.1% final training error and ResNet-20 "
+        "at 30.1%: the deeper residual net is **worse**, by 10.0 points."
+    ) in md
     assert "plain-56 ends at 70.0% final training error and plain-20 at 37.1%" in md
     assert "2,340 steps against the paper's 64,000" in md
 

@@ -1,6 +1,7 @@
 """app.verdicts: each claim's verdict from numbers that agree with the papers and from numbers
 that contradict them (the verdict flips, the sentence says so, with the numbers and a reason).
 Pure functions: no store, no streamlit; milliseconds."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -8,20 +9,27 @@ import pytest
 
 from app import verdicts as v
 
-LESSON = [{"steps": 2340, "batch_size": 128, "images": 10000, "image_size": 16,
-           "dataset": "cifar10-jpeg"}]
+LESSON = [{"steps": 2340, "batch_size": 128, "images": 10000, "image_size": 16, "dataset": "cifar10-jpeg"}]
 
 
 def finals(p20, p56, r20, r56):
-    return pd.DataFrame([{"kind": k, "depth": d, "train_error_pct": e, "test_error_pct": e + 3}
-                         for (k, d), e in zip([("plain", 20), ("plain", 56), ("resnet", 20),
-                                               ("resnet", 56)], [p20, p56, r20, r56])])
+    return pd.DataFrame(
+        [
+            {"kind": k, "depth": d, "train_error_pct": e, "test_error_pct": e + 3}
+            for (k, d), e in zip(
+                [("plain", 20), ("plain", 56), ("resnet", 20), ("resnet", 56)], [p20, p56, r20, r56]
+            )
+        ]
+    )
 
 
 def test_fig6_verdicts_agree_with_paper_like_numbers():
     vs = {x.claim: x for x in v.degradation(finals(9.5, 13.5, 8.8, 7.0), LESSON)}
     assert {k: x.outcome for k, x in vs.items()} == {
-        "plain_depth": "agrees", "residual_vs_plain": "agrees", "residual_depth": "agrees"}
+        "plain_depth": "agrees",
+        "residual_vs_plain": "agrees",
+        "residual_depth": "agrees",
+    }
     assert "plain-56 ends at 13.5%" in vs["plain_depth"].text and "plain-20 at 9.5%" in vs["plain_depth"].text
     assert "**better**, by 1.8 points" in vs["residual_depth"].text
     assert "likely reason" not in " ".join(x.text for x in vs.values())
@@ -75,13 +83,18 @@ def test_budget_note_names_the_dataset_and_stays_quiet_at_the_paper_budget():
     assert "the data is digits, not CIFAR-10" in v.budget_note([{"steps": 500, "dataset": "digits"}])
     paper = v.budget_note([{"steps": 64000, "images": None, "image_size": None, "dataset": "cifar10"}])
     assert paper.startswith("seed-to-seed variation")
-    assert "up to 2,000" in v.budget_note([{"steps": 1000, "dataset": "cifar10"},
-                                           {"steps": 2000, "dataset": "cifar10"}])
+    assert "up to 2,000" in v.budget_note(
+        [{"steps": 1000, "dataset": "cifar10"}, {"steps": 2000, "dataset": "cifar10"}]
+    )
 
 
 def means(p20, p56, r20, r56):
-    return [{"kind": k, "depth": d, "mean_std": m} for (k, d), m in
-            zip([("plain", 20), ("plain", 56), ("resnet", 20), ("resnet", 56)], [p20, p56, r20, r56])]
+    return [
+        {"kind": k, "depth": d, "mean_std": m}
+        for (k, d), m in zip(
+            [("plain", 20), ("plain", 56), ("resnet", 20), ("resnet", 56)], [p20, p56, r20, r56]
+        )
+    ]
 
 
 def test_responses_agree_with_fig7_like_numbers():
@@ -109,19 +122,31 @@ def test_response_means_averages_each_runs_layers():
 
 
 def test_gradient_growth_flips():
-    agree = v.gradient_growth([{"kind": "plain", "depth": 56, "ratio": 4000.0},
-                               {"kind": "resnet", "depth": 56, "ratio": 12.0}])
+    agree = v.gradient_growth(
+        [{"kind": "plain", "depth": 56, "ratio": 4000.0}, {"kind": "resnet", "depth": 56, "ratio": 12.0}]
+    )
     assert agree.outcome == "agrees"
-    assert "plain-56's weight-gradient norm grows 4,000-fold toward the input, ResNet-56's grows 12-fold" in agree.text
-    against = v.gradient_growth([{"kind": "plain", "depth": 56, "ratio": 0.5},
-                                 {"kind": "resnet", "depth": 56, "ratio": 2.0}])
+    assert (
+        "plain-56's weight-gradient norm grows 4,000-fold toward the input, ResNet-56's grows 12-fold"
+        in agree.text
+    )
+    against = v.gradient_growth(
+        [{"kind": "plain", "depth": 56, "ratio": 0.5}, {"kind": "resnet", "depth": 56, "ratio": 2.0}]
+    )
     assert against.outcome == "contradicts" and "shrinks to 0.5" in against.text
     assert v.gradient_growth([{"kind": "plain", "depth": 56, "ratio": 9.0}], norm="none").outcome == "unclear"
 
 
 def lesion_table(deltas, ds, base=0.1):
-    return pd.DataFrame({"block": [f"layer{i}" for i in range(len(deltas))], "base_error": base,
-                         "delta": deltas, "error": [base + d for d in deltas], "downsampling": ds})
+    return pd.DataFrame(
+        {
+            "block": [f"layer{i}" for i in range(len(deltas))],
+            "base_error": base,
+            "delta": deltas,
+            "error": [base + d for d in deltas],
+            "downsampling": ds,
+        }
+    )
 
 
 def test_lesions_flip():
@@ -130,7 +155,10 @@ def test_lesions_flip():
     plain_bad = v.lesion_row("plain-56", "plain", lesion_table([0.6, 0.7, 0.8, 0.7], ds))
     agree = v.lesions([res_ok, plain_bad])
     assert agree.outcome == "agrees"
-    assert "ResNet-56: +1.3 points on average at blocks that keep the shape; worst layer2 (+20.0, a downsampling block)" in agree.text
+    assert (
+        "ResNet-56: +1.3 points on average at blocks that keep the shape; worst layer2 (+20.0, a downsampling block)"
+        in agree.text
+    )
     # ResNet-56 of lesson-cpu style: block 1 costs 44 points and it keeps the shape
     res_bad = v.lesion_row("ResNet-56", "resnet", lesion_table([0.44, 0.3, 0.1, 0.3], ds))
     against = v.lesions([res_bad, v.lesion_row("plain-56", "plain", lesion_table([0.1, 0.1, 0.1, 0.1], ds))])
@@ -139,10 +167,21 @@ def test_lesions_flip():
 
 
 def test_landscape_and_shattering_flip():
-    assert v.landscape([{"label": "p", "kind": "plain", "roughness": 0.05},
-                        {"label": "r", "kind": "resnet", "roughness": 0.0}]).outcome == "agrees"
-    x = v.landscape([{"label": "p", "kind": "plain", "roughness": 0.0},
-                     {"label": "r", "kind": "resnet", "roughness": 0.02}])
+    assert (
+        v.landscape(
+            [
+                {"label": "p", "kind": "plain", "roughness": 0.05},
+                {"label": "r", "kind": "resnet", "roughness": 0.0},
+            ]
+        ).outcome
+        == "agrees"
+    )
+    x = v.landscape(
+        [
+            {"label": "p", "kind": "plain", "roughness": 0.0},
+            {"label": "r", "kind": "resnet", "roughness": 0.02},
+        ]
+    )
     assert x.outcome == "contradicts" and "plain 0.000, residual 0.020" in x.text
     lag = [{"kind": "plain", "depth": 50, "mean": 0.1}, {"kind": "resnet", "depth": 50, "mean": 0.8}]
     assert v.shattering(lag).outcome == "agrees"
@@ -150,8 +189,19 @@ def test_landscape_and_shattering_flip():
     assert v.shattering(lag).outcome == "contradicts"
 
 
-@pytest.mark.parametrize("fn", [v.plain_depth, v.residual_depth, v.residual_vs_plain,
-                                v.not_overfitting, v.responses, v.gradient_growth, v.lesions,
-                                v.landscape, v.shattering])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        v.plain_depth,
+        v.residual_depth,
+        v.residual_vs_plain,
+        v.not_overfitting,
+        v.responses,
+        v.gradient_growth,
+        v.lesions,
+        v.landscape,
+        v.shattering,
+    ],
+)
 def test_no_rows_no_sentence(fn):
     assert fn([]).outcome == "missing" and fn([]).text == ""

@@ -6,6 +6,7 @@ Each case must give a clear one-line message naming the field and what is accept
 run, and write nothing outside the run store (checked on a snapshot of the whole tmp folder,
 which is also the working directory, HOME and cache of the command).
 """
+
 from __future__ import annotations
 
 import io
@@ -15,8 +16,8 @@ import zlib
 
 import numpy as np
 import pytest
-
 from faultlib import TINY, cli_flags, no_traceback, snapshot
+
 from resnet_core.__main__ import main as cli_main
 
 
@@ -156,9 +157,12 @@ def _npz(tmp_path, **arrays):
 
 def _good_arrays(n=20):
     rng = np.random.default_rng(0)
-    return dict(x_train=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
-                y_train=np.arange(n) % 2, x_test=rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8),
-                y_test=np.arange(4) % 2)
+    return dict(
+        x_train=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
+        y_train=np.arange(n) % 2,
+        x_test=rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8),
+        y_test=np.arange(4) % 2,
+    )
 
 
 def _imagefolder(tmp_path, classes=("a",), bad=False):
@@ -179,10 +183,12 @@ def _imagefolder(tmp_path, classes=("a",), bad=False):
 
 def api_config(**over):
     """A thunk: the inputs are made first, then the call runs on a snapshot."""
+
     def prepare(t):
         from resnet_core import TrainConfig
 
         return lambda: TrainConfig(**{**TINY, **over}).validate()
+
     return prepare
 
 
@@ -192,6 +198,7 @@ def api_data(make):
 
         path = make(t)
         return lambda: load_dataset(path)
+
     return prepare
 
 
@@ -205,25 +212,46 @@ API = [
     ("TrainConfig NaN lr", api_config(lr=float("nan")), ["lr", "finite"]),
     ("TrainConfig negative weight decay", api_config(weight_decay=-1e-4), ["weight_decay", ">= 0"]),
     ("TrainConfig unknown precision", api_config(precision="fp8"), ["precision", "fp32", "bf16"]),
-    ("malformed .npz", api_data(lambda t: _write(t, "x.npz", b"PK\x03\x04junk")),
-     ["not a readable .npz", "x_train"]),
-    (".npz missing arrays", api_data(lambda t: _npz(t, x_train=_good_arrays()["x_train"])),
-     ["missing array", "y_train", "x_test"]),
-    (".npz float images", api_data(lambda t: _npz(t, **{**_good_arrays(), "x_train":
-                                                        np.zeros((20, 8, 8, 3), np.float32)})),
-     ["x_train", "uint8"]),
-    (".npz negative labels", api_data(lambda t: _npz(t, **{**_good_arrays(), "y_train":
-                                                           -np.ones(20, np.int64)})),
-     ["y_train", "0..k-1"]),
-    (".npz with pickled objects", api_data(lambda t: _npz(t, **{**_good_arrays(), "y_test":
-                                                               np.array([{}, {}, {}, {}], dtype=object)})),
-     ["not a readable .npz"]),
-    ("ImageFolder with one class", api_data(lambda t: _imagefolder(t, ("only",))),
-     ["1 class folder", "at least 2"]),
-    ("ImageFolder with a non-image", api_data(lambda t: _imagefolder(t, ("a", "b"), bad=True)),
-     ["not a readable image"]),
-    ("RunStore run id with ..", lambda t: lambda: __import__("resnet_core").RunStore(t / "runs").run("../runs"),
-     ["run id", "not accepted", "letters, digits"]),
+    (
+        "malformed .npz",
+        api_data(lambda t: _write(t, "x.npz", b"PK\x03\x04junk")),
+        ["not a readable .npz", "x_train"],
+    ),
+    (
+        ".npz missing arrays",
+        api_data(lambda t: _npz(t, x_train=_good_arrays()["x_train"])),
+        ["missing array", "y_train", "x_test"],
+    ),
+    (
+        ".npz float images",
+        api_data(lambda t: _npz(t, **{**_good_arrays(), "x_train": np.zeros((20, 8, 8, 3), np.float32)})),
+        ["x_train", "uint8"],
+    ),
+    (
+        ".npz negative labels",
+        api_data(lambda t: _npz(t, **{**_good_arrays(), "y_train": -np.ones(20, np.int64)})),
+        ["y_train", "0..k-1"],
+    ),
+    (
+        ".npz with pickled objects",
+        api_data(lambda t: _npz(t, **{**_good_arrays(), "y_test": np.array([{}, {}, {}, {}], dtype=object)})),
+        ["not a readable .npz"],
+    ),
+    (
+        "ImageFolder with one class",
+        api_data(lambda t: _imagefolder(t, ("only",))),
+        ["1 class folder", "at least 2"],
+    ),
+    (
+        "ImageFolder with a non-image",
+        api_data(lambda t: _imagefolder(t, ("a", "b"), bad=True)),
+        ["not a readable image"],
+    ),
+    (
+        "RunStore run id with ..",
+        lambda t: lambda: __import__("resnet_core").RunStore(t / "runs").run("../runs"),
+        ["run id", "not accepted", "letters, digits"],
+    ),
 ]
 
 
@@ -244,10 +272,16 @@ def test_bad_python_api_input(prepare, must, sandbox, tmp_path):
 def _png(w, h, claim=None):
     """A PNG of w x h (or only its header claiming `claim` pixels)."""
     if claim is not None:
+
         def chunk(t, d):
-            return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", *claim, 8, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+            return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", *claim, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b"")
+        )
     from PIL import Image
 
     buf = io.BytesIO()
@@ -258,8 +292,11 @@ def _png(w, h, claim=None):
 UPLOADS = [
     ("not an image (text)", b"hello, this is a text file\n" * 10, ["not a readable image", "png", "jpeg"]),
     ("a PDF", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", ["not a readable image", "png"]),
-    ("an SVG", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
-     ["not a readable image", "png"]),
+    (
+        "an SVG",
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        ["not a readable image", "png"],
+    ),
     ("50-megapixel image", _png(0, 0, claim=(8000, 6250)), ["50.0 megapixels", "limit is 16"]),
     ("larger than the byte limit", b"\x89PNG" + b"\x00" * (9 * 1024 * 1024), ["mb", "limit"]),
     ("empty file", b"", ["empty"]),
@@ -312,6 +349,7 @@ def _path(text):
     def f(at):
         at.selectbox(key="lab_dataset").set_value(PATH_CHOICE).run()
         at.text_input(key="lab_data_path").set_value(text)
+
     return f
 
 
@@ -332,8 +370,9 @@ APP = [
 
 @pytest.mark.parametrize("setup,must", [c[1:] for c in APP], ids=[c[0] for c in APP])
 def test_bad_app_widget_input(setup, must, sandbox, tmp_path, monkeypatch):
-    from resnet_core import jobs
     from test_app_helpers import no_exception, page, texts
+
+    from resnet_core import jobs
 
     store, before = sandbox
     data = tmp_path / "data"
@@ -359,7 +398,6 @@ def test_bad_app_widget_input(setup, must, sandbox, tmp_path, monkeypatch):
 
 
 def test_at_least_thirty_bad_inputs_five_per_surface():
-    sizes = {"cli": len(CLI), "config": len(CONFIG), "api": len(API), "upload": len(UPLOADS),
-             "app": len(APP)}
+    sizes = {"cli": len(CLI), "config": len(CONFIG), "api": len(API), "upload": len(UPLOADS), "app": len(APP)}
     assert all(n >= 5 for n in sizes.values()), sizes
     assert sum(sizes.values()) >= 30, sizes

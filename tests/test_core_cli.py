@@ -1,4 +1,5 @@
 """The command line as a user types it: real subprocesses, a store in a temporary folder."""
+
 import json
 import os
 import re
@@ -12,8 +13,20 @@ import pytest
 from resnet_core import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--model", "cifar_resnet8", "--width", "4", "--batch-size", "32", "--log-every", "5",
-        "--recorders", "", "--threads", "1"]
+TINY = [
+    "--model",
+    "cifar_resnet8",
+    "--width",
+    "4",
+    "--batch-size",
+    "32",
+    "--log-every",
+    "5",
+    "--recorders",
+    "",
+    "--threads",
+    "1",
+]
 
 
 def cli(*args, runs_dir=None, timeout=180, env_extra=None):
@@ -74,7 +87,7 @@ def test_resume_an_interrupted_run(tmp_path):
     rid = r.stdout.split()[0]
     run = RunStore(tmp_path).run(rid)
     # pretend it was killed: a running status whose process is gone
-    run.write_status(state="running", pid=2 ** 22 + 7, pid_start="1")
+    run.write_status(state="running", pid=2**22 + 7, pid_start="1")
     assert run.read_status()["state"] == "interrupted"
     assert "interrupted" in cli("runs", runs_dir=tmp_path).stdout
     res = cli("resume", rid, "--quiet", runs_dir=tmp_path)
@@ -85,8 +98,22 @@ def test_resume_an_interrupted_run(tmp_path):
 
 
 def test_sweep_quick_runs_four_models_through_the_queue(tmp_path, npz):
-    r = cli("sweep", "quick", "--dataset", str(npz), "--iterations", "6", "--eval-every", "6",
-            "--width", "4", "--recorders", "", runs_dir=tmp_path, timeout=300)
+    r = cli(
+        "sweep",
+        "quick",
+        "--dataset",
+        str(npz),
+        "--iterations",
+        "6",
+        "--eval-every",
+        "6",
+        "--width",
+        "4",
+        "--recorders",
+        "",
+        runs_dir=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     ids = r.stdout.split()
     assert len(ids) == 4
@@ -125,8 +152,10 @@ BAD = [
     (["train", "--dataset", "digits", "--epochs", "1", "--shortcut", "D"], "--shortcut"),
     (["train", "--config", "/no/such/config.json"], "does not exist"),
     (["train", "--preset", "fast"], "invalid choice"),
-    (["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "5000", "--recorders", ""],
-     "larger than the 1438"),
+    (
+        ["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "5000", "--recorders", ""],
+        "larger than the 1438",
+    ),
     (["sweep", "fig7"], "accepted: quick, lesson, fig6"),
     (["sweep", "quick", "--model", "resnet20"], "can't be used with a sweep"),
     (["sweep", "quick", "--dataset", "nope"], "accepted: digits"),

@@ -1,5 +1,5 @@
 """Data: digits offline, .npz and ImageFolder paths, subsets, splits, on-device augmentation."""
-import os
+
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,12 @@ def test_digits_loads_offline():
 def _write_npz(path, nhwc=True, n=60, classes=True):
     rng = np.random.default_rng(0)
     shape = (n, 12, 12, 3) if nhwc else (n, 3, 12, 12)
-    arrays = dict(x_train=rng.integers(0, 256, shape, dtype=np.uint8), y_train=np.arange(n) % 3,
-                  x_test=rng.integers(0, 256, (9,) + shape[1:], dtype=np.uint8), y_test=np.arange(9) % 3)
+    arrays = dict(
+        x_train=rng.integers(0, 256, shape, dtype=np.uint8),
+        y_train=np.arange(n) % 3,
+        x_test=rng.integers(0, 256, (9,) + shape[1:], dtype=np.uint8),
+        y_test=np.arange(9) % 3,
+    )
     if classes:
         arrays["classes"] = np.array(["a", "b", "c"])
     np.savez(path, **arrays)
@@ -77,8 +81,9 @@ def test_imagefolder_with_one_class_is_refused(tmp_path):
         load_dataset(str(tmp_path), data_root=str(tmp_path / "c"))
 
 
-@pytest.mark.parametrize("name,match", [("imagenet", "accepted: digits"),
-                                        ("/no/such/file.npz", "does not exist")])
+@pytest.mark.parametrize(
+    "name,match", [("imagenet", "accepted: digits"), ("/no/such/file.npz", "does not exist")]
+)
 def test_unknown_dataset_names_the_choices(name, match):
     with pytest.raises(DataError, match=match):
         load_dataset(name)
@@ -113,7 +118,7 @@ def test_augmentation_is_a_shifted_window_or_its_mirror():
         found = False
         for dy in range(2 * pad + 1):
             for dx in range(2 * pad + 1):
-                win = xp[i, :, dy:dy + 16, dx:dx + 16]
+                win = xp[i, :, dy : dy + 16, dx : dx + 16]
                 if torch.equal(out[i], win):
                     found = True
                 elif torch.equal(out[i], win.flip(-1)):

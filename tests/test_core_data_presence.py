@@ -1,5 +1,6 @@
 """Is a torchvision dataset on disk? resnet_core.data.missing_files / on_disk look for the files
 torchvision reads, without loading them; load_dataset and the CLI refuse early with one message."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,17 @@ import numpy as np
 import pytest
 import torchvision.datasets as tvd
 
-from resnet_core.data import (TORCHVISION_FILES, DataError, data_root_of, default_data_root,
-                              load_dataset, missing_files, not_found_message, on_disk,
-                              require_on_disk)
+from resnet_core.data import (
+    TORCHVISION_FILES,
+    DataError,
+    data_root_of,
+    default_data_root,
+    load_dataset,
+    missing_files,
+    not_found_message,
+    on_disk,
+    require_on_disk,
+)
 
 TV_NAMES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
 
@@ -26,16 +35,22 @@ def touch(root: Path, rel: str, data: bytes = b"x"):
 
 def test_the_layouts_are_the_files_torchvision_reads():
     """The first layout of each dataset is what the installed torchvision's classes check."""
+
     def cifar(cls):
         return {f"{cls.base_folder}/{f}" for f, _ in cls.train_list + cls.test_list} | {
-            f"{cls.base_folder}/{cls.meta['filename']}"}
+            f"{cls.base_folder}/{cls.meta['filename']}"
+        }
 
     def mnist(cls):
         return {f"{cls.__name__}/raw/{os.path.splitext(f)[0]}" for f, _ in cls.resources}
 
-    want = {"cifar10": cifar(tvd.CIFAR10), "cifar100": cifar(tvd.CIFAR100),
-            "mnist": mnist(tvd.MNIST), "fashion_mnist": mnist(tvd.FashionMNIST),
-            "svhn": {tvd.SVHN.split_list[s][1] for s in ("train", "test")}}
+    want = {
+        "cifar10": cifar(tvd.CIFAR10),
+        "cifar100": cifar(tvd.CIFAR100),
+        "mnist": mnist(tvd.MNIST),
+        "fashion_mnist": mnist(tvd.FashionMNIST),
+        "svhn": {tvd.SVHN.split_list[s][1] for s in ("train", "test")},
+    }
     assert set(TORCHVISION_FILES) == set(TV_NAMES)
     for name in TV_NAMES:
         assert set(TORCHVISION_FILES[name][0]) == want[name], name
@@ -111,8 +126,9 @@ def _idx(path: Path, arr: np.ndarray):
     """An uncompressed idx file (the MNIST format) holding uint8 ``arr``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     code = 0x0800 | arr.ndim
-    path.write_bytes(struct.pack(">I", code) + struct.pack(f">{arr.ndim}I", *arr.shape)
-                     + arr.astype(np.uint8).tobytes())
+    path.write_bytes(
+        struct.pack(">I", code) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.astype(np.uint8).tobytes()
+    )
 
 
 def test_found_means_torchvision_loads_it_and_missing_means_the_same_message(tmp_path):
@@ -149,10 +165,12 @@ def test_cli_refuses_before_queueing_a_missing_dataset(tmp_path, monkeypatch, ca
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     runs = tmp_path / "runs"
     want = not_found_message("cifar10")
-    for argv in (["train", "--dataset", "cifar10", "--preset", "smoke", "--background"],
-                 ["train", "--dataset", "cifar10", "--preset", "smoke"],
-                 ["sweep", "quick", "--dataset", "cifar10", "--background"],
-                 ["sweep", "quick", "--dataset", "cifar10", "--dry-run"]):
+    for argv in (
+        ["train", "--dataset", "cifar10", "--preset", "smoke", "--background"],
+        ["train", "--dataset", "cifar10", "--preset", "smoke"],
+        ["sweep", "quick", "--dataset", "cifar10", "--background"],
+        ["sweep", "quick", "--dataset", "cifar10", "--dry-run"],
+    ):
         assert main(argv + ["--runs-dir", str(runs)]) == 2, argv
         out, err = capsys.readouterr()
         assert err.strip() == f"error: {want}", argv
@@ -164,6 +182,8 @@ def test_cli_refuses_before_queueing_a_missing_dataset(tmp_path, monkeypatch, ca
     from resnet_core import jobs
 
     monkeypatch.setattr(jobs, "ensure_runner", lambda store: None)
-    assert main(["train", "--dataset", "cifar10", "--preset", "smoke", "--background",
-                 "--runs-dir", str(runs)]) == 0
+    assert (
+        main(["train", "--dataset", "cifar10", "--preset", "smoke", "--background", "--runs-dir", str(runs)])
+        == 0
+    )
     assert len([p for p in runs.iterdir() if not p.name.startswith(".")]) == 1

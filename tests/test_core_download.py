@@ -1,11 +1,11 @@
 """--download fetches CIFAR-10 through torchvision, here from a fake server on 127.0.0.1."""
+
 import hashlib
 import http.server
 import io
 import pickle
 import tarfile
 import threading
-import urllib.error
 
 import numpy as np
 import pytest
@@ -60,10 +60,13 @@ def fake_cifar_server(monkeypatch):
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     monkeypatch.setattr(tvd.CIFAR10, "url", f"{base}/cifar-10-python.tar.gz")
     monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", hashlib.md5(archive).hexdigest())
-    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(
+        tvd.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)]
+    )
     monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
-    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
-                                              "md5": md5["batches.meta"]})
+    monkeypatch.setattr(
+        tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5["batches.meta"]}
+    )
     yield base, hits
     srv.shutdown()
 

@@ -1,4 +1,5 @@
 """resnet_core runs where only torch and torchvision are installed (a bare GPU box)."""
+
 import os
 import subprocess
 import sys
@@ -23,8 +24,14 @@ print("loaded:", bad)
 
 
 def test_core_trains_without_app_or_analysis_extras(tmp_path):
-    r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                       cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     state, recorded = r.stdout.split("\n")[0].split()
     assert state == "done"

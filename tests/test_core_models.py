@@ -1,20 +1,40 @@
 """Models: names, shapes, parameter counts (paper / torchvision), taps, torchvision equivalence."""
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from resnet_core.models import (BasicBlock, ModelNameError, Tap, blocks_of, build_model, count_macs,
-                                count_params, list_models, parse_name, taps_of)
+from resnet_core.models import (
+    ModelNameError,
+    Tap,
+    blocks_of,
+    build_model,
+    count_macs,
+    count_params,
+    list_models,
+    parse_name,
+    taps_of,
+)
 
 torch.set_num_threads(1)
 
 # Exact counts of our option-A CIFAR nets; PAPER.md rounds them to 0.27M ... 19.4M.
-CIFAR_PARAMS = {"resnet20": (269_722, 0.27e6), "resnet32": (464_154, 0.46e6),
-                "resnet44": (658_586, 0.66e6), "resnet56": (853_018, 0.85e6),
-                "resnet110": (1_727_962, 1.7e6), "resnet1202": (19_421_274, 19.4e6)}
-TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-                      "resnet101": 44_549_160, "resnet152": 60_192_808}
+CIFAR_PARAMS = {
+    "resnet20": (269_722, 0.27e6),
+    "resnet32": (464_154, 0.46e6),
+    "resnet44": (658_586, 0.66e6),
+    "resnet56": (853_018, 0.85e6),
+    "resnet110": (1_727_962, 1.7e6),
+    "resnet1202": (19_421_274, 19.4e6),
+}
+TORCHVISION_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
 
 
 @pytest.mark.parametrize("name", list(CIFAR_PARAMS))
@@ -70,9 +90,15 @@ def test_macs_match_paper_table1():
     assert g("resnet50") == pytest.approx(4.1, abs=0.05)
 
 
-@pytest.mark.parametrize("name,in_ch,size,classes", [("resnet20", 3, 32, 10), ("plain56", 3, 32, 10),
-                                                      ("cifar_preresnet14", 1, 16, 7),
-                                                      ("cifar_resnet50", 3, 8, 100)])
+@pytest.mark.parametrize(
+    "name,in_ch,size,classes",
+    [
+        ("resnet20", 3, 32, 10),
+        ("plain56", 3, 32, 10),
+        ("cifar_preresnet14", 1, 16, 7),
+        ("cifar_resnet50", 3, 8, 100),
+    ],
+)
 def test_cifar_shapes(name, in_ch, size, classes):
     m = build_model(name, in_channels=in_ch, num_classes=classes)
     x = torch.randn(2, in_ch, size, size)
@@ -96,8 +122,9 @@ def test_names_resolve_to_the_right_family():
     assert set(list_models()) >= {"resnet20", "resnet1202", "plain110", "resnet152", "plain34"}
 
 
-@pytest.mark.parametrize("bad", ["resnet21", "cifar_resnet21", "plain50", "resnet", "vgg16",
-                                 "cifar_resnet2", "plain1202", ""])
+@pytest.mark.parametrize(
+    "bad", ["resnet21", "cifar_resnet21", "plain50", "resnet", "vgg16", "cifar_resnet2", "plain1202", ""]
+)
 def test_bad_names_list_accepted_forms(bad):
     with pytest.raises(ModelNameError) as e:
         build_model(bad)
@@ -138,10 +165,12 @@ def test_taps_see_bn_output_and_residual_branch():
     m = build_model("resnet20").eval()
     blk = m.layer2[1]
     seen = {}
-    hs = [blk.tap2.register_forward_hook(lambda mod, i, o: seen.__setitem__("tap2", o)),
-          blk.tap_f.register_forward_hook(lambda mod, i, o: seen.__setitem__("f", o)),
-          blk.register_forward_hook(lambda mod, i, o: seen.__setitem__("out", o)),
-          blk.register_forward_pre_hook(lambda mod, i: seen.__setitem__("x", i[0]))]
+    hs = [
+        blk.tap2.register_forward_hook(lambda mod, i, o: seen.__setitem__("tap2", o)),
+        blk.tap_f.register_forward_hook(lambda mod, i, o: seen.__setitem__("f", o)),
+        blk.register_forward_hook(lambda mod, i, o: seen.__setitem__("out", o)),
+        blk.register_forward_pre_hook(lambda mod, i: seen.__setitem__("x", i[0])),
+    ]
     try:
         m(torch.randn(2, 3, 32, 32))
     finally:

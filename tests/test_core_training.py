@@ -1,5 +1,5 @@
 """Training: loss goes down, metrics and checkpoints land in the store, divergence, resume."""
-import json
+
 import math
 
 import pytest
@@ -7,14 +7,24 @@ import torch
 
 from resnet_core import RunStore, TrainConfig, train
 from resnet_core.config import ConfigError, apply_preset
-from resnet_core.train import Callback, lr_at, load_checkpoint, load_model
+from resnet_core.train import Callback, load_checkpoint, load_model, lr_at
 
 torch.set_num_threads(1)
 
 
 def tiny(**kw):
-    base = dict(model="cifar_resnet8", width=8, dataset="digits", batch_size=32, iterations=40,
-                log_every=5, eval_every=20, recorders=[], threads=1, train_eval_size=200)
+    base = dict(
+        model="cifar_resnet8",
+        width=8,
+        dataset="digits",
+        batch_size=32,
+        iterations=40,
+        log_every=5,
+        eval_every=20,
+        recorders=[],
+        threads=1,
+        train_eval_size=200,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -111,11 +121,20 @@ def test_preset_flags_override():
     assert it.iterations == 7 and it.epochs is None
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("lr", -0.1, "lr=-0.1"), ("lr", math.nan, "lr=nan"), ("batch_size", 0, "batch_size=0"),
-    ("model", "resnet21", "6n\\+2"), ("momentum", 1.5, "momentum"), ("schedule", "linear", "accepted"),
-    ("epochs", -1, "epochs"), ("precision", "fp8", "precision"), ("subset", 0, "subset"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("lr", -0.1, "lr=-0.1"),
+        ("lr", math.nan, "lr=nan"),
+        ("batch_size", 0, "batch_size=0"),
+        ("model", "resnet21", "6n\\+2"),
+        ("momentum", 1.5, "momentum"),
+        ("schedule", "linear", "accepted"),
+        ("epochs", -1, "epochs"),
+        ("precision", "fp8", "precision"),
+        ("subset", 0, "subset"),
+    ],
+)
 def test_bad_config_values_name_the_field(field, value, match):
     with pytest.raises(ConfigError, match=match):
         tiny(**{field: value}).validate()

@@ -1,6 +1,7 @@
 """Variants from the follow-up literature (issue 15): each one's defining property at init,
 computed here from its paper's formula, not by calling the code under test; the parameter
 cost of CReLU; validation of their options; and a few training steps of each on digits."""
+
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from scipy import integrate
 from torch import nn
 
 from resnet_core import RunStore, TrainConfig, train
-from resnet_core.config import ConfigError, SWEEPS, sweep_runs
+from resnet_core.config import SWEEPS, ConfigError, sweep_runs
 from resnet_core.models import blocks_of, build_model, count_params
 from resnet_core.train import load_model
 
@@ -67,8 +68,7 @@ def test_delta_orthogonal_centre_tap_is_orthogonal_and_the_rest_zero(activation)
 @pytest.mark.parametrize("norm", ["batch", "none"])
 def test_looks_linear_net_computes_an_affine_function_at_init(norm):
     torch.manual_seed(0)
-    ll = build_model("plain20", activation="crelu", init="looks_linear", norm=norm,
-                     width=8).double().eval()
+    ll = build_model("plain20", activation="crelu", init="looks_linear", norm=norm, width=8).double().eval()
     he = build_model("plain20", activation="crelu", init="he", norm=norm, width=8).double().eval()
     x, y = torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.randn(3, 3, 8, 8, dtype=torch.float64)
     zero = torch.zeros_like(x)
@@ -78,8 +78,10 @@ def test_looks_linear_net_computes_an_affine_function_at_init(norm):
             f0 = f(zero)
             lin = lambda v: f(v) - f0
             scale = lin(x).abs().max()
-            return max(float((lin(x + y) - lin(x) - lin(y)).abs().max() / scale),
-                       float((lin(-2.5 * x) + 2.5 * lin(x)).abs().max() / scale))
+            return max(
+                float((lin(x + y) - lin(x) - lin(y)).abs().max() / scale),
+                float((lin(-2.5 * x) + 2.5 * lin(x)).abs().max() / scale),
+            )
 
     assert affine_gap(ll) < 1e-9
     assert affine_gap(he) > 1e-3  # CReLU without the mirrored weights is not linear
@@ -90,9 +92,8 @@ def test_looks_linear_net_computes_an_affine_function_at_init(norm):
 
 
 def test_crelu_holds_the_width_and_doubles_conv_inputs():
-    base, crelu = build_model("plain56"), build_model("plain56", activation="crelu",
-                                                      init="looks_linear")
-    assert ([c.out_channels for c in convs_of(base)] == [c.out_channels for c in convs_of(crelu)])
+    base, crelu = build_model("plain56"), build_model("plain56", activation="crelu", init="looks_linear")
+    assert [c.out_channels for c in convs_of(base)] == [c.out_channels for c in convs_of(crelu)]
     # each block conv and the classifier read twice the channels; the stem reads the image
     extra = sum(b.conv1.weight.numel() + b.conv2.weight.numel() for _, b in blocks_of(base))
     extra += base.fc.weight.numel()
@@ -118,9 +119,16 @@ def branches_deleted(model, x, relu_after_add, stem_bias=0.0):
     return model.fc(x.mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("variant,norm", [("skipinit", "none"), ("skipinit", "batch"),
-                                          ("rezero", "none"), ("rezero", "batch"),
-                                          ("zero_init", "batch")])
+@pytest.mark.parametrize(
+    "variant,norm",
+    [
+        ("skipinit", "none"),
+        ("skipinit", "batch"),
+        ("rezero", "none"),
+        ("rezero", "batch"),
+        ("zero_init", "batch"),
+    ],
+)
 def test_branch_scalars_and_zero_init_start_as_the_net_without_branches(variant, norm):
     torch.manual_seed(0)
     opts = dict(zero_init_residual=True) if variant == "zero_init" else dict(branch_scalar=variant)
@@ -160,8 +168,7 @@ def test_fixup_scales_branches_by_L_to_the_minus_one_over_2m_minus_2():
     assert float(fx.fc.weight.abs().max()) == 0 and float(fx.fc.bias.abs().max()) == 0
     # the scalar biases are learnable parameters: 4 per block, one in the stem and the head
     scalars = [n for n, p in fx.named_parameters() if p.ndim == 0 and n.endswith(".bias")]
-    assert all(p.requires_grad for p in build_model("resnet20", norm="none",
-                                                    init="fixup").parameters())
+    assert all(p.requires_grad for p in build_model("resnet20", norm="none", init="fixup").parameters())
     assert len(scalars) == 4 * L + 2
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
@@ -173,8 +180,9 @@ def test_fixup_scales_branches_by_L_to_the_minus_one_over_2m_minus_2():
 def lrelu_cmap(c, a):
     """The scaled leaky ReLU's correlation map in the arc-cosine-kernel form (Cho and Saul
     2009): ((1-a)^2 (sqrt(1-c^2) + (pi - arccos c) c) / pi + 2 a c) / (1 + a^2)."""
-    return ((1 - a) ** 2 * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
-            + 2 * a * c) / (1 + a * a)
+    return ((1 - a) ** 2 * (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi + 2 * a * c) / (
+        1 + a * a
+    )
 
 
 def tat_acts(model):
@@ -183,8 +191,7 @@ def tat_acts(model):
 
 @pytest.mark.parametrize("model_name,target", [("plain20", 0.9), ("plain56", 0.9), ("plain56", 0.5)])
 def test_tat_slope_sends_zero_to_the_target_through_the_whole_chain(model_name, target):
-    model = build_model(model_name, activation="tat", init="delta_orthogonal", norm="none",
-                        tat_target=target)
+    model = build_model(model_name, activation="tat", init="delta_orthogonal", norm="none", tat_target=target)
     acts = tat_acts(model)
     assert len(acts) == int(model_name[5:]) - 1  # every conv is followed by one, the fc is not
     a = acts[0].negative_slope
@@ -202,8 +209,7 @@ def test_tat_slope_sends_zero_to_the_target_through_the_whole_chain(model_name, 
 def test_tat_cmap_formula_matches_the_activation_it_describes():
     """E[phi(u) phi(v)] for unit Gaussians with correlation c, by 2-D quadrature on the
     model's own activation module, equals the map used above."""
-    act = tat_acts(build_model("plain20", activation="tat", init="delta_orthogonal",
-                               norm="none"))[0]
+    act = tat_acts(build_model("plain20", activation="tat", init="delta_orthogonal", norm="none"))[0]
     z, w = np.polynomial.hermite_e.hermegauss(120)
     w = w / w.sum()
     for c in (0.0, 0.4, 0.8):
@@ -224,32 +230,34 @@ def test_tat_slope_equals_the_dks_packages():
             x = r_fn(x)
         return x
 
-    phi = at.get_transformed_activations(["leaky_relu"], method="TAT",
-                                         tat_params={"c_val_0_target": 0.9},
-                                         subnet_max_func=whole_chain)["leaky_relu"]
+    phi = at.get_transformed_activations(
+        ["leaky_relu"], method="TAT", tat_params={"c_val_0_target": 0.9}, subnet_max_func=whole_chain
+    )["leaky_relu"]
     a_dks = -phi(np.array(-1.0)) / phi(np.array(1.0))
     assert tat_acts(model)[0].negative_slope == pytest.approx(float(a_dks), abs=1e-6)
 
 
 # --- options: validation, the sweep --------------------------------------------------------------
-@pytest.mark.parametrize("kw,match", [
-    (dict(activation="gelu"), "activation='gelu' is not accepted; accepted: relu, tanh, tat, crelu"),
-    (dict(init="lsuv"), "init='lsuv' is not accepted; accepted: he, torch, looks_linear"),
-    (dict(branch_scalar="alpha"), "branch_scalar='alpha' is not accepted; accepted: none"),
-    (dict(model="resnet20", activation="crelu"), "activation='crelu' is for CIFAR plain nets"),
-    (dict(model="plain20", init="looks_linear"), "use it with activation='crelu'"),
-    (dict(model="resnet20", init="fixup"), "init='fixup' is for .* norm='none'"),
-    (dict(model="plain20", branch_scalar="rezero"), "a plain net has none"),
-    (dict(model="resnet20", zero_init_residual=True, norm="none"), "zero_init_residual"),
-    (dict(model="plain20", activation="tat", tat_target=1.0), "tat_target=1.0 .* in \\(0, 1\\)"),
-    (dict(zero_init_residual="yes"), "zero_init_residual='yes' .* true or false"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(activation="gelu"), "activation='gelu' is not accepted; accepted: relu, tanh, tat, crelu"),
+        (dict(init="lsuv"), "init='lsuv' is not accepted; accepted: he, torch, looks_linear"),
+        (dict(branch_scalar="alpha"), "branch_scalar='alpha' is not accepted; accepted: none"),
+        (dict(model="resnet20", activation="crelu"), "activation='crelu' is for CIFAR plain nets"),
+        (dict(model="plain20", init="looks_linear"), "use it with activation='crelu'"),
+        (dict(model="resnet20", init="fixup"), "init='fixup' is for .* norm='none'"),
+        (dict(model="plain20", branch_scalar="rezero"), "a plain net has none"),
+        (dict(model="resnet20", zero_init_residual=True, norm="none"), "zero_init_residual"),
+        (dict(model="plain20", activation="tat", tat_target=1.0), "tat_target=1.0 .* in \\(0, 1\\)"),
+        (dict(zero_init_residual="yes"), "zero_init_residual='yes' .* true or false"),
+    ],
+)
 def test_bad_variant_options_are_refused_with_what_is_accepted(kw, match):
     base = dict(model="plain20", iterations=5)
     with pytest.raises(ConfigError, match=match) as e:
         TrainConfig(**{**base, **kw}).validate()
-    assert e.value.field in ("activation", "init", "branch_scalar", "zero_init_residual",
-                             "tat_target")
+    assert e.value.field in ("activation", "init", "branch_scalar", "zero_init_residual", "tat_target")
 
 
 def test_rescue_sweep_has_its_three_groups_and_seed_rule():
@@ -266,10 +274,12 @@ def test_rescue_sweep_has_its_three_groups_and_seed_rule():
 # --- a few steps of each variant on digits --------------------------------------------------------
 VARIANTS = {
     "looks-linear CReLU": dict(model="cifar_plain14", activation="crelu", init="looks_linear"),
-    "delta-orthogonal tanh": dict(model="cifar_plain14", activation="tanh",
-                                  init="delta_orthogonal", norm="none"),
-    "delta-orthogonal relu": dict(model="cifar_plain14", activation="relu",
-                                  init="delta_orthogonal", norm="none"),
+    "delta-orthogonal tanh": dict(
+        model="cifar_plain14", activation="tanh", init="delta_orthogonal", norm="none"
+    ),
+    "delta-orthogonal relu": dict(
+        model="cifar_plain14", activation="relu", init="delta_orthogonal", norm="none"
+    ),
     "TAT": dict(model="cifar_plain14", activation="tat", init="delta_orthogonal", norm="none"),
     "SkipInit": dict(model="cifar_resnet14", branch_scalar="skipinit", norm="none"),
     "ReZero + BN": dict(model="cifar_resnet14", branch_scalar="rezero"),
@@ -284,9 +294,22 @@ WITH_BN = {"looks-linear CReLU", "ReZero + BN", "zero-init"}
 
 @pytest.mark.parametrize("label", list(VARIANTS))
 def test_each_variant_trains_a_few_steps_on_digits(tmp_path, label):
-    cfg = TrainConfig(dataset="digits", width=8, batch_size=32, iterations=25, lr=0.02,
-                      warmup="none", log_every=5, eval_every=25, recorders=[], threads=1,
-                      train_eval_size=64, test_size=64, precision="fp32", **VARIANTS[label])
+    cfg = TrainConfig(
+        dataset="digits",
+        width=8,
+        batch_size=32,
+        iterations=25,
+        lr=0.02,
+        warmup="none",
+        log_every=5,
+        eval_every=25,
+        recorders=[],
+        threads=1,
+        train_eval_size=64,
+        test_size=64,
+        precision="fp32",
+        **VARIANTS[label],
+    )
     run = RunStore(tmp_path).create(cfg, state="running")
     st = train(cfg, run=run)
     assert st["state"] == "done", st
@@ -298,8 +321,7 @@ def test_each_variant_trains_a_few_steps_on_digits(tmp_path, label):
     torch.manual_seed(cfg.seed)  # train() seeds, then builds: the same draws give the init
     init = build_model(cfg.model, **cfg.model_options(), num_classes=10, in_channels=1)
     trained = load_model(run, "last")
-    moved = [n for n, p in trained.named_parameters()
-             if not torch.equal(p, init.state_dict()[n])]
+    moved = [n for n, p in trained.named_parameters() if not torch.equal(p, init.state_dict()[n])]
     assert len(moved) > len(list(trained.parameters())) // 2
     saved = run.read_config()  # config.json records the variant
     for k, v in VARIANTS[label].items():
@@ -319,29 +341,44 @@ def cli(capsys, monkeypatch, tmp_path, *args):
     return code, out.out, out.err
 
 
-def test_cli_dry_run_shows_the_rescue_runs_and_refuses_what_they_set(tmp_path, capsys,
-                                                                     monkeypatch):
+def test_cli_dry_run_shows_the_rescue_runs_and_refuses_what_they_set(tmp_path, capsys, monkeypatch):
     import json
 
     store = str(tmp_path / "store")
-    code, out, err = cli(capsys, monkeypatch, tmp_path, "sweep", "rescue", "--dry-run",
-                         "--runs-dir", store)
+    code, out, err = cli(capsys, monkeypatch, tmp_path, "sweep", "rescue", "--dry-run", "--runs-dir", store)
     assert code == 0, err
     configs = [json.loads("{" + part) for part in out.split("\n{")[1:]] + [json.loads(out.split("\n{")[0])]
     assert len(configs) == 14
-    assert {(c["model"], c["activation"], c["init"], c["norm"], c["branch_scalar"],
-             c["zero_init_residual"]) for c in configs} >= {
+    assert {
+        (c["model"], c["activation"], c["init"], c["norm"], c["branch_scalar"], c["zero_init_residual"])
+        for c in configs
+    } >= {
         ("plain56", "crelu", "looks_linear", "batch", "none", False),
         ("plain110", "tat", "delta_orthogonal", "none", "none", False),
         ("resnet56", "relu", "fixup", "none", "none", False),
-        ("resnet56", "relu", "he", "batch", "none", True)}
+        ("resnet56", "relu", "he", "batch", "none", True),
+    }
     assert all(c["preset"] == "lesson" and c["name"].startswith("rescue: ") for c in configs)
-    code, out, err = cli(capsys, monkeypatch, tmp_path, "sweep", "rescue", "--init", "he",
-                         "--runs-dir", store)
+    code, out, err = cli(
+        capsys, monkeypatch, tmp_path, "sweep", "rescue", "--init", "he", "--runs-dir", store
+    )
     assert code == 2 and err.strip() == "error: --init can't be used with sweep rescue: its runs set it"
-    code, out, err = cli(capsys, monkeypatch, tmp_path, "train", "--model", "resnet20",
-                         "--activation", "crelu", "--dataset", "digits", "--iterations", "1",
-                         "--runs-dir", store)
+    code, out, err = cli(
+        capsys,
+        monkeypatch,
+        tmp_path,
+        "train",
+        "--model",
+        "resnet20",
+        "--activation",
+        "crelu",
+        "--dataset",
+        "digits",
+        "--iterations",
+        "1",
+        "--runs-dir",
+        store,
+    )
     assert code == 2 and "activation='crelu' is for CIFAR plain nets" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
@@ -352,7 +389,14 @@ def test_models_listing_names_the_variants_and_crelus_cost():
     from resnet_core.models.registry import variant_listing
 
     out = "\n".join(variant_listing())
-    for flag in ("--activation relu|tanh|tat|crelu", "looks_linear", "delta_orthogonal", "fixup",
-                 "--branch-scalar none|skipinit|rezero", "--zero-init-residual", "--tat-target"):
+    for flag in (
+        "--activation relu|tanh|tat|crelu",
+        "looks_linear",
+        "delta_orthogonal",
+        "fixup",
+        "--branch-scalar none|skipinit|rezero",
+        "--zero-init-residual",
+        "--tat-target",
+    ):
         assert flag in out
     assert "plain56 has 853,018 params, plain56 with CReLU 1,701,530" in out

@@ -1,6 +1,7 @@
 """When depth starts to pay (issue 17): deeper minus shallower ResNet training error against
 steps, and the step from which it stays below zero, checked against a computation written here
 from the definition; and the Degradation page's sentence following the runs on screen."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,8 @@ def test_crossing_equals_the_definition_over_seeds():
     got = depth_crossing(pd.DataFrame(rows), ["d0", "d1"], ["s0", "s1"])
     want_steps, want_diff, want_since = _by_definition(
         {k: dict(zip(steps, v)) for k, v in deep.items()},
-        {k: dict(zip(steps, v)) for k, v in shallow.items()})
+        {k: dict(zip(steps, v)) for k, v in shallow.items()},
+    )
     assert got["split"] == "train_eval"
     assert list(got["diff"].index) == want_steps
     assert got["diff"].to_numpy() == pytest.approx(want_diff)
@@ -59,12 +61,14 @@ def test_crossing_equals_the_definition_over_seeds():
 
 def test_a_late_rise_above_zero_resets_the_crossing_and_never_below_gives_none():
     steps = [1, 2, 3, 4, 5]
-    rows = (_rows("d", "train_eval", steps, [0.5, 0.3, 0.3, 0.45, 0.2])
-            + _rows("s", "train_eval", steps, [0.4, 0.4, 0.4, 0.40, 0.3]))
+    rows = _rows("d", "train_eval", steps, [0.5, 0.3, 0.3, 0.45, 0.2]) + _rows(
+        "s", "train_eval", steps, [0.4, 0.4, 0.4, 0.40, 0.3]
+    )
     got = depth_crossing(pd.DataFrame(rows), ["d"], ["s"])
     assert got["stays_below_from"] == 5  # below at 2-3, above at 4, below again at 5
-    rows = (_rows("d", "train_eval", steps, [0.5, 0.5, 0.45, 0.41, 0.40])
-            + _rows("s", "train_eval", steps, [0.4, 0.4, 0.40, 0.40, 0.39]))
+    rows = _rows("d", "train_eval", steps, [0.5, 0.5, 0.45, 0.41, 0.40]) + _rows(
+        "s", "train_eval", steps, [0.4, 0.4, 0.40, 0.40, 0.39]
+    )
     got = depth_crossing(pd.DataFrame(rows), ["d"], ["s"])
     assert got["stays_below_from"] is None and got["last"] == pytest.approx(1.0)
 
@@ -73,11 +77,15 @@ def test_without_three_evaluations_the_smoothed_running_error_is_used():
     steps = list(range(10, 110, 10))
     d_err = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15]
     s_err = [0.8, 0.7, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3, 0.3]
-    rows = (_rows("d", "train", steps, d_err) + _rows("s", "train", steps, s_err)
-            + _rows("d", "train_eval", [100], [0.1]) + _rows("s", "train_eval", [100], [0.2]))
+    rows = (
+        _rows("d", "train", steps, d_err)
+        + _rows("s", "train", steps, s_err)
+        + _rows("d", "train_eval", [100], [0.1])
+        + _rows("s", "train_eval", [100], [0.2])
+    )
     got = depth_crossing(pd.DataFrame(rows), ["d"], ["s"], smooth=3)
     # trailing 3-window means, by hand
-    sm = lambda e: [sum(e[max(0, i - 2):i + 1]) / len(e[max(0, i - 2):i + 1]) for i in range(len(e))]  # noqa: E731
+    sm = lambda e: [sum(e[max(0, i - 2) : i + 1]) / len(e[max(0, i - 2) : i + 1]) for i in range(len(e))]  # noqa: E731
     want = [100 * (a - b) for a, b in zip(sm(d_err), sm(s_err))]
     assert got["split"] == "train"
     assert got["diff"].to_numpy() == pytest.approx(want)
@@ -101,8 +109,9 @@ def _lesson_copy(tmp_path, monkeypatch, shift_resnet56: float = 0.0) -> Path:
     dst = root / "lesson-cpu"
     shutil.copytree(LESSON, dst)
     if shift_resnet56:
-        run = next(p for p in dst.iterdir() if p.name.endswith(tuple("0123456789abcdef"))
-                   and "resnet56" in p.name)
+        run = next(
+            p for p in dst.iterdir() if p.name.endswith(tuple("0123456789abcdef")) and "resnet56" in p.name
+        )
         lines = []
         for line in (run / "metrics.jsonl").read_text().splitlines():
             r = json.loads(line)

@@ -6,6 +6,7 @@ equal (torch.equal) to an uninterrupted run of the same config (CPU, fp32, one t
 Kill moments use the test-only hook RESNET_LAB_FAULT="point:N" (resnet_core.store.fault_point)
 or a real SIGKILL from outside.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,11 +21,20 @@ import time
 
 import pytest
 import torch
-
 from faultlib import (
-    TINY, assert_each_step_once, assert_same_weights, cli_flags, expected_keys, no_traceback,
-    fork_trainers, raw_metrics, start_cli, tiny_config, train_reference, wait_for,
+    assert_each_step_once,
+    assert_same_weights,
+    cli_flags,
+    expected_keys,
+    fork_trainers,
+    no_traceback,
+    raw_metrics,
+    start_cli,
+    tiny_config,
+    train_reference,
+    wait_for,
 )
+
 from resnet_core import RunStore, StoreError
 from resnet_core.__main__ import main as cli_main
 from resnet_core.store import HEARTBEAT_S, read_jsonl
@@ -37,16 +47,16 @@ _rng = random.Random(2016)
 # (point, N): the Nth time the trainer reaches the point it SIGKILLs itself. With TINY there are
 # 6 metrics flushes (steps 5..30), 6+ checkpoint writes and 30 steps.
 KILL_MOMENTS = [
-    ("start", 1),                               # start-up: status says running, nothing else yet
-    ("env_write", 1),                           # start-up: writing env.json
-    ("step", _rng.randint(1, 4)),               # mid-step before the first checkpoint
-    ("step", _rng.randint(6, 17)),              # mid-step after a checkpoint
-    ("step", _rng.randint(18, 29)),             # mid-step late in the run
-    ("ckpt_write", _rng.randint(1, 3)),         # a torn checkpoint file, never renamed
+    ("start", 1),  # start-up: status says running, nothing else yet
+    ("env_write", 1),  # start-up: writing env.json
+    ("step", _rng.randint(1, 4)),  # mid-step before the first checkpoint
+    ("step", _rng.randint(6, 17)),  # mid-step after a checkpoint
+    ("step", _rng.randint(18, 29)),  # mid-step late in the run
+    ("ckpt_write", _rng.randint(1, 3)),  # a torn checkpoint file, never renamed
     ("ckpt_write", _rng.randint(4, 7)),
-    ("metrics_flush", _rng.randint(1, 3)),      # half a metrics flush on disk
-    ("metrics_flush", _rng.randint(4, 6)),      # (flushes at 10, 20, 30 carry eval rows too)
-    ("status_write", _rng.randint(3, 4)),       # a heartbeat's status.json, never renamed
+    ("metrics_flush", _rng.randint(1, 3)),  # half a metrics flush on disk
+    ("metrics_flush", _rng.randint(4, 6)),  # (flushes at 10, 20, 30 carry eval rows too)
+    ("status_write", _rng.randint(3, 4)),  # a heartbeat's status.json, never renamed
 ]
 # Two more with the analysis recorder attached: its layers.jsonl must come out whole too, and
 # the weights must still equal the run without recorders (recording never changes training).
@@ -71,8 +81,13 @@ def killed_runs(tmp_path_factory):
     for key in IDS:
         fault, _, rec = key.partition("+")
         d = base / key.replace(":", "-").replace("+", "-")
-        jobs.append((key, ["train", *cli_flags(**(REC if rec else {})), "--quiet",
-                           "--runs-dir", str(d / "runs")], fault))
+        jobs.append(
+            (
+                key,
+                ["train", *cli_flags(**(REC if rec else {})), "--quiet", "--runs-dir", str(d / "runs")],
+                fault,
+            )
+        )
     res = fork_trainers(base, jobs)
     return {k: (base / k.replace(":", "-").replace("+", "-"), *v) for k, v in res.items()}
 
@@ -110,7 +125,7 @@ def test_sigkill_at_seeded_moment_then_resume(moment, killed_runs, reference, re
         assert bad == 1, "the half-written flush should have left a torn last line"
         assert not (run.path / "metrics.jsonl").read_bytes().endswith(b"\n")
     keys = [(r["step"], r["split"]) for r in rows]
-    assert keys == expected_keys(cfg)[:len(keys)], "lines before the kill are the run's own, in order"
+    assert keys == expected_keys(cfg)[: len(keys)], "lines before the kill are the run's own, in order"
     # the last checkpoint loads, and is one the trainer finished writing
     ck_path = run.checkpoint_path("last")
     if ck_path.exists():
@@ -152,14 +167,21 @@ def test_external_sigkill_mid_epoch_shows_interrupted_and_resume_matches(tmp_pat
     run = store.run(run_id)
     # wait for one checkpoint, then for a step that is not an epoch boundary
     wait_for(lambda: run.checkpoint_path("last").exists(), 120, what="a first checkpoint")
-    rows = wait_for(lambda: [r for r in raw_metrics(run)[0] if r["step"] % steps_per_epoch != 0
-                             and r["step"] >= 10], 60, what="a mid-epoch step")
+    rows = wait_for(
+        lambda: [r for r in raw_metrics(run)[0] if r["step"] % steps_per_epoch != 0 and r["step"] >= 10],
+        60,
+        what="a mid-epoch step",
+    )
     p.send_signal(signal.SIGKILL)
     t_kill = time.time()
     # not reaped yet: the pid still answers os.kill(pid, 0), the store must look deeper
     os.kill(p.pid, 0)
-    st = wait_for(lambda: run.read_status()["state"] == "interrupted" and run.read_status(),
-                  2 * HEARTBEAT_S, every=0.05, what="state interrupted")
+    st = wait_for(
+        lambda: run.read_status()["state"] == "interrupted" and run.read_status(),
+        2 * HEARTBEAT_S,
+        every=0.05,
+        what="state interrupted",
+    )
     seen_after = time.time() - t_kill
     p.communicate(timeout=30)
     assert p.returncode == -signal.SIGKILL
@@ -176,8 +198,10 @@ def test_external_sigkill_mid_epoch_shows_interrupted_and_resume_matches(tmp_pat
     assert_each_step_once(run, cfg)
     ref = train_reference(tmp_path / "ref", cfg)
     assert_same_weights(run.checkpoint_path("last"), ref.checkpoint_path("last"))
-    print(f"killed at metrics step {rows[-1]['step']}, checkpoint step {ck['step']}, "
-          f"interrupted seen after {seen_after:.2f}s")
+    print(
+        f"killed at metrics step {rows[-1]['step']}, checkpoint step {ck['step']}, "
+        f"interrupted seen after {seen_after:.2f}s"
+    )
 
 
 # --- failed writes: ENOSPC / EACCES while saving --------------------------------------------
@@ -190,17 +214,23 @@ def _fail_nth(real, n, err, match=lambda *a, **k: True):
             if calls["n"] == n:
                 raise OSError(err, os.strerror(err))
         return real(*args, **kwargs)
+
     return fake
 
 
-@pytest.mark.parametrize("where,err", [
-    ("torch.save", errno.ENOSPC),       # the disk fills while a checkpoint is written
-    ("os.replace", errno.EACCES),       # the rename of the finished checkpoint is refused
-    ("metrics", errno.ENOSPC),          # the metrics append is refused
-])
-def test_failed_write_ends_run_failed_and_keeps_earlier_checkpoints(tmp_path, monkeypatch,
-                                                                      reference, where, err):
+@pytest.mark.parametrize(
+    "where,err",
+    [
+        ("torch.save", errno.ENOSPC),  # the disk fills while a checkpoint is written
+        ("os.replace", errno.EACCES),  # the rename of the finished checkpoint is refused
+        ("metrics", errno.ENOSPC),  # the metrics append is refused
+    ],
+)
+def test_failed_write_ends_run_failed_and_keeps_earlier_checkpoints(
+    tmp_path, monkeypatch, reference, where, err
+):
     import resnet_core.store as store_mod
+
     train_mod = importlib.import_module("resnet_core.train")
 
     cfg, ref = reference
@@ -209,13 +239,24 @@ def test_failed_write_ends_run_failed_and_keeps_earlier_checkpoints(tmp_path, mo
     if where == "torch.save":
         monkeypatch.setattr(train_mod.torch, "save", _fail_nth(torch.save, 3, err))
     elif where == "os.replace":
-        monkeypatch.setattr(train_mod.os, "replace", _fail_nth(
-            os.replace, 3, err, match=lambda src, dst: str(dst).endswith(".pt")))
+        monkeypatch.setattr(
+            train_mod.os,
+            "replace",
+            _fail_nth(os.replace, 3, err, match=lambda src, dst: str(dst).endswith(".pt")),
+        )
     else:
         real_open = open
-        monkeypatch.setattr(store_mod, "open", _fail_nth(
-            real_open, 3, err, match=lambda p, mode="r", *a, **k: str(p).endswith("metrics.jsonl")
-            and "a" in mode), raising=False)
+        monkeypatch.setattr(
+            store_mod,
+            "open",
+            _fail_nth(
+                real_open,
+                3,
+                err,
+                match=lambda p, mode="r", *a, **k: str(p).endswith("metrics.jsonl") and "a" in mode,
+            ),
+            raising=False,
+        )
     with pytest.raises(OSError) as ei:
         train(cfg, run=run)
     assert ei.value.errno == err
@@ -239,6 +280,7 @@ def test_failed_write_where_even_status_cannot_be_written(tmp_path, monkeypatch)
     """The disk refuses everything: the error reaches the caller, and the files on disk stay
     the last whole versions (status.json valid JSON, last.pt loads)."""
     import resnet_core.store as store_mod
+
     train_mod = importlib.import_module("resnet_core.train")
 
     cfg = tiny_config()
@@ -273,26 +315,44 @@ def test_failed_write_where_even_status_cannot_be_written(tmp_path, monkeypatch)
 
 # --- corrupt run files: a clear error, other runs unaffected ----------------------------------
 CORRUPTIONS = {
-    "ckpt_truncated": ("ckpt/last.pt", lambda b: b[:len(b) // 2]),
+    "ckpt_truncated": ("ckpt/last.pt", lambda b: b[: len(b) // 2]),
     "ckpt_garbage": ("ckpt/last.pt", lambda b: b"\x00garbage" * 100),
     "ckpt_empty": ("ckpt/last.pt", lambda b: b""),
-    "metrics_truncated": ("metrics.jsonl", lambda b: b[:len(b) - 17]),
+    "metrics_truncated": ("metrics.jsonl", lambda b: b[: len(b) - 17]),
     "metrics_garbage_line": ("metrics.jsonl", lambda b: b.replace(b"\n", b"\n{not json\n", 1)),
     "metrics_binary": ("metrics.jsonl", lambda b: b + b"\xff\xfe\x00\x01" * 8),
-    "status_truncated": ("status.json", lambda b: b[:len(b) // 2]),
+    "status_truncated": ("status.json", lambda b: b[: len(b) // 2]),
     "status_garbage": ("status.json", lambda b: b"\x89PNG not a status"),
     "status_bad_state": ("status.json", lambda b: b'{"state": "exploded"}'),
     "status_missing": ("status.json", None),
-    "status_odd_types": ("status.json", lambda b: json.dumps(
-        {"state": "running", "host": "elsewhere", "heartbeat": "soon", "pid": "x", "step": "many",
-         "total": "all", "threads": "two", "created": "yesterday", "message": 7}).encode()),
-    "config_truncated": ("config.json", lambda b: b[:len(b) // 2]),
-    "config_mistyped": ("config.json", lambda b: json.dumps(
-        {**json.loads(b), "lr": "fast"}).encode()),
-    "config_odd_types": ("config.json", lambda b: json.dumps(
-        {**json.loads(b), "model": ["resnet20"], "dataset": {"x": 1}, "name": 5}).encode()),
-    "config_unknown_field": ("config.json", lambda b: json.dumps(
-        {**json.loads(b), "learning_rate": 0.1}).encode()),
+    "status_odd_types": (
+        "status.json",
+        lambda b: json.dumps(
+            {
+                "state": "running",
+                "host": "elsewhere",
+                "heartbeat": "soon",
+                "pid": "x",
+                "step": "many",
+                "total": "all",
+                "threads": "two",
+                "created": "yesterday",
+                "message": 7,
+            }
+        ).encode(),
+    ),
+    "config_truncated": ("config.json", lambda b: b[: len(b) // 2]),
+    "config_mistyped": ("config.json", lambda b: json.dumps({**json.loads(b), "lr": "fast"}).encode()),
+    "config_odd_types": (
+        "config.json",
+        lambda b: json.dumps(
+            {**json.loads(b), "model": ["resnet20"], "dataset": {"x": 1}, "name": 5}
+        ).encode(),
+    ),
+    "config_unknown_field": (
+        "config.json",
+        lambda b: json.dumps({**json.loads(b), "learning_rate": 0.1}).encode(),
+    ),
 }
 
 
@@ -310,8 +370,11 @@ def _copy_run(src, root, rid):
 def _file_hashes(run):
     import hashlib
 
-    return {str(p.relative_to(run.path)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(run.path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run.path)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(run.path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
@@ -446,8 +509,16 @@ def test_absurd_lr_ends_run_diverged_at_the_step_it_happened(tmp_path):
 
 
 def test_paper_warmup_lets_resnet110_start_at_lr_0_1(tmp_path):
-    cfg = tiny_config(model="cifar_resnet110", lr=0.1, iterations=20, eval_every=20,
-                      checkpoint_every=20, width=2, batch_size=16, train_eval_size=0)
+    cfg = tiny_config(
+        model="cifar_resnet110",
+        lr=0.1,
+        iterations=20,
+        eval_every=20,
+        checkpoint_every=20,
+        width=2,
+        batch_size=16,
+        train_eval_size=0,
+    )
     run = RunStore(tmp_path).create(cfg, state="running")
     st = train(cfg, run=run)
     assert st["state"] == "done", st
@@ -494,8 +565,10 @@ def test_cancel_between_flushes_then_resume_keeps_every_layer_row(tmp_path):
 def test_sigkill_while_the_run_folder_is_made_leaves_no_broken_run(tmp_path, capsys):
     """Killed between config.json and status.json: no run without a status may appear (it could
     be neither listed cleanly nor resumed); the command simply did not happen."""
-    jobs = [(f"{p}:1", ["train", *cli_flags(), "--quiet", "--runs-dir", str(tmp_path / p / "runs")],
-             f"{p}:1") for p in ("config_write", "status_write")]
+    jobs = [
+        (f"{p}:1", ["train", *cli_flags(), "--quiet", "--runs-dir", str(tmp_path / p / "runs")], f"{p}:1")
+        for p in ("config_write", "status_write")
+    ]
     res = fork_trainers(tmp_path, jobs)
     for key, (code, out, err) in res.items():
         assert code == -signal.SIGKILL, (key, err)
@@ -522,9 +595,25 @@ def _serve(tmp_path, env, port, log):
 
     from faultlib import REPO
 
-    p = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port",
-                          str(port), "--server.headless", "true"], cwd=REPO, env=env,
-                         stdout=log, stderr=log, stdin=subprocess.DEVNULL, process_group=0)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        process_group=0,
+    )
 
     def healthy():
         assert p.poll() is None, "streamlit exited"
@@ -533,6 +622,7 @@ def _serve(tmp_path, env, port, log):
                 return r.status == 200
         except OSError:
             return False
+
     wait_for(healthy, 120, every=0.3, what="streamlit to answer")
     return p
 
@@ -560,9 +650,14 @@ def test_server_killed_mid_run_training_goes_on_and_a_restarted_server_shows_it(
     procs = [server]
     try:
         # the run is launched from inside the server's process group, as the Lab page does
-        launcher = subprocess.Popen([sys.executable, "-c", _LAUNCH, str(root), json.dumps(cfg.to_dict())],
-                                    cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
-                                    process_group=server.pid)
+        launcher = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, str(root), json.dumps(cfg.to_dict())],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            process_group=server.pid,
+        )
         procs.append(launcher)
         run_id = launcher.stdout.readline().strip()
         run = RunStore(root).run(run_id)
@@ -574,8 +669,12 @@ def test_server_killed_mid_run_training_goes_on_and_a_restarted_server_shows_it(
         st = run.read_status()
         assert st["state"] == "running", st  # the trainer is in its own session: still alive
         step_at_kill = max(r["step"] for r in raw_metrics(run)[0])
-        wait_for(lambda: run.read_status()["state"] not in ("queued", "running"), 300, every=0.5,
-                 what="the run to finish without the server")
+        wait_for(
+            lambda: run.read_status()["state"] not in ("queued", "running"),
+            300,
+            every=0.5,
+            what="the run to finish without the server",
+        )
         phases["run done"] = time.time() - t0
         assert run.read_status()["state"] == "done"
         assert step_at_kill < cfg.iterations, "the run ended before the server was stopped"
@@ -591,8 +690,10 @@ def test_server_killed_mid_run_training_goes_on_and_a_restarted_server_shows_it(
         table = at.dataframe[0].value
         assert run_id in set(table["id"]) and set(table["state"]) == {"done"}
         phases["restarted and shown"] = time.time() - t0
-        print(f"killed at step {step_at_kill}; seconds since start: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+        print(
+            f"killed at step {step_at_kill}; seconds since start: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+        )
     finally:
         for p in procs:
             if p.poll() is None:

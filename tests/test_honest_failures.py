@@ -1,20 +1,22 @@
 """Failures are named, never swallowed: a recorder that fails to load, an unreadable cache
 file, a missing analysis function; and options do what they say (no decay on BN and biases)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import tiny_config
-from resnet_core import train
 from test_app_helpers import figures, no_exception, page, texts
+
+from resnet_core import train
 
 torch.set_num_threads(1)
 
 
 def test_a_run_whose_recorder_fails_to_load_says_so_in_its_status_and_pages(store):
-    cfg = tiny_config("cifar_resnet8", iterations=6, eval_every=6,
-                      recorders=["analysis.no_such_recorder:Recorder"])
+    cfg = tiny_config(
+        "cifar_resnet8", iterations=6, eval_every=6, recorders=["analysis.no_such_recorder:Recorder"]
+    )
     run = store.create(cfg, state="running")
     with pytest.warns(UserWarning, match="no_such_recorder"):
         status = train(cfg, run=run, threads=1)  # the recorders named by the config
@@ -34,8 +36,9 @@ def test_an_unreadable_cache_file_is_named_and_can_be_discarded(tiny_runs):
     from analysis import jobs
     from analysis.cache import CacheError
 
-    rid = [i for i in tiny_runs.list_ids()
-           if tiny_runs.run(i).read_config_dict()["model"] == "cifar_resnet14"][0]
+    rid = [
+        i for i in tiny_runs.list_ids() if tiny_runs.run(i).read_config_dict()["model"] == "cifar_resnet14"
+    ][0]
     run = tiny_runs.run(rid)
     good = jobs.get_or_start(run, "fig7")["table"]
     f = run.cache_dir / f"{jobs.key_of(run, 'fig7')}.npz"
@@ -88,8 +91,16 @@ def test_no_decay_on_bn_and_biases_is_a_real_option(store):
     differ (the paper's default decays everything)."""
     from resnet_core.train import load_model
 
-    kw = dict(iterations=1, eval_every=1, lr=0.1, weight_decay=0.01, momentum=0.0,
-              schedule="constant", precision="fp32", channels_last=False)
+    kw = dict(
+        iterations=1,
+        eval_every=1,
+        lr=0.1,
+        weight_decay=0.01,
+        momentum=0.0,
+        schedule="constant",
+        precision="fp32",
+        channels_last=False,
+    )
     models = {}
     for flag in (True, False):
         cfg = tiny_config("cifar_resnet8", decay_bn_bias=flag, **kw)

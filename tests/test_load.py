@@ -1,13 +1,14 @@
 """Load: 8 runs queued at once on a 2-core machine while three sessions watch; and the
 queue's races (a run queued while the runner exits, a foreground resume beside a runner)."""
+
 from __future__ import annotations
 
 import threading
 import time
 
 import pytest
-
 from faultlib import assert_each_step_once, tiny_config, wait_for
+
 from resnet_core import RunStore, jobs
 from resnet_core.__main__ import main as cli_main
 from resnet_core.store import ACTIVE
@@ -39,8 +40,9 @@ def test_eight_runs_queued_at_once_with_three_watchers(tmp_path, monkeypatch):
                 infos = store.list_runs()
                 running = [i for i in infos if i["status"].get("state") == "running"]
                 seen["max_running"] = max(seen["max_running"], len(running))
-                seen["max_threads"] = max(seen["max_threads"], sum(
-                    int(i["status"].get("threads") or 1) for i in running))
+                seen["max_threads"] = max(
+                    seen["max_threads"], sum(int(i["status"].get("threads") or 1) for i in running)
+                )
                 for i in infos:
                     assert i["error"] is None, i["error"]
                     store.run(i["id"]).read_metrics()
@@ -62,8 +64,10 @@ def test_eight_runs_queued_at_once_with_three_watchers(tmp_path, monkeypatch):
                 seen["errors"].append(f"data: {type(e).__name__}: {e}")
             time.sleep(0.2)
 
-    threads = [threading.Thread(target=cli_watcher, daemon=True),
-               threading.Thread(target=data_watcher, daemon=True)]
+    threads = [
+        threading.Thread(target=cli_watcher, daemon=True),
+        threading.Thread(target=data_watcher, daemon=True),
+    ]
     for t in threads:
         t.start()
     # three browser sessions: the Lab, Degradation and Runs pages, re-rendered in turn
@@ -106,12 +110,14 @@ def test_a_run_queued_while_the_runner_exits_is_not_stranded(tmp_path, monkeypat
     def fake_ensure_runner(st):  # the real check, but record instead of spawning a process
         if not real_alive(st):
             spawned.append(time.time())
+
     monkeypatch.setattr(jobs, "ensure_runner", fake_ensure_runner)
     late = {}
 
     def on_tick(st):
         if not late:
             late["run"] = jobs.submit(st, tiny_config())  # during the runner's last tick
+
     jobs.run_queue(store, poll=0.01, on_tick=on_tick)
     assert late["run"].read_status()["state"] == "queued"
     assert spawned, "a run was left queued with no runner to start it"
@@ -120,9 +126,9 @@ def test_a_run_queued_while_the_runner_exits_is_not_stranded(tmp_path, monkeypat
 def test_foreground_resume_is_never_offered_to_a_runner(tmp_path, monkeypatch):
     """`resume RUN` in a terminal trains in that process; if the run showed as queued meanwhile,
     a runner draining the same store would start a second trainer on it."""
-    from faultlib import train_reference
-
     import importlib
+
+    from faultlib import train_reference
 
     train_mod = importlib.import_module("resnet_core.train")
     cfg = tiny_config(iterations=10, eval_every=10)
@@ -136,6 +142,7 @@ def test_foreground_resume_is_never_offered_to_a_runner(tmp_path, monkeypatch):
         seen["state"] = store.run(run_id).read_status()["state"]
         seen["queued"] = [i["id"] for i in store.list_runs() if i["status"].get("state") == "queued"]
         return real(store, run_id, **kw)
+
     monkeypatch.setattr(train_mod, "run_in_store", spy)
     assert cli_main(["resume", run.id, "--runs-dir", str(run.root), "--quiet"]) == 0
     assert seen["queued"] == [], f"the run showed as {seen['state']} while resumed in the foreground"
@@ -180,8 +187,10 @@ def test_a_second_trainer_on_a_run_being_trained_is_refused(tmp_path):
             if ctx.step == 7:
                 gate.set()
                 go.wait(60)
-    first = _threading.Thread(target=train_mod.train, args=(cfg,),
-                              kwargs=dict(run=run, callbacks=[Pause()]), daemon=True)
+
+    first = _threading.Thread(
+        target=train_mod.train, args=(cfg,), kwargs=dict(run=run, callbacks=[Pause()]), daemon=True
+    )
     first.start()
     try:
         assert gate.wait(120), "the first trainer did not reach step 7"
@@ -200,6 +209,7 @@ def test_a_second_trainer_on_a_run_being_trained_is_refused(tmp_path):
 
 class _Done:
     """A stand-in for a trainer process that has already finished."""
+
     returncode = 0
 
     def poll(self):
@@ -211,15 +221,23 @@ def _fake_start(started):
         started.append(run.id)
         run.write_status(state="done", message="(fake trainer)")
         return _Done()
+
     return start
 
 
-@pytest.mark.parametrize("status", [
-    {"state": "queued", "created": "yesterday"},            # a string where a time belongs
-    {"state": "running", "threads": "two", "pid": None},  # reads as interrupted, threads junk
-    {"state": "running", "threads": "two", "pid": __import__("os").getpid(),
-     "pid_start": __import__("resnet_core.store", fromlist=["x"]).process_identity()["pid_start"]},
-])
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"state": "queued", "created": "yesterday"},  # a string where a time belongs
+        {"state": "running", "threads": "two", "pid": None},  # reads as interrupted, threads junk
+        {
+            "state": "running",
+            "threads": "two",
+            "pid": __import__("os").getpid(),
+            "pid_start": __import__("resnet_core.store", fromlist=["x"]).process_identity()["pid_start"],
+        },
+    ],
+)
 def test_one_odd_status_does_not_stop_the_queue_for_the_others(tmp_path, monkeypatch, status):
     import json as _json
 
@@ -233,8 +251,9 @@ def test_one_odd_status_does_not_stop_the_queue_for_the_others(tmp_path, monkeyp
     monkeypatch.setattr(jobs, "_start_trainer", _fake_start(started))
     monkeypatch.setattr(jobs, "ensure_runner", lambda st: None)
     # (a live "running" run holds one of the two cores; two queued runs take one thread each)
-    t = __import__("threading").Thread(target=jobs.run_queue, args=(store,),
-                                       kwargs=dict(max_cores=2, poll=0.01), daemon=True)
+    t = __import__("threading").Thread(
+        target=jobs.run_queue, args=(store,), kwargs=dict(max_cores=2, poll=0.01), daemon=True
+    )
     t.start()
     wait_for(lambda: good[0].id in started, 30, what="a good run to start")
     odd.write_status(state="done")  # the odd run ends: the runner drains the rest and exits
@@ -259,6 +278,7 @@ def test_a_queued_run_deleted_under_the_runner_does_not_stop_the_queue(tmp_path,
             shutil.rmtree(run.path)  # deleted from the Runs page at this very moment
             return real(st, run, threads)
         return fake(st, run, threads)
+
     monkeypatch.setattr(jobs, "_start_trainer", start)
     monkeypatch.setattr(jobs, "ensure_runner", lambda st: None)
     jobs.run_queue(store, max_cores=2, poll=0.01)
@@ -279,6 +299,7 @@ def test_the_queue_honours_a_config_that_names_its_threads(tmp_path, monkeypatch
         given[run.id] = threads
         run.write_status(state="done")
         return _Done()
+
     monkeypatch.setattr(jobs, "_start_trainer", start)
     monkeypatch.setattr(jobs, "ensure_runner", lambda st: None)
     jobs.run_queue(store, max_cores=4, poll=0.01)

@@ -1,19 +1,28 @@
 """Bundled reference runs: export from a store (records, never weights), the CLI, thinning,
 refusals that keep what is on disk, the app showing them beside (or instead of) the user's
 runs, and the sets the repository ships."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+from test_app_helpers import arr, figures, no_exception, page, texts
 
 from resnet_core import RunStore
 from resnet_core.__main__ import main
-from resnet_core.reference import (ReferenceError, check_set, default_root, export, list_sets,
-                                   read_set, thin_layers, thin_metrics)
+from resnet_core.reference import (
+    ReferenceError,
+    check_set,
+    default_root,
+    export,
+    list_sets,
+    read_set,
+    thin_layers,
+    thin_metrics,
+)
 from resnet_core.store import StoreError
-from test_app_helpers import arr, figures, no_exception, page, texts, traces
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +52,9 @@ def test_export_copies_records_not_weights(tiny_runs, tmp_path):
     listing = {r["id"]: r for r in s.meta["runs"]}
     for rid in ids:
         assert listing[rid]["model"] == tiny_runs.run(rid).read_config_dict()["model"]
-        assert listing[rid]["test_error"] == pytest.approx(_last(tiny_runs.run(rid).read_metrics(), "test"), rel=1e-5)
+        assert listing[rid]["test_error"] == pytest.approx(
+            _last(tiny_runs.run(rid).read_metrics(), "test"), rel=1e-5
+        )
     assert s.meta["command"] == "pytest" and s.meta["machine"]
     assert check_set(s) == []
     assert [x.name for x in list_sets(tmp_path / "ref")] == ["tiny"]
@@ -80,8 +91,16 @@ def test_export_refusals_keep_what_is_on_disk(tiny_runs, tmp_path):
 def test_thinning_averages_training_windows_and_keeps_every_evaluation():
     rows = []
     for step in range(10, 10010, 10):
-        rows.append({"step": step, "split": "train", "loss": 2.0, "error": (step // 10) % 2,
-                     "lr": 0.1, "time": step / 10})
+        rows.append(
+            {
+                "step": step,
+                "split": "train",
+                "loss": 2.0,
+                "error": (step // 10) % 2,
+                "lr": 0.1,
+                "time": step / 10,
+            }
+        )
         if step % 1000 == 0:
             rows.append({"step": step, "split": "test", "error": step / 1e5})
             rows.append({"step": step, "split": "train_eval", "error": step / 2e5})
@@ -100,8 +119,7 @@ def test_thinning_averages_training_windows_and_keeps_every_evaluation():
     assert len(steps) == 12 and steps[0] == 0 and steps[-1] == 990
     assert all(sum(r["step"] == s for r in kept) == 3 for s in steps)  # whole steps, all layers
     # weight-gradient rows (recorded at many more steps) are thinned on their own
-    weight = [{"step": s, "layer": "conv1", "type": "weight", "grad_norm": 1.0}
-              for s in range(0, 1000, 5)]
+    weight = [{"step": s, "layer": "conv1", "type": "weight", "grad_norm": 1.0} for s in range(0, 1000, 5)]
     kept = thin_layers(layers + weight, max_steps=12, max_weight_steps=40)
     assert len({r["step"] for r in kept if r.get("type") == "weight"}) == 40
     assert sorted({r["step"] for r in kept if r.get("type") != "weight"}) == steps
@@ -110,8 +128,22 @@ def test_thinning_averages_training_windows_and_keeps_every_evaluation():
 def test_cli_export_list_check(tiny_runs, tmp_path, capsys):
     ids = tiny_runs.list_ids()
     dest = tmp_path / "ref" / "cli-set"
-    assert main(["reference", "export", "--all", "--runs-dir", str(tiny_runs.root), "--to",
-                 str(dest), "--title", "From the CLI"]) == 0
+    assert (
+        main(
+            [
+                "reference",
+                "export",
+                "--all",
+                "--runs-dir",
+                str(tiny_runs.root),
+                "--to",
+                str(dest),
+                "--title",
+                "From the CLI",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "4 runs" in out and "no weights" in out
     assert sorted(read_set(dest).run_ids()) == sorted(ids)
@@ -129,11 +161,27 @@ def test_cli_export_list_check(tiny_runs, tmp_path, capsys):
     assert "looks like weights" in out and "set.json is not valid" in out
     assert "2 reference set(s) have problems" in err
     # refusals are one line naming what was wrong
-    assert main(["reference", "export", "--runs-dir", str(tiny_runs.root), "--to", str(dest),
-                 "--title", "x"]) == 2
+    assert (
+        main(["reference", "export", "--runs-dir", str(tiny_runs.root), "--to", str(dest), "--title", "x"])
+        == 2
+    )
     assert "name the runs to export" in capsys.readouterr().err
-    assert main(["reference", "export", ids[0], "--runs-dir", str(tiny_runs.root), "--to",
-                 str(dest), "--title", "x"]) == 2
+    assert (
+        main(
+            [
+                "reference",
+                "export",
+                ids[0],
+                "--runs-dir",
+                str(tiny_runs.root),
+                "--to",
+                str(dest),
+                "--title",
+                "x",
+            ]
+        )
+        == 2
+    )
     assert "already exists; pass --force" in capsys.readouterr().err
 
 
@@ -210,16 +258,25 @@ def test_runs_page_and_tour_offer_the_reference_set(store, reference_root):
     at.button(key="tour_next").click().run()
     no_exception(at)
     ref = RunStore(reference_root / "tiny")
-    te = {ref.run(i).read_config_dict()["model"]: 100 * _last(ref.run(i).read_metrics(), "train_eval")
-          for i in ref.list_ids()}
+    te = {
+        ref.run(i).read_config_dict()["model"]: 100 * _last(ref.run(i).read_metrics(), "train_eval")
+        for i in ref.list_ids()
+    }
     md = texts(at)
-    assert (f"In these runs at depth 14, ResNet-14 ends at {te['cifar_resnet14']:.1f}% final "
-            f"training error against plain-14's {te['cifar_plain14']:.1f}%") in md
+    assert (
+        f"In these runs at depth 14, ResNet-14 ends at {te['cifar_resnet14']:.1f}% final "
+        f"training error against plain-14's {te['cifar_plain14']:.1f}%"
+    ) in md
     gap = te["cifar_resnet14"] - te["cifar_resnet8"]  # ties: under 1 point (app.verdicts)
-    verdict = ("**no clear difference**" if abs(gap) < 1 else
-               "the deeper residual net is " + ("**better**" if gap < 0 else "**worse**"))
-    assert (f"ResNet-14 ends at {te['cifar_resnet14']:.1f}% final training error and ResNet-8 at "
-            f"{te['cifar_resnet8']:.1f}%: {verdict}") in md
+    verdict = (
+        "**no clear difference**"
+        if abs(gap) < 1
+        else "the deeper residual net is " + ("**better**" if gap < 0 else "**worse**")
+    )
+    assert (
+        f"ResNet-14 ends at {te['cifar_resnet14']:.1f}% final training error and ResNet-8 at "
+        f"{te['cifar_resnet8']:.1f}%: {verdict}"
+    ) in md
 
 
 def test_a_reference_id_cannot_reach_outside_the_reference_folder(store, reference_root):
@@ -236,8 +293,7 @@ def test_a_reference_id_cannot_reach_outside_the_reference_folder(store, referen
     assert not ui.has_layers(store, f"ref:tiny/../tiny/{real}")
 
 
-@pytest.mark.parametrize("s", list_sets(default_root()) or [None],
-                         ids=lambda s: s.name if s else "none")
+@pytest.mark.parametrize("s", list_sets(default_root()) or [None], ids=lambda s: s.name if s else "none")
 def test_the_bundled_sets_are_sound(s, monkeypatch):
     """What the repository ships under reference/: readable, finished, records only, small."""
     if s is None:
@@ -271,17 +327,23 @@ def test_reproduction_band_is_what_papermd_says():
     assert _reproduction_band("plain", 110) is None
 
 
-@pytest.mark.parametrize("s", list_sets(default_root()) or [None],
-                         ids=lambda s: s.name if s else "none")
+@pytest.mark.parametrize("s", list_sets(default_root()) or [None], ids=lambda s: s.name if s else "none")
 def test_bundled_paper_runs_land_within_the_reproductions_spread(s):
     """Issue 6's bar for the reference set made on a GPU: every bundled `paper`-preset
     CIFAR-10 run's final test error lies within the public reproductions' spread."""
     from resnet_core.models import parse_name
 
-    runs = [] if s is None else [i for i in s.store.list_runs()
-                                 if i["config"].get("preset") == "paper"
-                                 and "cifar10" in str(i["config"].get("dataset", "")).lower()
-                                 and "cifar100" not in str(i["config"].get("dataset", "")).lower()]
+    runs = (
+        []
+        if s is None
+        else [
+            i
+            for i in s.store.list_runs()
+            if i["config"].get("preset") == "paper"
+            and "cifar10" in str(i["config"].get("dataset", "")).lower()
+            and "cifar100" not in str(i["config"].get("dataset", "")).lower()
+        ]
+    )
     if not runs:
         pytest.skip("no paper-preset CIFAR-10 runs bundled (they need a GPU session)")
     for info in runs:

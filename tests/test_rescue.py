@@ -5,6 +5,7 @@ or plain torch), on real nets: fresh ones at init, and real tiny digits runs of 
 variant of the `rescue` sweep. The page runs in Streamlit's AppTest on an empty store and on
 a store of runs whose final errors are set so that a variant closes the gap, or does not.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,9 @@ def _sum_inputs(model, x):
     """Per block, the input of its last activation module (hooks), BN in train mode."""
     seen, handles = {}, []
     for n, b in blocks_of(model):
-        handles.append(b.act2.register_forward_hook(
-            lambda m, i, o, n=n: seen.__setitem__(n, i[0].detach().double())))
+        handles.append(
+            b.act2.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, i[0].detach().double()))
+        )
     try:
         model.train()
         with torch.no_grad():
@@ -88,8 +90,10 @@ def _readout_grads(v, n_points=24, seed=0):
     d = d / d.pow(2).mean().sqrt()
     t = torch.linspace(-1, 1, n_points)
     pts = x0[None] + t[:, None, None, None] * d[None]
-    r = torch.randn(net.num_features // (2 if v["options"]["activation"] == "crelu" else 1),
-                    generator=torch.Generator().manual_seed(seed + 4242))
+    r = torch.randn(
+        net.num_features // (2 if v["options"]["activation"] == "crelu" else 1),
+        generator=torch.Generator().manual_seed(seed + 4242),
+    )
     if v["options"]["activation"] == "crelu":
         r = torch.cat([r, -r])
     r = r / r.norm()
@@ -128,7 +132,7 @@ def test_gradient_shattering_at_init_of_every_variant_by_definition():
             assert got["constant"].all() and got["autocorrelation"].isna().all()
             continue
         c = s - s.mean()
-        rho = [float((c[:len(s) - k] * c[k:]).sum() / (c * c).sum()) for k in range(4)]
+        rho = [float((c[: len(s) - k] * c[k:]).sum() / (c * c).sum()) for k in range(4)]
         assert not got["constant"].any()
         np.testing.assert_allclose(got["autocorrelation"], rho, atol=2e-3)
     fixup = next(v for v in VARIANTS if v["label"] == "Fixup")
@@ -140,13 +144,23 @@ def test_signal_and_shattering_studies_take_a_variant_options_dict():
     from analysis.studies.shattering import shattering_vs_depth
     from analysis.studies.signal import signal_propagation_plot
 
-    rz = signal_propagation_plot("resnet", 8, "none", "he", width=4, batch=8, image_size=8,
-                                 options={"branch_scalar": "rezero"})
+    rz = signal_propagation_plot(
+        "resnet", 8, "none", "he", width=4, batch=8, image_size=8, options={"branch_scalar": "rezero"}
+    )
     assert rz["point"].str.contains("no activation after the sum").all()
     # ReZero at init: every residual branch is multiplied by 0, so each block's branch output is 0
     assert (rz["res_var"] == 0).all()
-    ll = shattering_vs_depth(("plain",), (8,), width=4, image_size=8, n_points=16, seeds=(0,),
-                             init="looks_linear", max_lag=2, options={"activation": "crelu"})
+    ll = shattering_vs_depth(
+        ("plain",),
+        (8,),
+        width=4,
+        image_size=8,
+        n_points=16,
+        seeds=(0,),
+        init="looks_linear",
+        max_lag=2,
+        options={"activation": "crelu"},
+    )
     assert ll["autocorrelation"].isna().all()  # logit of a linear net: a constant gradient
 
 
@@ -159,9 +173,18 @@ def variant_runs(tmp_path_factory):
     out = {}
     for v in VARIANTS:
         norm, init, o = _opts(v)
-        out[v["label"]] = train_tiny(store, f"cifar_{v['kind']}8", iterations=4, log_every=2,
-                                     eval_every=4, train_eval_size=64, test_size=64, norm=norm,
-                                     init=init, **o)
+        out[v["label"]] = train_tiny(
+            store,
+            f"cifar_{v['kind']}8",
+            iterations=4,
+            log_every=2,
+            eval_every=4,
+            train_eval_size=64,
+            test_size=64,
+            norm=norm,
+            init=init,
+            **o,
+        )
     return out
 
 
@@ -219,8 +242,9 @@ def _app(store_root, monkeypatch):
 
 
 def _text(at) -> str:
-    return "\n".join([m.value for m in at.markdown] + [m.value for m in at.info]
-                     + [c.value for c in at.caption])
+    return "\n".join(
+        [m.value for m in at.markdown] + [m.value for m in at.info] + [c.value for c in at.caption]
+    )
 
 
 def test_page_with_no_runs_says_so_and_gives_the_command(store, monkeypatch):
@@ -233,8 +257,10 @@ def test_page_with_no_runs_says_so_and_gives_the_command(store, monkeypatch):
     table = at.dataframe[1].value.set_index("variant")
     res_var = table.loc["resnet, He + BN", "last block variance"]
     assert f"**{res_var:.3g}**" in text
-    zero = ("Residual branch variance 0 at every block (below 1e-09, so not drawn on the log "
-            "axis): Fixup, SkipInit, ReZero, resnet, zero-init last BN.")
+    zero = (
+        "Residual branch variance 0 at every block (below 1e-09, so not drawn on the log "
+        "axis): Fixup, SkipInit, ReZero, resnet, zero-init last BN."
+    )
     assert zero in text  # each branch ends in alpha = 0, a zero conv or a zero BN gamma
     ll = "looks-linear CReLU: the gradient is the same at every point"
     assert ll in text and table.loc["looks-linear CReLU", "gradient constant along the line"]
@@ -255,9 +281,10 @@ def _fake_run(store, model, train_err, test_err, seed=0, **variant):
     return run
 
 
-@pytest.mark.parametrize("crelu_error, verdict, closed", [
-    (0.15, "closes most of the gap: **90%**", "90%"),
-    (0.60, "closes almost none of the gap (0%)", "0%")])
+@pytest.mark.parametrize(
+    "crelu_error, verdict, closed",
+    [(0.15, "closes most of the gap: **90%**", "90%"), (0.60, "closes almost none of the gap (0%)", "0%")],
+)
 def test_page_verdicts_follow_the_runs(store, monkeypatch, crelu_error, verdict, closed):
     """plain 60%, resnet 10% (two seeds each), looks-linear CReLU at ``crelu_error``: the
     verdict sentence and the table's 'gap closed' change with the numbers."""
@@ -277,8 +304,16 @@ def test_page_verdicts_follow_the_runs(store, monkeypatch, crelu_error, verdict,
 
 
 def _row(variant, train, n=3, std=1.0):
-    return {"variant": variant, "group": "g", "n": n, "train_mean": train, "train_std": std,
-            "test_mean": train + 5, "test_std": std, "gap_closed": math.nan}
+    return {
+        "variant": variant,
+        "group": "g",
+        "n": n,
+        "train_mean": train,
+        "train_std": std,
+        "test_mean": train + 5,
+        "test_std": std,
+        "gap_closed": math.nan,
+    }
 
 
 def test_gap_verdicts_without_a_baseline_without_a_gap_and_past_the_residual_net():
@@ -297,8 +332,10 @@ def test_gap_verdicts_without_a_baseline_without_a_gap_and_past_the_residual_net
     past = pd.DataFrame([_row(rv.PLAIN, 60.0), _row(rv.RESNET, 10.0), _row("ReZero", 4.0)])
     past["gap_closed"] = (60.0 - past["train_mean"]) / 50.0
     said = rv.gap_sentences(past)
-    assert "**ReZero** (g): 4.0% ± 1.0 (n=3); it closes the whole gap (112%): it ends 6.0 points " \
-           "below the residual net." in said
+    assert (
+        "**ReZero** (g): 4.0% ± 1.0 (n=3); it closes the whole gap (112%): it ends 6.0 points "
+        "below the residual net." in said
+    )
 
 
 def test_runs_are_compared_within_one_budget_and_depth():

@@ -1,9 +1,9 @@
 """Security: pickles are refused, no shell, the app listens on localhost only, uploads are
 size-limited, and no user-supplied name leads out of the run store."""
+
 from __future__ import annotations
 
 import ast
-import os
 import socket
 import struct
 import subprocess
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from faultlib import REPO, no_traceback, snapshot, subprocess_env, tiny_config, train_reference, wait_for
+
 from resnet_core import RunStore, StoreError
 from resnet_core.__main__ import main as cli_main
 from resnet_core.train import CheckpointError, load_checkpoint, load_model
@@ -147,9 +147,23 @@ def test_real_server_listens_on_loopback_only(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = subprocess_env(tmp_path, RESNET_LAB_RUNS_DIR=tmp_path / "runs")
-    p = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py",
-                          "--server.port", str(port), "--server.headless", "true"],
-                         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         addrs = wait_for(lambda: _listening(port), 90, every=0.2, what="the server to listen")
         # 0100007F is 127.0.0.1; 00000000 / :: would be every interface
@@ -161,11 +175,17 @@ def test_real_server_listens_on_loopback_only(tmp_path):
 
 def _png_header(w: int, h: int) -> bytes:
     """A PNG that claims w x h pixels (one tiny IDAT): decoders must refuse it from the header."""
+
     def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_uploads_are_size_and_pixel_limited():
@@ -180,8 +200,20 @@ def test_uploads_are_size_and_pixel_limited():
 
 
 # --- no user-supplied name leaves the store -------------------------------------------------
-EVIL_IDS = ["..", "../x", "../../etc/passwd", "/etc/passwd", "a/../../b", "..\\x", "x/..", ".hidden",
-            "a" * 200, "", "run\x00id", "~root"]
+EVIL_IDS = [
+    "..",
+    "../x",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "a/../../b",
+    "..\\x",
+    "x/..",
+    ".hidden",
+    "a" * 200,
+    "",
+    "run\x00id",
+    "~root",
+]
 
 
 @pytest.mark.parametrize("rid", EVIL_IDS)
@@ -231,7 +263,12 @@ def test_app_refuses_dataset_paths_outside_the_data_folders(tmp_path, monkeypatc
     (allowed / "ds" / "test").mkdir(parents=True)
     monkeypatch.setenv(DATA_DIRS_ENV, str(allowed))
     assert check_dataset(str(allowed / "ds")) == str((allowed / "ds").resolve())
-    for t in ("/etc", "/etc/passwd", str(allowed / ".." / ".." / "etc"), "../../../../etc/x.npz",
-              str(allowed / "ds" / ".." / ".." / "outside.npz")):
+    for t in (
+        "/etc",
+        "/etc/passwd",
+        str(allowed / ".." / ".." / "etc"),
+        "../../../../etc/x.npz",
+        str(allowed / "ds" / ".." / ".." / "outside.npz"),
+    ):
         with pytest.raises(InputError):
             check_dataset(t)

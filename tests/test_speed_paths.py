@@ -1,6 +1,7 @@
 """The fast paths give the same training as the plain one: batch augmentation is the paper's
 pad-crop-flip, channels_last (now on by default on CPU) and bf16 autocast follow the same
 loss trend as fp32 NCHW, and the quick preset stays a valid, small budget."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ def reference_augment(x, kind, seed):
     out = torch.empty_like(x)
     for i in range(b):
         p = F.pad(x[i], (pad, pad, pad, pad))
-        crop = p[:, off[0, i]:off[0, i] + h, off[1, i]:off[1, i] + w]
+        crop = p[:, off[0, i] : off[0, i] + h, off[1, i] : off[1, i] + w]
         out[i] = crop.flip(-1) if flip[i] else crop
     return out
 
@@ -77,8 +78,19 @@ class Losses(Callback):
 
 
 def losses_of(**kw):
-    cfg = TrainConfig(model="cifar_resnet8", width=8, dataset="digits", batch_size=64, iterations=60,
-                      lr=0.05, log_every=10, eval_every=60, recorders=[], train_eval_size=100, **kw)
+    cfg = TrainConfig(
+        model="cifar_resnet8",
+        width=8,
+        dataset="digits",
+        batch_size=64,
+        iterations=60,
+        lr=0.05,
+        log_every=10,
+        eval_every=60,
+        recorders=[],
+        train_eval_size=100,
+        **kw,
+    )
     cb = Losses()
     train(cfg, callbacks=[cb], threads=1)
     return torch.tensor(cb.losses)
@@ -137,9 +149,20 @@ def test_compile_trains_like_eager_and_keeps_the_default_recorder(store):
     from analysis.recorders import LayerStatsRecorder
 
     def run_with(compile):
-        cfg = TrainConfig(model="cifar_resnet8", width=4, dataset="digits", batch_size=32, iterations=8,
-                          lr=0.05, log_every=2, eval_every=8, recorders=[], train_eval_size=50,
-                          compile=compile, channels_last=False)
+        cfg = TrainConfig(
+            model="cifar_resnet8",
+            width=4,
+            dataset="digits",
+            batch_size=32,
+            iterations=8,
+            lr=0.05,
+            log_every=2,
+            eval_every=8,
+            recorders=[],
+            train_eval_size=50,
+            compile=compile,
+            channels_last=False,
+        )
         run = store.create(cfg, state="running")
         losses, rec = Losses(), LayerStatsRecorder(steps=[1, 8], probe_size=16)
         status = train(cfg, run=run, callbacks=[losses, rec], threads=1)
@@ -158,8 +181,18 @@ def test_compile_is_skipped_with_a_reason_when_a_callback_hooks_training(store):
     class Hooker(Callback):
         needs_hooks = True
 
-    cfg = TrainConfig(model="cifar_resnet8", width=4, dataset="digits", batch_size=32, iterations=2,
-                      log_every=1, eval_every=2, recorders=[], train_eval_size=10, compile=True)
+    cfg = TrainConfig(
+        model="cifar_resnet8",
+        width=4,
+        dataset="digits",
+        batch_size=32,
+        iterations=2,
+        log_every=1,
+        eval_every=2,
+        recorders=[],
+        train_eval_size=10,
+        compile=True,
+    )
     run = store.create(cfg, state="running")
     with pytest.warns(UserWarning, match="compile ignored.*Hooker hook"):
         status = train(cfg, run=run, callbacks=[Hooker()], threads=1)

@@ -1,6 +1,7 @@
 """The studies against independent computations written here from each paper's definition
 (plain torch: the layers' own weights through torch.nn.functional, hooks, finite loops),
 never by calling the function under test twice. Tiny nets, no training: seconds on a CPU."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,7 @@ def _shortcut(sc, x, train):
     if isinstance(sc, nn.Identity):
         return x
     if isinstance(sc, ShortcutA):
-        x = x[:, :, ::sc.stride, ::sc.stride]
+        x = x[:, :, :: sc.stride, :: sc.stride]
         extra = sc.out_planes - sc.in_planes
         return F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
     if isinstance(sc, nn.Conv2d):
@@ -101,8 +102,7 @@ def test_signal_propagation_plots_equal_a_direct_computation(kind, norm):
     F.cross_entropy(m(x), y).backward()
     convs = [(n, c) for n, c in m.named_modules() if isinstance(c, nn.Conv2d) and "downsample" not in n]
     assert list(grads["layer"]) == [n for n, _ in convs]
-    np.testing.assert_allclose(grads["grad_norm"], [c.weight.grad.norm().item() for _, c in convs],
-                               rtol=1e-4)
+    np.testing.assert_allclose(grads["grad_norm"], [c.weight.grad.norm().item() for _, c in convs], rtol=1e-4)
 
 
 def test_signal_propagation_shows_what_brock_et_al_describe():
@@ -147,6 +147,7 @@ class _DetachedBN:
             mu = x.mean(dims).detach().view(shape)
             var = x.var(dims, unbiased=False).detach().view(shape)
             return (x - mu) / torch.sqrt(var + m.eps) * m.weight.view(shape) + m.bias.view(shape)
+
         for m in self.model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 self.hs.append(m.register_forward_hook(hook))
@@ -218,8 +219,9 @@ def test_image_shattering_at_init_over_depth():
     from analysis.studies.shattering import at_lag, shattering_vs_depth
 
     rng = torch.get_rng_state()
-    s = at_lag(shattering_vs_depth(depths=(8, 56), width=4, image_size=8, n_points=64,
-                                   seeds=(0, 1), max_lag=2), 1)
+    s = at_lag(
+        shattering_vs_depth(depths=(8, 56), width=4, image_size=8, n_points=64, seeds=(0, 1), max_lag=2), 1
+    )
     assert torch.equal(rng, torch.get_rng_state())
     c = {(k, d): m for k, d, m in zip(s.kind, s.depth, s["mean"])}
     assert c["plain", 56] < c["plain", 8] - 0.3  # plain nets shatter with depth
@@ -248,11 +250,12 @@ def _lesioned_by_hook(model, name, x):
         if b.downsample is None:
             if b.stride == 1 and b.in_planes == b.out_planes:
                 return x
-            x = x[:, :, ::b.stride, ::b.stride]
+            x = x[:, :, :: b.stride, :: b.stride]
             e = b.out_planes - b.in_planes
             return F.pad(x, (0, 0, 0, 0, e // 2, e - e // 2))
         s = _shortcut(b.downsample, x, train=False)
         return s if isinstance(b, PreActBlock) else F.relu(s)
+
     h = b.register_forward_hook(hook)
     try:
         with torch.no_grad():
@@ -261,9 +264,16 @@ def _lesioned_by_hook(model, name, x):
         h.remove()
 
 
-@pytest.mark.parametrize("name,shortcut", [("cifar_resnet14", "B"), ("cifar_resnet14", "C"),
-                                           ("cifar_resnet14", "A"), ("cifar_preresnet14", "B"),
-                                           ("cifar_plain14", None)])
+@pytest.mark.parametrize(
+    "name,shortcut",
+    [
+        ("cifar_resnet14", "B"),
+        ("cifar_resnet14", "C"),
+        ("cifar_resnet14", "A"),
+        ("cifar_preresnet14", "B"),
+        ("cifar_plain14", None),
+    ],
+)
 def test_a_deleted_block_leaves_its_shortcut_or_nothing(name, shortcut):
     from analysis.studies.lesion import deleted, lesion_each
 
@@ -285,8 +295,9 @@ def test_a_deleted_block_leaves_its_shortcut_or_nothing(name, shortcut):
         n = "layer2.0"
         with deleted(model, [n]), torch.no_grad():
             a = model(x)
-            dict(model.named_modules())[n].shortcut[0].weight.mul_(2) if name.startswith("cifar_res") \
-                else dict(model.named_modules())[n].shortcut.weight.mul_(2)
+            dict(model.named_modules())[n].shortcut[0].weight.mul_(2) if name.startswith(
+                "cifar_res"
+            ) else dict(model.named_modules())[n].shortcut.weight.mul_(2)
             b = model(x)
         assert not torch.allclose(a, b)
 
@@ -308,8 +319,9 @@ def test_random_lesions_equal_the_same_deletions_by_hooks():
         mods = dict(model.named_modules())
         try:
             for n in names:
-                hs.append(mods[n].register_forward_hook(
-                    lambda m, i, o: F.relu(i[0])))  # identity shortcut: ReLU(x)
+                hs.append(
+                    mods[n].register_forward_hook(lambda m, i, o: F.relu(i[0]))
+                )  # identity shortcut: ReLU(x)
             with torch.no_grad():
                 want = (model(x).argmax(1) != y).float().mean().item()
         finally:
@@ -331,23 +343,28 @@ def _count_minima(z):
     n = 0
     for i in range(rows):
         for j in range(cols):
-            nb = [z[a, b] for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1))
-                  if 0 <= a < rows and 0 <= b < cols]
+            nb = [
+                z[a, b]
+                for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1))
+                if 0 <= a < rows and 0 <= b < cols
+            ]
             n += all(z[i, j] < v for v in nb) and (i, j) != g
     return n
 
 
 def _grid(z):
     a = np.linspace(-1, 1, z.shape[0])
-    return pd.DataFrame([(a[i], a[j], z[i, j]) for i in range(len(a)) for j in range(len(a))],
-                        columns=["alpha", "beta", "loss"])
+    return pd.DataFrame(
+        [(a[i], a[j], z[i, j]) for i in range(len(a)) for j in range(len(a))],
+        columns=["alpha", "beta", "loss"],
+    )
 
 
 def test_roughness_counts_every_local_minimum_but_the_global_one():
     from analysis.studies.landscape import local_minima, roughness
 
     a = np.linspace(-1, 1, 7)
-    bowl = np.add.outer(a ** 2, a ** 2)
+    bowl = np.add.outer(a**2, a**2)
     assert local_minima(_grid(bowl)) == (0, 49) and roughness(_grid(bowl)) == 0
     # the global minimum on the edge, one local minimum inside: not a clean basin
     z = np.add.outer(np.arange(7.0), 0.01 * (a * 3) ** 2) + 5  # lowest at (0, 3), on the edge

@@ -13,6 +13,7 @@ CPU-sized defaults: 21 points (1D) or a 21 x 21 grid (2D) over [-1, 1].
 :class:`analysis.progress.Cancelled` from it to stop. The model itself is never changed: the
 slices are taken on a copy.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,9 +47,9 @@ def filter_normalized_direction(model: nn.Module, seed: int = 0) -> dict[str, to
 def _loss(model, x, y, batch=512):
     loss, wrong = 0.0, 0
     for i in range(0, len(y), batch):
-        out = model(x[i:i + batch]).float()
-        loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
-        wrong += int((out.argmax(1) != y[i:i + batch]).sum())
+        out = model(x[i : i + batch]).float()
+        loss += float(F.cross_entropy(out, y[i : i + batch], reduction="sum"))
+        wrong += int((out.argmax(1) != y[i : i + batch]).sum())
     n = max(1, len(y))
     return loss / n, wrong / n
 
@@ -71,8 +72,15 @@ def _slice(model, x, y, coords, directions, progress):
     return rows
 
 
-def landscape_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 21,
-                 span: float = 1.0, seed: int = 0, progress=None) -> pd.DataFrame:
+def landscape_1d(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int = 21,
+    span: float = 1.0,
+    seed: int = 0,
+    progress=None,
+) -> pd.DataFrame:
     """Loss and error along one filter-normalized direction: columns alpha, loss, error."""
     d = filter_normalized_direction(model, seed)
     alphas = np.linspace(-span, span, steps)
@@ -80,8 +88,15 @@ def landscape_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int 
     return pd.DataFrame(rows, columns=["alpha", "loss", "error"])
 
 
-def landscape_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 21,
-                 span: float = 1.0, seed: int = 0, progress=None) -> pd.DataFrame:
+def landscape_2d(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int = 21,
+    span: float = 1.0,
+    seed: int = 0,
+    progress=None,
+) -> pd.DataFrame:
     """Loss and error on a steps x steps grid of two filter-normalized directions: columns
     alpha, beta, loss, error (long format; pivot for a contour plot)."""
     d1 = filter_normalized_direction(model, seed)
@@ -104,7 +119,7 @@ def local_minima(df: pd.DataFrame) -> tuple[int, int]:
         z = df.sort_values("alpha")["loss"].to_numpy(dtype=float)[:, None]
     pad = np.pad(z, 1, constant_values=np.inf)  # edges: a missing neighbour never beats a point
     c = pad[1:-1, 1:-1]
-    is_min = ((c < pad[:-2, 1:-1]) & (c < pad[2:, 1:-1]) & (c < pad[1:-1, :-2]) & (c < pad[1:-1, 2:]))
+    is_min = (c < pad[:-2, 1:-1]) & (c < pad[2:, 1:-1]) & (c < pad[1:-1, :-2]) & (c < pad[1:-1, 2:])
     is_min.flat[int(np.argmin(z))] = False
     return int(is_min.sum()), int(z.size)
 

@@ -24,6 +24,7 @@ What a deletion removes:
 
 The model is changed only inside :func:`deleted` and restored in ``finally``.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -62,8 +63,13 @@ def stand_in(block: nn.Module) -> nn.Module:
     and multiplier; a plain CReLU block's output has twice its filters in channels, so
     option A subsamples and zero-pads those."""
     if block.residual:
-        post = (block.act2 if isinstance(block, BasicBlock)
-                else block.act3 if isinstance(block, Bottleneck) else nn.Identity())
+        post = (
+            block.act2
+            if isinstance(block, BasicBlock)
+            else block.act3
+            if isinstance(block, Bottleneck)
+            else nn.Identity()
+        )
         return Lesioned(block.downsample, post, getattr(block, "bias1a", None))
     if block.stride != 1 or block.in_planes != block.out_planes:
         mult = getattr(getattr(block, "act2", None), "channel_mult", 1)
@@ -97,9 +103,9 @@ def error_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
     wrong, loss = 0, 0.0
     try:
         for i in range(0, len(y), batch):
-            out = model(x[i:i + batch]).float()
-            wrong += int((out.argmax(1) != y[i:i + batch]).sum())
-            loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
+            out = model(x[i : i + batch]).float()
+            wrong += int((out.argmax(1) != y[i : i + batch]).sum())
+            loss += float(F.cross_entropy(out, y[i : i + batch], reduction="sum"))
     finally:
         model.train(was)
     return {"error": wrong / max(1, len(y)), "loss": loss / max(1, len(y))}
@@ -115,22 +121,41 @@ def lesion_each(model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress=Non
         report(progress, j, len(blocks), f"deleting {n}")
         with deleted(model, [n]):
             r = error_of(model, x, y)
-        rows.append({"block": n, "order": j, "stage": n.split(".")[0],
-                     "downsampling": b.stride != 1 or b.in_planes != b.out_planes,
-                     "residual": bool(b.residual), "error": r["error"], "loss": r["loss"],
-                     "base_error": base["error"], "delta": r["error"] - base["error"]})
+        rows.append(
+            {
+                "block": n,
+                "order": j,
+                "stage": n.split(".")[0],
+                "downsampling": b.stride != 1 or b.in_planes != b.out_planes,
+                "residual": bool(b.residual),
+                "error": r["error"],
+                "loss": r["loss"],
+                "base_error": base["error"],
+                "delta": r["error"] - base["error"],
+            }
+        )
     report(progress, len(blocks), len(blocks), "done")
     return pd.DataFrame(rows)
 
 
-def lesion_random(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ks=None,
-                  samples: int = 5, seed: int = 0, include_downsampling: bool = False,
-                  progress=None) -> pd.DataFrame:
+def lesion_random(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ks=None,
+    samples: int = 5,
+    seed: int = 0,
+    include_downsampling: bool = False,
+    progress=None,
+) -> pd.DataFrame:
     """k random blocks deleted together, ``samples`` draws per k. Downsampling blocks are
     left in unless ``include_downsampling`` (Veit et al. delete only the others). Columns:
     k, sample, blocks (comma-joined), error, base_error."""
-    pool = [n for n, b in blocks_of(model)
-            if include_downsampling or (b.stride == 1 and b.in_planes == b.out_planes)]
+    pool = [
+        n
+        for n, b in blocks_of(model)
+        if include_downsampling or (b.stride == 1 and b.in_planes == b.out_planes)
+    ]
     ks = list(ks) if ks is not None else list(range(1, len(pool) + 1))
     rng = np.random.default_rng(seed)
     base = error_of(model, x, y)["error"]
@@ -145,8 +170,9 @@ def lesion_random(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ks=None,
             names = [pool[i] for i in pick]
             with deleted(model, names):
                 r = error_of(model, x, y)
-            rows.append({"k": k, "sample": s, "blocks": ",".join(names), "error": r["error"],
-                         "base_error": base})
+            rows.append(
+                {"k": k, "sample": s, "blocks": ",".join(names), "error": r["error"], "base_error": base}
+            )
     report(progress, total, total, "done")
     return pd.DataFrame(rows)
 

@@ -19,6 +19,7 @@ lab's two instruments at init:
 A looks-linear net is linear at init: its gradient is the same at every point of the line
 and the autocorrelation is undefined (NaN, ``constant`` True): nothing is shattered.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,13 @@ from .signal import block_signal, fresh_net, noise_batch
 
 # the model options a variant sets; any other TrainConfig field is part of the budget
 VARIANT_FIELDS = ("norm", "init", "activation", "branch_scalar", "zero_init_residual")
-VARIANT_DEFAULTS = {"norm": "batch", "init": "he", "activation": "relu",
-                    "branch_scalar": "none", "zero_init_residual": False}
+VARIANT_DEFAULTS = {
+    "norm": "batch",
+    "init": "he",
+    "activation": "relu",
+    "branch_scalar": "none",
+    "zero_init_residual": False,
+}
 
 
 def rescue_variants() -> list[dict]:
@@ -76,8 +82,9 @@ def _net(v: dict, depth: int, width: int, seed: int) -> nn.Module:
     return fresh_net(v["kind"], depth, norm, init, width, seed=seed, options=o)
 
 
-def variants_signal(depth: int = 20, width: int = 8, batch: int = 64, image_size: int = 16,
-                    seed: int = 0, variants=None) -> pd.DataFrame:
+def variants_signal(
+    depth: int = 20, width: int = 8, batch: int = 64, image_size: int = 16, seed: int = 0, variants=None
+) -> pd.DataFrame:
     """Brock et al.'s block statistics (``analysis.studies.signal.block_signal``) of each
     variant, fresh, on one noise batch (BN in train mode). Columns label, group, kind,
     order, block, point, sq_mean, var, res_var."""
@@ -113,8 +120,14 @@ class RandomReadout(nn.Module):
         return (feats @ self.r)[:, None]
 
 
-def readout_shattering(model: nn.Module, x0: torch.Tensor, n_points: int = 128,
-                       span: float = 1.0, seed: int = 0, max_lag: int = 16) -> pd.DataFrame:
+def readout_shattering(
+    model: nn.Module,
+    x0: torch.Tensor,
+    n_points: int = 128,
+    span: float = 1.0,
+    seed: int = 0,
+    max_lag: int = 16,
+) -> pd.DataFrame:
     """Autocorrelation of s(t) = d . grad_x (r . features)(x0 + t d) along the line (BN with
     the line points' statistics, held fixed), with ``constant``: True where s does not vary
     beyond float rounding (then autocorrelation is NaN) and ``rel_var`` = var(s) / mean(s^2)."""
@@ -128,9 +141,16 @@ def readout_shattering(model: nn.Module, x0: torch.Tensor, n_points: int = 128,
     return a
 
 
-def variants_shattering(depth: int = 20, width: int = 8, image_size: int = 16,
-                        n_points: int = 128, span: float = 1.0, seeds=(0,), max_lag: int = 16,
-                        variants=None) -> pd.DataFrame:
+def variants_shattering(
+    depth: int = 20,
+    width: int = 8,
+    image_size: int = 16,
+    n_points: int = 128,
+    span: float = 1.0,
+    seeds=(0,),
+    max_lag: int = 16,
+    variants=None,
+) -> pd.DataFrame:
     """Per variant and seed, at init, :func:`readout_shattering` through a Gaussian-noise
     image. Columns label, group, kind, seed, lag, distance, covariance, autocorrelation,
     rel_var, constant."""
@@ -140,8 +160,7 @@ def variants_shattering(depth: int = 20, width: int = 8, image_size: int = 16,
             net = _net(v, depth, width, s)
             x0 = torch.randn(3, image_size, image_size, generator=torch.Generator().manual_seed(s))
             a = readout_shattering(net, x0, n_points, span, s, max_lag)
-            for col, val in (("seed", s), ("kind", v["kind"]), ("group", v["group"]),
-                             ("label", v["label"])):
+            for col, val in (("seed", s), ("kind", v["kind"]), ("group", v["group"]), ("label", v["label"])):
                 a.insert(0, col, val)
             frames.append(a)
     return pd.concat(frames, ignore_index=True)

@@ -24,6 +24,7 @@ line (brown noise); near 0: it is "shattered", like white noise.
 Batch statistics are *held fixed* when differentiating (:func:`frozen_batch_stats`): each
 point's gradient is its own, not mixed with its neighbours' through the batch mean.
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,8 +58,7 @@ def autocorrelation(s, spacing: float = 1.0, max_lag: int | None = None) -> pd.D
     flat = cov[0] <= CONSTANT_REL_VAR * float(np.mean(s * s))
     rho = cov / cov[0] if cov[0] > 0 and not flat else np.full_like(cov, np.nan)
     k = np.arange(max_lag + 1)
-    return pd.DataFrame({"lag": k, "distance": k * spacing, "covariance": cov,
-                         "autocorrelation": rho})
+    return pd.DataFrame({"lag": k, "distance": k * spacing, "covariance": cov, "autocorrelation": rho})
 
 
 @torch.no_grad()
@@ -69,8 +69,7 @@ def frozen_batch_stats(model: nn.Module, x: torch.Tensor) -> nn.Module:
     m = copy.deepcopy(model)
     bns = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
     seen = {}
-    handles = [b.register_forward_pre_hook(lambda mod, inp: seen.__setitem__(mod, inp[0]))
-               for b in bns]
+    handles = [b.register_forward_pre_hook(lambda mod, inp: seen.__setitem__(mod, inp[0])) for b in bns]
     try:
         m.train()
         m(x)
@@ -85,8 +84,9 @@ def frozen_batch_stats(model: nn.Module, x: torch.Tensor) -> nn.Module:
     return m.eval()
 
 
-def directional_gradients(model: nn.Module, points: torch.Tensor, direction: torch.Tensor,
-                          target: int = 0, chunk: int = 256) -> np.ndarray:
+def directional_gradients(
+    model: nn.Module, points: torch.Tensor, direction: torch.Tensor, target: int = 0, chunk: int = 256
+) -> np.ndarray:
     """s_i = direction . grad_x f_target(points[i]) for each point (the model as it is, in
     eval mode; each point independent). Returns a (T,) float64 array. The model's mode is
     restored; parameters get no ``.grad``."""
@@ -95,7 +95,7 @@ def directional_gradients(model: nn.Module, points: torch.Tensor, direction: tor
     try:
         out = []
         for i in range(0, len(points), chunk):
-            x = points[i:i + chunk].detach().clone().requires_grad_(True)
+            x = points[i : i + chunk].detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 # per-sample outputs in eval mode: the sum's gradient is each one's
                 (g,) = torch.autograd.grad(model(x)[:, target].sum(), x)
@@ -122,20 +122,27 @@ class FCNet(nn.Module):
         if norm not in ("batch", "none"):
             raise ValueError(f"norm={norm!r} is not accepted; use 'batch' or 'none'")
         if depth < 1 or (kind == "resnet" and depth % 2):
-            raise ValueError(f"depth={depth} is not accepted; use a positive integer "
-                             "(even for residual nets: two layers per block)")
+            raise ValueError(
+                f"depth={depth} is not accepted; use a positive integer "
+                "(even for residual nets: two layers per block)"
+            )
         self.kind = kind
 
         def bn():
             return nn.BatchNorm1d(width) if norm == "batch" else nn.Identity()
+
         self.inp = nn.Linear(1, width)
         if kind == "plain":
-            self.layers = nn.ModuleList(nn.Sequential(nn.Linear(width, width), bn(), nn.ReLU())
-                                        for _ in range(depth))
+            self.layers = nn.ModuleList(
+                nn.Sequential(nn.Linear(width, width), bn(), nn.ReLU()) for _ in range(depth)
+            )
         else:
-            self.layers = nn.ModuleList(nn.Sequential(bn(), nn.ReLU(), nn.Linear(width, width),
-                                                      bn(), nn.ReLU(), nn.Linear(width, width))
-                                        for _ in range(depth // 2))
+            self.layers = nn.ModuleList(
+                nn.Sequential(
+                    bn(), nn.ReLU(), nn.Linear(width, width), bn(), nn.ReLU(), nn.Linear(width, width)
+                )
+                for _ in range(depth // 2)
+            )
         self.out = nn.Linear(width, 1)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -163,9 +170,16 @@ def fc_gradients(model: nn.Module, n_points: int = FC_POINTS) -> tuple[np.ndarra
     return x[:, 0].double().numpy(), directional_gradients(m, x, torch.ones(1))
 
 
-def fc_shattering(kinds=("plain", "resnet"), depths=(2, 8, 24, 50), width: int = 128,
-                  norm: str = "batch", seeds=(0, 1, 2), n_points: int = FC_POINTS,
-                  max_lag: int = 32, progress=None) -> pd.DataFrame:
+def fc_shattering(
+    kinds=("plain", "resnet"),
+    depths=(2, 8, 24, 50),
+    width: int = 128,
+    norm: str = "batch",
+    seeds=(0, 1, 2),
+    n_points: int = FC_POINTS,
+    max_lag: int = 32,
+    progress=None,
+) -> pd.DataFrame:
     """At initialization, per kind, depth and seed, the autocorrelation and covariance of
     df/dx against distance. Columns kind, depth, seed, lag, distance, covariance,
     autocorrelation."""
@@ -195,9 +209,16 @@ def image_line(x0: torch.Tensor, n_points: int = 256, span: float = 1.0, seed: i
     return x0[None] + t[:, None, None, None] * d[None], d, t
 
 
-def image_shattering(model: nn.Module, x0: torch.Tensor, target: int, n_points: int = 256,
-                     span: float = 1.0, seed: int = 0, bn: str = "eval",
-                     max_lag: int | None = 32) -> pd.DataFrame:
+def image_shattering(
+    model: nn.Module,
+    x0: torch.Tensor,
+    target: int,
+    n_points: int = 256,
+    span: float = 1.0,
+    seed: int = 0,
+    bn: str = "eval",
+    max_lag: int | None = 32,
+) -> pd.DataFrame:
     """Autocorrelation and covariance, against distance along the line, of
     s(t) = d . grad_x f_target(x(t)) (see :func:`image_line`). ``bn``: "eval" (running
     statistics) or "batch" (the line points' batch statistics, held fixed)."""
@@ -209,11 +230,22 @@ def image_shattering(model: nn.Module, x0: torch.Tensor, target: int, n_points: 
     return autocorrelation(s, float(t[1] - t[0]), max_lag)
 
 
-def shattering_vs_depth(kinds=("plain", "resnet"), depths=(8, 20, 56), width: int = 8,
-                        image_size: int = 16, in_channels: int = 3, n_points: int = 256,
-                        span: float = 1.0, seeds=(0, 1), init: str = "he", norm: str = "batch",
-                        max_lag: int = 32, progress=None, options: dict | None = None,
-                        readout=None) -> pd.DataFrame:
+def shattering_vs_depth(
+    kinds=("plain", "resnet"),
+    depths=(8, 20, 56),
+    width: int = 8,
+    image_size: int = 16,
+    in_channels: int = 3,
+    n_points: int = 256,
+    span: float = 1.0,
+    seeds=(0, 1),
+    init: str = "he",
+    norm: str = "batch",
+    max_lag: int = 32,
+    progress=None,
+    options: dict | None = None,
+    readout=None,
+) -> pd.DataFrame:
     """The image version at initialization: per kind, depth and seed, a fresh CIFAR-style net,
     a Gaussian-noise image, class 0's logit, BN over the line points. Columns kind, depth,
     seed, lag, distance, covariance, autocorrelation. The caller's RNG is kept. ``options``:
@@ -227,13 +259,12 @@ def shattering_vs_depth(kinds=("plain", "resnet"), depths=(8, 20, 56), width: in
         report(progress, i, len(combos), f"{k}{d} seed {s}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s)
-            model = build_model(f"cifar_{k}{d}", width=width, init=init, norm=norm,
-                                in_channels=in_channels, **(options or {}))
+            model = build_model(
+                f"cifar_{k}{d}", width=width, init=init, norm=norm, in_channels=in_channels, **(options or {})
+            )
         model = readout(model) if readout is not None else model
-        x0 = torch.randn(in_channels, image_size, image_size,
-                         generator=torch.Generator().manual_seed(s))
-        a = image_shattering(model, x0, 0, n_points, span, s,
-                             "batch" if norm == "batch" else "eval", max_lag)
+        x0 = torch.randn(in_channels, image_size, image_size, generator=torch.Generator().manual_seed(s))
+        a = image_shattering(model, x0, 0, n_points, span, s, "batch" if norm == "batch" else "eval", max_lag)
         for col, v in (("seed", s), ("depth", d), ("kind", k)):
             a.insert(0, col, v)
         frames.append(a)

@@ -25,6 +25,7 @@ The residual branch is F(x) itself (the ``tap_f`` point). BN runs in train mode 
 statistics) by default, as during the first SGD step. The model, its BN statistics, its
 parameters' ``.grad`` and the caller's RNG state are left as they were.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -39,8 +40,7 @@ from resnet_core.models import BasicBlock, Bottleneck, PreActBlock, blocks_of, b
 
 def _main_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """Convs of the main path in forward order (projection shortcuts left out)."""
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d) and "downsample" not in n]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and "downsample" not in n]
 
 
 def model_name(kind: str, depth: int) -> str:
@@ -64,8 +64,7 @@ def _untouched(model: nn.Module, bn_mode: str):
         raise ValueError(f"bn_mode={bn_mode!r} is not accepted; use 'train' or 'eval'")
     was = [(m, m.training) for m in model.modules()]
     old_grads = {p: p.grad for p in model.parameters()}
-    saved = {k: v.clone() for k, v in model.state_dict().items()
-             if "running_" in k or "num_batches" in k}
+    saved = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
     try:
         model.train(bn_mode == "train")
         yield model
@@ -80,16 +79,21 @@ def _untouched(model: nn.Module, bn_mode: str):
                 sd[k].copy_(v)
 
 
-def conv_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   bn_mode: str = "train") -> pd.DataFrame:
+def conv_gradients(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, bn_mode: str = "train"
+) -> pd.DataFrame:
     """Per main-path conv (forward order): ``order``, ``layer`` (the conv's name) and
     ``grad_norm``, the norm of d(mean cross-entropy)/d(weight) for the batch ``x, y``."""
     convs = _main_convs(model)
     with _untouched(model, bn_mode):
         loss = F.cross_entropy(model(x).float(), y)
         grads = torch.autograd.grad(loss, [m.weight for _, m in convs])
-    return pd.DataFrame([{"order": i, "layer": n, "grad_norm": float(g.double().norm())}
-                         for i, ((n, _), g) in enumerate(zip(convs, grads))])
+    return pd.DataFrame(
+        [
+            {"order": i, "layer": n, "grad_norm": float(g.double().norm())}
+            for i, ((n, _), g) in enumerate(zip(convs, grads))
+        ]
+    )
 
 
 def _sum_point(block: nn.Module) -> tuple[nn.Module, str]:
@@ -147,8 +151,16 @@ def block_signal(model: nn.Module, x: torch.Tensor, bn_mode: str = "train") -> p
     rows = []
     for i, (n, b) in enumerate(blocks):
         sq, var = stats[(n, "sum")]
-        rows.append({"order": i, "block": n, "point": points[n], "sq_mean": sq, "var": var,
-                     "res_var": stats[(n, "f")][1] if b.residual else float("nan")})
+        rows.append(
+            {
+                "order": i,
+                "block": n,
+                "point": points[n],
+                "sq_mean": sq,
+                "var": var,
+                "res_var": stats[(n, "f")][1] if b.residual else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -162,20 +174,33 @@ def grad_ratio(df: pd.DataFrame) -> float:
     return float("nan") if r is None else float(r[2])
 
 
-def fresh_net(kind: str, depth: int, norm: str = "batch", init: str = "he", width: int = 16,
-              num_classes: int = 10, seed: int = 0, options: dict | None = None) -> nn.Module:
+def fresh_net(
+    kind: str,
+    depth: int,
+    norm: str = "batch",
+    init: str = "he",
+    width: int = 16,
+    num_classes: int = 10,
+    seed: int = 0,
+    options: dict | None = None,
+) -> nn.Module:
     """A freshly initialized CIFAR-style net; the caller's RNG state is kept. ``options``:
     the variants' model options (activation, branch_scalar, zero_init_residual, tat_target;
     ``TrainConfig.model_options()`` without its norm, init and width), passed to the same
     builder the trainer uses."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(model_name(kind, depth), norm=norm, init=init, width=width,
-                           num_classes=num_classes, **(options or {}))
+        return build_model(
+            model_name(kind, depth),
+            norm=norm,
+            init=init,
+            width=width,
+            num_classes=num_classes,
+            **(options or {}),
+        )
 
 
-def _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode, what,
-         options=None):
+def _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode, what, options=None):
     frames = []
     for seed in seeds:
         model = fresh_net(kind, depth, norm, init, width, num_classes, seed, options)
@@ -184,30 +209,48 @@ def _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, 
         df.insert(0, "seed", seed)
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
-    for k, v in (("bn_mode", bn_mode), ("init", init), ("norm", norm), ("depth", depth),
-                 ("kind", kind)):
+    for k, v in (("bn_mode", bn_mode), ("init", init), ("norm", norm), ("depth", depth), ("kind", kind)):
         out.insert(0, k, v)
     return out
 
 
-def signal_propagation(kind: str = "plain", depth: int = 20, norm: str = "batch",
-                       init: str = "he", width: int = 16, batch: int = 128,
-                       image_size: int = 32, seeds=(0, 1, 2), num_classes: int = 10,
-                       bn_mode: str = "train", options: dict | None = None) -> pd.DataFrame:
+def signal_propagation(
+    kind: str = "plain",
+    depth: int = 20,
+    norm: str = "batch",
+    init: str = "he",
+    width: int = 16,
+    batch: int = 128,
+    image_size: int = 32,
+    seeds=(0, 1, 2),
+    num_classes: int = 10,
+    bn_mode: str = "train",
+    options: dict | None = None,
+) -> pd.DataFrame:
     """Per seed and main-path conv of a fresh net: ``grad_norm`` (see :func:`conv_gradients`).
     Columns: kind, depth, norm, init, bn_mode, seed, order, layer, grad_norm. ``options``: a
     variant's other model options (see :func:`fresh_net`)."""
-    return _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode,
-                "grad", options)
+    return _run(
+        kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode, "grad", options
+    )
 
 
-def signal_propagation_plot(kind: str = "resnet", depth: int = 20, norm: str = "batch",
-                            init: str = "he", width: int = 16, batch: int = 128,
-                            image_size: int = 32, seeds=(0,), num_classes: int = 10,
-                            bn_mode: str = "train", options: dict | None = None) -> pd.DataFrame:
+def signal_propagation_plot(
+    kind: str = "resnet",
+    depth: int = 20,
+    norm: str = "batch",
+    init: str = "he",
+    width: int = 16,
+    batch: int = 128,
+    image_size: int = 32,
+    seeds=(0,),
+    num_classes: int = 10,
+    bn_mode: str = "train",
+    options: dict | None = None,
+) -> pd.DataFrame:
     """Per seed and block of a fresh net: Brock et al.'s ``sq_mean``, ``var``, ``res_var``
     (see :func:`block_signal`). Columns: kind, depth, norm, init, bn_mode, seed, order, block,
     point, sq_mean, var, res_var. ``options``: a variant's other model options."""
-    return _run(kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode,
-                "spp", options)
-
+    return _run(
+        kind, depth, norm, init, width, batch, image_size, seeds, num_classes, bn_mode, "spp", options
+    )

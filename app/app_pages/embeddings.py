@@ -1,5 +1,6 @@
 """Embeddings: the penultimate features of test images, reduced to 2-D (PCA at once,
 UMAP / t-SNE in the background), colored by class, two runs side by side."""
+
 import sys
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from app import charts, ui  # noqa: E402
 from resnet_core.store import StoreError  # noqa: E402
 
 st.title("Embeddings")
-st.markdown("Each dot is a test image placed by its last-layer features (before the "
-            "classifier). Well-separated classes = features the classifier can use.")
+st.markdown(
+    "Each dot is a test image placed by its last-layer features (before the "
+    "classifier). Well-separated classes = features the classifier can use."
+)
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -26,8 +29,7 @@ if not len(ok):
     st.stop()
 
 # torchvision's test sets; digits and .npz files are measured (test_set_size)
-TEST_SIZES = {"cifar10": 10000, "cifar100": 10000, "mnist": 10000, "fashion_mnist": 10000,
-              "svhn": 26032}
+TEST_SIZES = {"cifar10": 10000, "cifar100": 10000, "mnist": 10000, "fashion_mnist": 10000, "svhn": 26032}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -72,35 +74,69 @@ with c1:
 with c2:
     b = ui.pick_run(ok, "Right", key="emb_b", default=pair[-1])
 with c3:
-    method = st.radio("Method", ["pca", "umap", "tsne"], horizontal=True, key="emb_method",
-                      format_func={"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}.get,
-                      help="PCA is computed at once; UMAP and t-SNE take a while and run in the "
-                           "background (cached on disk, so each is computed once).")
+    method = st.radio(
+        "Method",
+        ["pca", "umap", "tsne"],
+        horizontal=True,
+        key="emb_method",
+        format_func={"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}.get,
+        help="PCA is computed at once; UMAP and t-SNE take a while and run in the "
+        "background (cached on disk, so each is computed once).",
+    )
 with c4:
     counts, n_default = image_counts([a, b])
     if st.session_state.get("emb_n") not in counts:
         st.session_state.pop("emb_n", None)
-    n = st.selectbox("Images", counts, index=counts.index(n_default), key="emb_n",
-                     help="Test images to place (at most the test set's size).")
-color_by = st.radio("Color", ["label", "pred", "correct"], horizontal=True, key="emb_color",
-                    format_func={"label": "true class", "pred": "predicted class",
-                                 "correct": "right / wrong"}.get)
+    n = st.selectbox(
+        "Images",
+        counts,
+        index=counts.index(n_default),
+        key="emb_n",
+        help="Test images to place (at most the test set's size).",
+    )
+color_by = st.radio(
+    "Color",
+    ["label", "pred", "correct"],
+    horizontal=True,
+    key="emb_color",
+    format_func={"label": "true class", "pred": "predicted class", "correct": "right / wrong"}.get,
+)
 labels = dict(zip(ok["id"], ok["label"]))
 cols = st.columns(2)
 for i, (col, rid) in enumerate(zip(cols, [a, b])):
     with col:
-        res = ui.analysis_task(store.run(rid), method, f"{method.upper()} of {labels[rid]}",
-                               key=f"emb_{method}_{n}_{i}", n=int(n))
+        res = ui.analysis_task(
+            store.run(rid),
+            method,
+            f"{method.upper()} of {labels[rid]}",
+            key=f"emb_{method}_{n}_{i}",
+            n=int(n),
+        )
         if res is None:
             continue
         classes = list(res["classes"])
         lab, pred = res["labels"].astype(int), res["pred"].astype(int)
-        pts = pd.DataFrame({"x": res["coords"][:, 0], "y": res["coords"][:, 1],
-                            "true": [classes[i] for i in lab], "predicted": [classes[i] for i in pred],
-                            "index": res["index"]})
-        pts["label"] = {"label": pts["true"], "pred": pts["predicted"],
-                        "correct": pd.Series(["right" if t == p else "wrong" for t, p in zip(lab, pred)])}[color_by]
+        pts = pd.DataFrame(
+            {
+                "x": res["coords"][:, 0],
+                "y": res["coords"][:, 1],
+                "true": [classes[i] for i in lab],
+                "predicted": [classes[i] for i in pred],
+                "index": res["index"],
+            }
+        )
+        pts["label"] = {
+            "label": pts["true"],
+            "pred": pts["predicted"],
+            "correct": pd.Series(["right" if t == p else "wrong" for t, p in zip(lab, pred)]),
+        }[color_by]
         acc = float((lab == pred).mean())
-        ui.show_chart(charts.embedding_figure(pts, f"{labels[rid]} · {method.upper()} · "
-                                                   f"test error {100 * (1 - acc):.1f}% on these {len(pts)}"),
-                      pts, f"embedding-{method}-{rid}", f"emb_fig_{i}")
+        ui.show_chart(
+            charts.embedding_figure(
+                pts,
+                f"{labels[rid]} · {method.upper()} · test error {100 * (1 - acc):.1f}% on these {len(pts)}",
+            ),
+            pts,
+            f"embedding-{method}-{rid}",
+            f"emb_fig_{i}",
+        )

@@ -1,5 +1,6 @@
 """Gradient flow: layer x step heatmaps of gradient norms, plain and residual side by side;
 signal propagation at initialization, computed on the spot."""
+
 import sys
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import streamlit as st  # noqa: E402
 from app import charts, ui, verdicts  # noqa: E402
 
 st.title("Gradient flow")
-st.markdown("Where does the gradient go during training? Each row is a layer (input at the "
-            "top), each column a recorded step; color is log10 of the gradient statistic, on "
-            "one scale for both runs. **‖∇W‖** at step s is the training step's own gradient: "
-            "the loss of the batch of step s+1 (BN in train mode) at the weights after s "
-            "updates. **‖∂L/∂y‖** is measured on test images in eval mode, at fewer steps.")
+st.markdown(
+    "Where does the gradient go during training? Each row is a layer (input at the "
+    "top), each column a recorded step; color is log10 of the gradient statistic, on "
+    "one scale for both runs. **‖∇W‖** at step s is the training step's own gradient: "
+    "the loss of the batch of step s+1 (BN in train mode) at the weights after s "
+    "updates. **‖∂L/∂y‖** is measured on test images in eval mode, at fewer steps."
+)
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -41,12 +44,14 @@ def records_note(layers: pd.DataFrame, value: str, labels: dict) -> str:
     for rid, g in d.groupby("run_id", sort=False):
         n, imgs = g["step"].nunique(), images.get(rid)
         if typ == "weight":
-            what = (f"training batches of {', '.join(map(str, imgs))} images" if imgs else
-                    "training batches")
+            what = f"training batches of {', '.join(map(str, imgs))} images" if imgs else "training batches"
         else:
-            what = (f"the first {', '.join(f'{i:,}' for i in imgs)} test images, eval mode" if imgs
-                    else f"the first {ui.OLD_PROBE_IMAGES} test images, eval mode (older "
-                         "recorder: each row taken one training batch after its step)")
+            what = (
+                f"the first {', '.join(f'{i:,}' for i in imgs)} test images, eval mode"
+                if imgs
+                else f"the first {ui.OLD_PROBE_IMAGES} test images, eval mode (older "
+                "recorder: each row taken one training batch after its step)"
+            )
         parts.append(f"{labels.get(rid, rid)}: {n} recorded steps, {what}.")
     return " ".join(parts)
 
@@ -54,16 +59,21 @@ def records_note(layers: pd.DataFrame, value: str, labels: dict) -> str:
 if len(with_layers):
     # the user's newest pair; with none of theirs, the deepest plain / residual references,
     # where the two differ most
-    pair = ui.default_pair(with_layers if own else
-                           with_layers.sort_values("depth", ascending=False, kind="stable"))
+    pair = ui.default_pair(
+        with_layers if own else with_layers.sort_values("depth", ascending=False, kind="stable")
+    )
     c1, c2, c3 = st.columns([2, 2, 1.4])
     with c1:
         a = ui.pick_run(with_layers, "Left", key="grad_a", default=pair[0] if pair else None)
     with c2:
         b = ui.pick_run(with_layers, "Right", key="grad_b", default=pair[-1] if pair else None)
     with c3:
-        value = st.radio("Statistic", list(charts.GRAD_VALUES), key="grad_value",
-                         format_func=lambda v: charts.GRAD_VALUES[v][1])
+        value = st.radio(
+            "Statistic",
+            list(charts.GRAD_VALUES),
+            key="grad_value",
+            format_func=lambda v: charts.GRAD_VALUES[v][1],
+        )
     ids = [a, b]
     layers = ui.layers_for(list(dict.fromkeys(ids)), store)
     mats = [charts.grad_matrix(layers[layers["run_id"] == rid], value) for rid in ids]
@@ -71,29 +81,42 @@ if len(with_layers):
     colors = dict(zip(with_layers["id"], with_layers["color"]))
     if any(len(m) for m in mats):
         data = layers[layers["type"] == charts.GRAD_VALUES[value][0]][
-            ["run_id", "step", "layer", "order", value]]
-        ui.show_chart(charts.grad_heatmaps(mats, [labels[i] for i in ids], value), data,
-                      "gradient-heatmaps", "grad_heat",
-                      caption=records_note(layers, value, labels))
-        ui.show_chart(charts.grad_profile_figure(mats, [labels[i] for i in ids],
-                                                 [colors[i] for i in ids], value),
-                      None, "gradient-profile", "grad_profile")
-        first_last_ratio = ui.analysis_function("recorders", "first_last_ratio",
-                                                "The first/last gradient-norm ratio")
+            ["run_id", "step", "layer", "order", value]
+        ]
+        ui.show_chart(
+            charts.grad_heatmaps(mats, [labels[i] for i in ids], value),
+            data,
+            "gradient-heatmaps",
+            "grad_heat",
+            caption=records_note(layers, value, labels),
+        )
+        ui.show_chart(
+            charts.grad_profile_figure(mats, [labels[i] for i in ids], [colors[i] for i in ids], value),
+            None,
+            "gradient-profile",
+            "grad_profile",
+        )
+        first_last_ratio = ui.analysis_function(
+            "recorders", "first_last_ratio", "The first/last gradient-norm ratio"
+        )
         if value == "grad_norm" and first_last_ratio is not None:
             for rid, m in dict(zip(ids, mats)).items():
                 last = m.iloc[:, -1] if len(m) else m
                 r = first_last_ratio(list(last.index), list(last.values)) if len(m) else None
                 if r is not None:
-                    st.caption(f"{labels[rid]}: first/last gradient-norm ratio at step "
-                               f"{m.columns[-1]}: **{r[2]:.3g}** (‖∇W‖ of the first main conv, "
-                               f"`{r[0]}`, over the last, `{r[1]}`; projection shortcuts and "
-                               "fc left out)")
+                    st.caption(
+                        f"{labels[rid]}: first/last gradient-norm ratio at step "
+                        f"{m.columns[-1]}: **{r[2]:.3g}** (‖∇W‖ of the first main conv, "
+                        f"`{r[0]}`, over the last, `{r[1]}`; projection shortcuts and "
+                        "fc left out)"
+                    )
     else:
         st.info(f"No '{charts.GRAD_VALUES[value][1]}' records for these runs.")
 if not len(with_layers):
-    st.info("No run has per-layer gradient records yet (launch one from the **Lab** with "
-            "per-layer statistics on). Signal propagation below needs no run.")
+    st.info(
+        "No run has per-layer gradient records yet (launch one from the **Lab** with "
+        "per-layer statistics on). Signal propagation below needs no run."
+    )
 
 SIG_BATCH, SIG_SIZE = 64, 16  # noise batch and image size of the on-the-spot measurement
 
@@ -104,8 +127,10 @@ def signal_at_init(kind, depth, norm, init, width):
     from analysis.studies.signal import signal_propagation, signal_propagation_plot
 
     kw = dict(width=width, batch=SIG_BATCH, image_size=SIG_SIZE, seeds=(0,))
-    return (signal_propagation(kind, depth, norm, init, **kw),
-            signal_propagation_plot(kind, depth, norm, init, **kw))
+    return (
+        signal_propagation(kind, depth, norm, init, **kw),
+        signal_propagation_plot(kind, depth, norm, init, **kw),
+    )
 
 
 def _num(v: float) -> str:
@@ -119,12 +144,13 @@ def _spp_sentences(spp: pd.DataFrame) -> list[str]:
     for series, g in spp.groupby("series", sort=False):
         g = g.sort_values("order")
         first, last = g.iloc[0], g.iloc[-1]
-        s = (f"**{series}**: average channel variance {_num(first['var'])} at block 1, "
-             f"{_num(last['var'])} at block {len(g)} ({last['block']}); average channel squared "
-             f"mean {_num(first['sq_mean'])} at block 1, {_num(last['sq_mean'])} at block {len(g)}")
+        s = (
+            f"**{series}**: average channel variance {_num(first['var'])} at block 1, "
+            f"{_num(last['var'])} at block {len(g)} ({last['block']}); average channel squared "
+            f"mean {_num(first['sq_mean'])} at block 1, {_num(last['sq_mean'])} at block {len(g)}"
+        )
         if g["res_var"].notna().any():
-            s += (f"; residual branch variance {_num(g['res_var'].min())} to "
-                  f"{_num(g['res_var'].max())}")
+            s += f"; residual branch variance {_num(g['res_var'].min())} to {_num(g['res_var'].max())}"
         out.append(s + ".")
     return out
 
@@ -132,32 +158,40 @@ def _spp_sentences(spp: pd.DataFrame) -> list[str]:
 def _signal_text(ratios: pd.DataFrame, spp: pd.DataFrame, norm: str, init: str, width: int):
     """The ratio table and every sentence under the signal charts, read off the measurement."""
     st.dataframe(ratios, hide_index=True, key="sig_ratios")
-    st.caption(f"Measured here (width {width}, batch {SIG_BATCH} of {SIG_SIZE}×{SIG_SIZE} noise, "
-               f"seed 0, {'BN' if norm == 'batch' else 'no normalization'}, "
-               f"{'He' if init == 'he' else 'PyTorch default'} init): "
-               + "; ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
-                           for r in ratios.to_dict("records"))
-               + ". The ratio is the first main conv's weight-gradient norm over the last main "
-                 "conv's (projection shortcuts left out).")
-    st.markdown("**Where the block statistics are taken.** Brock et al. measure pre-activation "
-                "blocks, whose output is the sum x + F(x). This lab's post-activation blocks end "
-                "in a ReLU after the sum, and a ReLU output always has a positive mean, which "
-                "would hide any mean shift of the sum; so the statistics are taken before "
-                "that ReLU. Per family, the point is: "
-                + "; ".join(f"*{k}*: {p}" for k, p in
-                            spp.groupby("kind", sort=False)["point"].first().items()) + ".")
+    st.caption(
+        f"Measured here (width {width}, batch {SIG_BATCH} of {SIG_SIZE}×{SIG_SIZE} noise, "
+        f"seed 0, {'BN' if norm == 'batch' else 'no normalization'}, "
+        f"{'He' if init == 'he' else 'PyTorch default'} init): "
+        + "; ".join(
+            f"{r['series']} {r['first/last gradient-norm ratio']:.3g}" for r in ratios.to_dict("records")
+        )
+        + ". The ratio is the first main conv's weight-gradient norm over the last main "
+        "conv's (projection shortcuts left out)."
+    )
+    st.markdown(
+        "**Where the block statistics are taken.** Brock et al. measure pre-activation "
+        "blocks, whose output is the sum x + F(x). This lab's post-activation blocks end "
+        "in a ReLU after the sum, and a ReLU output always has a positive mean, which "
+        "would hide any mean shift of the sum; so the statistics are taken before "
+        "that ReLU. Per family, the point is: "
+        + "; ".join(f"*{k}*: {p}" for k, p in spp.groupby("kind", sort=False)["point"].first().items())
+        + "."
+    )
     if norm == "batch" and (spp["kind"] == "plain").any():
         flat = spp[spp["kind"] == "plain"]
         plain = ratios[ratios["series"].str.startswith("plain-")]
-        st.markdown(f"In a plain net with BN that point is a BN output in train mode, so its "
-                    f"statistics are fixed by construction: measured squared mean at most "
-                    f"{_num(flat['sq_mean'].max())} (not drawn on the log axis), variance "
-                    f"{flat['var'].min():.4f} to {flat['var'].max():.4f}. What differs between "
-                    f"plain depths is on the left: first/last gradient-norm ratio "
-                    + ", ".join(f"{r['series']} {r['first/last gradient-norm ratio']:.3g}"
-                                for r in plain.to_dict("records")) + ".")
+        st.markdown(
+            f"In a plain net with BN that point is a BN output in train mode, so its "
+            f"statistics are fixed by construction: measured squared mean at most "
+            f"{_num(flat['sq_mean'].max())} (not drawn on the log axis), variance "
+            f"{flat['var'].min():.4f} to {flat['var'].max():.4f}. What differs between "
+            f"plain depths is on the left: first/last gradient-norm ratio "
+            + ", ".join(
+                f"{r['series']} {r['first/last gradient-norm ratio']:.3g}" for r in plain.to_dict("records")
+            )
+            + "."
+        )
     st.markdown("\n".join(f"- {s}" for s in _spp_sentences(spp)))
-
 
 
 def signal_section():
@@ -170,16 +204,25 @@ def signal_section():
         "norm of each main-path conv's weight gradient (one backward pass). **Right**: the "
         "signal propagation plots of Brock, De and Smith (2021): at each block, the average "
         "channel squared mean, the average channel variance and the residual branch F(x)'s "
-        "average channel variance.")
+        "average channel variance."
+    )
     s1, s2, s3, s4, s5 = st.columns(5)
-    kinds = s1.multiselect("Families", ["plain", "resnet", "preresnet"],
-                           default=["plain", "resnet"], key="sig_kinds")
-    depths = s2.multiselect("Depths", [8, 14, 20, 32, 44, 56, 110], default=[20, 56],
-                            key="sig_depths")
-    norm = s3.radio("Normalization", ["batch", "none"], key="sig_norm",
-                    format_func={"batch": "BatchNorm", "none": "none"}.get)
-    init = s4.radio("Init", ["he", "torch"], key="sig_init",
-                    format_func={"he": "He (paper)", "torch": "PyTorch default"}.get)
+    kinds = s1.multiselect(
+        "Families", ["plain", "resnet", "preresnet"], default=["plain", "resnet"], key="sig_kinds"
+    )
+    depths = s2.multiselect("Depths", [8, 14, 20, 32, 44, 56, 110], default=[20, 56], key="sig_depths")
+    norm = s3.radio(
+        "Normalization",
+        ["batch", "none"],
+        key="sig_norm",
+        format_func={"batch": "BatchNorm", "none": "none"}.get,
+    )
+    init = s4.radio(
+        "Init",
+        ["he", "torch"],
+        key="sig_init",
+        format_func={"he": "He (paper)", "torch": "PyTorch default"}.get,
+    )
     width = s5.selectbox("Width", [4, 8, 16], index=1, key="sig_width")
     fn = ui.analysis_function("studies.signal", "signal_propagation_plot", "Signal propagation")
     if fn is None or not kinds or not depths:
@@ -199,19 +242,39 @@ def signal_section():
                 g["index"] = g["order"] + 1
                 grads.append(g)
                 spps.append(p)
-                ratios.append({"series": f"{k}-{d}", "first/last gradient-norm ratio": grad_ratio(g),
-                               "first conv": g["layer"].iloc[0], "last conv": g["layer"].iloc[-1]})
+                ratios.append(
+                    {
+                        "series": f"{k}-{d}",
+                        "first/last gradient-norm ratio": grad_ratio(g),
+                        "first conv": g["layer"].iloc[0],
+                        "last conv": g["layer"].iloc[-1],
+                    }
+                )
     sig, spp = pd.concat(grads, ignore_index=True), pd.concat(spps, ignore_index=True)
     g1, g2 = st.columns([1, 2])
     with g1:
-        ui.show_chart(charts.signal_figure(sig, "grad_norm", "‖∇W‖ of each conv (log)"),
-                      sig.drop(columns=["color"]), "signal-grad", "sig_grad")
+        ui.show_chart(
+            charts.signal_figure(sig, "grad_norm", "‖∇W‖ of each conv (log)"),
+            sig.drop(columns=["color"]),
+            "signal-grad",
+            "sig_grad",
+        )
     with g2:
         ui.show_chart(charts.spp_figure(spp), spp.drop(columns=["color"]), "signal-spp", "sig_spp")
     _signal_text(pd.DataFrame(ratios), spp, norm, init, width)
-    st.markdown(verdicts.gradient_growth(
-        [{"kind": r["series"].rsplit("-", 1)[0], "depth": int(r["series"].rsplit("-", 1)[1]),
-          "ratio": r["first/last gradient-norm ratio"]} for r in ratios], norm).text)
+    st.markdown(
+        verdicts.gradient_growth(
+            [
+                {
+                    "kind": r["series"].rsplit("-", 1)[0],
+                    "depth": int(r["series"].rsplit("-", 1)[1]),
+                    "ratio": r["first/last gradient-norm ratio"],
+                }
+                for r in ratios
+            ],
+            norm,
+        ).text
+    )
 
 
 st.divider()

@@ -1,4 +1,5 @@
 """Lab: launch a run or a sweep; the queue with progress, ETA and cancel, refreshed live."""
+
 import sys
 from pathlib import Path
 
@@ -10,22 +11,39 @@ import streamlit as st  # noqa: E402
 
 from app import ui  # noqa: E402
 from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
-from resnet_core.config import (DATASET_PRESET_OVERRIDES, DEFAULT_RECORDERS,  # noqa: E402
-                                MAX_WIDTH, PRESETS, SWEEPS, ConfigError, apply_preset,
-                                parse_seeds, sweep_plan, sweep_runs)
-from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS  # noqa: E402
-from resnet_core.data import (NAMED, TORCHVISION_FILES, TORCHVISION_WHERE,  # noqa: E402
-                              data_root_of, on_disk, require_on_disk)
-from resnet_core.memory import check_run  # noqa: E402
-from resnet_core.store import ACTIVE, RESUMABLE, DiskFullError, StoreError  # noqa: E402
 from resnet_core import jobs  # noqa: E402
+from resnet_core.config import (
+    DATASET_PRESET_OVERRIDES,
+    DEFAULT_RECORDERS,  # noqa: E402
+    MAX_WIDTH,
+    SWEEPS,
+    ConfigError,
+    apply_preset,
+    parse_seeds,
+    sweep_plan,
+    sweep_runs,
+)
+from resnet_core.data import (
+    NAMED,
+    TORCHVISION_FILES,
+    TORCHVISION_WHERE,  # noqa: E402
+    data_root_of,
+    on_disk,
+    require_on_disk,
+)
 from resnet_core.eta import runs_eta  # noqa: E402
+from resnet_core.memory import check_run  # noqa: E402
+from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS  # noqa: E402
+from resnet_core.store import ACTIVE, RESUMABLE, DiskFullError, StoreError  # noqa: E402
 
-KINDS = {"plain": "Plain (no shortcuts)", "resnet": "Residual (ResNet)",
-         "preresnet": "Residual, pre-activation"}
+KINDS = {
+    "plain": "Plain (no shortcuts)",
+    "resnet": "Residual (ResNet)",
+    "preresnet": "Residual, pre-activation",
+}
 PRESET_HELP = {
     "quick": "a laptop-CPU budget that still shows degradation (on digits: "
-             f"{DATASET_PRESET_OVERRIDES[('quick', 'digits')]['epochs']} epochs, minutes)",
+    f"{DATASET_PRESET_OVERRIDES[('quick', 'digits')]['epochs']} epochs, minutes)",
     "lesson": "about half an hour on a 2-core CPU for four nets: clearer curves than quick",
     "smoke": "20 iterations: checks the pipeline in seconds, shows nothing",
     "paper": "the paper's 64k iterations at batch 128: hours on a GPU, days on a CPU",
@@ -34,13 +52,17 @@ PRESET_HELP = {
 PATH_CHOICE = "a path (.npz or ImageFolder)…"
 # what to do when a torchvision dataset is not on disk, in the page's words (see
 # resnet_core.data.not_found_message; the CLI's version names its flags instead)
-LAB_REMEDY = (f"tick 'Download it if missing' to fetch it into {{root}} when the run starts "
-              f"(needs network), choose '{PATH_CHOICE}' for a .npz file or an ImageFolder folder, "
-              "or pick digits (bundled, works offline)")
+LAB_REMEDY = (
+    f"tick 'Download it if missing' to fetch it into {{root}} when the run starts "
+    f"(needs network), choose '{PATH_CHOICE}' for a .npz file or an ImageFolder folder, "
+    "or pick digits (bundled, works offline)"
+)
 
 st.title("Lab")
-st.markdown("**Pick a model and a budget, press Launch** (or launch the `quick` sweep), then "
-            "watch it train here and on **Degradation**; runs keep going if you close the tab.")
+st.markdown(
+    "**Pick a model and a budget, press Launch** (or launch the `quick` sweep), then "
+    "watch it train here and on **Degradation**; runs keep going if you close the tab."
+)
 
 store = ui.get_store()
 
@@ -48,72 +70,112 @@ store = ui.get_store()
 c1, c2, c3 = st.columns(3)
 with c1:
     kind = st.radio("Model family", list(KINDS), format_func=KINDS.get, key="lab_kind")
-    depth_in = st.number_input("Depth (6n+2: 8, 14, 20, 32, 44, 56, 110)", value=20, step=6,
-                               key="lab_depth")
-    shortcut = st.selectbox("Shortcut option", ["A", "B", "C"], key="lab_shortcut",
-                            disabled=kind == "plain",
-                            help="A: identity + zero-padding (the paper's CIFAR choice); "
-                                 "B: 1x1 projection where dimensions change; C: projections "
-                                 "everywhere. Plain nets have no shortcut.")
+    depth_in = st.number_input("Depth (6n+2: 8, 14, 20, 32, 44, 56, 110)", value=20, step=6, key="lab_depth")
+    shortcut = st.selectbox(
+        "Shortcut option",
+        ["A", "B", "C"],
+        key="lab_shortcut",
+        disabled=kind == "plain",
+        help="A: identity + zero-padding (the paper's CIFAR choice); "
+        "B: 1x1 projection where dimensions change; C: projections "
+        "everywhere. Plain nets have no shortcut.",
+    )
 with c2:
-    ds_choice = st.selectbox("Dataset", list(NAMED) + [PATH_CHOICE], key="lab_dataset",
-                             help="digits is bundled (no download, works offline).")
+    ds_choice = st.selectbox(
+        "Dataset",
+        list(NAMED) + [PATH_CHOICE],
+        key="lab_dataset",
+        help="digits is bundled (no download, works offline).",
+    )
     data_path = ""
     download = False
     if ds_choice == PATH_CHOICE:
-        data_path = st.text_input("Dataset path", key="lab_data_path",
-                                  placeholder="../shared/data/cifar10-jpeg.npz")
+        data_path = st.text_input(
+            "Dataset path", key="lab_data_path", placeholder="../shared/data/cifar10-jpeg.npz"
+        )
     elif ds_choice != "digits":
         download = st.checkbox("Download it if missing", key="lab_download", value=False)
     if ds_choice in TORCHVISION_FILES:
         # the folder the trainer reads: the Lab leaves TrainConfig.data_root unset
         _root = data_root_of(None)
         if on_disk(ds_choice, None):
-            st.caption(f":material/check_circle: **{ds_choice}** found in `{_root}`",
-                       help=f"torchvision reads {TORCHVISION_WHERE[ds_choice]} there.")
+            st.caption(
+                f":material/check_circle: **{ds_choice}** found in `{_root}`",
+                help=f"torchvision reads {TORCHVISION_WHERE[ds_choice]} there.",
+            )
         elif download:
-            st.caption(f":material/cloud_download: **{ds_choice}** not found in `{_root}`: "
-                       "it will be downloaded there when the run starts (needs network).")
+            st.caption(
+                f":material/cloud_download: **{ds_choice}** not found in `{_root}`: "
+                "it will be downloaded there when the run starts (needs network)."
+            )
         else:
-            st.caption(f":material/error: **{ds_choice}** not found in `{_root}`: torchvision "
-                       f"looks there for {TORCHVISION_WHERE[ds_choice]}. Tick **Download it if "
-                       "missing**, choose a .npz / ImageFolder path, or pick **digits**.")
-    preset = st.selectbox("Budget preset", ["quick", "lesson", "smoke", "paper", "custom"],
-                          key="lab_preset",
-                          format_func=lambda p: f"{p} — {PRESET_HELP[p]}")
+            st.caption(
+                f":material/error: **{ds_choice}** not found in `{_root}`: torchvision "
+                f"looks there for {TORCHVISION_WHERE[ds_choice]}. Tick **Download it if "
+                "missing**, choose a .npz / ImageFolder path, or pick **digits**."
+            )
+    preset = st.selectbox(
+        "Budget preset",
+        ["quick", "lesson", "smoke", "paper", "custom"],
+        key="lab_preset",
+        format_func=lambda p: f"{p} — {PRESET_HELP[p]}",
+    )
 with c3:
     with st.expander("Options (empty = the preset's value)", expanded=False):
         iterations = st.number_input("Iterations", value=None, step=100, key="lab_iterations")
         epochs = st.number_input("Epochs", value=None, step=1.0, key="lab_epochs")
         batch = st.number_input("Batch size", value=None, step=32, key="lab_batch")
         lr = st.number_input("Learning rate", value=None, step=0.01, format="%.4f", key="lab_lr")
-        width = st.number_input("Width (first stage's channels; paper 16)", value=None, step=4,
-                                max_value=MAX_WIDTH, key="lab_width")
-        image_size = st.number_input("Image size (pixels; resize at load)", value=None, step=4,
-                                     key="lab_image_size")
+        width = st.number_input(
+            "Width (first stage's channels; paper 16)",
+            value=None,
+            step=4,
+            max_value=MAX_WIDTH,
+            key="lab_width",
+        )
+        image_size = st.number_input(
+            "Image size (pixels; resize at load)", value=None, step=4, key="lab_image_size"
+        )
         subset = st.number_input("Training subset (images)", value=None, step=500, key="lab_subset")
         seed = st.number_input("Seed", value=0, step=1, key="lab_seed")
         norm = st.selectbox("Normalization", ["batch", "none"], key="lab_norm")
-        init = st.selectbox("Init", list(INITS), key="lab_init",
-                            help="he (the paper), torch (PyTorch's default); looks_linear: "
-                                 "mirrored weights for CReLU (Balduzzi et al. 2017); "
-                                 "delta_orthogonal: orthogonal centre tap (Xiao et al. 2018); "
-                                 "fixup: residual nets without BN (Zhang et al. 2019)")
-        activation = st.selectbox("Activation", list(ACTIVATIONS), key="lab_activation",
-                                  help="tanh: Xiao et al.'s, with delta_orthogonal and no BN; "
-                                       "tat: leaky ReLU tailored to the depth (Zhang et al. "
-                                       "2022); crelu: with looks_linear, doubles each conv's "
-                                       "input channels at equal width. tat, crelu: plain nets.")
-        branch_scalar = st.selectbox("Residual-branch scalar", list(BRANCH_SCALARS),
-                                     key="lab_branch_scalar",
-                                     help="skipinit (De & Smith 2020), rezero (Bachlechner et "
-                                          "al. 2020): x + alpha F(x), alpha learnable from 0")
-        zero_init = st.checkbox("Zero-init each branch's last BN gamma (Goyal et al. 2017)",
-                                key="lab_zero_init", value=False)
-        tat_target = st.number_input("TAT target C(0) (activation tat)", value=0.9, step=0.05,
-                                     min_value=0.01, max_value=0.99, key="lab_tat_target")
-        record = st.checkbox("Record per-layer statistics (Fig. 7, gradients)", value=True,
-                             key="lab_record")
+        init = st.selectbox(
+            "Init",
+            list(INITS),
+            key="lab_init",
+            help="he (the paper), torch (PyTorch's default); looks_linear: "
+            "mirrored weights for CReLU (Balduzzi et al. 2017); "
+            "delta_orthogonal: orthogonal centre tap (Xiao et al. 2018); "
+            "fixup: residual nets without BN (Zhang et al. 2019)",
+        )
+        activation = st.selectbox(
+            "Activation",
+            list(ACTIVATIONS),
+            key="lab_activation",
+            help="tanh: Xiao et al.'s, with delta_orthogonal and no BN; "
+            "tat: leaky ReLU tailored to the depth (Zhang et al. "
+            "2022); crelu: with looks_linear, doubles each conv's "
+            "input channels at equal width. tat, crelu: plain nets.",
+        )
+        branch_scalar = st.selectbox(
+            "Residual-branch scalar",
+            list(BRANCH_SCALARS),
+            key="lab_branch_scalar",
+            help="skipinit (De & Smith 2020), rezero (Bachlechner et "
+            "al. 2020): x + alpha F(x), alpha learnable from 0",
+        )
+        zero_init = st.checkbox(
+            "Zero-init each branch's last BN gamma (Goyal et al. 2017)", key="lab_zero_init", value=False
+        )
+        tat_target = st.number_input(
+            "TAT target C(0) (activation tat)",
+            value=0.9,
+            step=0.05,
+            min_value=0.01,
+            max_value=0.99,
+            key="lab_tat_target",
+        )
+        record = st.checkbox("Record per-layer statistics (Fig. 7, gradients)", value=True, key="lab_record")
     name = st.text_input("Label (optional)", key="lab_name", max_chars=60)
 
 
@@ -129,14 +191,26 @@ def overrides() -> dict:
         dataset = check_dataset(data_path)
     else:
         dataset = check_dataset(ds_choice)
-    return {"dataset": dataset, "download": download or None,
-            "iterations": _int_or_none(iterations), "epochs": epochs,
-            "batch_size": _int_or_none(batch), "lr": lr, "width": _int_or_none(width),
-            "image_size": _int_or_none(image_size), "subset": _int_or_none(subset),
-            "seed": _int_or_none(seed), "norm": norm, "init": init, "activation": activation,
-            "branch_scalar": branch_scalar, "zero_init_residual": zero_init,
-            "tat_target": tat_target,
-            "recorders": list(DEFAULT_RECORDERS) if record else [], "name": name.strip() or None}
+    return {
+        "dataset": dataset,
+        "download": download or None,
+        "iterations": _int_or_none(iterations),
+        "epochs": epochs,
+        "batch_size": _int_or_none(batch),
+        "lr": lr,
+        "width": _int_or_none(width),
+        "image_size": _int_or_none(image_size),
+        "subset": _int_or_none(subset),
+        "seed": _int_or_none(seed),
+        "norm": norm,
+        "init": init,
+        "activation": activation,
+        "branch_scalar": branch_scalar,
+        "zero_init_residual": zero_init,
+        "tat_target": tat_target,
+        "recorders": list(DEFAULT_RECORDERS) if record else [],
+        "name": name.strip() or None,
+    }
 
 
 def require_data(cfg):
@@ -170,8 +244,10 @@ def memory_note():
     from resnet_core.memory import device_memory_limit, fmt_bytes
 
     limit, what, _ = device_memory_limit(cfg.device)
-    return (f":material/memory: Memory: about **{fmt_bytes(est.total)}** of {fmt_bytes(limit)} "
-            f"({what}): {est.breakdown()}"), False
+    return (
+        f":material/memory: Memory: about **{fmt_bytes(est.total)}** of {fmt_bytes(limit)} "
+        f"({what}): {est.breakdown()}"
+    ), False
 
 
 b1, b2 = st.columns([1, 3])
@@ -185,8 +261,10 @@ if launch:
         cfg = build_single()
         require_data(cfg)
         run = jobs.submit(store, cfg)
-        st.success(f"Queued **{run.id}** ({cfg.model}, {cfg.dataset}). It starts as soon as a "
-                   "core is free.", icon=":material/check:")
+        st.success(
+            f"Queued **{run.id}** ({cfg.model}, {cfg.dataset}). It starts as soon as a core is free.",
+            icon=":material/check:",
+        )
         st.session_state["lab_last"] = [run.id]
     except (InputError, ConfigError, StoreError, ValueError, DiskFullError) as e:
         st.error(f"Not launched: {e}", icon=":material/error:")
@@ -198,25 +276,36 @@ with st.container(border=True):
         sweep = st.selectbox("Sweep", list(SWEEPS), key="lab_sweep")
     sw = SWEEPS[sweep]
     with s2:
-        own_budget = st.checkbox(f"Use the budget chosen above instead of the sweep's own "
-                                 f"(`{sw['preset']}`)", key="lab_sweep_budget", value=False)
-        seeds_text = st.text_input("Seeds (optional)", key="lab_sweep_seeds",
-                                   placeholder="e.g. 0,1,2",
-                                   help="Train every model once per seed; the pages then show "
-                                        "runs that differ only in seed as mean ± std. Empty: "
-                                        "one run per model with the seed under Options.")
+        own_budget = st.checkbox(
+            f"Use the budget chosen above instead of the sweep's own (`{sw['preset']}`)",
+            key="lab_sweep_budget",
+            value=False,
+        )
+        seeds_text = st.text_input(
+            "Seeds (optional)",
+            key="lab_sweep_seeds",
+            placeholder="e.g. 0,1,2",
+            help="Train every model once per seed; the pages then show "
+            "runs that differ only in seed as mean ± std. Empty: "
+            "one run per model with the seed under Options.",
+        )
         per_seed = ", once per seed" if seeds_text.strip() else ""
-        st.caption(f"Trains {', '.join(sw['models'])} on the dataset chosen above{per_seed}."
-                   if "runs" not in sw else
-                   f"Trains {len(sweep_runs(sweep))} runs of {', '.join(dict.fromkeys(sw['models']))}"
-                   f" on the dataset chosen above{per_seed}, each with its own variant (init, "
-                   "activation, norm, branch scalar): the Options' are not used.")
+        st.caption(
+            f"Trains {', '.join(sw['models'])} on the dataset chosen above{per_seed}."
+            if "runs" not in sw
+            else f"Trains {len(sweep_runs(sweep))} runs of {', '.join(dict.fromkeys(sw['models']))}"
+            f" on the dataset chosen above{per_seed}, each with its own variant (init, "
+            "activation, norm, branch scalar): the Options' are not used."
+        )
         if sw["preset"] == "paper" and not own_budget:
-            st.caption(":warning: `fig6` uses the paper's 64k iterations per run: hours on a GPU, "
-                       "days on a CPU. Tick the box to use a smaller budget.")
+            st.caption(
+                ":warning: `fig6` uses the paper's 64k iterations per run: hours on a GPU, "
+                "days on a CPU. Tick the box to use a smaller budget."
+            )
     with s3:
-        launch_sweep = st.button(f"Launch sweep `{sweep}`", key="lab_launch_sweep",
-                                 icon=":material/playlist_add:")
+        launch_sweep = st.button(
+            f"Launch sweep `{sweep}`", key="lab_launch_sweep", icon=":material/playlist_add:"
+        )
 if launch_sweep:
     try:
         ov = overrides()
@@ -225,8 +314,10 @@ if launch_sweep:
         seeds = [ov["seed"]]
         if seeds_text.strip():
             if ov["seed"] not in (0, None):  # as the CLI refuses --seed with --seeds
-                raise InputError(f"Seed {ov['seed']} (under Options) and Seeds {seeds_text.strip()!r} "
-                                 "can't be combined: set Seed back to 0, or clear Seeds")
+                raise InputError(
+                    f"Seed {ov['seed']} (under Options) and Seeds {seeds_text.strip()!r} "
+                    "can't be combined: set Seed back to 0, or clear Seeds"
+                )
             seeds = parse_seeds(seeds_text, source="Seeds")
         runs = sweep_plan(sweep, seeds)  # model-major, deepest first (as the CLI)
         for k in {k for r in runs for k in r} - {"model", "name", "seed"}:
@@ -238,8 +329,10 @@ if launch_sweep:
         jobs.ensure_runner(store)
         st.session_state["lab_last"] = ids
         per_seed = f" ({len(sw['models'])} models × {len(seeds)} seeds)" if len(seeds) > 1 else ""
-        st.success(f"Queued {len(ids)} runs of sweep `{sweep}`{per_seed}; they train one per "
-                   "free core.", icon=":material/check:")
+        st.success(
+            f"Queued {len(ids)} runs of sweep `{sweep}`{per_seed}; they train one per free core.",
+            icon=":material/check:",
+        )
     except (InputError, ConfigError, StoreError, ValueError, DiskFullError) as e:
         st.error(f"Sweep not launched: {e}", icon=":material/error:")
 
@@ -275,8 +368,10 @@ def queue_eta_line(active):
     if eta is None:
         st.caption("Whole queue: ETA once a run has started.")
     else:
-        st.markdown(f"**Whole queue ({len(active)} runs): {ui.fmt_eta(eta)}** (an estimate: "
-                    f"queued runs timed from the running ones, by depth, {slots} at a time)")
+        st.markdown(
+            f"**Whole queue ({len(active)} runs): {ui.fmt_eta(eta)}** (an estimate: "
+            f"queued runs timed from the running ones, by depth, {slots} at a time)"
+        )
 
 
 @st.fragment(run_every=_every)
@@ -284,17 +379,21 @@ def queue_panel():
     df = ui.runs_df(store)
     st.subheader("Queue")
     if not len(df):
-        st.caption("No runs yet: launch one above."
-                   + (" Meanwhile **Degradation**, **Layer responses** and the **Tour** show "
-                      "the bundled reference runs (measured, shipped with the lab)."
-                      if len(ui.reference_df()) else ""))
+        st.caption(
+            "No runs yet: launch one above."
+            + (
+                " Meanwhile **Degradation**, **Layer responses** and the **Tour** show "
+                "the bundled reference runs (measured, shipped with the lab)."
+                if len(ui.reference_df())
+                else ""
+            )
+        )
         return
     active, recent = queue_rows(df)
     if (active["state"] == "queued").any():
         jobs.restart_if_stranded(store)  # after a restart: queued runs need a runner again
     n_run, n_q = int((active["state"] == "running").sum()), int((active["state"] == "queued").sum())
-    st.caption(f"{n_run} running · {n_q} queued · {jobs.cores()} core(s); refreshed every "
-               f"{int(_every)} s")
+    st.caption(f"{n_run} running · {n_q} queued · {jobs.cores()} core(s); refreshed every {int(_every)} s")
     queue_eta_line(active)
     for r in list(active.itertuples()) + list(recent.itertuples()):
         with st.container(border=True):
@@ -305,10 +404,18 @@ def queue_panel():
                 if r.state == "queued":
                     text = r.message or "waiting for a free core"
                 elif r.state == "running":
-                    rate = f" · {r.images_per_s:,.0f} img/s" if isinstance(r.images_per_s, (int, float)) and r.images_per_s == r.images_per_s else ""
+                    rate = (
+                        f" · {r.images_per_s:,.0f} img/s"
+                        if isinstance(r.images_per_s, (int, float)) and r.images_per_s == r.images_per_s
+                        else ""
+                    )
                     text = f"step {int(r.step)}/{int(total) if total else '?'} · {ui.fmt_eta(r.eta_s)}{rate}"
                 else:
-                    errs = f"test error {ui.fmt_pct(r.test_error)}" if r.test_error == r.test_error and r.test_error is not None else ""
+                    errs = (
+                        f"test error {ui.fmt_pct(r.test_error)}"
+                        if r.test_error == r.test_error and r.test_error is not None
+                        else ""
+                    )
                     text = f"{r.message[:160]}" + (f" · {errs}" if errs else "")
                 st.progress(float(r.progress or 0.0), text=text)
             with c:

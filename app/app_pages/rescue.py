@@ -2,6 +2,7 @@
 gradient shattering at init (computed on the spot), then the user's runs of each variant with
 the share of the plain-to-residual gap each closes. Every sentence is computed from the
 numbers drawn beside it (``app.rescue_view``)."""
+
 import sys
 from pathlib import Path
 
@@ -24,15 +25,25 @@ st.markdown(
     "*without* shortcuts, or without normalisation, by changing the initialisation, the "
     "activation, or a scalar on each residual branch. This page puts them beside the paper's "
     "plain and residual nets with two of the lab's instruments at initialisation, then with "
-    "your runs of the `rescue` sweep.")
+    "your runs of the `rescue` sweep."
+)
 colors = rv.variant_colors()
-st.dataframe(pd.DataFrame([{"variant": v["label"], "group": v["group"], "family": v["kind"],
-                            "flags": rv.flags_of(v)} for v in rescue_variants()]),
-             hide_index=True, key="rescue_variants")
-st.caption("Looks-linear CReLU: Balduzzi et al. 2017; delta-orthogonal tanh: Xiao et al. 2018; "
-           "TAT: Zhang, Botev and Martens 2022; Fixup: Zhang, Dauphin and Ma 2019; SkipInit: "
-           "De and Smith 2020; ReZero: Bachlechner et al. 2020; zero-init last BN: Goyal et al. "
-           "2017. README, Models, says what each does at init.")
+st.dataframe(
+    pd.DataFrame(
+        [
+            {"variant": v["label"], "group": v["group"], "family": v["kind"], "flags": rv.flags_of(v)}
+            for v in rescue_variants()
+        ]
+    ),
+    hide_index=True,
+    key="rescue_variants",
+)
+st.caption(
+    "Looks-linear CReLU: Balduzzi et al. 2017; delta-orthogonal tanh: Xiao et al. 2018; "
+    "TAT: Zhang, Botev and Martens 2022; Fixup: Zhang, Dauphin and Ma 2019; SkipInit: "
+    "De and Smith 2020; ReZero: Bachlechner et al. 2020; zero-init last BN: Goyal et al. "
+    "2017. README, Models, says what each does at init."
+)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -56,24 +67,34 @@ def init_section():
         f"shattering** (Balduzzi et al. 2017): along a line of {LINE_POINTS} points through a "
         "noise image, the derivative of a fixed random readout of the pooled features (a "
         "fresh classifier row; Fixup's own classifier starts at 0, so its logits have no "
-        "gradient at init), and its autocorrelation against lag.")
+        "gradient at init), and its autocorrelation against lag."
+    )
     c1, c2 = st.columns(2)
-    depth = c1.selectbox("Depth", [8, 20, 32, 56], index=1, key="rescue_depth",
-                         help="The sweep trains depth 56; deeper takes longer to measure here.")
-    width = c2.selectbox("Width (filters in the first stage)", [4, 8, 16], index=1,
-                         key="rescue_width")
+    depth = c1.selectbox(
+        "Depth",
+        [8, 20, 32, 56],
+        index=1,
+        key="rescue_depth",
+        help="The sweep trains depth 56; deeper takes longer to measure here.",
+    )
+    width = c2.selectbox("Width (filters in the first stage)", [4, 8, 16], index=1, key="rescue_width")
     with st.spinner(f"Measuring {len(colors)} fresh nets…"):
         blocks, shatter = at_init(int(depth), int(width))
     spp = blocks.rename(columns={"label": "series"})
     spp["color"] = spp["series"].map(colors)
     ui.show_chart(charts.spp_figure(spp), blocks, "rescue-signal", "rescue_spp")
     summary = rv.init_summary(blocks, shatter)
-    ui.show_chart(rv.shattering_figure(shatter, colors), shatter, "rescue-shattering",
-                  "rescue_shatter")
+    ui.show_chart(rv.shattering_figure(shatter, colors), shatter, "rescue-shattering", "rescue_shatter")
     st.dataframe(summary.drop(columns=["group"]), hide_index=True, key="rescue_init_table")
     st.markdown(f"**Measured here** (depth {depth}, width {width}, one seed):")
-    st.markdown("\n".join(f"- {s}" for s in rv.variance_sentences(summary)
-                          + rv.branch_sentences(blocks) + rv.shattering_sentences(summary)))
+    st.markdown(
+        "\n".join(
+            f"- {s}"
+            for s in rv.variance_sentences(summary)
+            + rv.branch_sentences(blocks)
+            + rv.shattering_sentences(summary)
+        )
+    )
 
 
 def _configs(store, ids) -> dict:
@@ -94,29 +115,37 @@ def runs_section():
     rr = rv.rescue_runs(df, _configs(store, list(df["id"]))) if len(df) else pd.DataFrame()
     table = rv.gap_table(rv.variant_sets(rr)) if len(rr) else pd.DataFrame()
     if not len(table):
-        st.info("No finished runs of the `rescue` variants in the store"
-                + (f" ({len(rr)} still training or stopped)" if len(rr) else "")
-                + ". Train them (14 runs on the `lesson` budget, which takes about half an hour "
-                "for four nets on a 2-core CPU; this sweep's own time is not measured yet; "
-                "`--seeds 0,1,2` for three seeds):\n\n"
-                f"`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the **Lab**. A "
-                "measured reference set of this sweep is not bundled yet, so there are no curves "
-                "to show before you train.", icon=":material/science:")
+        st.info(
+            "No finished runs of the `rescue` variants in the store"
+            + (f" ({len(rr)} still training or stopped)" if len(rr) else "")
+            + ". Train them (14 runs on the `lesson` budget, which takes about half an hour "
+            "for four nets on a 2-core CPU; this sweep's own time is not measured yet; "
+            "`--seeds 0,1,2` for three seeds):\n\n"
+            f"`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the **Lab**. A "
+            "measured reference set of this sweep is not bundled yet, so there are no curves "
+            "to show before you train.",
+            icon=":material/science:",
+        )
         return
-    st.markdown("Runs of one variant that differ only in seed are drawn as their mean (band: ± "
-                "one standard deviation). Runs are compared only within one budget (the same "
-                "dataset, preset and every other training field) and depth. *Gap closed*: "
-                "(plain − variant) / (plain − residual) in final training error, with the "
-                f"baselines {rv.PLAIN} and {rv.RESNET} of that budget. The final training "
-                "error is the eval-mode pass over training images at the end of a run (split "
-                "`train_eval`, as on the other pages), not the last point of the running curve.")
+    st.markdown(
+        "Runs of one variant that differ only in seed are drawn as their mean (band: ± "
+        "one standard deviation). Runs are compared only within one budget (the same "
+        "dataset, preset and every other training field) and depth. *Gap closed*: "
+        "(plain − variant) / (plain − residual) in final training error, with the "
+        f"baselines {rv.PLAIN} and {rv.RESNET} of that budget. The final training "
+        "error is the eval-mode pass over training images at the end of a run (split "
+        "`train_eval`, as on the other pages), not the last point of the running curve."
+    )
     metrics = ui.metrics_for(sorted({i for ids in table["run_ids"] for i in ids}), store)
     for (budget, depth), t in table.groupby(["budget", "depth"], sort=False):
         first = t.iloc[0]
-        st.subheader(f"{first['dataset']} · depth {int(depth)} · {first['preset'] or 'custom'} "
-                     f"budget")
-        ui.show_chart(rv.curves_figure(metrics, t, colors), None, f"rescue-curves-{budget}",
-                      f"rescue_curves_{budget}_{int(depth)}")
+        st.subheader(f"{first['dataset']} · depth {int(depth)} · {first['preset'] or 'custom'} budget")
+        ui.show_chart(
+            rv.curves_figure(metrics, t, colors),
+            None,
+            f"rescue-curves-{budget}",
+            f"rescue_curves_{budget}_{int(depth)}",
+        )
         st.dataframe(rv.gap_display(t), hide_index=True, key=f"rescue_gap_{budget}_{int(depth)}")
         st.markdown("\n".join(f"- {s}" for s in rv.gap_sentences(t)))
 

@@ -1,4 +1,5 @@
 """Runs: every run in a table; resume, cancel, delete, downloads; pick two to compare."""
+
 import sys
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from resnet_core import jobs  # noqa: E402
 from resnet_core.store import ACTIVE, RESUMABLE, StoreError, check_run_id  # noqa: E402
 
 st.title("Runs")
-st.markdown("Every run in the store. Pick **one** to resume, cancel, delete or download it; "
-            "pick **two** to compare them (the other pages then default to that pair).")
+st.markdown(
+    "Every run in the store. Pick **one** to resume, cancel, delete or download it; "
+    "pick **two** to compare them (the other pages then default to that pair)."
+)
 
 store = ui.get_store()
 df = ui.runs_df(store)
@@ -29,10 +32,12 @@ def reference_section():
     if not sets:
         return
     st.subheader("Bundled reference runs")
-    st.caption("Records of finished runs that ship with the lab (metrics and per-layer "
-               "statistics, no weights). They appear beside your runs on Degradation, Layer "
-               "responses and Gradient flow. Make a set of your own with `python -m resnet_core "
-               "reference export`.")
+    st.caption(
+        "Records of finished runs that ship with the lab (metrics and per-layer "
+        "statistics, no weights). They appear beside your runs on Degradation, Layer "
+        "responses and Gradient flow. Make a set of your own with `python -m resnet_core "
+        "reference export`."
+    )
     for s in sets:
         meta = s["meta"]
         with st.expander(f"{s['title']} · {s['n']} runs", expanded=not len(df)):
@@ -46,14 +51,28 @@ def reference_section():
             if meta.get("command"):
                 st.code(meta["command"], language="bash")
             mine = refs[refs["id"].str.startswith(f"{ui.REF_PREFIX}{s['name']}/")]
-            tbl = pd.DataFrame({
-                "run": mine["label"], "model": mine["model"], "dataset": mine["dataset"],
-                "preset": mine["preset"], "steps": mine["step"],
-                "test error (%)": [None if v is None or v != v else 100 * v for v in mine["test_error"]],
-                "train error (%)": [None if v is None or v != v else 100 * v for v in mine["train_error"]]})
-            st.dataframe(tbl, hide_index=True, key=f"runs_ref_{s['name']}",
-                         column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                        for c in ("test error (%)", "train error (%)")})
+            tbl = pd.DataFrame(
+                {
+                    "run": mine["label"],
+                    "model": mine["model"],
+                    "dataset": mine["dataset"],
+                    "preset": mine["preset"],
+                    "steps": mine["step"],
+                    "test error (%)": [None if v is None or v != v else 100 * v for v in mine["test_error"]],
+                    "train error (%)": [
+                        None if v is None or v != v else 100 * v for v in mine["train_error"]
+                    ],
+                }
+            )
+            st.dataframe(
+                tbl,
+                hide_index=True,
+                key=f"runs_ref_{s['name']}",
+                column_config={
+                    c: st.column_config.NumberColumn(format="%.2f")
+                    for c in ("test error (%)", "train error (%)")
+                },
+            )
 
 
 if not len(df):
@@ -69,37 +88,49 @@ with f2:
 view = df
 if text:
     t = text.lower()
-    hay = (view["label"].fillna("") + " " + view["model"].fillna("") + " " +
-           view["dataset"].fillna("") + " " + view["id"]).str.lower()
+    hay = (
+        view["label"].fillna("")
+        + " "
+        + view["model"].fillna("")
+        + " "
+        + view["dataset"].fillna("")
+        + " "
+        + view["id"]
+    ).str.lower()
     view = view[hay.str.contains(t, regex=False)]
 if states:
     view = view[view["state"].isin(states)]
 
-table = pd.DataFrame({
-    "state": list(view["state"]),
-    "run": view["label"],
-    "model": view["model"],
-    "dataset": view["dataset"],
-    "preset": view["preset"],
-    "seed": view["seed"],
-    "progress": view["progress"].astype(float),
-    "step": view["step"],
-    "test error (%)": [None if v is None or v != v else 100 * v for v in view["test_error"]],
-    "train error (%)": [None if v is None or v != v else 100 * v for v in view["train_error"]],
-    "created": pd.to_datetime(view["created"], unit="s", errors="coerce"),
-    "message": [(e or m) for e, m in zip(view["error"], view["message"])],
-    "id": view["id"],
-})
-st.dataframe(table, hide_index=True, key="runs_table", height=min(600, 38 + 35 * len(table)),
-             column_config={
-                 "progress": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent"),
-                 "test error (%)": st.column_config.NumberColumn(format="%.2f"),
-                 "train error (%)": st.column_config.NumberColumn(format="%.2f"),
-                 "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
-             })
-st.caption(f"{len(view)} of {len(df)} runs shown; click a column header to sort. "
-           f"Store: `{store.root}`.")
-
+table = pd.DataFrame(
+    {
+        "state": list(view["state"]),
+        "run": view["label"],
+        "model": view["model"],
+        "dataset": view["dataset"],
+        "preset": view["preset"],
+        "seed": view["seed"],
+        "progress": view["progress"].astype(float),
+        "step": view["step"],
+        "test error (%)": [None if v is None or v != v else 100 * v for v in view["test_error"]],
+        "train error (%)": [None if v is None or v != v else 100 * v for v in view["train_error"]],
+        "created": pd.to_datetime(view["created"], unit="s", errors="coerce"),
+        "message": [(e or m) for e, m in zip(view["error"], view["message"])],
+        "id": view["id"],
+    }
+)
+st.dataframe(
+    table,
+    hide_index=True,
+    key="runs_table",
+    height=min(600, 38 + 35 * len(table)),
+    column_config={
+        "progress": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent"),
+        "test error (%)": st.column_config.NumberColumn(format="%.2f"),
+        "train error (%)": st.column_config.NumberColumn(format="%.2f"),
+        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+    },
+)
+st.caption(f"{len(view)} of {len(df)} runs shown; click a column header to sort. Store: `{store.root}`.")
 
 
 def seeds_section(runs: pd.DataFrame):
@@ -110,29 +141,53 @@ def seeds_section(runs: pd.DataFrame):
     if not len(sets):
         return
     st.subheader("Repeats over seeds")
-    st.caption(f"{len(sets)} experiment(s) with runs that differ only in seed (every other "
-               "training setting equal; name, threads and device may differ): final error as "
-               "mean ± standard deviation (ddof=1) over its finished runs, (n) = runs averaged. "
-               "Runs still training, failed or diverged are not averaged.")
+    st.caption(
+        f"{len(sets)} experiment(s) with runs that differ only in seed (every other "
+        "training setting equal; name, threads and device may differ): final error as "
+        "mean ± standard deviation (ddof=1) over its finished runs, (n) = runs averaged. "
+        "Runs still training, failed or diverged are not averaged."
+    )
     t6 = runs_data.table6_frame(sets)
-    st.dataframe(t6[["net", "depth (layers)", "params", "test error (%) mean ± std (n)",
-                     "training error (%) mean ± std (n)", "dataset", "seeds", "label"]],
-                 hide_index=True, key="runs_seed_table")
-    st.download_button("Table (CSV)", t6.to_csv(index=False).encode(), file_name="seeds-table6.csv",
-                       mime="text/csv", key="runs_seed_csv", on_click="ignore",
-                       icon=":material/download:")
+    st.dataframe(
+        t6[
+            [
+                "net",
+                "depth (layers)",
+                "params",
+                "test error (%) mean ± std (n)",
+                "training error (%) mean ± std (n)",
+                "dataset",
+                "seeds",
+                "label",
+            ]
+        ],
+        hide_index=True,
+        key="runs_seed_table",
+    )
+    st.download_button(
+        "Table (CSV)",
+        t6.to_csv(index=False).encode(),
+        file_name="seeds-table6.csv",
+        mime="text/csv",
+        key="runs_seed_csv",
+        on_click="ignore",
+        icon=":material/download:",
+    )
 
 
 seeds_section(view)
 
 broken = df[df["state"] == "broken"]
 if len(broken):
-    st.warning(f"{len(broken)} run folder(s) can't be read (half-written or corrupt): "
-               + "; ".join(f"`{r.id}`: {r.error}" for r in broken.itertuples())[:1500],
-               icon=":material/warning:")
+    st.warning(
+        f"{len(broken)} run folder(s) can't be read (half-written or corrupt): "
+        + "; ".join(f"`{r.id}`: {r.error}" for r in broken.itertuples())[:1500],
+        icon=":material/warning:",
+    )
 
-picked = ui.pick_runs(view if len(view) else df, "Pick one run to act on, or two to compare",
-                      key="runs_pick", max_selections=2)
+picked = ui.pick_runs(
+    view if len(view) else df, "Pick one run to act on, or two to compare", key="runs_pick", max_selections=2
+)
 
 
 def _safe_run(rid):
@@ -164,15 +219,28 @@ def actions(rid: str):
     if b[2].button("Delete…", key="runs_delete", icon=":material/delete:"):
         st.session_state["runs_confirm_delete"] = rid
     metrics = ui.metrics_for([rid], store)
-    b[3].download_button("Metrics (CSV)", metrics.drop(columns=["run_id"]).to_csv(index=False).encode(),
-                         file_name=f"{rid}-metrics.csv", mime="text/csv", key="runs_dl_metrics",
-                         on_click="ignore", disabled=not len(metrics))
-    b[4].download_button("Config (JSON)", ui.config_json(store, rid).encode(),
-                         file_name=f"{rid}-config.json", mime="application/json",
-                         key="runs_dl_config", on_click="ignore")
+    b[3].download_button(
+        "Metrics (CSV)",
+        metrics.drop(columns=["run_id"]).to_csv(index=False).encode(),
+        file_name=f"{rid}-metrics.csv",
+        mime="text/csv",
+        key="runs_dl_metrics",
+        on_click="ignore",
+        disabled=not len(metrics),
+    )
+    b[4].download_button(
+        "Config (JSON)",
+        ui.config_json(store, rid).encode(),
+        file_name=f"{rid}-config.json",
+        mime="application/json",
+        key="runs_dl_config",
+        on_click="ignore",
+    )
     if st.session_state.get("runs_confirm_delete") == rid:
-        st.warning(f"Delete **{row['label']}** (`{rid}`) with its checkpoints and logs? "
-                   "This can't be undone.", icon=":material/delete_forever:")
+        st.warning(
+            f"Delete **{row['label']}** (`{rid}`) with its checkpoints and logs? This can't be undone.",
+            icon=":material/delete_forever:",
+        )
         y, n, _ = st.columns([1, 1, 4])
         if y.button("Yes, delete it", key="runs_delete_yes", type="primary"):
             try:
@@ -207,9 +275,14 @@ def compare(ids: list[str]):
     st.session_state["pair"] = list(ids)
     runs = df[df["id"].isin(ids)].set_index("id").loc[ids].reset_index()
     st.subheader("Compare: " + " vs ".join(runs["label"]))
-    st.caption("Layer responses, Gradient flow, Activations and Embeddings now default to this pair."
-               + (" These two runs differ only in seed." if runs["group"].notna().all()
-                  and runs["group"].nunique() == 1 and runs["seed"].nunique() == 2 else ""))
+    st.caption(
+        "Layer responses, Gradient flow, Activations and Embeddings now default to this pair."
+        + (
+            " These two runs differ only in seed."
+            if runs["group"].notna().all() and runs["group"].nunique() == 1 and runs["seed"].nunique() == 2
+            else ""
+        )
+    )
     metrics = ui.metrics_for(ids, store)
     ui.show_chart(charts.compare_figure(metrics, runs), metrics, "compare-metrics", "runs_cmp")
     cfgs = []
@@ -219,15 +292,26 @@ def compare(ids: list[str]):
         except StoreError as e:
             cfgs.append({"error": str(e)})
     keys = list(dict.fromkeys(list(cfgs[0]) + list(cfgs[1])))
-    diff = pd.DataFrame({"field": keys,
-                         runs["label"][0]: [json.dumps(cfgs[0].get(k)) for k in keys],
-                         runs["label"][1] + " ": [json.dumps(cfgs[1].get(k)) for k in keys]})
+    diff = pd.DataFrame(
+        {
+            "field": keys,
+            runs["label"][0]: [json.dumps(cfgs[0].get(k)) for k in keys],
+            runs["label"][1] + " ": [json.dumps(cfgs[1].get(k)) for k in keys],
+        }
+    )
     diff["same"] = diff.iloc[:, 1] == diff.iloc[:, 2]
     only = st.toggle("Only fields that differ", value=True, key="runs_diff_only")
     st.dataframe(diff[~diff["same"]] if only else diff, hide_index=True, key="runs_diff")
-    finals = pd.DataFrame({"run": runs["label"], "state": runs["state"],
-                           "final test error (%)": [None if v is None or v != v else 100 * v for v in runs["test_error"]],
-                           "final training error (%)": [None if v is None or v != v else 100 * v for v in runs["train_error"]]})
+    finals = pd.DataFrame(
+        {
+            "run": runs["label"],
+            "state": runs["state"],
+            "final test error (%)": [None if v is None or v != v else 100 * v for v in runs["test_error"]],
+            "final training error (%)": [
+                None if v is None or v != v else 100 * v for v in runs["train_error"]
+            ],
+        }
+    )
     st.dataframe(finals, hide_index=True, key="runs_finals")
 
 

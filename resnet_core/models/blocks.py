@@ -18,6 +18,7 @@ ReZero's alpha), ``fixup`` (Fixup's scalar biases and multiplier) and ``conv_bia
 defaults, the modules added are parameter-free ``nn.Identity``: names and state dicts are
 unchanged.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .variants import (INITS, TANH_SIGMA_B2, Bias, Scale, activation_gain, delta_orthogonal_,
-                       mirror_)
+from .variants import INITS, TANH_SIGMA_B2, Bias, Scale, activation_gain, delta_orthogonal_, mirror_
 
 
 class Tap(nn.Identity):
@@ -106,8 +106,9 @@ def make_branch_scale(branch_scalar: str, fixup: bool) -> nn.Module:
     if branch_scalar in ("skipinit", "rezero"):
         return Scale(0.0)
     if branch_scalar != "none":
-        raise ValueError(f"branch_scalar={branch_scalar!r} is not accepted; use 'none', "
-                         "'skipinit' or 'rezero'")
+        raise ValueError(
+            f"branch_scalar={branch_scalar!r} is not accepted; use 'none', 'skipinit' or 'rezero'"
+        )
     return nn.Identity()
 
 
@@ -117,8 +118,10 @@ def fixup_bias(fixup: bool) -> nn.Module:
 
 def _unsupported(block: str, fixup: bool, conv_bias: bool, act_layer: type) -> None:
     if fixup or conv_bias or getattr(act_layer, "channel_mult", 1) != 1:
-        raise ValueError(f"{block} does not take fixup, conv_bias or a channel-doubling "
-                         "activation; those are for basic blocks")
+        raise ValueError(
+            f"{block} does not take fixup, conv_bias or a channel-doubling "
+            "activation; those are for basic blocks"
+        )
 
 
 class BasicBlock(nn.Module):
@@ -131,9 +134,19 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "A",
-                 norm: str = "batch", stride_on_1x1: bool = False, act_layer: type = nn.ReLU,
-                 branch_scalar: str = "none", fixup: bool = False, conv_bias: bool = False):
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: str | None = "A",
+        norm: str = "batch",
+        stride_on_1x1: bool = False,
+        act_layer: type = nn.ReLU,
+        branch_scalar: str = "none",
+        fixup: bool = False,
+        conv_bias: bool = False,
+    ):
         super().__init__()
         out_planes = planes * self.expansion
         mult = getattr(act_layer, "channel_mult", 1)  # CReLU doubles what each conv reads
@@ -176,9 +189,19 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "B",
-                 norm: str = "batch", stride_on_1x1: bool = False, act_layer: type = nn.ReLU,
-                 branch_scalar: str = "none", fixup: bool = False, conv_bias: bool = False):
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: str | None = "B",
+        norm: str = "batch",
+        stride_on_1x1: bool = False,
+        act_layer: type = nn.ReLU,
+        branch_scalar: str = "none",
+        fixup: bool = False,
+        conv_bias: bool = False,
+    ):
         super().__init__()
         _unsupported("Bottleneck", fixup, conv_bias, act_layer)
         out_planes = planes * self.expansion
@@ -221,9 +244,19 @@ class PreActBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "A",
-                 norm: str = "batch", stride_on_1x1: bool = False, act_layer: type = nn.ReLU,
-                 branch_scalar: str = "none", fixup: bool = False, conv_bias: bool = False):
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: str | None = "A",
+        norm: str = "batch",
+        stride_on_1x1: bool = False,
+        act_layer: type = nn.ReLU,
+        branch_scalar: str = "none",
+        fixup: bool = False,
+        conv_bias: bool = False,
+    ):
         super().__init__()
         _unsupported("PreActBlock", fixup, conv_bias, act_layer)
         out_planes = planes * self.expansion
@@ -258,8 +291,9 @@ class PreActBlock(nn.Module):
         return self.tap_out(out)
 
 
-def init_weights(model: nn.Module, init: str, *, activation: str = "relu",
-                 zero_init_residual: bool = False) -> None:
+def init_weights(
+    model: nn.Module, init: str, *, activation: str = "relu", zero_init_residual: bool = False
+) -> None:
     """``he``: Kaiming normal (fan_out, ReLU) on convs as the paper and torchvision do; BN to
     (1, 0). ``torch``: leave PyTorch's default init. ``delta_orthogonal``, ``looks_linear``,
     ``fixup``: the variants of ``variants.py``. ``zero_init_residual`` then zeroes the gamma
@@ -322,11 +356,11 @@ def fixup_branch_scale(n_branches: int, m: int = 2) -> float:
 
 def blocks_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """All blocks in forward order, with their qualified names."""
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, (BasicBlock, Bottleneck, PreActBlock))]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (BasicBlock, Bottleneck, PreActBlock))]
 
 
 def taps_of(model: nn.Module, kind: str | None = None) -> list[tuple[str, Tap]]:
     """All taps (optionally of one kind) in forward order, with their qualified names."""
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, Tap) and (kind is None or m.kind == kind)]
+    return [
+        (n, m) for n, m in model.named_modules() if isinstance(m, Tap) and (kind is None or m.kind == kind)
+    ]

@@ -3,6 +3,7 @@
 Parameter names follow torchvision's ``ResNet`` (conv1, bn1, layer1.0.conv1, ...,
 layer1.0.downsample.0, fc), so torchvision weights load as they are.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,12 +14,25 @@ from .variants import TATLeakyReLU, act_layer_for, tat_negative_slope
 
 
 class ResNet(nn.Module):
-    def __init__(self, block: type, layers: list[int], widths: list[int], *, stem: str,
-                 shortcut: str | None, num_classes: int = 10, in_channels: int = 3,
-                 norm: str = "batch", init: str = "he", stride_on_1x1: bool = False,
-                 stem_width: int | None = None, activation: str = "relu",
-                 branch_scalar: str = "none", zero_init_residual: bool = False,
-                 tat_target: float | None = None):
+    def __init__(
+        self,
+        block: type,
+        layers: list[int],
+        widths: list[int],
+        *,
+        stem: str,
+        shortcut: str | None,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        norm: str = "batch",
+        init: str = "he",
+        stride_on_1x1: bool = False,
+        stem_width: int | None = None,
+        activation: str = "relu",
+        branch_scalar: str = "none",
+        zero_init_residual: bool = False,
+        tat_target: float | None = None,
+    ):
         super().__init__()
         stem_width = stem_width or widths[0]
         act_layer = act_layer_for(activation)
@@ -45,9 +59,18 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             blocks = []
             for j in range(n):
-                b = block(in_planes, w, stride if j == 0 else 1, shortcut=shortcut, norm=norm,
-                          stride_on_1x1=stride_on_1x1, act_layer=act_layer,
-                          branch_scalar=branch_scalar, fixup=fixup, conv_bias=conv_bias)
+                b = block(
+                    in_planes,
+                    w,
+                    stride if j == 0 else 1,
+                    shortcut=shortcut,
+                    norm=norm,
+                    stride_on_1x1=stride_on_1x1,
+                    act_layer=act_layer,
+                    branch_scalar=branch_scalar,
+                    fixup=fixup,
+                    conv_bias=conv_bias,
+                )
                 blocks.append(b)
                 in_planes = b.out_planes
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))

@@ -4,6 +4,7 @@
 - The paper's ImageNet nets: ``resnet18/34/50/101/152``, ``plain18/34``.
 - Any 6n+2 depth: ``cifar_resnet{D}``, ``cifar_plain{D}``, ``cifar_preresnet{D}``.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,9 +17,13 @@ from .variants import check_variant
 
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110, 1202)
 CIFAR_PLAIN_DEPTHS = (20, 32, 44, 56, 110)
-IMAGENET_LAYERS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
-                   50: (Bottleneck, [3, 4, 6, 3]), 101: (Bottleneck, [3, 4, 23, 3]),
-                   152: (Bottleneck, [3, 8, 36, 3])}
+IMAGENET_LAYERS = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+    152: (Bottleneck, [3, 8, 36, 3]),
+}
 IMAGENET_PLAIN = (18, 34)
 
 ACCEPTED_FORMS = (
@@ -32,8 +37,18 @@ class ModelNameError(ValueError):
     pass
 
 
-def _cifar(kind: str, depth: int, *, shortcut: str = "A", width: int = 16, num_classes: int = 10,
-           in_channels: int = 3, norm: str = "batch", init: str = "he", **variant) -> ResNet:
+def _cifar(
+    kind: str,
+    depth: int,
+    *,
+    shortcut: str = "A",
+    width: int = 16,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    norm: str = "batch",
+    init: str = "he",
+    **variant,
+) -> ResNet:
     variant = _variant_options(variant)
     if (depth - 2) % 6 or depth < 8:
         raise ModelNameError(f"depth {depth} is not 6n+2 with n >= 1; accepted: {ACCEPTED_FORMS}")
@@ -41,22 +56,50 @@ def _cifar(kind: str, depth: int, *, shortcut: str = "A", width: int = 16, num_c
     block = PreActBlock if kind == "preresnet" else BasicBlock
     _check_shortcut(shortcut)
     check_variant(kind, "cifar", _block_kind(block), norm=norm, init=init, **variant)
-    return ResNet(block, [n] * 3, [width, 2 * width, 4 * width], stem="cifar",
-                  shortcut=None if kind == "plain" else shortcut, num_classes=num_classes,
-                  in_channels=in_channels, norm=norm, init=init, **variant)
+    return ResNet(
+        block,
+        [n] * 3,
+        [width, 2 * width, 4 * width],
+        stem="cifar",
+        shortcut=None if kind == "plain" else shortcut,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        norm=norm,
+        init=init,
+        **variant,
+    )
 
 
-def _imagenet(kind: str, depth: int, *, shortcut: str = "B", width: int = 64,
-              num_classes: int = 1000, in_channels: int = 3, norm: str = "batch",
-              init: str = "he", stride_on_1x1: bool = False, **variant) -> ResNet:
+def _imagenet(
+    kind: str,
+    depth: int,
+    *,
+    shortcut: str = "B",
+    width: int = 64,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    norm: str = "batch",
+    init: str = "he",
+    stride_on_1x1: bool = False,
+    **variant,
+) -> ResNet:
     variant = _variant_options(variant)
     block, layers = IMAGENET_LAYERS[depth]
     _check_shortcut(shortcut)
     check_variant(kind, "imagenet", _block_kind(block), norm=norm, init=init, **variant)
-    return ResNet(block, layers, [width, 2 * width, 4 * width, 8 * width], stem="imagenet",
-                  shortcut=None if kind == "plain" else shortcut, num_classes=num_classes,
-                  in_channels=in_channels, norm=norm, init=init, stride_on_1x1=stride_on_1x1,
-                  **variant)
+    return ResNet(
+        block,
+        layers,
+        [width, 2 * width, 4 * width, 8 * width],
+        stem="imagenet",
+        shortcut=None if kind == "plain" else shortcut,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        norm=norm,
+        init=init,
+        stride_on_1x1=stride_on_1x1,
+        **variant,
+    )
 
 
 VARIANT_OPTIONS = ("activation", "branch_scalar", "zero_init_residual", "tat_target")
@@ -77,13 +120,26 @@ def check_model_options(name: str, **options) -> None:
     model the lab builds; the message names the option and what is accepted."""
     family, kind, depth = parse_name(name)
     options = {k: v for k, v in options.items() if v is not None}
-    block = (PreActBlock if kind == "preresnet" else BasicBlock) if family == "cifar" \
+    block = (
+        (PreActBlock if kind == "preresnet" else BasicBlock)
+        if family == "cifar"
         else IMAGENET_LAYERS[depth][0]
-    variant = _variant_options({k: v for k, v in options.items()
-                                if k not in ("shortcut", "width", "num_classes", "in_channels",
-                                             "norm", "init", "stride_on_1x1")})
-    check_variant(kind, family, _block_kind(block), norm=options.get("norm", "batch"),
-                  init=options.get("init", "he"), **variant)
+    )
+    variant = _variant_options(
+        {
+            k: v
+            for k, v in options.items()
+            if k not in ("shortcut", "width", "num_classes", "in_channels", "norm", "init", "stride_on_1x1")
+        }
+    )
+    check_variant(
+        kind,
+        family,
+        _block_kind(block),
+        norm=options.get("norm", "batch"),
+        init=options.get("init", "he"),
+        **variant,
+    )
 
 
 def _check_shortcut(s: str) -> None:
@@ -93,9 +149,11 @@ def _check_shortcut(s: str) -> None:
 
 def _reject_unused(unused: dict) -> None:
     if unused:
-        raise TypeError(f"unknown model option(s) {sorted(unused)}; accepted: shortcut, width, "
-                        "num_classes, in_channels, norm, init, activation, branch_scalar, "
-                        "zero_init_residual, tat_target (ImageNet nets: stride_on_1x1)")
+        raise TypeError(
+            f"unknown model option(s) {sorted(unused)}; accepted: shortcut, width, "
+            "num_classes, in_channels, norm, init, activation, branch_scalar, "
+            "zero_init_residual, tat_target (ImageNet nets: stride_on_1x1)"
+        )
 
 
 def parse_name(name: str) -> tuple[str, str, int]:
@@ -106,8 +164,10 @@ def parse_name(name: str) -> tuple[str, str, int]:
     if m:
         depth = int(m.group(2))
         if depth < 8 or (depth - 2) % 6:
-            raise ModelNameError(f"unknown model {name!r}: {depth} is not 6n+2 (8, 14, 20, 26, "
-                                 f"...); accepted: {ACCEPTED_FORMS}")
+            raise ModelNameError(
+                f"unknown model {name!r}: {depth} is not 6n+2 (8, 14, 20, 26, "
+                f"...); accepted: {ACCEPTED_FORMS}"
+            )
         return "cifar", m.group(1), depth
     m = re.fullmatch(r"(resnet|plain)(\d+)", name)
     if m:

@@ -1,4 +1,5 @@
 """Parameter and multiply-add counts, measured by running the model once on a dummy input."""
+
 from __future__ import annotations
 
 import torch

@@ -29,6 +29,7 @@ options go together.
 - Zero-init of each residual branch's last BN gamma (Goyal et al. 2017; torchvision's
   ``zero_init_residual``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -71,7 +72,7 @@ class TATLeakyReLU(nn.Module):
 
     @property
     def output_scale(self) -> float:
-        return math.sqrt(2.0 / (1.0 + self.negative_slope ** 2))
+        return math.sqrt(2.0 / (1.0 + self.negative_slope**2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output_scale * F.leaky_relu(x, self.negative_slope)
@@ -204,9 +205,18 @@ def activation_gain(activation: str) -> float:
     return 1.0
 
 
-def check_variant(kind: str, family: str, block: str, *, norm: str = "batch",
-                  activation: str = "relu", init: str = "he", branch_scalar: str = "none",
-                  zero_init_residual: bool = False, tat_target: float = TAT_TARGET) -> None:
+def check_variant(
+    kind: str,
+    family: str,
+    block: str,
+    *,
+    norm: str = "batch",
+    activation: str = "relu",
+    init: str = "he",
+    branch_scalar: str = "none",
+    zero_init_residual: bool = False,
+    tat_target: float = TAT_TARGET,
+) -> None:
     """Raise ValueError, naming the option and what is accepted, for a combination the
     variants do not define. ``kind``: plain/resnet/preresnet; ``block``: basic/bottleneck/preact."""
     if activation not in ACTIVATIONS:
@@ -214,26 +224,33 @@ def check_variant(kind: str, family: str, block: str, *, norm: str = "batch",
     if init not in INITS:
         raise ValueError(f"init={init!r} is not accepted; use {', '.join(INITS)}")
     if branch_scalar not in BRANCH_SCALARS:
-        raise ValueError(f"branch_scalar={branch_scalar!r} is not accepted; use "
-                         f"{', '.join(BRANCH_SCALARS)}")
+        raise ValueError(f"branch_scalar={branch_scalar!r} is not accepted; use {', '.join(BRANCH_SCALARS)}")
     cifar_plain = kind == "plain" and family == "cifar"
     if activation in ("crelu", "tat") and not cifar_plain:
-        raise ValueError(f"activation={activation!r} is for CIFAR plain nets (plain{{D}}, "
-                         "cifar_plain{D}): it is a way to train nets without shortcuts")
+        raise ValueError(
+            f"activation={activation!r} is for CIFAR plain nets (plain{{D}}, "
+            "cifar_plain{D}): it is a way to train nets without shortcuts"
+        )
     if init == "looks_linear" and activation != "crelu":
-        raise ValueError("init='looks_linear' mirrors the weights that read a CReLU; use it "
-                         "with activation='crelu'")
+        raise ValueError(
+            "init='looks_linear' mirrors the weights that read a CReLU; use it with activation='crelu'"
+        )
     if init == "fixup" and (kind != "resnet" or block != "basic" or norm != "none"):
-        raise ValueError("init='fixup' is for residual basic-block nets without normalisation "
-                         "(resnet20..1202, resnet18/34, cifar_resnet{D}) with norm='none'")
+        raise ValueError(
+            "init='fixup' is for residual basic-block nets without normalisation "
+            "(resnet20..1202, resnet18/34, cifar_resnet{D}) with norm='none'"
+        )
     if branch_scalar != "none" and kind == "plain":
-        raise ValueError(f"branch_scalar={branch_scalar!r} scales residual branches; a plain net "
-                         "has none (use a resnet or preresnet model)")
+        raise ValueError(
+            f"branch_scalar={branch_scalar!r} scales residual branches; a plain net "
+            "has none (use a resnet or preresnet model)"
+        )
     if branch_scalar != "none" and init == "fixup":
         raise ValueError("init='fixup' has its own branch multiplier; use branch_scalar='none'")
     if zero_init_residual and (kind != "resnet" or norm != "batch"):
-        raise ValueError("zero_init_residual zeroes each residual branch's last BN gamma: use "
-                         "it with a resnet model (not plain or preresnet) and norm='batch'")
-    if (isinstance(tat_target, bool) or not isinstance(tat_target, (int, float))
-            or not 0.0 < tat_target < 1.0):
+        raise ValueError(
+            "zero_init_residual zeroes each residual branch's last BN gamma: use "
+            "it with a resnet model (not plain or preresnet) and norm='batch'"
+        )
+    if isinstance(tat_target, bool) or not isinstance(tat_target, (int, float)) or not 0.0 < tat_target < 1.0:
         raise ValueError(f"tat_target={tat_target!r} is not accepted; expected a number in (0, 1)")

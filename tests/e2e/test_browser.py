@@ -4,6 +4,7 @@ Degradation. Screenshots go to test-artifacts/e2e/ (git-ignored).
 
 Skipped when /usr/bin/chromium or playwright is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 ITERATIONS = 600  # resnet8, width 4, on digits: ~20 s on an idle core
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -45,16 +53,32 @@ class Server:
         self.env = env or {}
         self.proc = None
 
-    def start(self, timeout: float = 60) -> "Server":
-        env = dict(os.environ, RESNET_LAB_RUNS_DIR=str(self.runs_dir), PYTHONUNBUFFERED="1",
-                   **self.env)
+    def start(self, timeout: float = 60) -> Server:
+        env = dict(os.environ, RESNET_LAB_RUNS_DIR=str(self.runs_dir), PYTHONUNBUFFERED="1", **self.env)
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
-             "--server.port", str(self.port), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=str(ROOT), env=env, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(ROOT / "app" / "main.py"),
+                "--server.port",
+                str(self.port),
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=str(ROOT),
+            env=env,
+            stdout=logf,
+            stderr=logf,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         logf.close()
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -88,7 +112,8 @@ def wait_app(page, heading: str, timeout=45_000):
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
     page.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=timeout)
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
+    )
 
 
 T0 = [time.time()]
@@ -156,7 +181,12 @@ def test_launch_watch_reload_restart_degradation(tmp_path):
             run_id = re.search(r"Queued (\S+)", ok.inner_text()).group(1)
             suffix = run_id[-6:]
             cfg = store.run(run_id).read_config()
-            assert (cfg.model, cfg.iterations, cfg.width, cfg.recorders) == ("cifar_resnet8", ITERATIONS, 4, [])
+            assert (cfg.model, cfg.iterations, cfg.width, cfg.recorders) == (
+                "cifar_resnet8",
+                ITERATIONS,
+                4,
+                [],
+            )
 
             # its progress moves (the queue refreshes itself every 2 s)
             seen = []
@@ -192,8 +222,11 @@ def test_launch_watch_reload_restart_degradation(tmp_path):
             # Degradation shows its curve (legend entry with the run's suffix): as many points
             # as the run had logged rows (training and test error) when the page was drawn
             def logged():
-                return sum(1 for m in store.run(run_id).read_metrics()
-                           if m.get("split") in ("train", "test") and m.get("error") is not None)
+                return sum(
+                    1
+                    for m in store.run(run_id).read_metrics()
+                    if m.get("split") in ("train", "test") and m.get("error") is not None
+                )
 
             before = logged()
             page.goto(f"{server.url}/degradation")
@@ -204,10 +237,15 @@ def test_launch_watch_reload_restart_degradation(tmp_path):
                 "(s) => { const g = document.querySelector('.js-plotly-plot');"
                 " if (!g || !g.calcdata) return null;"
                 " return g.calcdata.filter(cd => String(cd[0].trace.name).includes(s))"
-                "   .reduce((n, cd) => n + cd.length, 0) }", suffix)
+                "   .reduce((n, cd) => n + cd.length, 0) }",
+                suffix,
+            )
             shot(page, "05-degradation")
-            assert isinstance(n_points, int) and before <= n_points <= logged() and n_points > 0, \
-                (n_points, before, logged())
+            assert isinstance(n_points, int) and before <= n_points <= logged() and n_points > 0, (
+                n_points,
+                before,
+                logged(),
+            )
             browser.close()
     finally:
         for info in jobs.active_runs(store):
@@ -233,8 +271,9 @@ def test_bundled_reference_runs_fill_an_empty_lab(tmp_path):
     T0[0] = time.time()
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
-    server = Server(runs_dir, tmp_path / "streamlit.log",
-                    env={"RESNET_LAB_REFERENCE_DIR": str(ROOT / "reference")}).start()
+    server = Server(
+        runs_dir, tmp_path / "streamlit.log", env={"RESNET_LAB_REFERENCE_DIR": str(ROOT / "reference")}
+    ).start()
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -246,7 +285,8 @@ def test_bundled_reference_runs_fill_an_empty_lab(tmp_path):
             page.locator(".legendtext", has_text="ref · ").first.wait_for(timeout=30_000)
             names = page.evaluate(
                 "() => { const g = document.querySelector('.js-plotly-plot');"
-                " return g && g.data ? g.data.filter(t => t.showlegend !== false).map(t => t.name) : [] }")
+                " return g && g.data ? g.data.filter(t => t.showlegend !== false).map(t => t.name) : [] }"
+            )
             shot(page, "10-degradation-references")
             want = len(sets[0].run_ids())
             assert len([n for n in names if n.startswith("ref · ")]) == want, names
