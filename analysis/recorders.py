@@ -69,7 +69,9 @@ from .taps import eval_mode, forward_hooks
 
 PROBE_IMAGES = 1000  # min(this, test set) probe images by default (BENCHMARKS.md section 4)
 MIN_PROBE_IMAGES = 256  # probe_plan never goes below this (or the test set)
-RECORD_COST_STEPS = 1.0  # a probe record of `batch_size` images ~ this many training steps (measured 0.8-1.1; BENCHMARKS.md 4)
+# a probe record of `batch_size` images costs about this many training steps (measured 0.8-1.1;
+# BENCHMARKS.md section 4)
+RECORD_COST_STEPS = 1.0
 GRAD_COLUMNS = 64  # weight-gradient records spread evenly over a run (plus 0 and powers of two)
 
 

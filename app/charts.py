@@ -131,12 +131,12 @@ def run_color(kind, depth, variant: int = 0) -> str:
     t = (DEPTH_LIGHTNESS[0][1] - L) / (DEPTH_LIGHTNESS[0][1] - DEPTH_LIGHTNESS[-1][1])
     r, g, b = _lch_color(L, h0 + (h1 - h0) * min(1.0, max(0.0, t)))
     if variant:
-        h, l, s = colorsys.rgb_to_hls(r, g, b)
+        h, light, s = colorsys.rgb_to_hls(r, g, b)
         step = ((variant + 1) // 2) * (1 if variant % 2 else -1)
         h = (h + 0.045 * step) % 1.0
-        l = min(0.8, max(0.15, l + 0.05 * step))
-        r, g, b = colorsys.hls_to_rgb(h, l, s)
-    return "#%02x%02x%02x" % tuple(int(round(255 * min(1, max(0, c)))) for c in (r, g, b))
+        light = min(0.8, max(0.15, light + 0.05 * step))
+        r, g, b = colorsys.hls_to_rgb(h, light, s)
+    return "#" + "".join(f"{int(round(255 * min(1, max(0, c)))):02x}" for c in (r, g, b))
 
 
 def _color_map(runs: pd.DataFrame) -> dict:
@@ -1389,6 +1389,6 @@ def rgb_scale(name: str) -> list[list]:
     out = []
     for pos, c in get_colorscale(name):
         if c.startswith("#"):
-            c = "rgb(%d, %d, %d)" % hex_to_rgb(c)
+            c = "rgb({}, {}, {})".format(*hex_to_rgb(c))
         out.append([pos, c])
     return out

@@ -46,7 +46,8 @@ def _positive_list(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+        msg = f"expected comma-separated positive integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
     if any(v < 1 for v in vals):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
     return vals
@@ -59,7 +60,7 @@ def _none_or(conv, what):
         try:
             return conv(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what} or 'none', got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what} or 'none', got {text!r}") from None
 
     parse.__name__ = what
     return parse
@@ -83,9 +84,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         elif f.name == "recorders":
             kw.update(type=lambda s: [x for x in s.split(",") if x], metavar="MOD:CLS,...")
         elif t in (int, int | None):
-            kw.update(type=_none_or(int, "an integer") if t != int else int, metavar="N")
+            kw.update(type=_none_or(int, "an integer") if t is not int else int, metavar="N")
         elif t in (float, float | None):
-            kw.update(type=_none_or(float, "a number") if t != float else float, metavar="X")
+            kw.update(type=_none_or(float, "a number") if t is not float else float, metavar="X")
         else:
             kw.update(type=str, metavar="S")
         g.add_argument(_flag(f.name), **kw)
@@ -112,9 +113,9 @@ def build_config(args) -> TrainConfig:
         try:
             base = json.loads(path.read_text())
         except FileNotFoundError:
-            raise CliError(f"--config: file {args.config!r} does not exist")
+            raise CliError(f"--config: file {args.config!r} does not exist") from None
         except (ValueError, UnicodeDecodeError) as e:
-            raise CliError(f"--config: {args.config!r} is not valid JSON ({e})")
+            raise CliError(f"--config: {args.config!r} is not valid JSON ({e})") from None
         if not isinstance(base, dict):
             raise CliError(f"--config: {args.config!r} must hold a JSON object of TrainConfig fields")
         if args.preset:
@@ -129,7 +130,7 @@ def build_config(args) -> TrainConfig:
         try:
             return TrainConfig.from_dict(base, source=f"--config {args.config}")
         except TypeError as e:
-            raise CliError(f"--config {args.config}: {e}")
+            raise CliError(f"--config {args.config}: {e}") from None
     cfg = apply_preset(args.preset, overrides)
     for k in nulls:
         setattr(cfg, k, None)

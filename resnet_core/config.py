@@ -29,13 +29,20 @@ class TrainConfig:
     shortcut: str | None = None  # "A"/"B"/"C"; None = the family's paper default (A CIFAR, B ImageNet)
     width: int | None = None  # first stage's channels; None = paper (16 CIFAR, 64 ImageNet)
     norm: str = "batch"  # "none" removes BN, for studies of what BN does
-    init: str = "he"  # "he" as the paper; "torch" = PyTorch's default; "looks_linear" (with crelu), "delta_orthogonal", "fixup" (resnets, norm none): see models/variants.py
-    activation: str = "relu"  # "relu"; "tanh" (Xiao et al. 2018); "tat" (tailored leaky ReLU, Zhang et al. 2022) and "crelu" (Balduzzi et al. 2017) on CIFAR plain nets
-    branch_scalar: str = "none"  # "skipinit" (De & Smith 2020) or "rezero" (Bachlechner et al. 2020): a learnable scalar, init 0, on each residual branch
+    # "he" as the paper; "torch" = PyTorch's default; "looks_linear" (with crelu),
+    # "delta_orthogonal", "fixup" (resnets, norm none): see models/variants.py
+    init: str = "he"
+    # "relu"; "tanh" (Xiao et al. 2018); "tat" (tailored leaky ReLU, Zhang et al. 2022) and
+    # "crelu" (Balduzzi et al. 2017) on CIFAR plain nets
+    activation: str = "relu"
+    # "skipinit" (De & Smith 2020) or "rezero" (Bachlechner et al. 2020): a learnable scalar,
+    # initialised to 0, on each residual branch
+    branch_scalar: str = "none"
     zero_init_residual: bool = False  # start each residual branch's last BN gamma at 0 (Goyal et al. 2017)
     tat_target: float = 0.9  # TAT's eta: the whole net's correlation map sends 0 to it (activation "tat")
     # --- data ---
-    dataset: str = "digits"  # a name (digits, cifar10, cifar100, mnist, fashion_mnist, svhn) or a .npz / ImageFolder path
+    # a name (digits, cifar10, cifar100, mnist, fashion_mnist, svhn) or a .npz / ImageFolder path
+    dataset: str = "digits"
     data_root: str | None = None  # where torchvision datasets live; None = the user cache folder
     download: bool = False  # only download when asked: tests and offline machines never reach out
     subset: int | None = None  # use the first N training images (stratified); None = all
@@ -52,11 +59,14 @@ class TrainConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    decay_bn_bias: bool = True  # weight decay on BN parameters and biases too, as the paper; False (--no-decay-bn-bias) exempts them, as many later recipes do
-    schedule: str = (
-        "steps"  # "steps" (/10 at 50% and 75%, the paper's 32k/48k of 64k), "cosine", "onecycle", "constant"
-    )
-    warmup: str = "auto"  # "paper" (lr/10 until train error < 80%, capped at 1% of steps), "none"; auto = paper for depth >= 110
+    # weight decay on BN parameters and biases too, as the paper; False (--no-decay-bn-bias)
+    # exempts them, as many later recipes do
+    decay_bn_bias: bool = True
+    # "steps" (/10 at 50% and 75%, the paper's 32k/48k of 64k), "cosine", "onecycle", "constant"
+    schedule: str = "steps"
+    # "paper" (lr/10 until train error < 80%, capped at 1% of steps), "none"; auto = paper for
+    # depth >= 110
+    warmup: str = "auto"
     # --- reproducibility and hardware ---
     seed: int = 0
     device: str = "auto"  # auto picks cuda, then mps, then cpu
@@ -122,7 +132,7 @@ class TrainConfig:
             if v is None and optional:
                 return
             if isinstance(v, bool) or not isinstance(v, int):
-                bad(name, f"expected an integer{' >= %d' % lo if lo is not None else ''}")
+                bad(name, f"expected an integer{f' >= {lo}' if lo is not None else ''}")
             if lo is not None and v < lo:
                 bad(name, f"expected an integer >= {lo}")
             if v > hi:

@@ -161,7 +161,7 @@ def thin_metrics(rows: list[dict], max_train_rows: int = MAX_TRAIN_ROWS) -> list
         if r.get("split") in ("train",) and isinstance(r.get("step"), (int, float)):
             by_split.setdefault(r["split"], []).append(i)
     replace: dict[int, dict | None] = {}
-    for split, idx in by_split.items():
+    for idx in by_split.values():
         if len(idx) <= max_train_rows:
             continue
         k = -(-len(idx) // max_train_rows)  # windows per merged row

@@ -218,7 +218,7 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
 def parse_jsonl(data: bytes) -> tuple[list[dict], int]:
     rows, bad = [], 0
     lines = data.split(b"\n")
-    for i, line in enumerate(lines):
+    for line in lines:
         if not line.strip():
             continue
         try:
@@ -228,7 +228,7 @@ def parse_jsonl(data: bytes) -> tuple[list[dict], int]:
             else:
                 bad += 1
         except (ValueError, UnicodeDecodeError):
-            bad += 1  # a torn last line (i == len(lines) - 1) is expected after a kill
+            bad += 1  # a torn last line is expected after a kill
     return rows, bad
 
 

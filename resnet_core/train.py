@@ -299,7 +299,6 @@ def train(
     cfg.validate()
     ident = process_identity()
     t_start = time.time()
-    status = {}
     lock = None
     if run is not None:
         # one trainer per run: a second one would interleave checkpoints and log lines
@@ -309,9 +308,7 @@ def train(
                 f"run {run.id} is being trained by another process; a second "
                 "trainer would corrupt it (cancel that one first)"
             )
-        status = run.write_status(
-            state="running", message="loading data", started=t_start, heartbeat=t_start, **ident
-        )
+        run.write_status(state="running", message="loading data", started=t_start, heartbeat=t_start, **ident)
         fault_point("start")
     stop = {"flag": False}
 
@@ -389,7 +386,7 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
-    for n, p in model.named_parameters():
+    for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     # two groups always (a checkpoint's optimizer state has both); BN parameters and biases
     # decay too unless decay_bn_bias is off: the paper decays every weight

@@ -142,7 +142,7 @@ def test_feature_grid_says_what_it_shows_and_reads_light_as_low():
     ca = fig.layout.coloraxis
     assert ca.cmin == 0 and ca.cmax == pytest.approx(relu[:8].max())
     lo, hi = ca.colorscale[0][1], ca.colorscale[-1][1]
-    to_hex = lambda c: "#%02x%02x%02x" % tuple(int(v) for v in c[c.index("(") + 1 : -1].split(","))
+    to_hex = lambda c: "#" + "".join(f"{int(v):02x}" for v in c[c.index("(") + 1 : -1].split(","))
     # the lowest values light, the highest dark: lightness falls along the scale
     assert cie_lightness(to_hex(lo)) > cie_lightness(to_hex(hi)) + 50
     signed = charts.feature_grid_figure(rng.normal(size=(4, 5, 5)), "tap1")

@@ -156,8 +156,8 @@ def test_lesions_flip():
     agree = v.lesions([res_ok, plain_bad])
     assert agree.outcome == "agrees"
     assert (
-        "ResNet-56: +1.3 points on average at blocks that keep the shape; worst layer2 (+20.0, a downsampling block)"
-        in agree.text
+        "ResNet-56: +1.3 points on average at blocks that keep the shape; "
+        "worst layer2 (+20.0, a downsampling block)" in agree.text
     )
     # ResNet-56 of lesson-cpu style: block 1 costs 44 points and it keeps the shape
     res_bad = v.lesion_row("ResNet-56", "resnet", lesion_table([0.44, 0.3, 0.1, 0.3], ds))

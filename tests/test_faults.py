@@ -176,7 +176,7 @@ def test_external_sigkill_mid_epoch_shows_interrupted_and_resume_matches(tmp_pat
     t_kill = time.time()
     # not reaped yet: the pid still answers os.kill(pid, 0), the store must look deeper
     os.kill(p.pid, 0)
-    st = wait_for(
+    wait_for(
         lambda: run.read_status()["state"] == "interrupted" and run.read_status(),
         2 * HEARTBEAT_S,
         every=0.05,
@@ -398,7 +398,7 @@ def test_corrupt_file_gives_clear_error_and_other_runs_unaffected(kind, done_run
     assert infos["other"]["status"]["state"] == "done" and infos["other"]["error"] is None
     assert cli_main(["runs", "--runs-dir", str(root)]) == 0
     out = capsys.readouterr().out
-    line = [l for l in out.splitlines() if l.startswith("victim")][0]
+    line = [ln for ln in out.splitlines() if ln.startswith("victim")][0]
     broken = kind.startswith("status") and kind != "status_odd_types" or kind.startswith("config")
     if broken:
         assert rel in infos["victim"]["error"] and rel in line, line
@@ -570,7 +570,7 @@ def test_sigkill_while_the_run_folder_is_made_leaves_no_broken_run(tmp_path, cap
         for p in ("config_write", "status_write")
     ]
     res = fork_trainers(tmp_path, jobs)
-    for key, (code, out, err) in res.items():
+    for key, (code, _out, err) in res.items():
         assert code == -signal.SIGKILL, (key, err)
         store = RunStore(tmp_path / key.split(":")[0] / "runs")
         assert store.list_runs() == [], f"{key}: a half-made run is listed: {store.list_runs()}"

@@ -25,7 +25,7 @@ def test_a_run_whose_recorder_fails_to_load_says_so_in_its_status_and_pages(stor
     assert "analysis.no_such_recorder:Recorder" in err and "ModuleNotFoundError" in err
     assert "recorder" in status["message"] and "no_such_recorder" in status["message"]
     assert run.read_layers() == []
-    for name, title in (("responses", "Layer responses"), ("gradients", "Gradient flow")):
+    for name, _title in (("responses", "Layer responses"), ("gradients", "Gradient flow")):
         at = page(name).run()
         no_exception(at)
         warned = texts(at, "warning")

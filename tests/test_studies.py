@@ -284,7 +284,7 @@ def test_a_deleted_block_leaves_its_shortcut_or_nothing(name, shortcut):
         y = model(x).argmax(1)  # labels: the intact net is right on all of them
         y[::3] = (y[::3] + 1) % 10  # ... and wrong on a third
     table = lesion_each(model, x, y).set_index("block")
-    for n, b in blocks_of(model):
+    for n, _block in blocks_of(model):
         want = _lesioned_by_hook(model, n, x)
         with deleted(model, [n]), torch.no_grad():
             got = model(x)

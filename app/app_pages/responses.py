@@ -87,7 +87,7 @@ step = st.select_slider(
 def at_step(d: pd.DataFrame, step: int) -> pd.DataFrame:
     """For each run, the rows of its latest recorded step <= ``step`` (else its first)."""
     out = []
-    for rid, g in d.groupby("run_id", sort=False):
+    for _rid, g in d.groupby("run_id", sort=False):
         avail = sorted(g["step"].unique())
         s = max([v for v in avail if v <= step], default=avail[0])
         out.append(g[g["step"] == s])
