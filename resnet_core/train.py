@@ -535,8 +535,9 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
                 save(["last"])
                 raise Cancelled(f"cancelled at step {ctx.step} of {total}; resume continues from here")
             s = ctx.step
-            for c in callbacks:
-                c.on_step_start(ctx)
+            for c in callbacks:  # added after the other hooks: callbacks written before may lack it
+                if hasattr(c, "on_step_start"):
+                    c.on_step_start(ctx)
             epoch, pos = divmod(s, steps_per_epoch)
             if epoch != perm_epoch:
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)

@@ -214,8 +214,9 @@ def _events_per_step(acc, tag):
 
 
 def test_live_events_match_the_records_and_a_restart_does_not_repeat_them(tmp_path):
-    from conftest import layer_recorder, tiny_config
+    from conftest import tiny_config
 
+    from analysis.recorders import LayerStatsRecorder
     from resnet_core import train
     from resnet_core.export import LiveTensorBoard
 
@@ -224,7 +225,7 @@ def test_live_events_match_the_records_and_a_restart_does_not_repeat_them(tmp_pa
     run = store.create(cfg, state="running")
     live = LiveTensorBoard()
     live.every_s = 0.0  # look at the files after every step: the most partial reads
-    train(cfg, run=run, threads=1, callbacks=[layer_recorder(), live])
+    train(cfg, run=run, threads=1, callbacks=[LayerStatsRecorder(), live])
     assert run.read_status()["state"] == "done"
     acc = ea.EventAccumulator(
         str(run.path / "tensorboard"), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0}
