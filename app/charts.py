@@ -1275,7 +1275,7 @@ def crossing_figure(
             x=diff.index,
             y=diff.values,
             mode=_line_mode(len(diff)),
-            name=f"{deep} − {shallow}",
+            name=f"{deep} − {shallow} ({what})",
             line=dict(color="#08306b", width=2),
             showlegend=True,
         )
@@ -1289,7 +1289,7 @@ def crossing_figure(
             annotation_position="top left",
         )
     fig.update_xaxes(title_text="iteration")
-    fig.update_yaxes(title_text=f"training error difference, points ({what})")
+    fig.update_yaxes(title_text="training error difference (points)")
     fig.update_layout(
         template=TEMPLATE,
         height=height,

@@ -175,3 +175,21 @@ def test_reference_lesson_cpu_fig7_verdict_is_the_opposite(store, lesson_cpu):
     at.run()
     no_exception(at)
     assert "the deeper residual net is **worse**, by 10.0 points" in texts(at)
+
+
+def test_unfinished_runs_stay_out_of_the_verdicts_and_the_crossing_says_so(store):
+    """A run that has not finished has no final error: Degradation leaves it out of the Fig. 6
+    verdicts (and names it), and the depth-crossing sentence speaks of 'so far'."""
+    for i, (m, v) in enumerate(AGREE.items()):
+        rid = write_run(store.root, i, m, *v)
+        if m == "resnet56":
+            status = json.loads((store.root / rid / "status.json").read_text())
+            status.update(state="interrupted", step=400, message="interrupted at step 400")
+            (store.root / rid / "status.json").write_text(json.dumps(status))
+    at = page("degradation").run()
+    no_exception(at)
+    said, captions = texts(at), texts(at, "caption")
+    assert "Not in the verdicts until they finish (1)" in captions and "ResNet-56" in captions
+    assert "deeper plain net is **worse**" in said  # the finished plain pair still gets its verdict
+    assert "the deeper residual net is" not in said  # resnet56 has no final error yet
+    assert "Not finished: so far ResNet-56" in captions

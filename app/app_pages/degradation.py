@@ -158,7 +158,18 @@ def crossing_section(groups: pd.DataFrame, metrics: pd.DataFrame):
         "deg_crossing",
     )
     last_step = int(cross["diff"].index[-1])
-    if cross["stays_below_from"] is not None:
+    if hi.state != "done" or lo.state != "done":  # a set of seeds holds finished runs only
+        below = cross["stays_below_from"]
+        st.caption(
+            f"Not finished: so far {deep}'s training error "
+            + (
+                f"has stayed below {shallow}'s since step {below:,}"
+                if below is not None
+                else f"is not below {shallow}'s for good"
+            )
+            + f"; at the latest step ({last_step:,}) the difference is {cross['last']:+.1f} points."
+        )
+    elif cross["stays_below_from"] is not None:
         st.caption(
             f"On these runs {deep}'s training error stays below {shallow}'s from step "
             f"{cross['stays_below_from']:,} to the last ({last_step:,}), where it is "
@@ -178,7 +189,13 @@ def verdict_lines(runs: pd.DataFrame, finals: pd.DataFrame):
     """Fig. 6's claims checked on the runs on screen, the user's and the bundled ones apart
     (their budgets differ), each a sentence with its numbers (app.verdicts)."""
     ref = runs["reference"].fillna("").astype(bool).to_numpy()
-    for mask, whose in ((~ref, "your"), (ref, "the reference")):
+    done = (runs["state"] == "done").to_numpy()  # a final error is a finished run's
+    unfinished = runs.loc[~done, "label"].tolist()
+    if unfinished:
+        st.caption(
+            f"Not in the verdicts until they finish ({len(unfinished)}): " + "; ".join(unfinished) + "."
+        )
+    for mask, whose in ((~ref & done, "your"), (ref & done, "the reference")):
         if not mask.any():
             continue
         mixed = mixed_depths(runs[mask])
