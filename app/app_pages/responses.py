@@ -168,6 +168,13 @@ with right:
         width="stretch",
         column_config=ui.fit_columns(["mean std", "max std"], label="label", integers=("layers",)),
     )
+    steps_of = summary.set_index("label")["step"]
+    if steps_of.nunique() > 1:  # the verdict compares these records: say they are not in step
+        st.caption(
+            "The runs' records are from different training steps ("
+            + "; ".join(f"{lbl}: step {int(s):,}" for lbl, s in steps_of.items())
+            + "): a run still training is compared at its latest record."
+        )
     ref = runs["reference"].fillna("").astype(bool)
     for part, whose in ((runs[~ref], "your"), (runs[ref], "the reference")):  # budgets differ
         if len(part):
