@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import Dataset, augment_batch, augment_kind, load_dataset, normalize
+from .inference import loss_and_error
 from .models import build_model, parse_name
 from .store import (
     HEARTBEAT_S,
@@ -192,23 +193,10 @@ class Diverged(Exception):
 
 
 # --- evaluation --------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> dict:
-    model = ctx.model
-    was = model.training
-    model.eval()
-    loss_sum, wrong = 0.0, 0
-    try:
-        for i in range(0, len(y), batch):
-            xb, yb = ctx.prepare(x[i : i + batch]), y[i : i + batch].to(ctx.device)
-            with ctx.autocast():
-                out = model(xb)
-            loss_sum += F.cross_entropy(out.float(), yb, reduction="sum").item()
-            wrong += (out.argmax(1) != yb).sum().item()
-    finally:
-        model.train(was)
-    n = max(1, len(y))
-    return {"loss": loss_sum / n, "error": wrong / n, "n": len(y)}
+    """Loss and error of the training model on uint8 images ``x`` (eval mode, autocast as
+    trained): {"loss", "error", "n"}."""
+    return loss_and_error(ctx.model, x, y, batch, prepare=ctx.prepare, autocast=ctx.autocast)
 
 
 # --- environment ------------------------------------------------------------------------
