@@ -1,17 +1,10 @@
 """Gradient flow: layer x step heatmaps of gradient norms, plain and residual side by side;
 signal propagation at initialization, computed on the spot."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, ui, verdicts  # noqa: E402
+from app import charts, ui, verdicts
 
 st.title("Gradient flow")
 st.markdown(
