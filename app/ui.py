@@ -152,7 +152,7 @@ def metrics_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
         try:
             st_, sid = resolve(rid, store)
             df = _metrics_cached(str(st_.root), sid, _sig(st_.root / sid / "metrics.jsonl"))
-        except (StoreError, reference.ReferenceError):
+        except (StoreError, reference.ReferenceSetError):
             continue
         if len(df):
             frames.append(df.assign(run_id=rid))
@@ -168,7 +168,7 @@ def layers_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
         try:
             st_, sid = resolve(rid, store)
             df = _layers_cached(str(st_.root), sid, _sig(st_.root / sid / "layers.jsonl"))
-        except (StoreError, reference.ReferenceError):
+        except (StoreError, reference.ReferenceSetError):
             continue
         if len(df):
             frames.append(df.assign(run_id=rid))
@@ -187,7 +187,7 @@ def budgets_for(runs: pd.DataFrame, store: RunStore | None = None) -> list[dict]
         try:
             st_, sid = resolve(rid, store)
             cfg = st_.run(sid).read_config_dict()
-        except (StoreError, reference.ReferenceError):
+        except (StoreError, reference.ReferenceSetError):
             cfg = {}
         out.append(
             {
@@ -204,7 +204,7 @@ def budgets_for(runs: pd.DataFrame, store: RunStore | None = None) -> list[dict]
 def has_layers(store: RunStore, run_id: str) -> bool:
     try:
         st_, sid = resolve(run_id, store)
-    except (reference.ReferenceError, StoreError):
+    except (reference.ReferenceSetError, StoreError):
         return False
     return _sig(st_.root / sid / "layers.jsonl")[0] > 0
 
@@ -222,7 +222,7 @@ def recorder_problems(store: RunStore, run_ids) -> dict[str, list[str]]:
         try:
             st_, sid = resolve(rid, store)
             status = st_.run(sid).read_json("status.json", {}) or {}
-        except (StoreError, reference.ReferenceError):
+        except (StoreError, reference.ReferenceSetError):
             continue
         errs = status.get("recorder_errors") if isinstance(status, dict) else None
         if errs:

@@ -520,7 +520,7 @@ def _reference_dest(text: str) -> Path:
 
 
 def cmd_reference(args) -> int:
-    from .reference import ReferenceError, check_set, export, list_sets, read_set, set_size
+    from .reference import ReferenceSetError, check_set, export, list_sets, read_set, set_size
 
     if args.action == "export":
         store = RunStore(args.runs_dir)
@@ -574,7 +574,7 @@ def cmd_reference(args) -> int:
                 f"train err (eval) {fmt(r.get('train_error')):>7}  {r.get('id')}"
             )
     if bad:
-        raise ReferenceError(f"{bad} reference set(s) have problems (listed above)")
+        raise ReferenceSetError(f"{bad} reference set(s) have problems (listed above)")
     return 0
 
 

@@ -50,7 +50,7 @@ MAX_WEIGHT_STEPS = 40  # weight-gradient steps kept per run: Gradient flow's hea
 _SET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
-class ReferenceError(ValueError):
+class ReferenceSetError(ValueError):
     """A reference set or an export request is bad. The message names what and why."""
 
 
@@ -67,7 +67,7 @@ def valid_set_name(name) -> bool:
 
 def check_set_name(name: str) -> str:
     if not valid_set_name(name):
-        raise ReferenceError(
+        raise ReferenceSetError(
             f"reference set name {name!r} is not accepted: use lower-case "
             "letters, digits, '.', '_' and '-' (at most 64, starting with a "
             "letter or digit)"
@@ -246,16 +246,16 @@ def export(
     dest = Path(dest)
     check_set_name(dest.name)
     if not run_ids:
-        raise ReferenceError("no runs to export: name at least one run id (or use --all)")
+        raise ReferenceSetError("no runs to export: name at least one run id (or use --all)")
     if len(set(run_ids)) != len(run_ids):
-        raise ReferenceError("a run id is named twice")
+        raise ReferenceSetError("a run id is named twice")
     if not isinstance(title, str) or not title.strip():
-        raise ReferenceError("a reference set needs a title (--title), shown in the app")
+        raise ReferenceSetError("a reference set needs a title (--title), shown in the app")
     if (dest.exists() or dest.is_symlink()) and not force:
-        raise ReferenceError(f"{dest} already exists; pass --force to replace it")
+        raise ReferenceSetError(f"{dest} already exists; pass --force to replace it")
     if (dest.exists() or dest.is_symlink()) and not is_reference_set(dest):
         # --force replaces an earlier reference set, never a folder of anything else
-        raise ReferenceError(
+        raise ReferenceSetError(
             f"{dest} exists and is not a reference set (a folder holding "
             "set.json and run records only); --force replaces only a set "
             "made by export: choose another --to"
@@ -265,7 +265,7 @@ def export(
         run = store.run(rid)  # StoreError names a bad or missing id
         st = run.read_status()
         if st["state"] != "done":
-            raise ReferenceError(
+            raise ReferenceSetError(
                 f"run {rid} is {st['state']}, not done: only finished runs can be reference runs"
             )
         cfg = run.read_config().to_dict()  # validated
@@ -363,7 +363,7 @@ def check_set(s: ReferenceSet) -> list[str]:
 
 __all__ = [
     "ReferenceSet",
-    "ReferenceError",
+    "ReferenceSetError",
     "list_sets",
     "read_set",
     "export",

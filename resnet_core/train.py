@@ -184,7 +184,10 @@ def load_callbacks(paths: list[str]) -> tuple[list[Callback], list[str]]:
     return out, problems
 
 
-class Cancelled(Exception):
+class TrainingCancelled(Exception):
+    """A run stopped by cancel or SIGTERM, after checkpointing (not a study's
+    analysis.progress.Cancelled)."""
+
     pass
 
 
@@ -312,7 +315,7 @@ def train(
         if run is not None:
             return run.write_status(state="diverged", message=str(e), heartbeat=time.time(), eta_s=0)
         raise
-    except Cancelled as e:
+    except TrainingCancelled as e:
         if run is not None:
             return run.write_status(state="cancelled", message=str(e), heartbeat=time.time(), eta_s=0)
         raise
@@ -399,7 +402,9 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
             if stop["flag"] or (run is not None and run.cancel_requested()):
                 _flush_layers(loop)  # recorded before this checkpoint
                 _save(loop, ["last"])
-                raise Cancelled(f"cancelled at step {ctx.step} of {loop.total}; resume continues from here")
+                raise TrainingCancelled(
+                    f"cancelled at step {ctx.step} of {loop.total}; resume continues from here"
+                )
             _step(loop)
             last = ctx.step == loop.total
             eval_due = ctx.step % loop.eval_every == 0 or last
