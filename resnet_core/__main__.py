@@ -616,23 +616,38 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
         dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel,reference,export}"
     )
 
-    def runs_dir(sp):
-        sp.add_argument(
-            "--runs-dir",
-            default=None,
-            metavar="DIR",
-            help="the run store (default: $RESNET_LAB_RUNS_DIR or ./checkpoints)",
-        )
+    _add_train(sub)
+    _add_sweep(sub)
+    _add_resume_and_runs(sub)
+    _add_models(sub)
+    _add_cancel_and_reference(sub)
+    _add_export_and_internal(sub)
+    return p
 
+
+def _runs_dir_flag(sp) -> None:
+    sp.add_argument(
+        "--runs-dir",
+        default=None,
+        metavar="DIR",
+        help="the run store (default: $RESNET_LAB_RUNS_DIR or ./checkpoints)",
+    )
+
+
+def _add_train(sub) -> None:
+    """The train subcommand."""
     t = sub.add_parser("train", help="train one model (in the foreground unless --background)")
     t.add_argument("--preset", choices=list(PRESETS), help="a budget; explicit flags override it")
     t.add_argument("--config", metavar="FILE", help="a saved config.json to re-run")
     t.add_argument("--background", action="store_true", help="queue it and return at once")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    runs_dir(t)
+    _runs_dir_flag(t)
     add_config_flags(t)
     t.set_defaults(fn=cmd_train)
 
+
+def _add_sweep(sub) -> None:
+    """The sweep subcommand."""
     s = sub.add_parser("sweep", help="queue a set of runs and drain the queue (quick, lesson, fig6)")
     s.add_argument("name", help=f"one of: {', '.join(SWEEPS)}")
     s.add_argument("--background", action="store_true", help="queue them and return at once")
@@ -645,10 +660,13 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
         "app shows runs that differ only in seed as mean +- std",
     )
     s.add_argument("--preset", help=argparse.SUPPRESS)
-    runs_dir(s)
+    _runs_dir_flag(s)
     add_config_flags(s)
     s.set_defaults(fn=cmd_sweep)
 
+
+def _add_resume_and_runs(sub) -> None:
+    """The resume and runs subcommands."""
     r = sub.add_parser(
         "resume", help="continue an interrupted, failed or cancelled run, or start a queued one now"
     )
@@ -656,14 +674,17 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     r.add_argument("--background", action="store_true")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--threads", type=int, default=None, help="default: the thread count it ran with")
-    runs_dir(r)
+    _runs_dir_flag(r)
     r.set_defaults(fn=cmd_resume)
 
     ls = sub.add_parser("runs", help="list runs: id, state, model, dataset, progress, final errors")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
-    runs_dir(ls)
+    _runs_dir_flag(ls)
     ls.set_defaults(fn=cmd_runs)
 
+
+def _add_models(sub) -> None:
+    """The models subcommand."""
     m = sub.add_parser(
         "models", help="list the named models with parameter counts and the memory a training step needs"
     )
@@ -690,9 +711,12 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     )
     m.set_defaults(fn=cmd_models)
 
+
+def _add_cancel_and_reference(sub) -> None:
+    """The cancel and reference subcommands."""
     c = sub.add_parser("cancel", help="cancel a queued or running run")
     c.add_argument("run_id")
-    runs_dir(c)
+    _runs_dir_flag(c)
     c.set_defaults(fn=cmd_cancel)
 
     rf = sub.add_parser("reference", help="bundled reference runs: list, check, export")
@@ -721,9 +745,12 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     e.add_argument("--command", default=None, help="the command that made the runs")
     e.add_argument("--machine", default=None, help="default: the GPU or CPU named in env.json")
     e.add_argument("--force", action="store_true", help="replace an existing set")
-    runs_dir(e)
+    _runs_dir_flag(e)
     e.set_defaults(fn=cmd_reference)
 
+
+def _add_export_and_internal(sub) -> None:
+    """The export subcommand, and the internal runner and _run ones."""
     ex = sub.add_parser("export", help="write runs as TensorBoard event files")
     ex.add_argument(
         "run_ids",
@@ -742,18 +769,17 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
         action="store_true",
         help="also write into a non-empty folder that is not an earlier export",
     )
-    runs_dir(ex)
+    _runs_dir_flag(ex)
     ex.set_defaults(fn=cmd_export)
 
     q = sub.add_parser("runner")  # the detached queue runner (started by submit)
-    runs_dir(q)
+    _runs_dir_flag(q)
     q.set_defaults(fn=cmd_runner)
     x = sub.add_parser("_run")  # one stored run in this process (started by the runner)
     x.add_argument("run_id")
     x.add_argument("--threads", type=int, default=None)
-    runs_dir(x)
+    _runs_dir_flag(x)
     x.set_defaults(fn=cmd_run_stored)
-    return p
 
 
 def main(argv=None, prog: str = "python -m resnet_core") -> int:
