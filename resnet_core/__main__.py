@@ -287,8 +287,32 @@ def _sweep_eta(store, ids) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from .jobs import ensure_runner, run_queue, submit
+    from .jobs import ensure_runner, submit
 
+    configs, seeds, store = _sweep_configs(args)
+    if args.dry_run:
+        for c in configs:
+            print(c.to_json())
+    # a dry run says so too: it shows what the real sweep would do, refusal included
+    require_on_disk(configs[0].dataset, configs[0].data_root, configs[0].download)
+    if args.dry_run:
+        return 0
+    t0 = time.time()
+    runs = [submit(store, c, start_runner=False) for c in configs]
+    ids = [r.id for r in runs]
+    for r in runs:
+        print(r.id, flush=True)
+    if args.background:
+        ensure_runner(store)
+        return 0
+    stopped = _drain_sweep(store, ids, _sweep_ticker(ids, seeds, t0))
+    if stopped is not None:
+        return stopped
+    return _sweep_summary(store, ids, args.name, t0)
+
+
+def _sweep_configs(args) -> tuple[list[TrainConfig], list, RunStore]:
+    """The sweep's configs, its seeds and the store, or a CliError naming the bad flag."""
     if args.name not in SWEEPS:
         raise CliError(f"sweep {args.name!r} is not accepted; accepted: {', '.join(SWEEPS)}")
     sw = SWEEPS[args.name]
@@ -313,24 +337,11 @@ def cmd_sweep(args) -> int:
     configs = []
     for r in runs:  # a run's own label (rescue's variants) replaces "sweep NAME"
         configs.append(apply_preset(sw["preset"], {**overrides, "name": f"sweep {args.name}", **r}))
-    if args.dry_run:
-        for c in configs:
-            print(c.to_json())
-    # a dry run says so too: it shows what the real sweep would do, refusal included
-    require_on_disk(configs[0].dataset, configs[0].data_root, configs[0].download)
-    if args.dry_run:
-        return 0
-    t0 = time.time()
-    runs = [submit(store, c, start_runner=False) for c in configs]
-    ids = [r.id for r in runs]
-    for r in runs:
-        print(r.id, flush=True)
-    if args.background:
-        from .jobs import ensure_runner
+    return configs, seeds, store
 
-        ensure_runner(store)
-        return 0
 
+def _sweep_ticker(ids: list[str], seeds: list, t0: float):
+    """The progress line's printer: every tick on a terminal, every 2 s into a log."""
     last = {"t": 0.0}
 
     def tick(st):
@@ -351,6 +362,13 @@ def cmd_sweep(args) -> int:
         else:
             print(line, file=sys.stderr, flush=True)
 
+    return tick
+
+
+def _drain_sweep(store: RunStore, ids: list[str], tick) -> int | None:
+    """Train the queue here; an exit code when a hang-up or Ctrl-C ended it early, else None."""
+    from .jobs import cancel, ensure_runner, run_queue
+
     # closing the terminal must not strand the queue: on SIGHUP this process hands what is left
     # to a detached runner (in its own session, so the hangup does not reach it) and exits 0
     old_hup = signal.signal(signal.SIGHUP, _on_hangup) if hasattr(signal, "SIGHUP") else None
@@ -364,8 +382,6 @@ def cmd_sweep(args) -> int:
         )
         return 0
     except KeyboardInterrupt:
-        from .jobs import cancel
-
         for rid in ids:
             try:
                 cancel(store, rid)
@@ -376,9 +392,14 @@ def cmd_sweep(args) -> int:
     finally:
         if old_hup is not None:
             signal.signal(signal.SIGHUP, old_hup)
+    return None
+
+
+def _sweep_summary(store: RunStore, ids: list[str], name: str, t0: float) -> int:
+    """The table of the sweep's runs; 0 when every one is done."""
     wall = time.time() - t0
     print(file=sys.stderr)
-    print(f"sweep {args.name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
+    print(f"sweep {name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
     print(f"{'model':<16}{'seed':>6}  {'state':<12}{'train err (eval)':>18}{'test err':>10}", file=sys.stderr)
     ok = True
     for rid in ids:
