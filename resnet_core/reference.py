@@ -245,6 +245,35 @@ def export(
     existing set is replaced only with ``force``."""
     dest = Path(dest)
     check_set_name(dest.name)
+    runs = _export_runs(store, run_ids, dest, title, force)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".new-{dest.name}-{secrets.token_hex(3)}"
+    tmp.mkdir()
+    try:
+        listing, envs = [], []
+        for run, st, cfg in runs:
+            row, env = _copy_run(tmp / run.id, run, st, cfg, max_train_rows, max_layer_steps)
+            listing.append(row)
+            envs.append(env)
+        meta = {
+            "title": title.strip(),
+            "description": description.strip(),
+            "made": time.strftime("%Y-%m-%d", time.gmtime()),
+            "machine": _machine_of(envs) if machine is None else machine,
+            "command": command,
+            "git_commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
+            "runs": listing,
+        }
+        atomic_write_json(tmp / "set.json", meta)
+        _swap_in(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_set(dest)
+
+
+def _export_runs(store: RunStore, run_ids: list[str], dest: Path, title, force: bool) -> list:
+    """(run, status, config dict) of each run to export, or ReferenceSetError naming why not."""
     if not run_ids:
         raise ReferenceSetError("no runs to export: name at least one run id (or use --all)")
     if len(set(run_ids)) != len(run_ids):
@@ -270,69 +299,57 @@ def export(
             )
         cfg = run.read_config().to_dict()  # validated
         runs.append((run, st, cfg))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".new-{dest.name}-{secrets.token_hex(3)}"
-    tmp.mkdir()
-    try:
-        listing, envs = [], []
-        for run, st, cfg in runs:
-            out = tmp / run.id
-            out.mkdir()
-            metrics = thin_metrics(run.read_metrics(), max_train_rows)
-            layers = thin_layers(run.read_layers(), max_layer_steps)
-            env = {k: v for k, v in (run.read_json("env.json") or {}).items() if k not in ENV_DROP}
-            status = {k: st[k] for k in STATUS_KEEP if k in st}
-            atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2) + "\n").encode())
-            atomic_write_json(out / "status.json", status)
-            atomic_write_json(out / "env.json", env)
-            atomic_write_bytes(out / "metrics.jsonl", _jsonl(metrics, 6))
-            if layers:
-                atomic_write_bytes(out / "layers.jsonl", _jsonl(layers, 4))
-            envs.append(env)
-            elapsed = (
-                st.get("updated") - st.get("started")
-                if isinstance(st.get("updated"), (int, float)) and isinstance(st.get("started"), (int, float))
-                else None
-            )
-            listing.append(
-                {
-                    "id": run.id,
-                    "model": cfg["model"],
-                    "dataset": cfg["dataset"],
-                    "preset": cfg.get("preset"),
-                    "steps": st.get("step"),
-                    "test_error": _final(metrics, "test"),
-                    "train_error": _final(metrics, "train_eval"),
-                    "train_seconds": round(elapsed, 1) if elapsed is not None else None,
-                }
-            )
-        if machine is None:
-            e = envs[0] if envs else {}
-            machine = e.get("gpu") or e.get("cpu_model") or e.get("platform") or "unknown"
-            machine = (
-                f"{machine} ({e.get('device', '?')}, {e.get('precision', '?')}, torch {e.get('torch', '?')})"
-            )
-        meta = {
-            "title": title.strip(),
-            "description": description.strip(),
-            "made": time.strftime("%Y-%m-%d", time.gmtime()),
-            "machine": machine,
-            "command": command,
-            "git_commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
-            "runs": listing,
-        }
-        atomic_write_json(tmp / "set.json", meta)
-        if dest.exists():
-            old = dest.parent / f".old-{dest.name}-{secrets.token_hex(3)}"
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return read_set(dest)
+    return runs
+
+
+def _copy_run(out: Path, run, st: dict, cfg: dict, max_train_rows: int, max_layer_steps: int):
+    """Write one run's records (thinned, no weights) into ``out``; (its set.json row, its env)."""
+    out.mkdir()
+    metrics = thin_metrics(run.read_metrics(), max_train_rows)
+    layers = thin_layers(run.read_layers(), max_layer_steps)
+    env = {k: v for k, v in (run.read_json("env.json") or {}).items() if k not in ENV_DROP}
+    status = {k: st[k] for k in STATUS_KEEP if k in st}
+    atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2) + "\n").encode())
+    atomic_write_json(out / "status.json", status)
+    atomic_write_json(out / "env.json", env)
+    atomic_write_bytes(out / "metrics.jsonl", _jsonl(metrics, 6))
+    if layers:
+        atomic_write_bytes(out / "layers.jsonl", _jsonl(layers, 4))
+    elapsed = (
+        st.get("updated") - st.get("started")
+        if isinstance(st.get("updated"), (int, float)) and isinstance(st.get("started"), (int, float))
+        else None
+    )
+    row = {
+        "id": run.id,
+        "model": cfg["model"],
+        "dataset": cfg["dataset"],
+        "preset": cfg.get("preset"),
+        "steps": st.get("step"),
+        "test_error": _final(metrics, "test"),
+        "train_error": _final(metrics, "train_eval"),
+        "train_seconds": round(elapsed, 1) if elapsed is not None else None,
+    }
+    return row, env
+
+
+def _machine_of(envs: list[dict]) -> str:
+    """The first run's GPU or CPU, device, precision and torch, for set.json."""
+    e = envs[0] if envs else {}
+    machine = e.get("gpu") or e.get("cpu_model") or e.get("platform") or "unknown"
+    machine = f"{machine} ({e.get('device', '?')}, {e.get('precision', '?')}, torch {e.get('torch', '?')})"
+    return machine
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """Rename the finished set into place; an earlier set is replaced only once it is whole."""
+    if dest.exists():
+        old = dest.parent / f".old-{dest.name}-{secrets.token_hex(3)}"
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
 
 
 def set_size(path: str | os.PathLike) -> int:
