@@ -513,41 +513,7 @@ def final_error_figure(
     own, own_marks = (single[~is_ref] if len(single) else single), marks[marks["reference"] == ""]
     own_all = d[d["reference"].fillna("") == ""] if len(d) else d
     for kind in ("plain", "resnet", "preresnet"):
-        k_all = own_all[own_all["kind"] == kind] if len(own_all) else own_all
-        if not len(k_all):
-            continue
-        mean = k_all.groupby("depth")[col].mean().sort_index()
-        fig.add_trace(
-            go.Scatter(
-                x=mean.index,
-                y=mean.values,
-                mode="lines",
-                line=dict(color=REF_COLORS[kind], width=1.5),
-                name=f"{_kind_word(kind)} (mean of your runs)",
-                hoverinfo="skip",
-            )
-        )
-        k = own[own["kind"] == kind] if len(own) else own
-        if len(k):
-            fig.add_trace(
-                go.Scatter(
-                    x=k["depth"],
-                    y=k[col],
-                    mode="markers",
-                    name=f"your {kind} runs",
-                    marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
-                    text=k["label"],
-                    customdata=k["id"],
-                    hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>",
-                )
-            )
-        km = own_marks[own_marks["kind"] == kind]
-        if len(km):
-            fig.add_trace(
-                _mean_std_trace(
-                    km, f"your {kind} runs: mean ± std over seeds", which, "circle", REF_COLORS[kind]
-                )
-            )
+        _own_kind_traces(fig, kind, own_all, own, own_marks, col, which)
     if show_runs and len(members):
         _member_traces(fig, members, col, which)
     if references and which == "test":
@@ -567,6 +533,44 @@ def final_error_figure(
             text="no finished evaluations yet", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper"
         )
     return fig
+
+
+def _own_kind_traces(fig, kind: str, own_all, own, own_marks, col: str, which: str) -> None:
+    """One family's own runs on the final-error figure: the mean line per depth (over all its
+    runs), a marker per single run, and a mean ± std mark per seed set."""
+    k_all = own_all[own_all["kind"] == kind] if len(own_all) else own_all
+    if not len(k_all):
+        return
+    mean = k_all.groupby("depth")[col].mean().sort_index()
+    fig.add_trace(
+        go.Scatter(
+            x=mean.index,
+            y=mean.values,
+            mode="lines",
+            line=dict(color=REF_COLORS[kind], width=1.5),
+            name=f"{_kind_word(kind)} (mean of your runs)",
+            hoverinfo="skip",
+        )
+    )
+    k = own[own["kind"] == kind] if len(own) else own
+    if len(k):
+        fig.add_trace(
+            go.Scatter(
+                x=k["depth"],
+                y=k[col],
+                mode="markers",
+                name=f"your {kind} runs",
+                marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
+                text=k["label"],
+                customdata=k["id"],
+                hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>",
+            )
+        )
+    km = own_marks[own_marks["kind"] == kind]
+    if len(km):
+        fig.add_trace(
+            _mean_std_trace(km, f"your {kind} runs: mean ± std over seeds", which, "circle", REF_COLORS[kind])
+        )
 
 
 def _bundled_traces(fig, bundled: pd.DataFrame, marks: pd.DataFrame, col: str, which: str):
