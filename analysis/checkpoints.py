@@ -14,6 +14,7 @@ import functools
 import torch
 
 from resnet_core.data import Dataset, load_dataset, normalize
+from resnet_core.inference import batched_logits
 from resnet_core.train import load_model
 
 
@@ -50,9 +51,4 @@ def checkpoint_identity(run, checkpoint: str = "last") -> dict:
 @torch.no_grad()
 def predict(model, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """Logits for normalized ``x`` in eval mode (the model's mode is restored)."""
-    was = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x[i : i + batch]).float() for i in range(0, len(x), batch)])
-    finally:
-        model.train(was)
+    return torch.cat(batched_logits(model, x, batch))

@@ -21,6 +21,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+# eval_mode lives in resnet_core (the trainer uses it too); imported here for old callers
+from resnet_core.inference import eval_mode  # noqa: F401
+
 
 def named(model: nn.Module, names: Iterable[str]) -> list[tuple[str, nn.Module]]:
     """(name, module) pairs for qualified names; ``"stem"`` style aliases are not accepted,
@@ -113,16 +116,3 @@ def hook_count(model: nn.Module) -> int:
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
             total += len(getattr(m, attr, {}) or {})
     return total
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode inside the block (BN uses its running statistics and updates nothing); the
-    previous mode of every submodule is restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, t in modes:
-            m.training = t

@@ -7,5 +7,7 @@
 - ``checks.py``     validation of what the browser sends: depths, dataset paths, uploads
 - ``ui.py``         streamlit helpers shared by the pages (store, caching, pickers, exports)
 - ``tasks.py``      background analysis jobs (detached processes writing to a run's cache/)
-- ``app_pages/``    one file per page; each also runs on its own (AppTest.from_file)
+- ``app_pages/``    one file per page; each also runs on its own (AppTest.from_file) in a
+                    process with the repository root on sys.path (main.py puts it there
+                    under ``streamlit run``, tests/conftest.py under pytest)
 """

@@ -196,6 +196,18 @@ def empty_figure(message: str, height: int = 320) -> go.Figure:
     return fig
 
 
+def _legend_below(fig: go.Figure, height: int, top: int = 30) -> go.Figure:
+    """The common layout of the small figures: the lab's template, the legend in a row below
+    the axes (under their titles), ``top`` pixels for a title or subplot titles."""
+    fig.update_layout(
+        template=TEMPLATE,
+        height=height,
+        margin=dict(t=top, b=40, l=50, r=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
+    return fig
+
+
 def _pct(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else 100.0 * v
 
@@ -501,41 +513,7 @@ def final_error_figure(
     own, own_marks = (single[~is_ref] if len(single) else single), marks[marks["reference"] == ""]
     own_all = d[d["reference"].fillna("") == ""] if len(d) else d
     for kind in ("plain", "resnet", "preresnet"):
-        k_all = own_all[own_all["kind"] == kind] if len(own_all) else own_all
-        if not len(k_all):
-            continue
-        mean = k_all.groupby("depth")[col].mean().sort_index()
-        fig.add_trace(
-            go.Scatter(
-                x=mean.index,
-                y=mean.values,
-                mode="lines",
-                line=dict(color=REF_COLORS[kind], width=1.5),
-                name=f"{_kind_word(kind)} (mean of your runs)",
-                hoverinfo="skip",
-            )
-        )
-        k = own[own["kind"] == kind] if len(own) else own
-        if len(k):
-            fig.add_trace(
-                go.Scatter(
-                    x=k["depth"],
-                    y=k[col],
-                    mode="markers",
-                    name=f"your {kind} runs",
-                    marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
-                    text=k["label"],
-                    customdata=k["id"],
-                    hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>",
-                )
-            )
-        km = own_marks[own_marks["kind"] == kind]
-        if len(km):
-            fig.add_trace(
-                _mean_std_trace(
-                    km, f"your {kind} runs: mean ± std over seeds", which, "circle", REF_COLORS[kind]
-                )
-            )
+        _own_kind_traces(fig, kind, own_all, own, own_marks, col, which)
     if show_runs and len(members):
         _member_traces(fig, members, col, which)
     if references and which == "test":
@@ -555,6 +533,44 @@ def final_error_figure(
             text="no finished evaluations yet", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper"
         )
     return fig
+
+
+def _own_kind_traces(fig, kind: str, own_all, own, own_marks, col: str, which: str) -> None:
+    """One family's own runs on the final-error figure: the mean line per depth (over all its
+    runs), a marker per single run, and a mean ± std mark per seed set."""
+    k_all = own_all[own_all["kind"] == kind] if len(own_all) else own_all
+    if not len(k_all):
+        return
+    mean = k_all.groupby("depth")[col].mean().sort_index()
+    fig.add_trace(
+        go.Scatter(
+            x=mean.index,
+            y=mean.values,
+            mode="lines",
+            line=dict(color=REF_COLORS[kind], width=1.5),
+            name=f"{_kind_word(kind)} (mean of your runs)",
+            hoverinfo="skip",
+        )
+    )
+    k = own[own["kind"] == kind] if len(own) else own
+    if len(k):
+        fig.add_trace(
+            go.Scatter(
+                x=k["depth"],
+                y=k[col],
+                mode="markers",
+                name=f"your {kind} runs",
+                marker=dict(color=k["color"], size=12, line=dict(color="white", width=1)),
+                text=k["label"],
+                customdata=k["id"],
+                hovertemplate="%{text}<br>depth %{x}<br>" + which + " error %{y:.2f}%<extra></extra>",
+            )
+        )
+    km = own_marks[own_marks["kind"] == kind]
+    if len(km):
+        fig.add_trace(
+            _mean_std_trace(km, f"your {kind} runs: mean ± std over seeds", which, "circle", REF_COLORS[kind])
+        )
 
 
 def _bundled_traces(fig, bundled: pd.DataFrame, marks: pd.DataFrame, col: str, which: str):
@@ -743,13 +759,7 @@ def ratio_figure(ratios: pd.DataFrame, runs: pd.DataFrame, height: int = 340) ->
         )
     fig.update_xaxes(title_text="block index (input → output)")
     fig.update_yaxes(title_text="‖F(x)‖ / ‖x‖ (ratio)", rangemode="tozero")
-    fig.update_layout(
-        template=TEMPLATE,
-        height=height,
-        margin=dict(t=30, b=40, l=50, r=10),
-        legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _legend_below(fig, height, top=30)
 
 
 # --- gradient flow ----------------------------------------------------------------------
@@ -842,13 +852,7 @@ def grad_profile_figure(
     fig.update_yaxes(
         title_text=GRAD_VALUES[value][1], type="log", **log_ticks(np.concatenate(shown) if shown else [])
     )
-    fig.update_layout(
-        template=TEMPLATE,
-        height=height,
-        margin=dict(t=30, b=40, l=50, r=10),
-        legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _legend_below(fig, height, top=30)
 
 
 def signal_figure(
@@ -879,13 +883,7 @@ def signal_figure(
         rangemode="normal" if log else "tozero",
         **(log_ticks(df[value]) if log else {}),
     )
-    fig.update_layout(
-        template=TEMPLATE,
-        height=height,
-        margin=dict(t=30, b=40, l=50, r=10),
-        legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _legend_below(fig, height, top=30)
 
 
 # --- comparisons and studies ------------------------------------------------------------
@@ -928,13 +926,7 @@ def compare_figure(metrics: pd.DataFrame, runs: pd.DataFrame, height: int = 380)
     fig.update_xaxes(title_text="iterations (steps)")
     fig.update_yaxes(title_text="cross-entropy loss (nats)", row=1, col=1)
     fig.update_yaxes(title_text="error (%)", row=1, col=2, rangemode="tozero")
-    fig.update_layout(
-        template=TEMPLATE,
-        height=height,
-        margin=dict(t=40, b=40, l=50, r=10),
-        legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _legend_below(fig, height, top=40)
 
 
 def series_figure(
@@ -959,13 +951,7 @@ def series_figure(
     fig.update_yaxes(
         title_text=ylabel, type="log" if log_y else "linear", **(log_ticks(df[y]) if log_y else {})
     )
-    fig.update_layout(
-        template=TEMPLATE,
-        height=height,
-        margin=dict(t=30, b=40, l=50, r=10),
-        legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _legend_below(fig, height, top=30)
 
 
 def embedding_figure(points: pd.DataFrame, title: str, height: int = 420) -> go.Figure:
@@ -1113,13 +1099,7 @@ def lesion_figure(
         fig.add_hline(y=100 * float(t["base_error"].iloc[0]), line=dict(color=color, dash="dot", width=1))
     fig.update_xaxes(title_text="deleted block (index, input → output)")
     fig.update_yaxes(title_text="test error with the block deleted (%)", rangemode="tozero")
-    fig.update_layout(
-        template=TEMPLATE,
-        height=height,
-        margin=dict(t=30, b=40, l=50, r=10),
-        legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _legend_below(fig, height, top=30)
 
 
 def landscape_2d_figure(
@@ -1199,13 +1179,7 @@ def spp_figure(df: pd.DataFrame, height: int = 400, floor: float = 1e-9) -> go.F
     fig.update_xaxes(title_text="block (input → output)")
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_annotations(font_size=12)
-    fig.update_layout(
-        template=TEMPLATE,
-        height=height,
-        margin=dict(t=40, b=40, l=50, r=10),
-        legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _legend_below(fig, height, top=40)
 
 
 def band_figure(
@@ -1255,13 +1229,7 @@ def band_figure(
     # ticks at the measured x values only (k = 1, 2, ...; the depths measured)
     fig.update_xaxes(title_text=xlabel, tickmode="array", tickvals=sorted(set(df[x])))
     fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear")
-    fig.update_layout(
-        template=TEMPLATE,
-        height=height,
-        margin=dict(t=30, b=40, l=50, r=10),
-        legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _legend_below(fig, height, top=30)
 
 
 def crossing_figure(

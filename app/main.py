@@ -1,7 +1,8 @@
 """Entry point: ``streamlit run app/main.py``.
 
 ``streamlit run`` puts only ``app/`` on sys.path, so the repository root goes there on purpose
-(resnet_core, analysis and the ``app`` package itself are imported from it).
+(resnet_core, analysis and the ``app`` package itself are imported from it). This is the one
+place the app does so: the pages run after this script, in the same process.
 """
 
 import sys

@@ -146,34 +146,29 @@ def _layers_cached(root: str, run_id: str, sig: tuple) -> pd.DataFrame:
 
 def metrics_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
     """metrics.jsonl of several runs in one frame with a run_id column."""
-    store = store or get_store()
-    frames = []
-    for rid in run_ids:
-        try:
-            st_, sid = resolve(rid, store)
-            df = _metrics_cached(str(st_.root), sid, _sig(st_.root / sid / "metrics.jsonl"))
-        except (StoreError, reference.ReferenceError):
-            continue
-        if len(df):
-            frames.append(df.assign(run_id=rid))
-    if not frames:
-        return pd.DataFrame(columns=runs_data.METRIC_COLUMNS + ["run_id"])
-    return pd.concat(frames, ignore_index=True)
+    return _frames_for(run_ids, store, "metrics.jsonl", _metrics_cached, runs_data.METRIC_COLUMNS)
 
 
 def layers_for(run_ids, store: RunStore | None = None) -> pd.DataFrame:
+    """layers.jsonl of several runs in one frame with a run_id column."""
+    return _frames_for(run_ids, store, "layers.jsonl", _layers_cached, runs_data.LAYER_COLUMNS)
+
+
+def _frames_for(run_ids, store: RunStore | None, file: str, cached, columns: list[str]) -> pd.DataFrame:
+    """One record file of several runs (own or reference; unreadable ones left out), read
+    through ``cached(root, run_id, signature)``, in one frame with a run_id column."""
     store = store or get_store()
     frames = []
     for rid in run_ids:
         try:
             st_, sid = resolve(rid, store)
-            df = _layers_cached(str(st_.root), sid, _sig(st_.root / sid / "layers.jsonl"))
-        except (StoreError, reference.ReferenceError):
+            df = cached(str(st_.root), sid, _sig(st_.root / sid / file))
+        except (StoreError, reference.ReferenceSetError):
             continue
         if len(df):
             frames.append(df.assign(run_id=rid))
     if not frames:
-        return pd.DataFrame(columns=runs_data.LAYER_COLUMNS + ["run_id"])
+        return pd.DataFrame(columns=columns + ["run_id"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -187,7 +182,7 @@ def budgets_for(runs: pd.DataFrame, store: RunStore | None = None) -> list[dict]
         try:
             st_, sid = resolve(rid, store)
             cfg = st_.run(sid).read_config_dict()
-        except (StoreError, reference.ReferenceError):
+        except (StoreError, reference.ReferenceSetError):
             cfg = {}
         out.append(
             {
@@ -204,7 +199,7 @@ def budgets_for(runs: pd.DataFrame, store: RunStore | None = None) -> list[dict]
 def has_layers(store: RunStore, run_id: str) -> bool:
     try:
         st_, sid = resolve(run_id, store)
-    except (reference.ReferenceError, StoreError):
+    except (reference.ReferenceSetError, StoreError):
         return False
     return _sig(st_.root / sid / "layers.jsonl")[0] > 0
 
@@ -222,7 +217,7 @@ def recorder_problems(store: RunStore, run_ids) -> dict[str, list[str]]:
         try:
             st_, sid = resolve(rid, store)
             status = st_.run(sid).read_json("status.json", {}) or {}
-        except (StoreError, reference.ReferenceError):
+        except (StoreError, reference.ReferenceSetError):
             continue
         errs = status.get("recorder_errors") if isinstance(status, dict) else None
         if errs:

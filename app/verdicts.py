@@ -117,42 +117,47 @@ def _agrees(paper: str) -> str:
 
 
 # --- Fig. 6: degradation ---------------------------------------------------------------------
+def _by_sign(key: str, c: int, agree: int, head: str, said: dict, paper: str, budgets, nums) -> Verdict:
+    """The verdict of a comparison ``c`` (from _cmp): "agrees" when its sign is the paper's
+    (``agree``), "unclear" on a tie, else "contradicts"; ``said[c]`` says what the runs show."""
+    if c == agree:
+        return Verdict(key, "agrees", head + said[c] + _agrees(paper), nums)
+    if c == 0:
+        text = f"**no clear difference** (under {ERROR_MARGIN:g} point)."
+        return Verdict(key, "unclear", head + text + _differs(paper, budgets), nums)
+    return Verdict(key, "contradicts", head + said[c] + _differs(paper, budgets), nums)
+
+
+def _depth_ends(d: pd.DataFrame, kind: str, col: str, whose: str):
+    """The shallowest and deepest nets of ``kind``: (errors by depth, lo, hi, _cmp(deep,
+    shallow), the numbers, the sentence's head), or None with fewer than two depths."""
+    e = _by_depth(d, kind, col)
+    if len(e) < 2:
+        return None
+    what = "training" if col.startswith("train") else "test"
+    lo, hi = e.index[0], e.index[-1]
+    c = _cmp(e[hi], e[lo], ERROR_MARGIN)
+    nums = {"shallow": float(e[lo]), "deep": float(e[hi]), "depths": (int(lo), int(hi))}
+    head = (
+        f"In {whose} runs, {name(kind, hi)} ends at {_pct(d, kind, hi, col, e[hi])} final "
+        f"{what} error and {name(kind, lo)} at {_pct(d, kind, lo, col, e[lo])}: "
+    )
+    return e, lo, hi, c, nums, head
+
+
 def plain_depth(finals, budgets=(), col: str = "train_error_pct", whose: str = "these") -> Verdict:
     """Deeper plain nets end with higher training error (He et al. Fig. 6, left)."""
     d = _frame(finals)
-    p = _by_depth(d, "plain", col) if len(d) else pd.Series(dtype=float)
-    what = "training" if col.startswith("train") else "test"
-    if len(p) < 2:
+    ends = _depth_ends(d, "plain", col, whose) if len(d) else None
+    if ends is None:
         return Verdict("plain_depth", "missing", "", {})
-    lo, hi = p.index[0], p.index[-1]
-    c = _cmp(p[hi], p[lo], ERROR_MARGIN)
-    nums = {"shallow": float(p[lo]), "deep": float(p[hi]), "depths": (int(lo), int(hi))}
-    head = (
-        f"In {whose} runs, {name('plain', hi)} ends at {_pct(d, 'plain', hi, col, p[hi])} "
-        f"final {what} error and {name('plain', lo)} at {_pct(d, 'plain', lo, col, p[lo])}: "
-    )
+    p, lo, hi, c, nums, head = ends
     paper = "deeper plain nets end with higher training error (Fig. 6, left)"
-    if c > 0:
-        return Verdict(
-            "plain_depth",
-            "agrees",
-            head + f"the deeper plain net is **worse**, by {p[hi] - p[lo]:.1f} points." + _agrees(paper),
-            nums,
-        )
-    if c == 0:
-        return Verdict(
-            "plain_depth",
-            "unclear",
-            head + f"**no clear difference** (under {ERROR_MARGIN:g} point)." + _differs(paper, budgets),
-            nums,
-        )
-    return Verdict(
-        "plain_depth",
-        "contradicts",
-        head + f"the deeper plain net is **better**, by "
-        f"{p[lo] - p[hi]:.1f} points." + _differs(paper, budgets),
-        nums,
-    )
+    said = {
+        1: f"the deeper plain net is **worse**, by {p[hi] - p[lo]:.1f} points.",
+        -1: f"the deeper plain net is **better**, by {p[lo] - p[hi]:.1f} points.",
+    }
+    return _by_sign("plain_depth", c, 1, head, said, paper, budgets, nums)
 
 
 def not_overfitting(finals, budgets=(), whose: str = "these") -> Verdict:
@@ -201,39 +206,16 @@ def residual_depth(finals, budgets=(), col: str = "train_error_pct", whose: str 
     if not len(d):
         return Verdict("residual_depth", "missing", "", {})
     kind = _residual_kind(d, col)
-    r = _by_depth(d, kind, col)
-    what = "training" if col.startswith("train") else "test"
-    if len(r) < 2:
+    ends = _depth_ends(d, kind, col, whose)
+    if ends is None:
         return Verdict("residual_depth", "missing", "", {})
-    lo, hi = r.index[0], r.index[-1]
-    c = _cmp(r[hi], r[lo], ERROR_MARGIN)
-    nums = {"shallow": float(r[lo]), "deep": float(r[hi]), "depths": (int(lo), int(hi))}
-    head = (
-        f"In {whose} runs, {name(kind, hi)} ends at {_pct(d, kind, hi, col, r[hi])} final "
-        f"{what} error and {name(kind, lo)} at {_pct(d, kind, lo, col, r[lo])}: "
-    )
+    r, lo, hi, c, nums, head = ends
     paper = "deeper ResNets end lower (Fig. 6, middle; Table 6), at 64,000 steps"
-    if c < 0:
-        return Verdict(
-            "residual_depth",
-            "agrees",
-            head + f"the deeper residual net is **better**, by {r[lo] - r[hi]:.1f} points." + _agrees(paper),
-            nums,
-        )
-    if c == 0:
-        return Verdict(
-            "residual_depth",
-            "unclear",
-            head + f"**no clear difference** (under {ERROR_MARGIN:g} point)." + _differs(paper, budgets),
-            nums,
-        )
-    return Verdict(
-        "residual_depth",
-        "contradicts",
-        head + f"the deeper residual net is **worse**, "
-        f"by {r[hi] - r[lo]:.1f} points." + _differs(paper, budgets),
-        nums,
-    )
+    said = {
+        -1: f"the deeper residual net is **better**, by {r[lo] - r[hi]:.1f} points.",
+        1: f"the deeper residual net is **worse**, by {r[hi] - r[lo]:.1f} points.",
+    }
+    return _by_sign("residual_depth", c, -1, head, said, paper, budgets, nums)
 
 
 def residual_vs_plain(finals, budgets=(), col: str = "train_error_pct", whose: str = "these") -> Verdict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -33,16 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NPZ = ROOT.parent / "shared" / "data" / "cifar10-jpeg.npz"
 MODELS = ("plain20", "plain56", "resnet20", "resnet56")
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def read_results(runs_dir: Path) -> dict:
@@ -159,8 +148,10 @@ def main(argv=None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     import torch
 
+    from resnet_core.train import cpu_model  # on sys.path since read_results
+
     print(
-        f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        f"machine: {cpu_model() or 'unknown'}, {os.cpu_count()} cores, torch {torch.__version__}; "
         f"load average {load:.2f} before, {load_after:.2f} after"
     )
     print(

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -62,21 +61,11 @@ from resnet_core.models.summary import count_macs  # noqa: E402
 from resnet_core.train import (
     Callback,
     cpu_has_fast_bf16,
+    cpu_model,
     resolve_channels_last,  # noqa: E402
     resolve_precision,
     train,
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 DEVICE = torch.device("cpu")  # --device; every contender runs there
 
@@ -291,7 +280,8 @@ def main(argv=None) -> int:
     fast_bf16 = cpu_has_fast_bf16()
     gpu = f", GPU {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""
     print(
-        f"machine: {cpu_model()}, {cores()} cores{gpu}, torch {torch.__version__}, threads {args.threads}, "
+        f"machine: {cpu_model() or 'unknown'}, {cores()} cores{gpu}, torch {torch.__version__}, "
+        f"threads {args.threads}, "
         f"fast bf16: {fast_bf16}, load average {os.getloadavg()[0]:.2f}, device {DEVICE}",
         flush=True,
     )

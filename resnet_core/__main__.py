@@ -287,8 +287,32 @@ def _sweep_eta(store, ids) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from .jobs import ensure_runner, run_queue, submit
+    from .jobs import ensure_runner, submit
 
+    configs, seeds, store = _sweep_configs(args)
+    if args.dry_run:
+        for c in configs:
+            print(c.to_json())
+    # a dry run says so too: it shows what the real sweep would do, refusal included
+    require_on_disk(configs[0].dataset, configs[0].data_root, configs[0].download)
+    if args.dry_run:
+        return 0
+    t0 = time.time()
+    runs = [submit(store, c, start_runner=False) for c in configs]
+    ids = [r.id for r in runs]
+    for r in runs:
+        print(r.id, flush=True)
+    if args.background:
+        ensure_runner(store)
+        return 0
+    stopped = _drain_sweep(store, ids, _sweep_ticker(ids, seeds, t0))
+    if stopped is not None:
+        return stopped
+    return _sweep_summary(store, ids, args.name, t0)
+
+
+def _sweep_configs(args) -> tuple[list[TrainConfig], list, RunStore]:
+    """The sweep's configs, its seeds and the store, or a CliError naming the bad flag."""
     if args.name not in SWEEPS:
         raise CliError(f"sweep {args.name!r} is not accepted; accepted: {', '.join(SWEEPS)}")
     sw = SWEEPS[args.name]
@@ -313,24 +337,11 @@ def cmd_sweep(args) -> int:
     configs = []
     for r in runs:  # a run's own label (rescue's variants) replaces "sweep NAME"
         configs.append(apply_preset(sw["preset"], {**overrides, "name": f"sweep {args.name}", **r}))
-    if args.dry_run:
-        for c in configs:
-            print(c.to_json())
-    # a dry run says so too: it shows what the real sweep would do, refusal included
-    require_on_disk(configs[0].dataset, configs[0].data_root, configs[0].download)
-    if args.dry_run:
-        return 0
-    t0 = time.time()
-    runs = [submit(store, c, start_runner=False) for c in configs]
-    ids = [r.id for r in runs]
-    for r in runs:
-        print(r.id, flush=True)
-    if args.background:
-        from .jobs import ensure_runner
+    return configs, seeds, store
 
-        ensure_runner(store)
-        return 0
 
+def _sweep_ticker(ids: list[str], seeds: list, t0: float):
+    """The progress line's printer: every tick on a terminal, every 2 s into a log."""
     last = {"t": 0.0}
 
     def tick(st):
@@ -351,6 +362,13 @@ def cmd_sweep(args) -> int:
         else:
             print(line, file=sys.stderr, flush=True)
 
+    return tick
+
+
+def _drain_sweep(store: RunStore, ids: list[str], tick) -> int | None:
+    """Train the queue here; an exit code when a hang-up or Ctrl-C ended it early, else None."""
+    from .jobs import cancel, ensure_runner, run_queue
+
     # closing the terminal must not strand the queue: on SIGHUP this process hands what is left
     # to a detached runner (in its own session, so the hangup does not reach it) and exits 0
     old_hup = signal.signal(signal.SIGHUP, _on_hangup) if hasattr(signal, "SIGHUP") else None
@@ -364,8 +382,6 @@ def cmd_sweep(args) -> int:
         )
         return 0
     except KeyboardInterrupt:
-        from .jobs import cancel
-
         for rid in ids:
             try:
                 cancel(store, rid)
@@ -376,9 +392,14 @@ def cmd_sweep(args) -> int:
     finally:
         if old_hup is not None:
             signal.signal(signal.SIGHUP, old_hup)
+    return None
+
+
+def _sweep_summary(store: RunStore, ids: list[str], name: str, t0: float) -> int:
+    """The table of the sweep's runs; 0 when every one is done."""
     wall = time.time() - t0
     print(file=sys.stderr)
-    print(f"sweep {args.name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
+    print(f"sweep {name}: {len(ids)} runs in {wall:.1f} s wall time", file=sys.stderr)
     print(f"{'model':<16}{'seed':>6}  {'state':<12}{'train err (eval)':>18}{'test err':>10}", file=sys.stderr)
     ok = True
     for rid in ids:
@@ -520,7 +541,7 @@ def _reference_dest(text: str) -> Path:
 
 
 def cmd_reference(args) -> int:
-    from .reference import ReferenceError, check_set, export, list_sets, read_set, set_size
+    from .reference import ReferenceSetError, check_set, export, list_sets, read_set, set_size
 
     if args.action == "export":
         store = RunStore(args.runs_dir)
@@ -574,7 +595,7 @@ def cmd_reference(args) -> int:
                 f"train err (eval) {fmt(r.get('train_error')):>7}  {r.get('id')}"
             )
     if bad:
-        raise ReferenceError(f"{bad} reference set(s) have problems (listed above)")
+        raise ReferenceSetError(f"{bad} reference set(s) have problems (listed above)")
     return 0
 
 
@@ -616,23 +637,38 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
         dest="cmd", required=True, metavar="{train,sweep,resume,runs,models,cancel,reference,export}"
     )
 
-    def runs_dir(sp):
-        sp.add_argument(
-            "--runs-dir",
-            default=None,
-            metavar="DIR",
-            help="the run store (default: $RESNET_LAB_RUNS_DIR or ./checkpoints)",
-        )
+    _add_train(sub)
+    _add_sweep(sub)
+    _add_resume_and_runs(sub)
+    _add_models(sub)
+    _add_cancel_and_reference(sub)
+    _add_export_and_internal(sub)
+    return p
 
+
+def _runs_dir_flag(sp) -> None:
+    sp.add_argument(
+        "--runs-dir",
+        default=None,
+        metavar="DIR",
+        help="the run store (default: $RESNET_LAB_RUNS_DIR or ./checkpoints)",
+    )
+
+
+def _add_train(sub) -> None:
+    """The train subcommand."""
     t = sub.add_parser("train", help="train one model (in the foreground unless --background)")
     t.add_argument("--preset", choices=list(PRESETS), help="a budget; explicit flags override it")
     t.add_argument("--config", metavar="FILE", help="a saved config.json to re-run")
     t.add_argument("--background", action="store_true", help="queue it and return at once")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    runs_dir(t)
+    _runs_dir_flag(t)
     add_config_flags(t)
     t.set_defaults(fn=cmd_train)
 
+
+def _add_sweep(sub) -> None:
+    """The sweep subcommand."""
     s = sub.add_parser("sweep", help="queue a set of runs and drain the queue (quick, lesson, fig6)")
     s.add_argument("name", help=f"one of: {', '.join(SWEEPS)}")
     s.add_argument("--background", action="store_true", help="queue them and return at once")
@@ -645,10 +681,13 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
         "app shows runs that differ only in seed as mean +- std",
     )
     s.add_argument("--preset", help=argparse.SUPPRESS)
-    runs_dir(s)
+    _runs_dir_flag(s)
     add_config_flags(s)
     s.set_defaults(fn=cmd_sweep)
 
+
+def _add_resume_and_runs(sub) -> None:
+    """The resume and runs subcommands."""
     r = sub.add_parser(
         "resume", help="continue an interrupted, failed or cancelled run, or start a queued one now"
     )
@@ -656,14 +695,17 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     r.add_argument("--background", action="store_true")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--threads", type=int, default=None, help="default: the thread count it ran with")
-    runs_dir(r)
+    _runs_dir_flag(r)
     r.set_defaults(fn=cmd_resume)
 
     ls = sub.add_parser("runs", help="list runs: id, state, model, dataset, progress, final errors")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
-    runs_dir(ls)
+    _runs_dir_flag(ls)
     ls.set_defaults(fn=cmd_runs)
 
+
+def _add_models(sub) -> None:
+    """The models subcommand."""
     m = sub.add_parser(
         "models", help="list the named models with parameter counts and the memory a training step needs"
     )
@@ -690,9 +732,12 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     )
     m.set_defaults(fn=cmd_models)
 
+
+def _add_cancel_and_reference(sub) -> None:
+    """The cancel and reference subcommands."""
     c = sub.add_parser("cancel", help="cancel a queued or running run")
     c.add_argument("run_id")
-    runs_dir(c)
+    _runs_dir_flag(c)
     c.set_defaults(fn=cmd_cancel)
 
     rf = sub.add_parser("reference", help="bundled reference runs: list, check, export")
@@ -721,9 +766,12 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     e.add_argument("--command", default=None, help="the command that made the runs")
     e.add_argument("--machine", default=None, help="default: the GPU or CPU named in env.json")
     e.add_argument("--force", action="store_true", help="replace an existing set")
-    runs_dir(e)
+    _runs_dir_flag(e)
     e.set_defaults(fn=cmd_reference)
 
+
+def _add_export_and_internal(sub) -> None:
+    """The export subcommand, and the internal runner and _run ones."""
     ex = sub.add_parser("export", help="write runs as TensorBoard event files")
     ex.add_argument(
         "run_ids",
@@ -742,18 +790,17 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
         action="store_true",
         help="also write into a non-empty folder that is not an earlier export",
     )
-    runs_dir(ex)
+    _runs_dir_flag(ex)
     ex.set_defaults(fn=cmd_export)
 
     q = sub.add_parser("runner")  # the detached queue runner (started by submit)
-    runs_dir(q)
+    _runs_dir_flag(q)
     q.set_defaults(fn=cmd_runner)
     x = sub.add_parser("_run")  # one stored run in this process (started by the runner)
     x.add_argument("run_id")
     x.add_argument("--threads", type=int, default=None)
-    runs_dir(x)
+    _runs_dir_flag(x)
     x.set_defaults(fn=cmd_run_stored)
-    return p
 
 
 def main(argv=None, prog: str = "python -m resnet_core") -> int:

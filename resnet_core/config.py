@@ -120,85 +120,68 @@ class TrainConfig:
 
     def validate(self, source: str = "config") -> TrainConfig:
         """Check every field's type and range; raise ConfigError naming the field."""
+        c = _FieldChecker(self, source)
+        self._validate_model(c)
+        self._validate_data(c)
+        self._validate_schedule(c)
+        self._validate_running(c)
+        self._validate_variants(source, c.bad, c.check_choice, c.check_bool, c.check_float)
+        return self
+
+    def _validate_model(self, c: _FieldChecker) -> None:
+        """The fields of the model and its options."""
         from .models import INITS, ModelNameError, parse_name
 
-        def bad(name, what):
-            e = ConfigError(f"{source}: {name}={getattr(self, name)!r} is not accepted; {what}")
-            e.field = name
-            raise e
-
-        def check_int(name, lo=None, optional=False, hi=MAX_COUNT):
-            v = getattr(self, name)
-            if v is None and optional:
-                return
-            if isinstance(v, bool) or not isinstance(v, int):
-                bad(name, f"expected an integer{f' >= {lo}' if lo is not None else ''}")
-            if lo is not None and v < lo:
-                bad(name, f"expected an integer >= {lo}")
-            if v > hi:
-                bad(name, f"expected an integer from {lo} to {hi}")
-
-        def check_float(name, lo=None, hi=None, lo_open=False, optional=False):
-            v = getattr(self, name)
-            if v is None and optional:
-                return
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                bad(name, "expected a finite number")
-            if lo is not None and (v < lo or (lo_open and v == lo)):
-                bad(name, f"expected a number {'>' if lo_open else '>='} {lo}")
-            if hi is not None and v > hi:
-                bad(name, f"expected a number <= {hi}")
-
-        def check_choice(name, choices):
-            if getattr(self, name) not in choices:
-                bad(name, f"accepted: {', '.join(map(str, choices))}")
-
-        def check_bool(name, optional=False):
-            v = getattr(self, name)
-            if not (isinstance(v, bool) or (optional and v is None)):
-                bad(name, "expected true or false")
-
         if not isinstance(self.model, str):
-            bad("model", "expected a model name")
+            c.bad("model", "expected a model name")
         try:
             parse_name(self.model)
         except ModelNameError as e:
-            raise ConfigError(f"{source}: model: {e}") from None
-        check_choice("shortcut", (None, "A", "B", "C"))
-        check_int("width", 1, optional=True, hi=MAX_WIDTH)
-        check_choice("norm", ("batch", "none"))
-        check_choice("init", INITS)
+            raise ConfigError(f"{c.source}: model: {e}") from None
+        c.check_choice("shortcut", (None, "A", "B", "C"))
+        c.check_int("width", 1, optional=True, hi=MAX_WIDTH)
+        c.check_choice("norm", ("batch", "none"))
+        c.check_choice("init", INITS)
+
+    def _validate_data(self, c: _FieldChecker) -> None:
+        """The fields of the dataset, its size and augmentation."""
         if not isinstance(self.dataset, str) or not self.dataset:
-            bad("dataset", "expected a dataset name or a path")
+            c.bad("dataset", "expected a dataset name or a path")
         if self.data_root is not None and not isinstance(self.data_root, str):
-            bad("data_root", "expected a folder path")
-        check_bool("download")
-        check_int("subset", 1, optional=True)
-        check_int("image_size", 4, optional=True, hi=MAX_IMAGE_SIZE)
-        check_int("val_split", 0)
-        check_choice("augment", ("auto", "flip_crop", "crop", "none"))
-        check_int("train_eval_size", 0)
-        check_int("test_size", 1, optional=True)
-        check_float("epochs", 0, hi=MAX_EPOCHS, lo_open=True, optional=True)
-        check_int("iterations", 1, optional=True)
+            c.bad("data_root", "expected a folder path")
+        c.check_bool("download")
+        c.check_int("subset", 1, optional=True)
+        c.check_int("image_size", 4, optional=True, hi=MAX_IMAGE_SIZE)
+        c.check_int("val_split", 0)
+        c.check_choice("augment", ("auto", "flip_crop", "crop", "none"))
+        c.check_int("train_eval_size", 0)
+        c.check_int("test_size", 1, optional=True)
+
+    def _validate_schedule(self, c: _FieldChecker) -> None:
+        """The fields of length, batch, optimizer, schedule and seed."""
+        c.check_float("epochs", 0, hi=MAX_EPOCHS, lo_open=True, optional=True)
+        c.check_int("iterations", 1, optional=True)
         if self.epochs is None and self.iterations is None:
-            raise ConfigError(f"{source}: set either epochs or iterations (or use a preset)")
-        check_int("batch_size", 1)
-        check_float("lr", 0, lo_open=True)
-        check_float("momentum", 0, 1)
-        check_float("weight_decay", 0)
-        check_bool("decay_bn_bias")
-        check_choice("schedule", ("steps", "cosine", "onecycle", "constant"))
-        check_choice("warmup", ("auto", "paper", "none"))
-        check_int("seed", 0, hi=MAX_SEED)
-        check_choice("device", ("auto", "cpu", "cuda", "mps"))
-        check_int("threads", 1, optional=True, hi=MAX_THREADS)
-        check_choice("precision", ("auto", "fp32", "bf16"))
-        check_bool("channels_last", optional=True)
-        check_bool("compile")
-        check_int("log_every", 1)
-        check_int("eval_every", 1, optional=True)
-        check_int("checkpoint_every", 1, optional=True)
+            raise ConfigError(f"{c.source}: set either epochs or iterations (or use a preset)")
+        c.check_int("batch_size", 1)
+        c.check_float("lr", 0, lo_open=True)
+        c.check_float("momentum", 0, 1)
+        c.check_float("weight_decay", 0)
+        c.check_bool("decay_bn_bias")
+        c.check_choice("schedule", ("steps", "cosine", "onecycle", "constant"))
+        c.check_choice("warmup", ("auto", "paper", "none"))
+        c.check_int("seed", 0, hi=MAX_SEED)
+
+    def _validate_running(self, c: _FieldChecker) -> None:
+        """The fields of hardware, logging, checkpoints, recorders and labels."""
+        c.check_choice("device", ("auto", "cpu", "cuda", "mps"))
+        c.check_int("threads", 1, optional=True, hi=MAX_THREADS)
+        c.check_choice("precision", ("auto", "fp32", "bf16"))
+        c.check_bool("channels_last", optional=True)
+        c.check_bool("compile")
+        c.check_int("log_every", 1)
+        c.check_int("eval_every", 1, optional=True)
+        c.check_int("checkpoint_every", 1, optional=True)
         if (
             not isinstance(self.checkpoint_steps, list)
             or not all(
@@ -207,17 +190,15 @@ class TrainConfig:
             )
             or len(self.checkpoint_steps) > 10000
         ):
-            bad("checkpoint_steps", f"expected a list of at most 10000 integers from 1 to {MAX_COUNT}")
+            c.bad("checkpoint_steps", f"expected a list of at most 10000 integers from 1 to {MAX_COUNT}")
         if not isinstance(self.recorders, list) or not all(
             isinstance(r, str) and ":" in r for r in self.recorders
         ):
-            bad("recorders", "expected a list of 'module:Class' import paths")
+            c.bad("recorders", "expected a list of 'module:Class' import paths")
         if self.preset is not None and not isinstance(self.preset, str):
-            bad("preset", "expected a preset name")
+            c.bad("preset", "expected a preset name")
         if self.name is not None and not isinstance(self.name, str):
-            bad("name", "expected a string")
-        self._validate_variants(source, bad, check_choice, check_bool, check_float)
-        return self
+            c.bad("name", "expected a string")
 
     def _validate_variants(self, source, bad, check_choice, check_bool, check_float) -> None:
         """The variants of models/variants.py: each field alone, then how they combine with
@@ -239,6 +220,50 @@ class TrainConfig:
 
 
 VARIANT_FIELDS = ("activation", "init", "branch_scalar", "zero_init_residual", "tat_target")
+
+
+class _FieldChecker:
+    """Type and range checks of a config's fields; a failure is a ConfigError naming the field
+    (``.field``) and what is accepted."""
+
+    def __init__(self, cfg: TrainConfig, source: str):
+        self.cfg, self.source = cfg, source
+
+    def bad(self, name, what):
+        e = ConfigError(f"{self.source}: {name}={getattr(self.cfg, name)!r} is not accepted; {what}")
+        e.field = name
+        raise e
+
+    def check_int(self, name, lo=None, optional=False, hi=MAX_COUNT):
+        v = getattr(self.cfg, name)
+        if v is None and optional:
+            return
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.bad(name, f"expected an integer{f' >= {lo}' if lo is not None else ''}")
+        if lo is not None and v < lo:
+            self.bad(name, f"expected an integer >= {lo}")
+        if v > hi:
+            self.bad(name, f"expected an integer from {lo} to {hi}")
+
+    def check_float(self, name, lo=None, hi=None, lo_open=False, optional=False):
+        v = getattr(self.cfg, name)
+        if v is None and optional:
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            self.bad(name, "expected a finite number")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            self.bad(name, f"expected a number {'>' if lo_open else '>='} {lo}")
+        if hi is not None and v > hi:
+            self.bad(name, f"expected a number <= {hi}")
+
+    def check_choice(self, name, choices):
+        if getattr(self.cfg, name) not in choices:
+            self.bad(name, f"accepted: {', '.join(map(str, choices))}")
+
+    def check_bool(self, name, optional=False):
+        v = getattr(self.cfg, name)
+        if not (isinstance(v, bool) or (optional and v is None)):
+            self.bad(name, "expected true or false")
 
 
 class ConfigError(ValueError):

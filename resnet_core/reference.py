@@ -50,7 +50,7 @@ MAX_WEIGHT_STEPS = 40  # weight-gradient steps kept per run: Gradient flow's hea
 _SET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
-class ReferenceError(ValueError):
+class ReferenceSetError(ValueError):
     """A reference set or an export request is bad. The message names what and why."""
 
 
@@ -67,7 +67,7 @@ def valid_set_name(name) -> bool:
 
 def check_set_name(name: str) -> str:
     if not valid_set_name(name):
-        raise ReferenceError(
+        raise ReferenceSetError(
             f"reference set name {name!r} is not accepted: use lower-case "
             "letters, digits, '.', '_' and '-' (at most 64, starting with a "
             "letter or digit)"
@@ -245,17 +245,46 @@ def export(
     existing set is replaced only with ``force``."""
     dest = Path(dest)
     check_set_name(dest.name)
+    runs = _export_runs(store, run_ids, dest, title, force)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".new-{dest.name}-{secrets.token_hex(3)}"
+    tmp.mkdir()
+    try:
+        listing, envs = [], []
+        for run, st, cfg in runs:
+            row, env = _copy_run(tmp / run.id, run, st, cfg, max_train_rows, max_layer_steps)
+            listing.append(row)
+            envs.append(env)
+        meta = {
+            "title": title.strip(),
+            "description": description.strip(),
+            "made": time.strftime("%Y-%m-%d", time.gmtime()),
+            "machine": _machine_of(envs) if machine is None else machine,
+            "command": command,
+            "git_commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
+            "runs": listing,
+        }
+        atomic_write_json(tmp / "set.json", meta)
+        _swap_in(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_set(dest)
+
+
+def _export_runs(store: RunStore, run_ids: list[str], dest: Path, title, force: bool) -> list:
+    """(run, status, config dict) of each run to export, or ReferenceSetError naming why not."""
     if not run_ids:
-        raise ReferenceError("no runs to export: name at least one run id (or use --all)")
+        raise ReferenceSetError("no runs to export: name at least one run id (or use --all)")
     if len(set(run_ids)) != len(run_ids):
-        raise ReferenceError("a run id is named twice")
+        raise ReferenceSetError("a run id is named twice")
     if not isinstance(title, str) or not title.strip():
-        raise ReferenceError("a reference set needs a title (--title), shown in the app")
+        raise ReferenceSetError("a reference set needs a title (--title), shown in the app")
     if (dest.exists() or dest.is_symlink()) and not force:
-        raise ReferenceError(f"{dest} already exists; pass --force to replace it")
+        raise ReferenceSetError(f"{dest} already exists; pass --force to replace it")
     if (dest.exists() or dest.is_symlink()) and not is_reference_set(dest):
         # --force replaces an earlier reference set, never a folder of anything else
-        raise ReferenceError(
+        raise ReferenceSetError(
             f"{dest} exists and is not a reference set (a folder holding "
             "set.json and run records only); --force replaces only a set "
             "made by export: choose another --to"
@@ -265,74 +294,62 @@ def export(
         run = store.run(rid)  # StoreError names a bad or missing id
         st = run.read_status()
         if st["state"] != "done":
-            raise ReferenceError(
+            raise ReferenceSetError(
                 f"run {rid} is {st['state']}, not done: only finished runs can be reference runs"
             )
         cfg = run.read_config().to_dict()  # validated
         runs.append((run, st, cfg))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".new-{dest.name}-{secrets.token_hex(3)}"
-    tmp.mkdir()
-    try:
-        listing, envs = [], []
-        for run, st, cfg in runs:
-            out = tmp / run.id
-            out.mkdir()
-            metrics = thin_metrics(run.read_metrics(), max_train_rows)
-            layers = thin_layers(run.read_layers(), max_layer_steps)
-            env = {k: v for k, v in (run.read_json("env.json") or {}).items() if k not in ENV_DROP}
-            status = {k: st[k] for k in STATUS_KEEP if k in st}
-            atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2) + "\n").encode())
-            atomic_write_json(out / "status.json", status)
-            atomic_write_json(out / "env.json", env)
-            atomic_write_bytes(out / "metrics.jsonl", _jsonl(metrics, 6))
-            if layers:
-                atomic_write_bytes(out / "layers.jsonl", _jsonl(layers, 4))
-            envs.append(env)
-            elapsed = (
-                st.get("updated") - st.get("started")
-                if isinstance(st.get("updated"), (int, float)) and isinstance(st.get("started"), (int, float))
-                else None
-            )
-            listing.append(
-                {
-                    "id": run.id,
-                    "model": cfg["model"],
-                    "dataset": cfg["dataset"],
-                    "preset": cfg.get("preset"),
-                    "steps": st.get("step"),
-                    "test_error": _final(metrics, "test"),
-                    "train_error": _final(metrics, "train_eval"),
-                    "train_seconds": round(elapsed, 1) if elapsed is not None else None,
-                }
-            )
-        if machine is None:
-            e = envs[0] if envs else {}
-            machine = e.get("gpu") or e.get("cpu_model") or e.get("platform") or "unknown"
-            machine = (
-                f"{machine} ({e.get('device', '?')}, {e.get('precision', '?')}, torch {e.get('torch', '?')})"
-            )
-        meta = {
-            "title": title.strip(),
-            "description": description.strip(),
-            "made": time.strftime("%Y-%m-%d", time.gmtime()),
-            "machine": machine,
-            "command": command,
-            "git_commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
-            "runs": listing,
-        }
-        atomic_write_json(tmp / "set.json", meta)
-        if dest.exists():
-            old = dest.parent / f".old-{dest.name}-{secrets.token_hex(3)}"
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return read_set(dest)
+    return runs
+
+
+def _copy_run(out: Path, run, st: dict, cfg: dict, max_train_rows: int, max_layer_steps: int):
+    """Write one run's records (thinned, no weights) into ``out``; (its set.json row, its env)."""
+    out.mkdir()
+    metrics = thin_metrics(run.read_metrics(), max_train_rows)
+    layers = thin_layers(run.read_layers(), max_layer_steps)
+    env = {k: v for k, v in (run.read_json("env.json") or {}).items() if k not in ENV_DROP}
+    status = {k: st[k] for k in STATUS_KEEP if k in st}
+    atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2) + "\n").encode())
+    atomic_write_json(out / "status.json", status)
+    atomic_write_json(out / "env.json", env)
+    atomic_write_bytes(out / "metrics.jsonl", _jsonl(metrics, 6))
+    if layers:
+        atomic_write_bytes(out / "layers.jsonl", _jsonl(layers, 4))
+    elapsed = (
+        st.get("updated") - st.get("started")
+        if isinstance(st.get("updated"), (int, float)) and isinstance(st.get("started"), (int, float))
+        else None
+    )
+    row = {
+        "id": run.id,
+        "model": cfg["model"],
+        "dataset": cfg["dataset"],
+        "preset": cfg.get("preset"),
+        "steps": st.get("step"),
+        "test_error": _final(metrics, "test"),
+        "train_error": _final(metrics, "train_eval"),
+        "train_seconds": round(elapsed, 1) if elapsed is not None else None,
+    }
+    return row, env
+
+
+def _machine_of(envs: list[dict]) -> str:
+    """The first run's GPU or CPU, device, precision and torch, for set.json."""
+    e = envs[0] if envs else {}
+    machine = e.get("gpu") or e.get("cpu_model") or e.get("platform") or "unknown"
+    machine = f"{machine} ({e.get('device', '?')}, {e.get('precision', '?')}, torch {e.get('torch', '?')})"
+    return machine
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """Rename the finished set into place; an earlier set is replaced only once it is whole."""
+    if dest.exists():
+        old = dest.parent / f".old-{dest.name}-{secrets.token_hex(3)}"
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
 
 
 def set_size(path: str | os.PathLike) -> int:
@@ -363,7 +380,7 @@ def check_set(s: ReferenceSet) -> list[str]:
 
 __all__ = [
     "ReferenceSet",
-    "ReferenceError",
+    "ReferenceSetError",
     "list_sets",
     "read_set",
     "export",

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import Dataset, augment_batch, augment_kind, load_dataset, normalize
+from .inference import loss_and_error
 from .models import build_model, parse_name
 from .store import (
     HEARTBEAT_S,
@@ -183,7 +184,10 @@ def load_callbacks(paths: list[str]) -> tuple[list[Callback], list[str]]:
     return out, problems
 
 
-class Cancelled(Exception):
+class TrainingCancelled(Exception):
+    """A run stopped by cancel or SIGTERM, after checkpointing (not a study's
+    analysis.progress.Cancelled)."""
+
     pass
 
 
@@ -192,23 +196,10 @@ class Diverged(Exception):
 
 
 # --- evaluation --------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> dict:
-    model = ctx.model
-    was = model.training
-    model.eval()
-    loss_sum, wrong = 0.0, 0
-    try:
-        for i in range(0, len(y), batch):
-            xb, yb = ctx.prepare(x[i : i + batch]), y[i : i + batch].to(ctx.device)
-            with ctx.autocast():
-                out = model(xb)
-            loss_sum += F.cross_entropy(out.float(), yb, reduction="sum").item()
-            wrong += (out.argmax(1) != yb).sum().item()
-    finally:
-        model.train(was)
-    n = max(1, len(y))
-    return {"loss": loss_sum / n, "error": wrong / n, "n": len(y)}
+    """Loss and error of the training model on uint8 images ``x`` (eval mode, autocast as
+    trained): {"loss", "error", "n"}."""
+    return loss_and_error(ctx.model, x, y, batch, prepare=ctx.prepare, autocast=ctx.autocast)
 
 
 # --- environment ------------------------------------------------------------------------
@@ -324,7 +315,7 @@ def train(
         if run is not None:
             return run.write_status(state="diverged", message=str(e), heartbeat=time.time(), eta_s=0)
         raise
-    except Cancelled as e:
+    except TrainingCancelled as e:
         if run is not None:
             return run.write_status(state="cancelled", message=str(e), heartbeat=time.time(), eta_s=0)
         raise
@@ -359,7 +350,122 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+@dataclass
+class _Loop:
+    """What the loop carries from step to step, in one place."""
+
+    cfg: TrainConfig
+    ctx: TrainContext  # model, data, device, run, step, ...: what callbacks see
+    fmodel: torch.nn.Module  # the module the step runs: torch.compile'd, or ctx.model itself
+    opt: torch.optim.Optimizer
+    callbacks: list[Callback]
+    progress: object  # progress(ctx, row) at each log step, or None
+    threads: int  # torch threads this run trains with (recorded in status and checkpoints)
+    t_start: float  # when train() began: the "time" column of metrics.jsonl
+    warming: bool  # the paper's warmup (lr/10 until training error < 80%) still on
+    best: float  # lowest val (else test) error so far: picks the "best" checkpoint
+    eval_every: int
+    ckpt_every: int
+    te_idx: torch.Tensor  # the fixed training subset evaluated as "train_eval"
+    aug: str  # augmentation kind for this dataset
+    gen: torch.Generator = field(default_factory=torch.Generator)  # reseeded per step
+    perm_epoch: int = -1  # the epoch whose permutation ``perm`` is
+    perm: torch.Tensor | None = None
+    lr: float = 0.0  # the last step's learning rate
+    # the training steps since the last log row (device tensors: one sync per log row)
+    window_loss: list = field(default_factory=list)
+    window_wrong: list = field(default_factory=list)
+    window_n: int = 0
+    window_first: int = 0  # the step the window starts after
+    done_images: int = 0
+    t_window: float = 0.0  # when training (after setup) began: images/s counts from here
+    eval_time: float = 0.0  # seconds spent evaluating, left out of images/s
+    rate: float | None = None  # training images per second
+    last_beat: float = 0.0  # when the status heartbeat was last written
+
+    @property
+    def run(self) -> Run | None:
+        return self.ctx.run
+
+    @property
+    def total(self) -> int:
+        return self.ctx.total_steps
+
+
 def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
+    loop, resumed = _setup(cfg, run, callbacks, progress, threads, data, t_start)
+    ctx = loop.ctx
+    _heartbeat(loop, message=f"resumed at step {ctx.step}" if resumed else "starting", force=True)
+    ctx.model.train()
+    try:
+        while ctx.step < loop.total:
+            if stop["flag"] or (run is not None and run.cancel_requested()):
+                _flush_layers(loop)  # recorded before this checkpoint
+                _save(loop, ["last"])
+                raise TrainingCancelled(
+                    f"cancelled at step {ctx.step} of {loop.total}; resume continues from here"
+                )
+            _step(loop)
+            last = ctx.step == loop.total
+            eval_due = ctx.step % loop.eval_every == 0 or last
+            ckpt_due = ctx.step % loop.ckpt_every == 0 or last or ctx.step in cfg.checkpoint_steps
+            if ctx.step % cfg.log_every == 0 or eval_due or ckpt_due:
+                _log(loop, eval_due, ckpt_due, last)
+            _heartbeat(loop)
+    finally:
+        _end_callbacks(loop)
+    return _finish(loop)
+
+
+def _setup(cfg, run, callbacks, progress, threads, data, t_start) -> tuple[_Loop, bool]:
+    """Everything before the first step: hardware, data, model, optimizer, resume, callbacks."""
+    device, threads, precision, channels_last = _hardware(cfg, run, threads)
+    data = _data(cfg, data).to(device)
+    model, opt = _model_and_optimizer(cfg, data, device, channels_last)
+    n_train = len(data.y_train)
+    steps_per_epoch = max(1, n_train // cfg.batch_size)
+    total = cfg.iterations if cfg.iterations is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    ctx = TrainContext(cfg, model, data, device, run, total, steps_per_epoch, precision, channels_last)
+    if callbacks is not None:
+        callbacks = list(callbacks)
+    else:
+        callbacks, problems = load_callbacks(cfg.recorders)
+        for msg in problems:
+            ctx.report_problem(msg)
+    step, warming, best, resumed = _resume(run, model, opt, device, warmup_enabled(cfg))
+    use_compile = cfg.compile and compile_usable(device, callbacks)
+    if run is not None:
+        env = environment(device, threads, precision, channels_last)
+        env["compile"] = use_compile
+        atomic_write_json(run.path / "env.json", env)
+    fmodel = torch.compile(model) if use_compile else model
+    ctx.step = step
+    for c in callbacks:
+        c.on_train_start(ctx)
+    g_eval = torch.Generator().manual_seed(cfg.seed + 31)
+    te_idx = torch.randperm(n_train, generator=g_eval)[: cfg.train_eval_size].sort().values.to(device)
+    loop = _Loop(
+        cfg=cfg,
+        ctx=ctx,
+        fmodel=fmodel,
+        opt=opt,
+        callbacks=callbacks,
+        progress=progress,
+        threads=threads,
+        t_start=t_start,
+        warming=warming,
+        best=best,
+        eval_every=cfg.eval_every or steps_per_epoch,
+        ckpt_every=cfg.checkpoint_every or steps_per_epoch,
+        te_idx=te_idx,
+        aug=augment_kind(cfg.augment, data.name),
+        window_first=step,
+        t_window=time.time(),
+    )
+    return loop, resumed
+
+
+def _hardware(cfg, run, threads) -> tuple[torch.device, int, str, bool]:
     device = resolve_device(cfg.device)
     threads = threads or cfg.threads
     if threads is None and run is not None and run.checkpoint_path("last").exists():
@@ -367,7 +473,10 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     precision = resolve_precision(cfg.precision, device)
-    channels_last = resolve_channels_last(cfg.channels_last, device, precision)
+    return device, threads, precision, resolve_channels_last(cfg.channels_last, device, precision)
+
+
+def _data(cfg, data: Dataset | None) -> Dataset:
     if data is None:
         data = load_dataset(
             cfg.dataset, cfg.data_root, cfg.download, cfg.subset, cfg.image_size, cfg.val_split, cfg.seed
@@ -377,7 +486,10 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
             f"batch_size={cfg.batch_size} is larger than the {len(data.y_train)} "
             "training images; use a batch_size at most that"
         )
-    data = data.to(device)
+    return data
+
+
+def _model_and_optimizer(cfg, data, device, channels_last):
     torch.manual_seed(cfg.seed)
     model = build_model(
         cfg.model, **cfg.model_options(), num_classes=data.num_classes, in_channels=data.in_channels
@@ -399,256 +511,250 @@ def _train(cfg, run, callbacks, progress, threads, data, t_start, stop) -> dict:
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
     )
-    n_train = len(data.y_train)
-    steps_per_epoch = max(1, n_train // cfg.batch_size)
-    total = cfg.iterations if cfg.iterations is not None else max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    eval_every = cfg.eval_every or steps_per_epoch
-    ckpt_every = cfg.checkpoint_every or steps_per_epoch
-    ctx = TrainContext(cfg, model, data, device, run, total, steps_per_epoch, precision, channels_last)
-    if callbacks is not None:
-        callbacks = list(callbacks)
-    else:
-        callbacks, problems = load_callbacks(cfg.recorders)
-        for msg in problems:
-            ctx.report_problem(msg)
-    warming = warmup_enabled(cfg)
-    warmup_cap = max(1, total // 100)
-    best = math.inf
-    step = 0
-    resumed = False
-    if run is not None and run.checkpoint_path("last").exists():
+    return model, opt
+
+
+def _resume(run, model, opt, device, warming) -> tuple[int, bool, float, bool]:
+    """Load the run's last checkpoint when there is one; (step, warming, best, resumed)."""
+    step, best, resumed = 0, math.inf, False
+    if run is None:
+        return step, warming, best, resumed
+    if run.checkpoint_path("last").exists():
         ck = load_checkpoint(run.checkpoint_path("last"), map_location=device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, warming, best = ck["step"], ck["warmup"], ck.get("best", math.inf)
         resumed = True
+    # what was logged after the checkpoint is logged again: drop it (all of it when
+    # there is no checkpoint, the run starts over)
+    run.truncate_logs_after(step, ck.get("log_bytes") if resumed else {n: 0 for n in run.LOGS})
+    run.ckpt_dir.mkdir(exist_ok=True)
+    for stale in run.ckpt_dir.glob(".*.tmp*"):  # left by a trainer killed mid-write
+        stale.unlink(missing_ok=True)
+    return step, warming, best, resumed
+
+
+def _step(loop: _Loop) -> None:
+    """One optimisation step, with the callbacks around it."""
+    ctx, cfg = loop.ctx, loop.cfg
+    s = ctx.step
+    for c in loop.callbacks:  # added after the other hooks: callbacks written before may lack it
+        if hasattr(c, "on_step_start"):
+            c.on_step_start(ctx)
+    xb, yb = _batch(loop, s)
+    loop.lr = lr_at(cfg, s, loop.total, loop.warming)
+    for group in loop.opt.param_groups:
+        group["lr"] = loop.lr
+    with ctx.autocast():
+        out = loop.fmodel(xb)
+    loss = F.cross_entropy(out.float(), yb)
+    loop.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    fault_point("step")
+    ctx.loss = loss
+    for c in loop.callbacks:
+        c.on_after_backward(ctx)
+    loop.opt.step()
+    ctx.step = s + 1
+    loop.window_loss.append(loss.detach())
+    loop.window_wrong.append((out.detach().argmax(1) != yb).sum())
+    loop.window_n += len(yb)
+    loop.done_images += len(yb)
+    for c in loop.callbacks:
+        c.on_step_end(ctx)
+
+
+def _batch(loop: _Loop, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step ``s``'s batch: a permutation per epoch and an augmentation draw per step, each
+    from its own seed, so a resumed run sees exactly the batches an uninterrupted one does."""
+    cfg, data = loop.cfg, loop.ctx.data
+    epoch, pos = divmod(s, loop.ctx.steps_per_epoch)
+    if epoch != loop.perm_epoch:
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        loop.perm, loop.perm_epoch = torch.randperm(len(data.y_train), generator=g).to(loop.ctx.device), epoch
+    idx = loop.perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+    loop.gen.manual_seed(cfg.seed * 1_000_003 + 7_777_777 + s)
+    return loop.ctx.prepare(augment_batch(data.x_train[idx], loop.aug, loop.gen)), data.y_train[idx]
+
+
+def _log(loop: _Loop, eval_due: bool, ckpt_due: bool, last: bool) -> None:
+    """A log step: the training row for the window, evaluation when due, the records written,
+    the heartbeat, then the checkpoint when due."""
+    ctx, run = loop.ctx, loop.run
+    row = _train_row(loop)
+    if loop.warming and (row["error"] < 0.8 or ctx.step >= max(1, loop.total // 100)):
+        loop.warming = False  # the paper: back to the full lr once training error < 80%
+    rows = [row]
+    is_best = False
+    if eval_due:
+        erows, is_best = _evaluate_splits(loop)
+        rows += erows
     if run is not None:
-        # what was logged after the checkpoint is logged again: drop it (all of it when
-        # there is no checkpoint, the run starts over)
-        run.truncate_logs_after(step, ck.get("log_bytes") if resumed else {n: 0 for n in run.LOGS})
-        run.ckpt_dir.mkdir(exist_ok=True)
-        for stale in run.ckpt_dir.glob(".*.tmp*"):  # left by a trainer killed mid-write
-            stale.unlink(missing_ok=True)
-    use_compile = cfg.compile and compile_usable(device, callbacks)
-    if run is not None:
-        env = environment(device, threads, precision, channels_last)
-        env["compile"] = use_compile
-        atomic_write_json(run.path / "env.json", env)
-    fmodel = torch.compile(model) if use_compile else model
-    ctx.step = step
-    for c in callbacks:
-        c.on_train_start(ctx)
-    aug = augment_kind(cfg.augment, data.name)
-    gen = torch.Generator()
-    x_train, y_train = data.x_train, data.y_train
-    g_eval = torch.Generator().manual_seed(cfg.seed + 31)
-    te_idx = torch.randperm(n_train, generator=g_eval)[: cfg.train_eval_size].sort().values.to(device)
-    perm_epoch, perm = -1, None
-    window_loss, window_wrong, window_n, window_first = [], [], 0, step
-    last_beat, t_window, done_images = 0.0, time.time(), 0
-    rate, eval_time = None, 0.0
+        run.append_jsonl("metrics.jsonl", rows)
+        _flush_layers(loop)
+    if loop.progress is not None:
+        loop.progress(ctx, row)
+    loop.window_loss, loop.window_wrong, loop.window_n, loop.window_first = [], [], 0, ctx.step
+    # the status names this step before its checkpoint: a run killed from here on
+    # shows at least the step that resume continues from
+    _heartbeat(loop, force=last or ckpt_due)
+    if ckpt_due:
+        names = ["last"] + (["best"] if is_best else [])
+        if ctx.step in loop.cfg.checkpoint_steps:
+            names.append(f"step-{ctx.step:06d}")
+        _save(loop, names)
 
-    def beat(state="running", message="training", force=False):
-        nonlocal last_beat
-        now = time.time()
-        if run is None or (not force and now - last_beat < HEARTBEAT_S):
-            return
-        last_beat = now
-        eta = (total - ctx.step) * cfg.batch_size / rate if rate else None
-        run.write_status(
-            state=state,
-            message=message,
-            heartbeat=now,
-            step=ctx.step,
-            total=total,
-            eta_s=eta,
-            images_per_s=rate,
-            threads=threads,
-            device=str(device),
-            precision=precision,
-            recorder_errors=list(ctx.problems),
-            **process_identity(),
-        )
 
-    def save(name_list):
-        if run is None:
-            return
-        state = {
-            "version": CKPT_VERSION,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": ctx.step,
-            "warmup": warming,
-            "best": best,
-            "threads": threads,
-            "config": cfg.to_json(),
-            "rng": torch.get_rng_state(),
-            "log_bytes": run.log_sizes(),
-        }
-        save_checkpoint(run.checkpoint_path(name_list[0]), state)
-        for extra in name_list[1:]:
-            save_checkpoint(run.checkpoint_path(extra), state)
-
-    def do_eval(final=False):
-        nonlocal best, eval_time
-        t_eval = time.time()
-        rows = []
-        results = {}
-        t = time.time() - t_start
-        epoch = ctx.step / steps_per_epoch
-        n_eval = min(cfg.test_size or len(data.y_test), len(data.y_test))
-        res = evaluate(ctx, data.x_test[:n_eval], data.y_test[:n_eval])
-        results["test"] = res
-        if data.x_val is not None:
-            results["val"] = evaluate(ctx, data.x_val, data.y_val)
-        if cfg.train_eval_size:
-            results["train_eval"] = evaluate(ctx, x_train[te_idx], y_train[te_idx])
-        for split, r in results.items():
-            rows.append(
-                {
-                    "step": ctx.step,
-                    "epoch": round(epoch, 4),
-                    "split": split,
-                    "loss": r["loss"],
-                    "error": r["error"],
-                    "n": r["n"],
-                    "time": round(t, 3),
-                }
+def _train_row(loop: _Loop) -> dict:
+    """The metrics row for the steps since the last one; Diverged if a loss is not finite."""
+    ctx, run = loop.ctx, loop.run
+    losses = torch.stack(loop.window_loss).float().cpu()
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        at = loop.window_first + int(bad[0]) + 1
+        if run is not None:
+            run.append_jsonl(
+                "metrics.jsonl",
+                [{"step": at, "split": "train", "loss": float("nan"), "error": None, "lr": loop.lr}],
             )
-        for c in callbacks:
-            c.on_eval(ctx, results)
-        eval_time += time.time() - t_eval
-        key = results.get("val", results["test"])["error"]
-        is_best = key < best
-        if is_best:
-            best = key
-        return rows, is_best
+        raise Diverged(
+            f"diverged: the training loss became {losses[int(bad[0])].item()} "
+            f"at step {at} (lr {loop.lr:g}); try a smaller lr or the paper's warmup"
+        )
+    err = float(torch.stack(loop.window_wrong).sum()) / loop.window_n
+    now = time.time()
+    loop.rate = loop.done_images / max(1e-9, now - loop.t_window - loop.eval_time)
+    return {
+        "step": ctx.step,
+        "epoch": round(ctx.step / ctx.steps_per_epoch, 4),
+        "split": "train",
+        "loss": float(losses.mean()),
+        "error": err,
+        "lr": loop.lr,
+        "time": round(now - loop.t_start, 3),
+        "images_per_s": round(loop.rate, 1),
+    }
 
-    beat(message="starting" if not resumed else f"resumed at step {step}", force=True)
-    model.train()
-    try:
-        while ctx.step < total:
-            if stop["flag"] or (run is not None and run.cancel_requested()):
-                if run is not None and ctx.layer_rows:  # recorded before this checkpoint
-                    run.append_jsonl("layers.jsonl", ctx.layer_rows)
-                    ctx.layer_rows = []
-                save(["last"])
-                raise Cancelled(f"cancelled at step {ctx.step} of {total}; resume continues from here")
-            s = ctx.step
-            for c in callbacks:  # added after the other hooks: callbacks written before may lack it
-                if hasattr(c, "on_step_start"):
-                    c.on_step_start(ctx)
-            epoch, pos = divmod(s, steps_per_epoch)
-            if epoch != perm_epoch:
-                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-                perm, perm_epoch = torch.randperm(n_train, generator=g).to(device), epoch
-            idx = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-            gen.manual_seed(cfg.seed * 1_000_003 + 7_777_777 + s)
-            xb = ctx.prepare(augment_batch(x_train[idx], aug, gen))
-            yb = y_train[idx]
-            lr = lr_at(cfg, s, total, warming)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with ctx.autocast():
-                out = fmodel(xb)
-            loss = F.cross_entropy(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            fault_point("step")
-            ctx.loss = loss
-            for c in callbacks:
-                c.on_after_backward(ctx)
-            opt.step()
-            ctx.step = s + 1
-            window_loss.append(loss.detach())
-            window_wrong.append((out.detach().argmax(1) != yb).sum())
-            window_n += len(yb)
-            done_images += len(yb)
-            for c in callbacks:
-                c.on_step_end(ctx)
-            last = ctx.step == total
-            eval_due = ctx.step % eval_every == 0 or last
-            ckpt_due = ctx.step % ckpt_every == 0 or last or ctx.step in cfg.checkpoint_steps
-            if ctx.step % cfg.log_every == 0 or eval_due or ckpt_due:
-                losses = torch.stack(window_loss).float().cpu()
-                bad = (~torch.isfinite(losses)).nonzero()
-                if len(bad):
-                    at = window_first + int(bad[0]) + 1
-                    if run is not None:
-                        run.append_jsonl(
-                            "metrics.jsonl",
-                            [{"step": at, "split": "train", "loss": float("nan"), "error": None, "lr": lr}],
-                        )
-                    raise Diverged(
-                        f"diverged: the training loss became {losses[int(bad[0])].item()} "
-                        f"at step {at} (lr {lr:g}); try a smaller lr or the paper's warmup"
-                    )
-                err = float(torch.stack(window_wrong).sum()) / window_n
-                now = time.time()
-                rate = done_images / max(1e-9, now - t_window - eval_time)
-                row = {
-                    "step": ctx.step,
-                    "epoch": round(ctx.step / steps_per_epoch, 4),
-                    "split": "train",
-                    "loss": float(losses.mean()),
-                    "error": err,
-                    "lr": lr,
-                    "time": round(now - t_start, 3),
-                    "images_per_s": round(rate, 1),
-                }
-                if warming and (err < 0.8 or ctx.step >= warmup_cap):
-                    warming = False  # the paper: back to the full lr once training error < 80%
-                rows = [row]
-                is_best = False
-                if eval_due:
-                    erows, is_best = do_eval(final=last)
-                    rows += erows
-                if run is not None:
-                    run.append_jsonl("metrics.jsonl", rows)
-                    if ctx.layer_rows:
-                        run.append_jsonl("layers.jsonl", ctx.layer_rows)
-                        ctx.layer_rows = []
-                if progress is not None:
-                    progress(ctx, row)
-                window_loss, window_wrong, window_n, window_first = [], [], 0, ctx.step
-                # the status names this step before its checkpoint: a run killed from here on
-                # shows at least the step that resume continues from
-                beat(force=last or ckpt_due)
-                if ckpt_due:
-                    names = ["last"] + (["best"] if is_best else [])
-                    if ctx.step in cfg.checkpoint_steps:
-                        names.append(f"step-{ctx.step:06d}")
-                    save(names)
-            beat()
-    finally:
-        for c in callbacks:
-            try:
-                c.on_train_end(ctx)
-            except Exception as e:  # noqa: BLE001 - a recorder must never cost the run;
-                # the failure is named in the run's status
-                ctx.report_problem(f"recorder {type(c).__name__} failed at the end: {type(e).__name__}: {e}")
-        if run is not None and ctx.layer_rows:
-            try:
-                run.append_jsonl("layers.jsonl", ctx.layer_rows)
-            except OSError:
-                pass
-    final = {}
-    if run is not None:
-        message = f"finished {total} steps" + (
-            f"; recorder problem: {ctx.problems[0]}" if ctx.problems else ""
-        )
-        final = run.write_status(
-            state="done",
-            message=message,
-            step=total,
-            total=total,
-            eta_s=0,
-            heartbeat=time.time(),
-            finished=time.time(),
-            images_per_s=rate,
-            recorder_errors=list(ctx.problems),
-        )
-    return final
+
+def _evaluate_splits(loop: _Loop) -> tuple[list[dict], bool]:
+    """Evaluate test (and val, train_eval); the metrics rows, and whether this is the best."""
+    ctx, cfg, data = loop.ctx, loop.cfg, loop.ctx.data
+    t_eval = time.time()
+    t = t_eval - loop.t_start
+    n_eval = min(cfg.test_size or len(data.y_test), len(data.y_test))
+    results = {"test": evaluate(ctx, data.x_test[:n_eval], data.y_test[:n_eval])}
+    if data.x_val is not None:
+        results["val"] = evaluate(ctx, data.x_val, data.y_val)
+    if cfg.train_eval_size:
+        results["train_eval"] = evaluate(ctx, data.x_train[loop.te_idx], data.y_train[loop.te_idx])
+    rows = [
+        {
+            "step": ctx.step,
+            "epoch": round(ctx.step / ctx.steps_per_epoch, 4),
+            "split": split,
+            "loss": r["loss"],
+            "error": r["error"],
+            "n": r["n"],
+            "time": round(t, 3),
+        }
+        for split, r in results.items()
+    ]
+    for c in loop.callbacks:
+        c.on_eval(ctx, results)
+    loop.eval_time += time.time() - t_eval
+    key = results.get("val", results["test"])["error"]
+    is_best = key < loop.best
+    if is_best:
+        loop.best = key
+    return rows, is_best
+
+
+def _flush_layers(loop: _Loop) -> None:
+    """Write the per-layer rows the recorders handed over since the last write."""
+    if loop.run is not None and loop.ctx.layer_rows:
+        loop.run.append_jsonl("layers.jsonl", loop.ctx.layer_rows)
+        loop.ctx.layer_rows = []
+
+
+def _heartbeat(loop: _Loop, state="running", message="training", force=False) -> None:
+    """The run's status, at most every HEARTBEAT_S unless forced."""
+    now = time.time()
+    if loop.run is None or (not force and now - loop.last_beat < HEARTBEAT_S):
+        return
+    loop.last_beat = now
+    ctx = loop.ctx
+    eta = (loop.total - ctx.step) * loop.cfg.batch_size / loop.rate if loop.rate else None
+    loop.run.write_status(
+        state=state,
+        message=message,
+        heartbeat=now,
+        step=ctx.step,
+        total=loop.total,
+        eta_s=eta,
+        images_per_s=loop.rate,
+        threads=loop.threads,
+        device=str(ctx.device),
+        precision=ctx.precision,
+        recorder_errors=list(ctx.problems),
+        **process_identity(),
+    )
+
+
+def _save(loop: _Loop, names: list[str]) -> None:
+    """Checkpoint under each name (the first is written first: "last" before the others)."""
+    run = loop.run
+    if run is None:
+        return
+    state = {
+        "version": CKPT_VERSION,
+        "model": loop.ctx.model.state_dict(),
+        "optimizer": loop.opt.state_dict(),
+        "step": loop.ctx.step,
+        "warmup": loop.warming,
+        "best": loop.best,
+        "threads": loop.threads,
+        "config": loop.cfg.to_json(),
+        "rng": torch.get_rng_state(),
+        "log_bytes": run.log_sizes(),
+    }
+    for name in names:
+        save_checkpoint(run.checkpoint_path(name), state)
+
+
+def _end_callbacks(loop: _Loop) -> None:
+    """on_train_end for every callback, whatever ended the loop; a failing one costs nothing
+    but a named problem, and the last per-layer rows are written when the disk allows."""
+    ctx = loop.ctx
+    for c in loop.callbacks:
+        try:
+            c.on_train_end(ctx)
+        except Exception as e:  # noqa: BLE001 - a recorder must never cost the run;
+            # the failure is named in the run's status
+            ctx.report_problem(f"recorder {type(c).__name__} failed at the end: {type(e).__name__}: {e}")
+    if loop.run is not None and ctx.layer_rows:
+        try:
+            loop.run.append_jsonl("layers.jsonl", ctx.layer_rows)
+        except OSError:
+            pass
+
+
+def _finish(loop: _Loop) -> dict:
+    """The run's final status ("done")."""
+    if loop.run is None:
+        return {}
+    problems = loop.ctx.problems
+    message = f"finished {loop.total} steps" + (f"; recorder problem: {problems[0]}" if problems else "")
+    return loop.run.write_status(
+        state="done",
+        message=message,
+        step=loop.total,
+        total=loop.total,
+        eta_s=0,
+        heartbeat=time.time(),
+        finished=time.time(),
+        images_per_s=loop.rate,
+        recorder_errors=list(problems),
+    )
 
 
 # --- checkpoints -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from test_app_helpers import arr, figures, no_exception, page, texts
 from resnet_core import RunStore
 from resnet_core.__main__ import main
 from resnet_core.reference import (
-    ReferenceError,
+    ReferenceSetError,
     check_set,
     default_root,
     export,
@@ -67,18 +67,18 @@ def test_export_refusals_keep_what_is_on_disk(tiny_runs, tmp_path):
     dest = tmp_path / "ref" / "tiny"
     export(tiny_runs, ids[:2], dest, title="First")
     before = (dest / "set.json").read_bytes()
-    with pytest.raises(ReferenceError, match="already exists; pass --force"):
+    with pytest.raises(ReferenceSetError, match="already exists; pass --force"):
         export(tiny_runs, ids, dest, title="Second")
     queued = tiny_runs.create(tiny_config(), state="queued")
-    with pytest.raises(ReferenceError, match=f"run {queued.id} is queued, not done"):
+    with pytest.raises(ReferenceSetError, match=f"run {queued.id} is queued, not done"):
         export(tiny_runs, ids + [queued.id], dest, title="Second", force=True)
     with pytest.raises(StoreError, match="no run 'nope'"):
         export(tiny_runs, [ids[0], "nope"], dest, title="Second", force=True)
-    with pytest.raises(ReferenceError, match="name is not accepted|is not accepted"):
+    with pytest.raises(ReferenceSetError, match="name is not accepted|is not accepted"):
         export(tiny_runs, ids, tmp_path / "ref" / "Bad Name", title="x")
-    with pytest.raises(ReferenceError, match="needs a title"):
+    with pytest.raises(ReferenceSetError, match="needs a title"):
         export(tiny_runs, ids, tmp_path / "ref" / "other", title="  ")
-    with pytest.raises(ReferenceError, match="no runs to export"):
+    with pytest.raises(ReferenceSetError, match="no runs to export"):
         export(tiny_runs, [], tmp_path / "ref" / "other", title="x")
     # every refusal left the first set whole and no half-built folder behind
     assert (dest / "set.json").read_bytes() == before
@@ -282,7 +282,7 @@ def test_runs_page_and_tour_offer_the_reference_set(store, reference_root):
 def test_a_reference_id_cannot_reach_outside_the_reference_folder(store, reference_root):
     from app import ui
 
-    with pytest.raises(ReferenceError):
+    with pytest.raises(ReferenceSetError):
         ui.resolve("ref:../../etc/x", store)
     assert ui.metrics_for(["ref:../x/y", "ref:tiny/../../z"], store).empty
     assert not ui.has_layers(store, "ref:nope/x")

@@ -21,8 +21,9 @@ import copy
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from resnet_core.inference import loss_and_error
 
 from ..progress import report
 
@@ -43,17 +44,6 @@ def filter_normalized_direction(model: nn.Module, seed: int = 0) -> dict[str, to
     return out
 
 
-@torch.no_grad()
-def _loss(model, x, y, batch=512):
-    loss, wrong = 0.0, 0
-    for i in range(0, len(y), batch):
-        out = model(x[i : i + batch]).float()
-        loss += float(F.cross_entropy(out, y[i : i + batch], reduction="sum"))
-        wrong += int((out.argmax(1) != y[i : i + batch]).sum())
-    n = max(1, len(y))
-    return loss / n, wrong / n
-
-
 def _slice(model, x, y, coords, directions, progress):
     m = copy.deepcopy(model).eval()
     params = dict(m.named_parameters())
@@ -66,8 +56,8 @@ def _slice(model, x, y, coords, directions, progress):
                 for a, d in zip(c, directions):
                     v = v + a * d[n]
                 p.copy_(v)
-        loss, err = _loss(m, x, y)
-        rows.append((*c, loss, err))
+        r = loss_and_error(m, x, y, batch=512)
+        rows.append((*c, r["loss"], r["error"]))
         report(progress, i + 1, len(coords), f"point {i + 1} of {len(coords)}")
     return rows
 

@@ -32,9 +32,9 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from resnet_core.inference import loss_and_error
 from resnet_core.models import BasicBlock, Bottleneck, ShortcutA, blocks_of
 
 from ..progress import report
@@ -95,20 +95,9 @@ def deleted(model: nn.Module, names):
             setattr(parent, child, old)
 
 
-@torch.no_grad()
 def error_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> dict:
     """Test error and mean loss of ``model`` (eval mode) on normalized ``x``."""
-    was = model.training
-    model.eval()
-    wrong, loss = 0, 0.0
-    try:
-        for i in range(0, len(y), batch):
-            out = model(x[i : i + batch]).float()
-            wrong += int((out.argmax(1) != y[i : i + batch]).sum())
-            loss += float(F.cross_entropy(out, y[i : i + batch], reduction="sum"))
-    finally:
-        model.train(was)
-    return {"error": wrong / max(1, len(y)), "loss": loss / max(1, len(y))}
+    return loss_and_error(model, x, y, batch)
 
 
 def lesion_each(model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress=None) -> pd.DataFrame:

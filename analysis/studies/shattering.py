@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from resnet_core.inference import eval_mode
 from resnet_core.models import build_model
 
 from ..progress import report
@@ -90,9 +91,7 @@ def directional_gradients(
     """s_i = direction . grad_x f_target(points[i]) for each point (the model as it is, in
     eval mode; each point independent). Returns a (T,) float64 array. The model's mode is
     restored; parameters get no ``.grad``."""
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = []
         for i in range(0, len(points), chunk):
             x = points[i : i + chunk].detach().clone().requires_grad_(True)
@@ -101,8 +100,6 @@ def directional_gradients(
                 (g,) = torch.autograd.grad(model(x)[:, target].sum(), x)
             out.append((g * direction).flatten(1).sum(1).double().cpu())
         return torch.cat(out).numpy()
-    finally:
-        model.train(was)
 
 
 # --- Balduzzi et al.'s setting: fully connected, 1 input, 1 output ------------------------

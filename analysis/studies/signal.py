@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnet_core.inference import mode
 from resnet_core.models import BasicBlock, Bottleneck, PreActBlock, blocks_of, build_model
 
 
@@ -62,15 +63,12 @@ def _untouched(model: nn.Module, bn_mode: str):
     mode, the BN running statistics and the parameters' ``.grad``."""
     if bn_mode not in ("train", "eval"):
         raise ValueError(f"bn_mode={bn_mode!r} is not accepted; use 'train' or 'eval'")
-    was = [(m, m.training) for m in model.modules()]
     old_grads = {p: p.grad for p in model.parameters()}
     saved = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
     try:
-        model.train(bn_mode == "train")
-        yield model
+        with mode(model, bn_mode == "train"):
+            yield model
     finally:
-        for m, t in was:
-            m.training = t
         for p, gr in old_grads.items():
             p.grad = gr
         sd = model.state_dict()

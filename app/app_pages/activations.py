@@ -1,21 +1,14 @@
 """Activations: one image (a test image or an upload) through two runs side by side: their
 predictions, feature maps per stage, and Grad-CAM / Integrated Gradients / saliency."""
 
-import sys
-from pathlib import Path
+import copy
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-import copy  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, ui  # noqa: E402
-from app.checks import MAX_UPLOAD_PIXELS, InputError, image_to_input, load_upload  # noqa: E402
+from app import charts, ui
+from app.checks import MAX_UPLOAD_PIXELS, InputError, image_to_input, load_upload
 
 st.title("Activations")
 st.markdown(

@@ -1,18 +1,11 @@
 """Degradation (the paper's Fig. 6): error against iterations, plain left, residual right;
 beside it final error against depth with the paper's and reproductions' values."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, runs_data, ui, verdicts  # noqa: E402
-from resnet_core.store import ACTIVE  # noqa: E402
+from app import charts, runs_data, ui, verdicts
+from resnet_core.store import ACTIVE
 
 st.title("Degradation")
 st.markdown(

@@ -1,18 +1,13 @@
 """Embeddings: the penultimate features of test images, reduced to 2-D (PCA at once,
 UMAP / t-SNE in the background), colored by class, two runs side by side."""
 
-import sys
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import pandas as pd
+import streamlit as st
 
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, ui  # noqa: E402
-from resnet_core.store import StoreError  # noqa: E402
+from app import charts, ui
+from resnet_core.store import StoreError
 
 st.title("Embeddings")
 st.markdown(

@@ -1,17 +1,10 @@
 """Gradient flow: layer x step heatmaps of gradient norms, plain and residual side by side;
 signal propagation at initialization, computed on the spot."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, ui, verdicts  # noqa: E402
+from app import charts, ui, verdicts
 
 st.title("Gradient flow")
 st.markdown(
@@ -194,18 +187,8 @@ def _signal_text(ratios: pd.DataFrame, spp: pd.DataFrame, norm: str, init: str, 
     st.markdown("\n".join(f"- {s}" for s in _spp_sentences(spp)))
 
 
-def signal_section():
-    """Signal propagation at initialization: fresh nets, one noise batch, computed on the
-    spot. Every number in the text is read off the measurement drawn beside it."""
-    st.subheader("Signal propagation at initialization")
-    st.markdown(
-        f"A fresh net and one batch of {SIG_BATCH} Gaussian-noise images ({SIG_SIZE}×{SIG_SIZE}, "
-        "random labels, one seed), BN in train mode as at the first SGD step. **Left**: the "
-        "norm of each main-path conv's weight gradient (one backward pass). **Right**: the "
-        "signal propagation plots of Brock, De and Smith (2021): at each block, the average "
-        "channel squared mean, the average channel variance and the residual branch F(x)'s "
-        "average channel variance."
-    )
+def _signal_controls():
+    """The signal section's choices: (families, depths, normalization, init, width)."""
     s1, s2, s3, s4, s5 = st.columns(5)
     kinds = s1.multiselect(
         "Families", ["plain", "resnet", "preresnet"], default=["plain", "resnet"], key="sig_kinds"
@@ -224,12 +207,11 @@ def signal_section():
         format_func={"he": "He (paper)", "torch": "PyTorch default"}.get,
     )
     width = s5.selectbox("Width", [4, 8, 16], index=1, key="sig_width")
-    fn = ui.analysis_function("studies.signal", "signal_propagation_plot", "Signal propagation")
-    if fn is None or not kinds or not depths:
-        return
-    if len(kinds) * len(depths) > 8:
-        st.warning("At most 8 nets at once: pick fewer families or depths.")
-        return
+    return kinds, depths, norm, init, width
+
+
+def _measure_at_init(kinds, depths, norm, init, width):
+    """Fresh nets of every chosen family and depth: (gradient rows, SPP rows, ratio rows)."""
     from analysis.studies.signal import grad_ratio
 
     grads, spps, ratios = [], [], []
@@ -251,6 +233,29 @@ def signal_section():
                     }
                 )
     sig, spp = pd.concat(grads, ignore_index=True), pd.concat(spps, ignore_index=True)
+    return sig, spp, ratios
+
+
+def signal_section():
+    """Signal propagation at initialization: fresh nets, one noise batch, computed on the
+    spot. Every number in the text is read off the measurement drawn beside it."""
+    st.subheader("Signal propagation at initialization")
+    st.markdown(
+        f"A fresh net and one batch of {SIG_BATCH} Gaussian-noise images ({SIG_SIZE}×{SIG_SIZE}, "
+        "random labels, one seed), BN in train mode as at the first SGD step. **Left**: the "
+        "norm of each main-path conv's weight gradient (one backward pass). **Right**: the "
+        "signal propagation plots of Brock, De and Smith (2021): at each block, the average "
+        "channel squared mean, the average channel variance and the residual branch F(x)'s "
+        "average channel variance."
+    )
+    kinds, depths, norm, init, width = _signal_controls()
+    fn = ui.analysis_function("studies.signal", "signal_propagation_plot", "Signal propagation")
+    if fn is None or not kinds or not depths:
+        return
+    if len(kinds) * len(depths) > 8:
+        st.warning("At most 8 nets at once: pick fewer families or depths.")
+        return
+    sig, spp, ratios = _measure_at_init(kinds, depths, norm, init, width)
     g1, g2 = st.columns([1, 2])
     with g1:
         ui.show_chart(

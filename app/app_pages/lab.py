@@ -1,20 +1,13 @@
 """Lab: launch a run or a sweep; the queue with progress, ETA and cancel, refreshed live."""
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import streamlit as st  # noqa: E402
-
-from app import ui  # noqa: E402
-from app.checks import InputError, check_dataset, check_depth, model_name  # noqa: E402
-from resnet_core import jobs  # noqa: E402
+from app import ui
+from app.checks import InputError, check_dataset, check_depth, model_name
+from resnet_core import jobs
 from resnet_core.config import (
     DATASET_PRESET_OVERRIDES,
-    DEFAULT_RECORDERS,  # noqa: E402
+    DEFAULT_RECORDERS,
     MAX_WIDTH,
     SWEEPS,
     ConfigError,
@@ -26,15 +19,15 @@ from resnet_core.config import (
 from resnet_core.data import (
     NAMED,
     TORCHVISION_FILES,
-    TORCHVISION_WHERE,  # noqa: E402
+    TORCHVISION_WHERE,
     data_root_of,
     on_disk,
     require_on_disk,
 )
-from resnet_core.eta import runs_eta  # noqa: E402
-from resnet_core.memory import check_run  # noqa: E402
-from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS  # noqa: E402
-from resnet_core.store import ACTIVE, RESUMABLE, DiskFullError, StoreError  # noqa: E402
+from resnet_core.eta import runs_eta
+from resnet_core.memory import check_run
+from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS
+from resnet_core.store import ACTIVE, RESUMABLE, DiskFullError, StoreError
 
 KINDS = {
     "plain": "Plain (no shortcuts)",

@@ -3,18 +3,11 @@ gradient shattering at init (computed on the spot), then the user's runs of each
 the share of the plain-to-residual gap each closes. Every sentence is computed from the
 numbers drawn beside it (``app.rescue_view``)."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from analysis.studies.rescue import rescue_variants  # noqa: E402
-from app import charts, ui  # noqa: E402
+from analysis.studies.rescue import rescue_variants
+from app import charts, ui
 from app import rescue_view as rv
 
 SIG_BATCH, SIG_SIZE, LINE_POINTS, MAX_LAG = 64, 16, 128, 16  # the on-the-spot measurement

@@ -1,17 +1,10 @@
 """Layer responses (the paper's Fig. 7): std of each conv's output after BN, in layer order
 and sorted, plain vs residual, over training steps; ||F(x)|| / ||x|| per block."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, ui, verdicts  # noqa: E402
+from app import charts, ui, verdicts
 
 st.title("Layer responses")
 st.markdown(

@@ -1,20 +1,13 @@
 """Runs: every run in a table; resume, cancel, delete, downloads; pick two to compare."""
 
-import sys
-from pathlib import Path
+import json
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import pandas as pd
+import streamlit as st
 
-import json  # noqa: E402
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, runs_data, ui  # noqa: E402
-from resnet_core import jobs  # noqa: E402
-from resnet_core.store import ACTIVE, RESUMABLE, StoreError, check_run_id  # noqa: E402
+from app import charts, runs_data, ui
+from resnet_core import jobs
+from resnet_core.store import ACTIVE, RESUMABLE, StoreError, check_run_id
 
 st.title("Runs")
 st.markdown(

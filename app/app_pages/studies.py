@@ -4,17 +4,10 @@ process, with progress and cancel), cached on disk and shown for two runs; the s
 studies at initialization need no run and are computed on the spot. Every sentence that
 states a result is built from the numbers drawn beside it."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, ui, verdicts  # noqa: E402
+from app import charts, ui, verdicts
 
 # what the background tasks compute on (analysis.jobs.TASKS defaults, shown on the page)
 LESION_RANDOM_N, LESION_RANDOM_SAMPLES = 1000, 10

@@ -1,20 +1,13 @@
 """Tour, "Why deep plain nets fail": a few steps for teaching, each a chart from the user's
 own runs and two or three sentences; with no runs, it offers to launch the quick sweep."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import charts, runs_data, ui, verdicts  # noqa: E402
-from resnet_core import jobs  # noqa: E402
-from resnet_core.config import SWEEPS, ConfigError, apply_preset  # noqa: E402
-from resnet_core.store import ACTIVE, StoreError  # noqa: E402
+from app import charts, runs_data, ui, verdicts
+from resnet_core import jobs
+from resnet_core.config import SWEEPS, ConfigError, apply_preset
+from resnet_core.store import ACTIVE, StoreError
 
 st.title("Why deep plain nets fail")
 st.caption("A guided tour of He et al. 2016 with your own runs. Use Next and Back.")

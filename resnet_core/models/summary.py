@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..inference import eval_mode
+
 
 def default_input_size(model: nn.Module) -> int:
     return 224 if getattr(model, "family", "cifar") == "imagenet" else 32
@@ -37,12 +39,8 @@ def count_macs(model: nn.Module, input_size: int | None = None, in_channels: int
                 handles.append(m.register_forward_hook(conv_hook))
             elif isinstance(m, nn.Linear):
                 handles.append(m.register_forward_hook(linear_hook))
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             model(torch.zeros(1, cin, size, size, device=next(model.parameters()).device))
-        finally:
-            model.train(was_training)
     finally:
         for h in handles:
             h.remove()
