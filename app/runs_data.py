@@ -471,18 +471,24 @@ def _params_text(n) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"  # 0.27M as Table 6; 5.1k
 
 
+# the columns a page shows of ``table6_frame`` (the rest are the same numbers for the CSV)
+TABLE6_COLUMNS = [
+    "net",
+    "depth (layers)",
+    "params",
+    "test error (%) mean ± std (n)",
+    "training error (%) mean ± std (n)",
+    "dataset",
+    "seeds",
+]
+
+
 def table6_frame(groups: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 6 layout, one row per experiment (``seed_groups``): the net, its depth
     in weighted layers, its parameters, and the final test and training errors as mean ± std
     (n), then the same numbers as plain columns (for the CSV). Sorted by family, then depth."""
     cols = [
-        "net",
-        "depth (layers)",
-        "params",
-        "test error (%) mean ± std (n)",
-        "training error (%) mean ± std (n)",
-        "dataset",
-        "seeds",
+        *TABLE6_COLUMNS,
         "state",
         "params_count",
         "test_error_mean",

@@ -267,6 +267,21 @@ def state_text(state: str, icon: bool = True) -> str:
     return f"{STATE_ICONS.get(state, '')} {state}" if icon else str(state)
 
 
+def table6(t6: pd.DataFrame, extra: list[str], key: str, csv_key: str, file_name: str) -> None:
+    """A Table 6-style table (``runs_data.table6_frame``: its shown columns, then ``extra``)
+    and a CSV download of the whole frame."""
+    st.dataframe(t6[runs_data.TABLE6_COLUMNS + extra], hide_index=True, key=key)
+    st.download_button(
+        "Table (CSV)",
+        t6.to_csv(index=False).encode(),
+        file_name=file_name,
+        mime="text/csv",
+        key=csv_key,
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
 def show_chart(fig, data: pd.DataFrame | None, name: str, key: str, caption: str | None = None):
     """A plotly chart (its modebar exports PNG) with a CSV download of its data."""
     cfg = dict(PLOTLY_CONFIG, toImageButtonOptions=dict(PLOTLY_CONFIG["toImageButtonOptions"], filename=name))

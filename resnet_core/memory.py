@@ -16,6 +16,7 @@ the run trains there), naming both numbers.
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 from dataclasses import dataclass
@@ -250,19 +251,25 @@ def saved_activation_bytes(model, batch: int, channels: int, size: int) -> int:
 
 def _measure(name: str, cfg, shape: DataShape, size: int) -> tuple[int, int, int, int]:
     """(parameter count, parameter bytes, buffer bytes, saved activation bytes) of model
-    ``name`` with ``cfg``'s options, built and run on the meta device."""
+    ``name`` with ``cfg``'s options, built and run on the meta device. Cached: a listing of
+    every model (``models``) measures each family's depth-8 and -14 nets once, not once per
+    depth."""
+    options = tuple(sorted(cfg.model_options().items()))
+    return _measured(name, options, cfg.batch_size, max(2, shape.num_classes), shape.channels, size)
+
+
+@functools.lru_cache(maxsize=64)
+def _measured(name: str, options: tuple, batch: int, classes: int, channels: int, size: int):
     import torch
 
     from .models import build_model
 
     with torch.device("meta"):
-        model = build_model(
-            name, **cfg.model_options(), num_classes=max(2, shape.num_classes), in_channels=shape.channels
-        )
+        model = build_model(name, **dict(options), num_classes=classes, in_channels=channels)
     n_params = sum(p.numel() for p in model.parameters())
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    return n_params, params, buffers, saved_activation_bytes(model, cfg.batch_size, shape.channels, size)
+    return n_params, params, buffers, saved_activation_bytes(model, batch, channels, size)
 
 
 def _model_numbers(cfg, shape: DataShape, size: int) -> tuple[int, int, int, int]:

@@ -95,34 +95,13 @@ def seed_note(groups: pd.DataFrame, bands: bool) -> str:
 def final_table(groups: pd.DataFrame):
     """The paper's Table 6 layout for the runs on screen, with a CSV download."""
     t6 = runs_data.table6_frame(groups)
-    show = t6.assign(source=[r or "your runs" for r in t6["reference"]])[
-        [
-            "net",
-            "depth (layers)",
-            "params",
-            "test error (%) mean ± std (n)",
-            "training error (%) mean ± std (n)",
-            "dataset",
-            "seeds",
-            "state",
-            "source",
-        ]
-    ]
     st.markdown(
         "**Final error by depth**, laid out as the paper's Table 6: (n) is the number "
         "of runs averaged; training error is the eval-mode re-scoring (the last "
         "training window for a run without one)."
     )
-    st.dataframe(show, hide_index=True, key="deg_table")
-    st.download_button(
-        "Table (CSV)",
-        t6.to_csv(index=False).encode(),
-        file_name="table6.csv",
-        mime="text/csv",
-        key="deg_table_csv",
-        on_click="ignore",
-        icon=":material/download:",
-    )
+    shown = t6.assign(source=[r or "your runs" for r in t6["reference"]])
+    ui.table6(shown, ["state", "source"], "deg_table", "deg_table_csv", "table6.csv")
 
 
 def crossing_section(groups: pd.DataFrame, metrics: pd.DataFrame):

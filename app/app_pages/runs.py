@@ -141,31 +141,7 @@ def seeds_section(runs: pd.DataFrame):
         "Runs still training, failed or diverged are not averaged."
     )
     t6 = runs_data.table6_frame(sets)
-    st.dataframe(
-        t6[
-            [
-                "net",
-                "depth (layers)",
-                "params",
-                "test error (%) mean ± std (n)",
-                "training error (%) mean ± std (n)",
-                "dataset",
-                "seeds",
-                "label",
-            ]
-        ],
-        hide_index=True,
-        key="runs_seed_table",
-    )
-    st.download_button(
-        "Table (CSV)",
-        t6.to_csv(index=False).encode(),
-        file_name="seeds-table6.csv",
-        mime="text/csv",
-        key="runs_seed_csv",
-        on_click="ignore",
-        icon=":material/download:",
-    )
+    ui.table6(t6, ["label"], "runs_seed_table", "runs_seed_csv", "seeds-table6.csv")
 
 
 seeds_section(view)
