@@ -428,16 +428,16 @@ def sweep_plan(name: str, seeds: list[int | None]) -> list[dict]:
     """Every run of sweep ``name`` once per seed, as field overrides (``seed`` set unless it is
     None). Model-major in the sweep's order, so the deepest model's seeds are queued (and
     start) first; a run limited to some seeds (rescue's plain110) appears only for those."""
-    full = (
-        sweep_runs(name, None)
-        if "runs" not in SWEEPS.get(name, {})
-        else [{k: v for k, v in r.items() if k != "seeds"} for r in SWEEPS[name]["runs"]]
-    )
+    sw = SWEEPS.get(name)
+    if sw is None:
+        sweep_runs(name)  # raises the one message naming the accepted sweeps
+    runs = sw.get("runs") or [{"model": m} for m in sw["models"]]
     plan = []
-    for run in full:
+    for run in runs:  # a run without "seeds" runs for every seed; None is the preset's (0)
+        own = {k: v for k, v in run.items() if k != "seeds"}
         for seed in seeds:
-            if run in sweep_runs(name, seed):
-                plan.append({**run, **({} if seed is None else {"seed": seed})})
+            if "seeds" not in run or (0 if seed is None else seed) in run["seeds"]:
+                plan.append({**own, **({} if seed is None else {"seed": seed})})
     return plan
 
 
