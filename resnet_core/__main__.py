@@ -567,6 +567,9 @@ def cmd_reference(args) -> int:
             command=args.command,
             machine=args.machine,
             force=args.force,
+            max_weight_steps=args.max_weight_steps,
+            claims=[c for c in (args.claims or "").split(",") if c],
+            default=args.default,
         )
         print(
             f"{s.path}: {len(s.run_ids())} runs, {set_size(s.path) / 1024:.0f} KB (records only, no weights)"
@@ -766,6 +769,21 @@ def _add_cancel_and_reference(sub) -> None:
     e.add_argument("--command", default=None, help="the command that made the runs")
     e.add_argument("--machine", default=None, help="default: the GPU or CPU named in env.json")
     e.add_argument("--force", action="store_true", help="replace an existing set")
+    e.add_argument(
+        "--claims",
+        default="",
+        metavar="A,B",
+        help="orderings the runs show in every seed, checked now and by `reference check`: "
+        "deeper-plain-worse, deeper-residual-better, fig7-order",
+    )
+    e.add_argument(
+        "--max-weight-steps",
+        type=int,
+        default=40,
+        metavar="N",
+        help="weight-gradient steps kept per run (Gradient flow's heatmap columns; default 40)",
+    )
+    e.add_argument("--default", action="store_true", help="the set the app shows when a user has no runs")
     _runs_dir_flag(e)
     e.set_defaults(fn=cmd_reference)
 

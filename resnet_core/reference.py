@@ -123,6 +123,11 @@ def meta_problem(meta: dict) -> None:
     for k in ("title", "description", "machine", "made", "command"):
         if meta.get(k) is not None and not isinstance(meta[k], str):
             raise ValueError(f"{k!r} must be a string")
+    claims = meta.get("claims", [])
+    if not isinstance(claims, list) or not all(isinstance(c, str) for c in claims):
+        raise ValueError("'claims' must be a list of strings")
+    if not isinstance(meta.get("default", False), bool):
+        raise ValueError("'default' must be true or false")
 
 
 def is_reference_set(path: str | os.PathLike) -> bool:
@@ -143,11 +148,14 @@ def is_reference_set(path: str | os.PathLike) -> bool:
 
 
 def list_sets(root: str | os.PathLike | None = None) -> list[ReferenceSet]:
-    """Every set under ``root`` (default: the bundled ones), by name; never raises."""
+    """Every set under ``root`` (default: the bundled ones): the one whose set.json says
+    ``"default": true`` first (the set pages show when a user has no runs), then by name;
+    never raises."""
     root = Path(root) if root is not None else default_root()
     if not root.is_dir():
         return []
-    return [read_set(p) for p in sorted(root.iterdir()) if valid_set_name(p.name) and p.is_dir()]
+    sets = [read_set(p) for p in sorted(root.iterdir()) if valid_set_name(p.name) and p.is_dir()]
+    return sorted(sets, key=lambda s: s.meta.get("default") is not True)  # stable: by name after
 
 
 # --- thinning ----------------------------------------------------------------------------
@@ -237,22 +245,32 @@ def export(
     force: bool = False,
     max_train_rows: int = MAX_TRAIN_ROWS,
     max_layer_steps: int = MAX_LAYER_STEPS,
+    max_weight_steps: int = MAX_WEIGHT_STEPS,
+    claims: list[str] | None = None,
+    default: bool = False,
 ) -> ReferenceSet:
     """Copy the records of finished runs into a new reference set at ``dest``.
 
     Only runs in state "done" are accepted. The set is built under a hidden name beside
     ``dest`` and renamed into place, so a failure or a kill leaves any earlier set whole; an
-    existing set is replaced only with ``force``."""
+    existing set is replaced only with ``force``. ``claims`` (names from
+    ``resnet_core.claims.CLAIMS``) are checked against the runs before anything is written;
+    ``default`` marks the set the app shows first."""
     dest = Path(dest)
     check_set_name(dest.name)
     runs = _export_runs(store, run_ids, dest, title, force)
+    claims = list(claims or [])
+    if claims:
+        _check_claims(store, run_ids, claims)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".new-{dest.name}-{secrets.token_hex(3)}"
     tmp.mkdir()
     try:
         listing, envs = [], []
         for run, st, cfg in runs:
-            row, env = _copy_run(tmp / run.id, run, st, cfg, max_train_rows, max_layer_steps)
+            row, env = _copy_run(
+                tmp / run.id, run, st, cfg, max_train_rows, (max_layer_steps, max_weight_steps)
+            )
             listing.append(row)
             envs.append(env)
         meta = {
@@ -263,6 +281,8 @@ def export(
             "command": command,
             "git_commits": sorted({e["git_commit"] for e in envs if e.get("git_commit")}),
             "runs": listing,
+            **({"claims": claims} if claims else {}),
+            **({"default": True} if default else {}),
         }
         atomic_write_json(tmp / "set.json", meta)
         _swap_in(tmp, dest)
@@ -270,6 +290,15 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return read_set(dest)
+
+
+def _check_claims(store: RunStore, run_ids: list[str], claims: list[str]) -> None:
+    """Refuse an export whose claimed orderings its runs do not show (judged on those runs only)."""
+    from .claims import claim_problems
+
+    problems = claim_problems(store, claims, run_ids)
+    if problems:
+        raise ReferenceSetError("the runs do not show what --claims says: " + "; ".join(problems))
 
 
 def _export_runs(store: RunStore, run_ids: list[str], dest: Path, title, force: bool) -> list:
@@ -302,11 +331,11 @@ def _export_runs(store: RunStore, run_ids: list[str], dest: Path, title, force: 
     return runs
 
 
-def _copy_run(out: Path, run, st: dict, cfg: dict, max_train_rows: int, max_layer_steps: int):
+def _copy_run(out: Path, run, st: dict, cfg: dict, max_train_rows: int, layer_steps: tuple[int, int]):
     """Write one run's records (thinned, no weights) into ``out``; (its set.json row, its env)."""
     out.mkdir()
     metrics = thin_metrics(run.read_metrics(), max_train_rows)
-    layers = thin_layers(run.read_layers(), max_layer_steps)
+    layers = thin_layers(run.read_layers(), *layer_steps)
     env = {k: v for k, v in (run.read_json("env.json") or {}).items() if k not in ENV_DROP}
     status = {k: st[k] for k in STATUS_KEEP if k in st}
     atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2) + "\n").encode())
@@ -371,6 +400,10 @@ def check_set(s: ReferenceSet) -> list[str]:
     for p in s.path.rglob("*"):
         if p.is_file() and p.suffix in (".pt", ".pth", ".ckpt", ".bin", ".safetensors"):
             problems.append(f"{p.relative_to(s.path)} looks like weights; a set holds records only")
+    if s.meta.get("claims"):
+        from .claims import claim_problems
+
+        problems += claim_problems(s.store, s.meta["claims"])
     listed = {r.get("id") for r in s.meta.get("runs", []) if isinstance(r, dict)}
     for rid in s.run_ids():
         if rid not in listed:
