@@ -218,6 +218,35 @@ def residual_depth(finals, budgets=(), col: str = "train_error_pct", whose: str 
     return _by_sign("residual_depth", c, -1, head, said, paper, budgets, nums)
 
 
+# the verdicts whose paper result a bundled set can claim (resnet_core.claims.CLAIMS)
+CLAIM_OF = {
+    "plain_depth": "deeper-plain-worse",
+    "residual_depth": "deeper-residual-better",
+    "responses": "fig7-order",
+}
+
+
+def shown_elsewhere(v: Verdict, sets: list[dict], on_screen: str | None = None) -> str:
+    """Where the runs on screen do not show the paper's result, a pointer to a bundled
+    reference set that does in every seed: its set.json claims it, and `reference check` (and
+    the tests) recompute that claim from its records. ``sets``: ui.reference_sets();
+    ``on_screen``: the title of a set already shown (no pointer to itself). "" otherwise."""
+    claim = CLAIM_OF.get(v.claim)
+    if v.outcome not in ("contradicts", "unclear", "mixed") or claim is None:
+        return ""
+    titles = [
+        s["title"]
+        for s in sets
+        if claim in (s.get("meta") or {}).get("claims", []) and s["title"] != on_screen
+    ]
+    if not titles:
+        return ""
+    return (
+        f" The bundled reference set “{titles[0]}” does show it, in every seed (its records are checked "
+        "by `python -m resnet_core reference check`): pick its runs under Reference runs."
+    )
+
+
 def residual_vs_plain(finals, budgets=(), col: str = "train_error_pct", whose: str = "these") -> Verdict:
     """At the same depth, the residual net ends lower than its plain twin (deepest such pair)."""
     d = _frame(finals)

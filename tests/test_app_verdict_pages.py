@@ -9,6 +9,7 @@ status.json, metrics.jsonl, layers.jsonl), read by the real readers and the real
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -82,11 +83,13 @@ def synthetic(request, store):
 
 
 @pytest.fixture
-def lesson_cpu(monkeypatch):
-    """The bundled reference sets, the user's store empty."""
+def lesson_cpu(monkeypatch, tmp_path):
+    """The bundled lesson-cpu set alone (a copy), the user's store empty."""
     if not (ROOT / "reference" / "lesson-cpu" / "set.json").exists():
         pytest.skip("reference/lesson-cpu is not bundled")
-    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(ROOT / "reference"))
+    shutil.copytree(ROOT / "reference" / "lesson-cpu", tmp_path / "ref" / "lesson-cpu")
+    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(tmp_path / "ref"))
+    return tmp_path / "ref"
 
 
 def test_degradation_verdicts_follow_the_runs(synthetic):
@@ -193,3 +196,31 @@ def test_unfinished_runs_stay_out_of_the_verdicts_and_the_crossing_says_so(store
     assert "deeper plain net is **worse**" in said  # the finished plain pair still gets its verdict
     assert "the deeper residual net is" not in said  # resnet56 has no final error yet
     assert "Not finished: so far ResNet-56" in captions
+
+
+@pytest.mark.parametrize("claims", [["deeper-residual-better", "fig7-order"], []])
+def test_a_verdict_the_runs_contradict_points_to_a_set_that_claims_it(store, lesson_cpu, claims):
+    """lesson-cpu's ResNet-56 trails ResNet-20 and responds more strongly than plain-56: the
+    verdicts say so, and point to a bundled set whose set.json claims the paper's result
+    (a claim `reference check` verifies from that set's records), never to the set on screen."""
+    other = lesson_cpu / "other"
+    shutil.copytree(lesson_cpu / "lesson-cpu", other)
+    meta = json.loads((other / "set.json").read_text())
+    (other / "set.json").write_text(json.dumps({**meta, "title": "Other set", "claims": claims}))
+    meta = json.loads((lesson_cpu / "lesson-cpu" / "set.json").read_text())  # shown first
+    (lesson_cpu / "lesson-cpu" / "set.json").write_text(json.dumps({**meta, "default": True}))
+    pointer = "The bundled reference set “Other set” does show it, in every seed"
+    at = page("degradation").run()
+    no_exception(at)
+    md = texts(at)
+    assert "the deeper residual net is **worse**, by 10.0 points" in md
+    assert (pointer in md) == bool(claims)
+    assert "the deeper plain net is **worse**" in md and md.count(pointer) == (1 if claims else 0)
+    at = page("responses").run()
+    no_exception(at)
+    assert (pointer in texts(at)) == bool(claims)
+    at = page("tour").run()
+    at.session_state["tour_step"] = 2
+    at.run()
+    no_exception(at)
+    assert (pointer in texts(at)) == bool(claims)

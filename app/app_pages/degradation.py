@@ -178,7 +178,10 @@ def verdict_lines(runs: pd.DataFrame, finals: pd.DataFrame):
             )
             continue
         vs = verdicts.degradation(finals[mask], ui.budgets_for(runs[mask], store), whose=whose)
-        st.markdown("\n".join(f"- {v.text}" for v in vs))
+        shown = set(runs.loc[mask, "reference"].dropna()) if whose == "the reference" else set()
+        on_screen = next(iter(shown)) if len(shown) == 1 else None
+        sets = ui.reference_sets()
+        st.markdown("\n".join(f"- {v.text}{verdicts.shown_elsewhere(v, sets, on_screen)}" for v in vs))
 
 
 def mixed_depths(runs: pd.DataFrame) -> list[str]:

@@ -171,11 +171,12 @@ with right:
     ref = runs["reference"].fillna("").astype(bool)
     for part, whose in ((runs[~ref], "your"), (runs[ref], "the reference")):  # budgets differ
         if len(part):
-            st.markdown(
-                verdicts.responses(
-                    verdicts.response_means(resp, part), ui.budgets_for(part, store), whose=whose
-                ).text
+            v = verdicts.responses(
+                verdicts.response_means(resp, part), ui.budgets_for(part, store), whose=whose
             )
+            shown = set(part["reference"].dropna()) if whose == "the reference" else set()
+            on_screen = next(iter(shown)) if len(shown) == 1 else None
+            st.markdown(v.text + verdicts.shown_elsewhere(v, ui.reference_sets(), on_screen))
     blocks = layers[(layers["type"] == "block")]
     ratios = charts.ratio_frame(at_step(blocks, step)) if len(blocks) else charts.ratio_frame(blocks)
     if len(ratios):

@@ -125,7 +125,9 @@ def residual_verdict(finals: pd.DataFrame, whose: str) -> str:
         verdicts.residual_vs_plain(finals, budgets, whose=whose),
         verdicts.residual_depth(finals, budgets, whose=whose),
     ]
-    return "\n".join(f"- {v.text}" for v in vs if v)
+    on_screen = first["title"] if use_refs else None
+    sets = ui.reference_sets()
+    return "\n".join(f"- {v.text}{verdicts.shown_elsewhere(v, sets, on_screen)}" for v in vs if v)
 
 
 i = int(st.session_state.get("tour_step", 0))
@@ -172,7 +174,10 @@ elif i == 3:
             "tour-responses",
             "tour_3",
         )
-        st.markdown(verdicts.responses(verdicts.response_means(resp, with_layers), budgets, whose=whose).text)
+        v = verdicts.responses(verdicts.response_means(resp, with_layers), budgets, whose=whose)
+        st.markdown(
+            v.text + verdicts.shown_elsewhere(v, ui.reference_sets(), first["title"] if use_refs else None)
+        )
     else:
         st.info(
             "Your runs have no per-layer records; the **Layer responses** page fills in "
