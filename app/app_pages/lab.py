@@ -35,8 +35,8 @@ KINDS = {
     "preresnet": "Residual, pre-activation",
 }
 PRESET_HELP = {
-    "quick": "a laptop-CPU budget that still shows degradation (on digits: "
-    f"{DATASET_PRESET_OVERRIDES[('quick', 'digits')]['epochs']} epochs, minutes)",
+    "quick": "about 90 s for four nets on a 2-core CPU: deeper plain nets worse, resnet56 still "
+    f"behind resnet20 (on digits: {DATASET_PRESET_OVERRIDES[('quick', 'digits')]['epochs']} epochs, minutes)",
     "lesson": "about half an hour on a 2-core CPU for four nets: deeper plain nets worse; "
     "resnet56 still trails resnet20 (no budget under 30 min found where it wins)",
     "laptop": "width 8, all 50k images, 6,000 steps: about 37 min a seed for four nets on 2 "
