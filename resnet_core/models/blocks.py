@@ -3,8 +3,11 @@
 Every block, plain or residual, carries the same named taps so the two compare layer by
 layer:
 
-- ``tap1``, ``tap2`` (``tap3``): each conv's normalized output, after BN and before the ReLU
-  or the addition -- the points of the paper's Fig. 7;
+- ``tap1``, ``tap2`` (``tap3``), kind ``"response"``: each main-path layer's response, the
+  paper's Fig. 7 point: a conv's output after its norm layer (if the net has one), before the
+  ReLU or the addition; in a pre-activation block, each norm layer's output before its ReLU.
+  Not named after BN: the no-normalization variants (norm="none", Fixup, SkipInit, ReZero,
+  TAT, delta-orthogonal) have the same points with nothing between conv and tap;
 - ``tap_f``: the residual branch F(x) just before the addition (for a plain block, the branch
   output that has no shortcut to be added to);
 - ``tap_out``: the block's output.
@@ -35,7 +38,10 @@ class Tap(nn.Identity):
 
     def __init__(self, kind: str):
         super().__init__()
-        self.kind = kind  # "bn" (normalized conv output), "residual" (F(x)), "out" (block output)
+        # "response" (a conv's output after its norm layer if any, before the ReLU or the
+        # addition: Fig. 7's point), "residual" (F(x)), "out" (block output). Records made
+        # before the rename call the first "bn"; the store reads them as "response".
+        self.kind = kind
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"
@@ -154,13 +160,13 @@ class BasicBlock(nn.Module):
         self.bias1a = fixup_bias(fixup)
         self.conv1 = conv3x3(in_planes * mult, planes, stride, bias=conv_bias)
         self.bn1 = make_norm(norm, planes)
-        self.tap1 = Tap("bn")
+        self.tap1 = Tap("response")
         self.bias1b = fixup_bias(fixup)
         self.act1 = act_layer()
         self.bias2a = fixup_bias(fixup)
         self.conv2 = conv3x3(planes * mult, planes, bias=conv_bias)
         self.bn2 = make_norm(norm, planes)
-        self.tap2 = Tap("bn")
+        self.tap2 = Tap("response")
         self.scale = make_branch_scale(branch_scalar, fixup)
         self.bias2b = fixup_bias(fixup)
         self.tap_f = Tap("residual")
@@ -209,15 +215,15 @@ class Bottleneck(nn.Module):
         s1, s3 = (stride, 1) if stride_on_1x1 else (1, stride)
         self.conv1 = conv1x1(in_planes, planes, s1)
         self.bn1 = make_norm(norm, planes)
-        self.tap1 = Tap("bn")
+        self.tap1 = Tap("response")
         self.act1 = act_layer()
         self.conv2 = conv3x3(planes, planes, s3)
         self.bn2 = make_norm(norm, planes)
-        self.tap2 = Tap("bn")
+        self.tap2 = Tap("response")
         self.act2 = act_layer()
         self.conv3 = conv1x1(planes, out_planes)
         self.bn3 = make_norm(norm, out_planes)
-        self.tap3 = Tap("bn")
+        self.tap3 = Tap("response")
         self.scale = make_branch_scale(branch_scalar, False)
         self.tap_f = Tap("residual")
         self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride, norm)
@@ -262,11 +268,11 @@ class PreActBlock(nn.Module):
         out_planes = planes * self.expansion
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
         self.bn1 = make_norm(norm, in_planes)
-        self.tap1 = Tap("bn")
+        self.tap1 = Tap("response")
         self.act1 = act_layer()
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = make_norm(norm, planes)
-        self.tap2 = Tap("bn")
+        self.tap2 = Tap("response")
         self.act2 = act_layer()
         self.conv2 = conv3x3(planes, planes)
         # a pre-activation block has no activation after the addition: SkipInit = ReZero here
