@@ -18,15 +18,11 @@ st.markdown(
 )
 
 store = ui.get_store()
-df = ui.runs_df(store)
-df = df[df["state"] != "broken"]
-refs = ui.reference_df()
-refs = refs[[ui.has_layers(store, i) for i in refs["id"]]] if len(refs) else refs
+df, with_layers, refs = ui.layer_runs(store)
 if not len(df) and not len(refs):
     ui.no_runs_note("see layer responses")
     st.stop()
 ui.recorder_problem_note(df, store)
-with_layers = df[[ui.has_layers(store, i) for i in df["id"]]] if len(df) else df
 if not len(with_layers) and not len(refs):
     st.info(
         "None of the runs has per-layer records yet. They are written while a run trains "
