@@ -1,7 +1,8 @@
 """Layer responses on a checkpoint: the paper's Fig. 7, activation statistics, feature maps.
 
-- :func:`layer_responses`: the std of every conv's output after BN, before the ReLU or the
-  addition (the models' "bn" taps), over all of ``x`` (exact over batches), in layer order;
+- :func:`layer_responses`: the std of every conv's output after its norm layer (if any),
+  before the ReLU or the addition (the models' "response" taps), over all of ``x`` (exact
+  over batches), in layer order;
 - :func:`fig7`: that on a stored run's full test set, with each layer's rank when sorted by
   magnitude (the paper's bottom panel);
 - :func:`activation_stats`: per ReLU, mean, std and the fraction of units never firing;
@@ -26,7 +27,7 @@ from .taps import capture_outputs, eval_mode, forward_hooks, moments
 @torch.no_grad()
 def layer_responses(model: nn.Module, x: torch.Tensor, batch: int = 500) -> pd.DataFrame:
     """Columns: order, layer, stage, mean, std (population std over every element)."""
-    names = [n for n, _ in taps_of(model, "bn")]
+    names = [n for n, _ in taps_of(model, "response")]
     with eval_mode(model), moments(model, names) as m:
         for i in range(0, len(x), batch):
             model(x[i : i + batch])
@@ -80,7 +81,7 @@ def activation_stats(model: nn.Module, x: torch.Tensor, batch: int = 500) -> pd.
     )
 
 
-def layer_names(model: nn.Module, kinds=("bn", "out")) -> list[str]:
+def layer_names(model: nn.Module, kinds=("response", "out")) -> list[str]:
     """Layers worth showing as feature maps: the taps of the given kinds, in forward order."""
     return [n for n, t in taps_of(model) if t.kind in kinds]
 

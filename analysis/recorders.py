@@ -7,9 +7,11 @@ Probe rows, at the steps of :func:`default_schedule` (few: each costs a pass ove
 measured on a fixed probe set (the first ``min(probe_size, test set)`` test images; 1,000 by
 default), the model in eval mode:
 
-- ``type="bn"``: the paper's Fig. 7 measure: std (and mean) of every conv's output after BN,
-  before the ReLU or the addition (the models' ``Tap("bn")`` points, e.g. ``layer1.0.tap1``;
-  the stem's is ``tap1``); population std over images, channels and space;
+- ``type="response"``: the paper's Fig. 7 measure: std (and mean) of every conv's output after
+  its norm layer (BN; none in the no-normalization variants), before the ReLU or the addition
+  (the models' ``Tap("response")`` points, e.g. ``layer1.0.tap1``; the stem's is ``tap1``);
+  population std over images, channels and space. Records written before the rename call
+  these rows ``type="bn"``; ``Run.read_layers`` returns them as ``"response"``;
 - ``type="block"``: ``f_std`` (std of F(x) at ``tap_f``), ``x_std`` (std of the block input),
   ``f_over_x`` = ||F(x)|| / ||x|| (Frobenius norms over the probe set; for a downsampling
   block x is the block's input, larger than F(x)), ``out_grad_norm`` (norm of the gradient of
@@ -169,7 +171,7 @@ class _Sums:
 def _probe_pass(model, x, y, n_total, sums, fired):
     """One chunk through the model with hooks adding to ``sums``; the gradient of the probe
     set's mean loss (this chunk's share) with respect to each block output."""
-    bn, blocks, relus = taps_of(model, "bn"), blocks_of(model), _relus(model)
+    responses, blocks, relus = taps_of(model, "response"), blocks_of(model), _relus(model)
     outs: list[torch.Tensor] = []
 
     def on_block(n, m, i, o):
@@ -184,7 +186,7 @@ def _probe_pass(model, x, y, n_total, sums, fired):
         f = o.detach().sum(0) > 0  # ReLU output >= 0: a unit fired iff its sum over images > 0
         fired[n] = fired[n] | f if n in fired else f
 
-    fns = {n: (lambda n, m, i, o: sums.moments(n, o)) for n, _ in bn}
+    fns = {n: (lambda n, m, i, o: sums.moments(n, o)) for n, _ in responses}
     fns.update({n: on_block for n, _ in blocks})
     fns.update({f"{n}.tap_f": on_f for n, _ in blocks})
     fns.update({n: on_act for n, _ in relus})
@@ -206,7 +208,7 @@ def _probe_pass(model, x, y, n_total, sums, fired):
 def layer_stats(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int = 0, chunk: int = 128
 ) -> list[dict]:
-    """The probe rows ("bn", "block", "act") described in the module docstring, for any
+    """The probe rows ("response", "block", "act") described in the module docstring, for any
     model with taps, over all of ``x`` (normalized input on the model's device; labels ``y``),
     in chunks of ``chunk`` images. The model is in eval mode inside; its mode is restored."""
     n = len(x)
@@ -233,10 +235,10 @@ def _mstd(flat, name):
 
 def _rows(model, step, n, flat) -> list[dict]:
     rows = []
-    for j, (name, _) in enumerate(taps_of(model, "bn")):
+    for j, (name, _) in enumerate(taps_of(model, "response")):
         m, sd, _ = _mstd(flat, name)
         rows.append(
-            {"step": step, "layer": name, "type": "bn", "order": j, "std": sd, "mean": m, "images": n}
+            {"step": step, "layer": name, "type": "response", "order": j, "std": sd, "mean": m, "images": n}
         )
     for j, (name, _) in enumerate(blocks_of(model)):
         _, f_std, f_norm = _mstd(flat, (name, "f"))
@@ -410,7 +412,7 @@ class LayerStatsRecorder(Callback):
 
 def read_layer_stats(run, type: str | None = None):
     """The run's layers.jsonl as a DataFrame (deduplicated by step and layer), optionally
-    only rows of one ``type`` ("bn", "block", "weight", "act"), sorted by step and order."""
+    only rows of one ``type`` ("response", "block", "weight", "act"), sorted by step and order."""
     import pandas as pd
 
     df = pd.DataFrame(run.read_layers())

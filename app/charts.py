@@ -665,9 +665,9 @@ def _paper_traces(fig):
 
 # --- Fig. 7: layer responses ------------------------------------------------------------
 def responses_frame(layers: pd.DataFrame) -> pd.DataFrame:
-    """BN-output std per layer at one step per run: run_id, layer, index (1..L, in order),
-    std, rank (1 = largest)."""
-    d = layers[(layers["type"] == "bn") & layers["std"].notna()].copy() if len(layers) else layers
+    """Layer-response std (``type="response"`` rows) per layer at one step per run: run_id,
+    layer, index (1..L, in order), std, rank (1 = largest)."""
+    d = layers[(layers["type"] == "response") & layers["std"].notna()].copy() if len(layers) else layers
     if not len(d):
         return pd.DataFrame(columns=["run_id", "step", "layer", "index", "std", "rank"])
     d = d.sort_values(["run_id", "order"])
@@ -677,7 +677,7 @@ def responses_frame(layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def responses_figure(resp: pd.DataFrame, runs: pd.DataFrame, height: int = 580) -> go.Figure:
-    """The paper's Fig. 7: std of each 3x3 layer's output (after BN, before ReLU/addition),
+    """The paper's Fig. 7: std of each 3x3 layer's output (after BN if any, before ReLU/addition),
     top in layer order, bottom sorted by magnitude."""
     fig = make_subplots(
         rows=2, cols=1, vertical_spacing=0.2, subplot_titles=("in layer order", "sorted by magnitude")
@@ -720,7 +720,7 @@ def responses_figure(resp: pd.DataFrame, runs: pd.DataFrame, height: int = 580) 
         )
     fig.update_xaxes(title_text="layer index (input → output)", row=1, col=1)
     fig.update_xaxes(title_text="layer rank (largest response first)", row=2, col=1)
-    fig.update_yaxes(title_text="std of BN output", rangemode="tozero")
+    fig.update_yaxes(title_text="std of layer response", rangemode="tozero")
     fig.update_layout(
         template=TEMPLATE,
         height=height,

@@ -204,6 +204,18 @@ def has_layers(store: RunStore, run_id: str) -> bool:
     return _sig(st_.root / sid / "layers.jsonl")[0] > 0
 
 
+def layer_runs(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """What the per-layer pages (Layer responses, Gradient flow) pick from: the store's
+    readable runs, those of them with per-layer records, and the bundled reference runs with
+    per-layer records."""
+    df = runs_df(store)
+    df = df[df["state"] != "broken"]
+    with_layers = df[[has_layers(store, i) for i in df["id"]]] if len(df) else df
+    refs = reference_df()
+    refs = refs[[has_layers(store, i) for i in refs["id"]]] if len(refs) else refs
+    return df, with_layers, refs
+
+
 # --- what the per-layer records are (analysis.recorders) ----------------------------------
 OLD_PROBE_IMAGES = 128  # records without an "images" field were made on 128 test images
 BN_MOMENTUM = 0.1  # PyTorch's default, which the models keep

@@ -353,7 +353,7 @@ def responses(means, budgets=(), whose: str = "these") -> Verdict:
 
 
 def response_means(resp, runs) -> pd.DataFrame:
-    """Rows for ``responses``: each run's mean BN-output std (``resp``: run_id, std, as drawn)
+    """Rows for ``responses``: each run's mean layer-response std (``resp``: run_id, std, as drawn)
     with its kind and depth (``runs``: id, kind, depth)."""
     resp, runs = _frame(resp), _frame(runs)
     if not len(resp) or not len(runs):

@@ -270,22 +270,24 @@ class ConfigError(ValueError):
     """A config field is missing, mistyped or out of range. The message names the field."""
 
 
+# The paper's CIFAR-10 SGD recipe (section 4.2): lr 0.1, momentum 0.9, weight decay 1e-4,
+# every training image trained on (val_split=0: none held out; the preset says how many).
+# Every preset but smoke starts from it; PAPER_STEPS adds the paper's batch of 128 and its
+# step schedule (lr /10 at 50% and 75% of the steps).
+PAPER_SGD = dict(lr=0.1, momentum=0.9, weight_decay=1e-4, val_split=0)
+PAPER_STEPS = dict(PAPER_SGD, batch_size=128, schedule="steps")
+
 # Presets: field overrides. Explicit flags override a preset.
 PRESETS: dict[str, dict] = {
     # The paper's CIFAR-10 recipe (section 4.2): 64k iterations, lr 0.1 /10 at 32k and 48k.
     "paper": dict(
+        PAPER_STEPS,
         iterations=64000,
         epochs=None,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
-        schedule="steps",
         warmup="auto",
         augment="auto",
         subset=None,
         image_size=None,
-        val_split=0,
         test_size=None,
     ),
     # A 2-core-CPU budget that still shows degradation in fp32 (BENCHMARKS.md): 2,500 images
@@ -295,17 +297,14 @@ PRESETS: dict[str, dict] = {
     # evaluation, at the end (eval_every = the run's 234 steps), on 2,000 test images: a pass
     # over all 10k costs about two epochs here. Training curves come from the "train" rows.
     "quick": dict(
+        PAPER_SGD,
         epochs=6,
         iterations=None,
         batch_size=64,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
         schedule="onecycle",
         warmup="none",
         subset=2500,
         image_size=12,
-        val_split=0,
         checkpoint_every=None,
         eval_every=234,
         train_eval_size=1000,
@@ -320,17 +319,12 @@ PRESETS: dict[str, dict] = {
     # of batch 128 (2,340 steps); one evaluation per epoch on 2,000 test images. Start it
     # before class, or show its bundled reference runs (reference/lesson-cpu).
     "lesson": dict(
+        PAPER_STEPS,
         epochs=30,
         iterations=None,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
-        schedule="steps",
         warmup="paper",
         subset=10000,
         image_size=16,
-        val_split=0,
         eval_every=None,
         train_eval_size=1000,
         test_size=2000,
@@ -343,18 +337,13 @@ PRESETS: dict[str, dict] = {
     # seed of `sweep laptop` in about 37 min on 2 cores. Training error is scored in eval mode
     # on 5,000 training images every 300 steps, so the step where depth starts to pay shows.
     "laptop": dict(
+        PAPER_STEPS,
         width=8,
         epochs=None,
         iterations=6000,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
-        schedule="steps",
         warmup="paper",
         subset=50000,
         image_size=16,
-        val_split=0,
         eval_every=300,
         train_eval_size=5000,
         test_size=2000,

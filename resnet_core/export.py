@@ -9,7 +9,7 @@ chart. What is written, from the run's records (metrics.jsonl, layers.jsonl, con
   splits ``train`` (running, train mode), ``train_eval``, ``val`` and ``test``; ``lr``,
   ``images_per_s`` and ``epoch`` from the training rows;
 - every per-layer statistic as one scalar per layer: ``<type>.<stat>/<order>_<layer>``, e.g.
-  ``bn.std/003_layer1.1.tap1`` (the paper's Fig. 7 measure); the order number keeps
+  ``response.std/003_layer1.1.tap1`` (the paper's Fig. 7 measure); the order number keeps
   TensorBoard's alphabetical listing in network order;
 - at every recorded step, a histogram per ``<type>.<stat>`` of its values across layers (the
   distribution Fig. 7's sorted panel draws), under ``layers/<type>.<stat>``;
@@ -31,7 +31,16 @@ import time
 from pathlib import Path
 
 from . import reference
-from .store import Run, RunStore, StoreError, atomic_write_json, check_run_id, dedupe_steps, parse_jsonl
+from .store import (
+    Run,
+    RunStore,
+    StoreError,
+    atomic_write_json,
+    check_run_id,
+    current_layer_row,
+    dedupe_steps,
+    parse_jsonl,
+)
 from .train import Callback
 
 EXPORT_MARK = ".resnet-lab-export.json"  # what an earlier export leaves in DIR (and lists)
@@ -311,7 +320,8 @@ class LiveTensorBoard(Callback):
         self.last = time.monotonic()
         self.looks += 1
         write_metrics(self.w, self._new_rows("metrics.jsonl"), self.t0)
-        rows = self.pending + self._new_rows("layers.jsonl")
+        # a resumed run's first lines may come from older code, whose Fig. 7 rows say "bn"
+        rows = self.pending + [current_layer_row(r) for r in self._new_rows("layers.jsonl")]
         last = max((r["step"] for r in rows if isinstance(r.get("step"), int)), default=None)
         hold = not final and last is not None
         self.pending = [r for r in rows if hold and r.get("step") == last]

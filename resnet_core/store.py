@@ -356,6 +356,21 @@ def layers_row_ok(r: dict) -> bool:
     )
 
 
+# Old layers.jsonl ``type`` names -> today's. Fig. 7's rows were "bn" until they were renamed
+# "response" (in the no-normalization variants they are no BN outputs). The bundled reference
+# records, users' older runs and runs still being recorded by older code keep "bn" on disk;
+# every reader goes through Run.read_layers (or current_layer_row), so pages see one name.
+OLD_LAYER_TYPES = {"bn": "response"}
+
+
+def current_layer_row(r: dict) -> dict:
+    """A layers.jsonl row with an old ``type`` name (OLD_LAYER_TYPES) replaced by today's."""
+    t = r.get("type")
+    if isinstance(t, str) and t in OLD_LAYER_TYPES:
+        return {**r, "type": OLD_LAYER_TYPES[t]}
+    return r
+
+
 @dataclass
 class Run:
     root: Path
@@ -493,8 +508,10 @@ class Run:
         return self.read_metrics_counted()[0]
 
     def read_layers_counted(self) -> tuple[list[dict], int]:
+        """The layers rows every reader can use (old type names read as today's, see
+        OLD_LAYER_TYPES), and how many lines were skipped."""
         rows, bad = read_jsonl(self.path / "layers.jsonl")
-        good = [r for r in rows if layers_row_ok(r)]
+        good = [current_layer_row(r) for r in rows if layers_row_ok(r)]
         return dedupe_steps(good, key=("step", "layer")), bad + len(rows) - len(good)
 
     def read_layers(self) -> list[dict]:

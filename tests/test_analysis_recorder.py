@@ -102,7 +102,7 @@ def test_fig7_stds_and_block_stats_match_a_direct_computation(tmp_path):
     train(c, run)
     rows = [r for r in run.read_layers() if r["step"] == 10]
     # the final step has no training gradient after it: probe rows only
-    assert {r["type"] for r in rows} == {"bn", "block", "act"}
+    assert {r["type"] for r in rows} == {"response", "block", "act"}
     n = rows[0]["images"]
     assert n == probe_plan(10, 32, 359) and all(r["images"] == n for r in rows)
     model = load_model(run)  # the weights the step-10 rows were measured on
@@ -123,7 +123,7 @@ def test_fig7_stds_and_block_stats_match_a_direct_computation(tmp_path):
         model(x)
     for h in handles:
         h.remove()
-    bn = {r["layer"]: r for r in rows if r["type"] == "bn"}
+    bn = {r["layer"]: r for r in rows if r["type"] == "response"}
     assert set(bn) == set(direct) and len(bn) == 7
     for k, v in direct.items():
         assert bn[k]["std"] == pytest.approx(v, rel=1e-6, abs=1e-9)
@@ -196,7 +196,7 @@ def test_recorder_leaves_the_trajectory_bit_identical_even_across_a_resume(tmp_p
     rec, sd1 = _final_state(tmp_path, "rec", cfg(recorders=["analysis.recorders:LayerStatsRecorder"]))
     rows = rec.read_layers()
     n = probe_plan(12, 32, 359)
-    assert {r["step"] for r in rows if r["type"] == "bn"} == set(default_schedule(12, 32, n))
+    assert {r["step"] for r in rows if r["type"] == "response"} == set(default_schedule(12, 32, n))
     assert {r["step"] for r in rows if r["type"] == "weight"} == set(grad_schedule(12))
     assert plain.read_layers() == []
     for k in sd0:
@@ -245,7 +245,7 @@ def test_layer_stats_leaves_no_hooks_grads_mode_or_rng_behind():
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(rng, torch.get_rng_state())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in bn_before.items())
-    assert {r["type"] for r in rows} == {"bn", "block", "act"}
+    assert {r["type"] for r in rows} == {"response", "block", "act"}
     # existing grads (the training step's) are left as they are
     F.cross_entropy(model(x), y).backward()
     g = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -331,7 +331,7 @@ def test_rows_at_step_s_describe_the_model_after_exactly_s_updates(tmp_path):
         rows = {(r["type"], r["layer"]): r for r in layers if r["step"] == s}
         for n, o in bn_out.items():
             want = o.detach().double().std(unbiased=False).item()
-            assert rows["bn", n.replace("bn", "tap")]["std"] == pytest.approx(want, rel=1e-4), (s, n)
+            assert rows["response", n.replace("bn", "tap")]["std"] == pytest.approx(want, rel=1e-4), (s, n)
         for b in names:
             r = rows["block", b]
             assert r["f_over_x"] == pytest.approx(

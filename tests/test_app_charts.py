@@ -104,8 +104,8 @@ def test_final_error_figure_has_runs_and_the_paper_references():
 def test_responses_frame_orders_and_ranks():
     layers = pd.DataFrame(
         [
-            {"run_id": "a", "step": 5, "layer": "tap1", "type": "bn", "order": 0, "std": 0.5},
-            {"run_id": "a", "step": 5, "layer": "layer1.0.tap1", "type": "bn", "order": 1, "std": 0.9},
+            {"run_id": "a", "step": 5, "layer": "tap1", "type": "response", "order": 0, "std": 0.5},
+            {"run_id": "a", "step": 5, "layer": "layer1.0.tap1", "type": "response", "order": 1, "std": 0.9},
             {"run_id": "a", "step": 5, "layer": "layer1.0", "type": "block", "order": 0, "std": None},
         ]
     )
@@ -148,7 +148,7 @@ def test_run_frames_read_a_store(tiny_runs):
     m = runs_data.metrics_frame(tiny_runs.run(rid))
     assert df["test_error"].iloc[0] == pytest.approx(m[m["split"] == "test"]["error"].iloc[-1])
     lay = runs_data.layers_frame(tiny_runs.run(rid))
-    assert {"bn", "block", "weight"} <= set(lay["type"])
+    assert {"response", "block", "weight"} <= set(lay["type"])
 
 
 def test_run_frames_tolerate_broken_folders(store):

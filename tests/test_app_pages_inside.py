@@ -27,7 +27,7 @@ def test_responses_plot_the_recorded_std_per_layer(tiny_runs):
     assert set(at.multiselect(key="resp_runs").value) == {plain, res}
     fig7 = figures(at)[0]
     for rid in (plain, res):
-        rows = [r for r in tiny_runs.run(rid).read_layers() if r["type"] == "bn"]
+        rows = [r for r in tiny_runs.run(rid).read_layers() if r["type"] == "response"]
         last = max(r["step"] for r in rows)
         want = [r["std"] for r in sorted((r for r in rows if r["step"] == last), key=lambda r: r["order"])]
         tr = traces(fig7, rid[-6:])
@@ -37,7 +37,7 @@ def test_responses_plot_the_recorded_std_per_layer(tiny_runs):
     assert at.select_slider(key="resp_step").options[0] == "0 (init)"  # labelled as such
     at.select_slider(key="resp_step").set_value(0).run()
     no_exception(at)
-    first = [r for r in tiny_runs.run(plain).read_layers() if r["type"] == "bn" and r["step"] == 0]
+    first = [r for r in tiny_runs.run(plain).read_layers() if r["type"] == "response" and r["step"] == 0]
     tr = traces(figures(at)[0], plain[-6:])
     assert arr(tr[0]["y"]).tolist() == pytest.approx(
         [r["std"] for r in sorted(first, key=lambda r: r["order"])]
@@ -90,7 +90,7 @@ def test_layer_responses_and_gradient_flow_say_what_each_record_used(tiny_runs):
     rows, the number of columns, and one first/last ratio (first main conv / last main conv)."""
     plain, res = newest_pair(tiny_runs)
     rows = tiny_runs.run(plain).read_layers()
-    n = {r["images"] for r in rows if r["type"] == "bn"}
+    n = {r["images"] for r in rows if r["type"] == "response"}
     assert len(n) == 1
     n = n.pop()
     at = page("responses").run()

@@ -66,7 +66,7 @@ def write_run(root: Path, i: int, model: str, train: float, test: float, std: fl
         ]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     layers = [
-        {"step": s, "layer": f"l{o}", "type": "bn", "order": o, "std": std, "mean": 0.0}
+        {"step": s, "layer": f"l{o}", "type": "response", "order": o, "std": std, "mean": 0.0}
         for s in (0, STEPS)
         for o in range(depth - 1)
     ]

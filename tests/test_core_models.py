@@ -50,7 +50,7 @@ def test_plain_has_same_params_and_taps_as_residual(depth):
     plain, res = build_model(f"plain{depth}"), build_model(f"resnet{depth}")
     assert count_params(plain) == count_params(res)  # option A adds no parameters
     assert [n for n, _ in taps_of(plain)] == [n for n, _ in taps_of(res)]
-    assert len(taps_of(res, "bn")) == depth - 1  # every conv but none: 6n+1 convs, fc is the last layer
+    assert len(taps_of(res, "response")) == depth - 1  # every conv but none: 6n+1 convs, fc is the last layer
     assert not plain.residual and res.residual
 
 
@@ -178,7 +178,7 @@ def test_taps_see_bn_output_and_residual_branch():
             h.remove()
     assert torch.equal(seen["tap2"], seen["f"])
     assert torch.allclose(seen["out"], torch.relu(seen["f"] + seen["x"]))
-    assert isinstance(blk.tap1, Tap) and blk.tap1.kind == "bn"
+    assert isinstance(blk.tap1, Tap) and blk.tap1.kind == "response"
 
 
 def test_norm_none_and_torch_init():

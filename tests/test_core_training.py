@@ -121,6 +121,59 @@ def test_preset_flags_override():
     assert it.iterations == 7 and it.epochs is None
 
 
+# Every preset's fields as written in resnet_core/config.py before the shared SGD recipe was
+# factored out of them: a refactor of PRESETS must keep each one to the letter.
+# fmt: off
+PRESET_FIELDS = {  # a table: formatted, it would take one line per field
+    "paper": dict(
+        iterations=64000, epochs=None, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
+        schedule="steps", warmup="auto", augment="auto", subset=None, image_size=None, val_split=0,
+        test_size=None,
+    ),
+    "quick": dict(
+        epochs=6, iterations=None, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
+        schedule="onecycle", warmup="none", subset=2500, image_size=12, val_split=0,
+        checkpoint_every=None, eval_every=234, train_eval_size=1000, test_size=2000,
+    ),
+    "lesson": dict(
+        epochs=30, iterations=None, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
+        schedule="steps", warmup="paper", subset=10000, image_size=16, val_split=0,
+        eval_every=None, train_eval_size=1000, test_size=2000,
+    ),
+    "laptop": dict(
+        width=8, epochs=None, iterations=6000, batch_size=128, lr=0.1, momentum=0.9,
+        weight_decay=1e-4, schedule="steps", warmup="paper", subset=50000, image_size=16,
+        val_split=0, eval_every=300, train_eval_size=5000, test_size=2000,
+    ),
+    "smoke": dict(
+        iterations=20, epochs=None, batch_size=32, subset=512, image_size=16, log_every=5,
+        eval_every=10,
+    ),
+}
+# fmt: on
+
+DIGITS_FIELDS = {
+    "quick": dict(epochs=12, subset=None, image_size=None, batch_size=64, val_split=0, eval_every=264),
+    "lesson": dict(image_size=None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_FIELDS))
+def test_every_preset_resolves_to_its_written_values(name):
+    """The preset holds exactly these fields, and the config it resolves to is the defaults
+    with them (and its name) on top, every other field untouched."""
+    from dataclasses import asdict
+
+    from resnet_core import PRESETS
+
+    assert PRESETS[name] == PRESET_FIELDS[name]
+    want = {**asdict(TrainConfig()), **PRESET_FIELDS[name], "preset": name, "dataset": "c.npz"}
+    assert asdict(apply_preset(name, {"dataset": "c.npz"})) == want
+    # on digits (the default dataset) some presets change a few fields of their own
+    digits = {**want, **DIGITS_FIELDS.get(name, {}), "dataset": "digits"}
+    assert asdict(apply_preset(name, {"dataset": "digits"})) == digits
+
+
 @pytest.mark.parametrize(
     "field,value,match",
     [

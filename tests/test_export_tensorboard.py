@@ -75,12 +75,13 @@ def _check_run(acc, folder: Path):
     layers = _last_per_key(_jsonl(folder / "layers.jsonl"), ("step", "type", "layer"))
     across: dict[tuple[int, str], list[float]] = {}
     for (step, kind, layer), r in layers.items():
+        kind = "response" if kind == "bn" else kind  # records older than the rename say "bn"
         for stat, v in r.items():
             if stat in ("step", "type", "layer", "order") or not isinstance(v, (int, float)):
                 continue
             expect.setdefault(f"{kind}.{stat}/{r['order']:03d}_{layer}", {})[step] = v
             across.setdefault((step, f"{kind}.{stat}"), []).append(v)
-    assert any(t.startswith("bn.std/") for t in expect)  # the Fig. 7 measure is there
+    assert any(t.startswith("response.std/") for t in expect)  # the Fig. 7 measure is there
     for tag, by_step in expect.items():
         assert tag in tags, tag
         got = {e.step: e.value for e in acc.Scalars(tag)}

@@ -227,7 +227,7 @@ def test_responses_and_gradients_read_reference_layers(store, reference_root):
     assert sorted(chosen) == sorted(f"ref:tiny/{i}" for i in ref.list_ids())
     fig7 = figures(at)[0]
     rid = chosen[0].split("/", 1)[1]
-    rows = [r for r in ref.run(rid).read_layers() if r["type"] == "bn"]
+    rows = [r for r in ref.run(rid).read_layers() if r["type"] == "response"]
     last = max(r["step"] for r in rows)
     want = [r["std"] for r in sorted((r for r in rows if r["step"] == last), key=lambda r: r["order"])]
     tr = [t for t in fig7["data"] if t.get("legendgroup") == chosen[0]]
@@ -353,3 +353,54 @@ def test_bundled_paper_runs_land_within_the_reproductions_spread(s):
             continue
         err = 100 * _last(s.store.run(info["id"]).read_metrics(), "test")
         assert band[0] <= err <= band[1], f"{info['config']['model']}: {err:.2f}% outside {band}"
+
+
+def _raw_layers(path: Path) -> list[dict]:
+    """A layers.jsonl file as it is on disk, parsed here without the store."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_rows_recorded_as_bn_read_back_as_response(tmp_path):
+    """Fig. 7's rows were ``"type": "bn"`` before the rename; a run recorded (or resumed) by
+    older code mixes both names. The public reader gives today's name, every value kept."""
+    run_dir = tmp_path / "runs" / "20260101-000000-plain8-aaaaaa"
+    run_dir.mkdir(parents=True)
+    old = [
+        {"step": 0, "layer": "tap1", "type": "bn", "order": 0, "std": 0.5, "mean": 0.1},
+        {"step": 0, "layer": "layer1.0", "type": "block", "order": 0, "f_over_x": 0.3},
+    ]
+    new = [{"step": 4, "layer": "tap1", "type": "response", "order": 0, "std": 0.7, "mean": -0.2}]
+    (run_dir / "layers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old + new))
+    rows = RunStore(tmp_path / "runs").run(run_dir.name).read_layers()
+    assert [(r["step"], r["type"]) for r in rows] == [(0, "response"), (0, "block"), (4, "response")]
+    assert [r["std"] for r in rows if r["type"] == "response"] == [0.5, 0.7]
+    assert rows[1] == old[1]  # other kinds pass untouched
+
+
+def test_bundled_bn_records_read_as_response_and_draw_fig7(store, monkeypatch):
+    """The bundled lesson-cpu records keep "bn" on disk (their bytes are checked): read back,
+    they are "response" rows with the file's values, and Layer responses draws each run's
+    last recorded step from them."""
+    if not (ROOT / "reference" / "lesson-cpu" / "set.json").exists():
+        pytest.skip("reference/lesson-cpu is not bundled")
+    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(ROOT / "reference"))
+    ref = RunStore(ROOT / "reference" / "lesson-cpu")
+    want = {}
+    for rid in ref.list_ids():
+        raw = _raw_layers(ref.root / rid / "layers.jsonl")
+        assert {r["type"] for r in raw} >= {"bn"}  # still the old name on disk
+        read = ref.run(rid).read_layers()
+        assert "bn" not in {r["type"] for r in read}
+        raw_bn = [r["std"] for r in raw if r["type"] == "bn"]
+        assert [r["std"] for r in read if r["type"] == "response"] == raw_bn
+        last = max(r["step"] for r in raw if r["type"] == "bn")
+        at_last = sorted(
+            (r for r in raw if r["type"] == "bn" and r["step"] == last), key=lambda r: r["order"]
+        )
+        want[f"ref:lesson-cpu/{rid}"] = [r["std"] for r in at_last]
+    at = page("responses").run()
+    no_exception(at)
+    fig7 = figures(at)[0]
+    for ref_id, stds in want.items():
+        tr = [t for t in fig7["data"] if t.get("legendgroup") == ref_id]
+        assert tr and arr(tr[0]["y"]).tolist() == pytest.approx(stds, rel=1e-3), ref_id

@@ -204,7 +204,7 @@ def test_instruments_on_a_trained_tiny_run_of_every_variant(variant_runs):
         layers = run.read_layers()
         grads = [r for r in layers if r.get("type") == "weight" and r.get("grad_norm") is not None]
         assert grads and all(math.isfinite(r["grad_norm"]) for r in grads), label  # gradient flow
-        assert any(r.get("type") == "bn" and math.isfinite(r["std"]) for r in layers), label
+        assert any(r.get("type") == "response" and math.isfinite(r["std"]) for r in layers), label
         model, ds = load(run)
         x, y = heldout_batch(ds, 60)
         # lesions: every block, downsampling ones included (CReLU doubles the channels there)

@@ -16,11 +16,7 @@ st.markdown(
 )
 
 store = ui.get_store()
-df = ui.runs_df(store)
-df = df[df["state"] != "broken"]
-with_layers = df[[ui.has_layers(store, i) for i in df["id"]]] if len(df) else df
-refs = ui.reference_df()
-refs = refs[[ui.has_layers(store, i) for i in refs["id"]]] if len(refs) else refs
+df, with_layers, refs = ui.layer_runs(store)
 own = len(with_layers)
 if len(refs):
     # bundled reference runs join the pickers, after the user's own runs

@@ -1,5 +1,6 @@
-"""Layer responses (the paper's Fig. 7): std of each conv's output after BN, in layer order
-and sorted, plain vs residual, over training steps; ||F(x)|| / ||x|| per block."""
+"""Layer responses (the paper's Fig. 7): std of each conv's output after its norm layer (if
+any), in layer order and sorted, plain vs residual, over training steps; ||F(x)|| / ||x|| per
+block."""
 
 import pandas as pd
 import streamlit as st
@@ -9,22 +10,19 @@ from app import charts, ui, verdicts
 st.title("Layer responses")
 st.markdown(
     "The paper's **Fig. 7** (He et al. 2016): how strongly each 3x3 layer responds, "
-    "the std of its output after BN, before the ReLU or the addition, on test images "
-    "with the model in eval mode. He et al. report that residual layers respond more "
+    "the std of its output after BN (if the net has a norm layer), before the ReLU or the "
+    "addition, on test images with the model in eval mode. He et al. report that residual "
+    "layers respond more "
     "weakly, each block only nudging its input; under the chart, what the runs on "
     "screen show."
 )
 
 store = ui.get_store()
-df = ui.runs_df(store)
-df = df[df["state"] != "broken"]
-refs = ui.reference_df()
-refs = refs[[ui.has_layers(store, i) for i in refs["id"]]] if len(refs) else refs
+df, with_layers, refs = ui.layer_runs(store)
 if not len(df) and not len(refs):
     ui.no_runs_note("see layer responses")
     st.stop()
 ui.recorder_problem_note(df, store)
-with_layers = df[[ui.has_layers(store, i) for i in df["id"]]] if len(df) else df
 if not len(with_layers) and not len(refs):
     st.info(
         "None of the runs has per-layer records yet. They are written while a run trains "
@@ -63,10 +61,10 @@ runs = pd.concat(
 )
 sel = list(sel) + list(ref_sel)
 layers = ui.layers_for(sel, store)
-bn = layers[(layers["type"] == "bn") & layers["std"].notna()]
-steps = sorted(int(s) for s in bn["step"].dropna().unique())
+response_rows = layers[(layers["type"] == "response") & layers["std"].notna()]
+steps = sorted(int(s) for s in response_rows["step"].dropna().unique())
 if not steps:
-    st.info("The selected runs have no BN-output records.")
+    st.info("The selected runs have no layer-response records.")
     st.stop()
 step = st.select_slider(
     "Training step (each run shows its last record at or before it)",
@@ -135,7 +133,7 @@ def records_caption(shown: pd.DataFrame, labels: dict) -> str:
     return " ".join(parts)
 
 
-shown = at_step(bn, step)
+shown = at_step(response_rows, step)
 resp = charts.responses_frame(shown)
 left, right = st.columns([3, 2])
 with left:

@@ -165,8 +165,8 @@ elif i == 3:
     if len(with_layers):
         sel = ui.default_pair(with_layers)
         layers = ui.layers_for(sel, store)
-        bn = layers[layers["type"] == "bn"]
-        last = bn[bn["step"] == bn.groupby("run_id")["step"].transform("max")]
+        rows = layers[layers["type"] == "response"]
+        last = rows[rows["step"] == rows.groupby("run_id")["step"].transform("max")]
         resp = charts.responses_frame(last)
         ui.show_chart(
             charts.responses_figure(resp, with_layers[with_layers["id"].isin(sel)]),

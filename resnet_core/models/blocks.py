@@ -3,8 +3,11 @@
 Every block, plain or residual, carries the same named taps so the two compare layer by
 layer:
 
-- ``tap1``, ``tap2`` (``tap3``): each conv's normalized output, after BN and before the ReLU
-  or the addition -- the points of the paper's Fig. 7;
+- ``tap1``, ``tap2`` (``tap3``), kind ``"response"``: each main-path layer's response, the
+  paper's Fig. 7 point: a conv's output after its norm layer (if the net has one), before the
+  ReLU or the addition; in a pre-activation block, each norm layer's output before its ReLU.
+  Not named after BN: the no-normalization variants (norm="none", Fixup, SkipInit, ReZero,
+  TAT, delta-orthogonal) have the same points with nothing between conv and tap;
 - ``tap_f``: the residual branch F(x) just before the addition (for a plain block, the branch
   output that has no shortcut to be added to);
 - ``tap_out``: the block's output.
@@ -12,16 +15,17 @@ layer:
 Taps are parameter-free ``nn.Identity`` subclasses, so state dicts match torchvision's and
 forward hooks see every signal. Each activation is its own module and nothing is in-place.
 
-The variants of ``variants.py`` plug in as options: ``act_layer`` (the activation class, e.g.
-CReLU, whose ``channel_mult`` widens the next conv's input), ``branch_scalar`` (SkipInit /
-ReZero's alpha), ``fixup`` (Fixup's scalar biases and multiplier) and ``conv_bias``. With the
-defaults, the modules added are parameter-free ``nn.Identity``: names and state dicts are
-unchanged.
+The variants of ``variants.py`` plug in as options (:class:`BlockOptions`): ``act_layer``
+(the activation class, e.g. CReLU, whose ``channel_mult`` widens the next conv's input),
+``branch_scalar`` (SkipInit / ReZero's alpha), ``fixup`` (Fixup's scalar biases and
+multiplier) and ``conv_bias``. With the defaults, the modules added are parameter-free
+``nn.Identity``: names and state dicts are unchanged.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +39,10 @@ class Tap(nn.Identity):
 
     def __init__(self, kind: str):
         super().__init__()
-        self.kind = kind  # "bn" (normalized conv output), "residual" (F(x)), "out" (block output)
+        # "response" (a conv's output after its norm layer if any, before the ReLU or the
+        # addition: Fig. 7's point), "residual" (F(x)), "out" (block output). Records made
+        # before the rename call the first "bn"; the store reads them as "response".
+        self.kind = kind
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"
@@ -116,179 +123,156 @@ def fixup_bias(fixup: bool) -> nn.Module:
     return Bias() if fixup else nn.Identity()
 
 
-def _unsupported(block: str, fixup: bool, conv_bias: bool, act_layer: type) -> None:
-    if fixup or conv_bias or getattr(act_layer, "channel_mult", 1) != 1:
-        raise ValueError(
-            f"{block} does not take fixup, conv_bias or a channel-doubling "
-            "activation; those are for basic blocks"
-        )
+@dataclass(frozen=True)
+class BlockOptions:
+    """What a block takes besides its sizes and shortcut; the defaults are the paper's block."""
+
+    norm: str = "batch"  # "batch" (BN after each conv) or "none"
+    stride_on_1x1: bool = False  # Bottleneck: the stride on the first 1x1 (the paper), not the 3x3
+    act_layer: type = nn.ReLU  # the activation class; CReLU's channel_mult widens the next conv
+    branch_scalar: str = "none"  # "skipinit" / "rezero": a scalar alpha (init 0) on the branch
+    fixup: bool = False  # Fixup's scalar biases and branch multiplier (basic blocks only)
+    conv_bias: bool = False  # biases on the convs (delta-orthogonal / TAT basic blocks only)
 
 
-class BasicBlock(nn.Module):
+def norm_and_tap(norm: str, channels: int) -> tuple[nn.Module, Tap]:
+    """A conv's norm layer and the tap on its output (Fig. 7's point), to be registered in
+    that order: ``self.bn1, self.tap1 = norm_and_tap(...)``."""
+    return make_norm(norm, channels), Tap("response")
+
+
+class _Block(nn.Module):
+    """What the three blocks share: the options, the sizes, and the modules after the branch's
+    last conv (``_add_output``). Each block registers its branch first, in forward order, so
+    the taps come in forward order and names and state dicts stay torchvision's."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int, **options):
+        super().__init__()
+        self.options = BlockOptions(**options)
+        self.in_planes, self.out_planes, self.stride = in_planes, planes * self.expansion, stride
+
+    @property
+    def residual(self) -> bool:
+        return self.downsample is not None
+
+    def _basic_only(self) -> None:
+        o = self.options
+        if o.fixup or o.conv_bias or getattr(o.act_layer, "channel_mult", 1) != 1:
+            raise ValueError(
+                f"{type(self).__name__} does not take fixup, conv_bias or a channel-doubling "
+                "activation; those are for basic blocks"
+            )
+
+    def _add_output(self, downsample: nn.Module | None, act: str | None) -> None:
+        """``tap_f``, the shortcut, the activation after the addition (the attribute ``act``;
+        none in a pre-activation block; ReZero's residual blocks drop it: x + alpha F(x)),
+        ``tap_out``."""
+        self.tap_f = Tap("residual")
+        self.downsample = downsample
+        if act is not None:
+            rezero = self.options.branch_scalar == "rezero" and downsample is not None
+            setattr(self, act, nn.Identity() if rezero else self.options.act_layer())
+        self.tap_out = Tap("out")
+
+    def _add_shortcut(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return out if self.downsample is None else out + self.downsample(x)
+
+
+class BasicBlock(_Block):
     """Two 3x3 convs. With ``shortcut=None`` it is the plain net's block.
 
     Fixup's scalar biases sit where its authors' code puts them (before each conv and the
     activation, and after the branch multiplier); the shortcut reads ``bias1a(x)`` as theirs.
     ReZero drops the activation after the addition (x + alpha F(x)); SkipInit keeps it.
+    ``options``: see :class:`BlockOptions`.
     """
 
-    expansion = 1
-
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int = 1,
-        shortcut: str | None = "A",
-        norm: str = "batch",
-        stride_on_1x1: bool = False,
-        act_layer: type = nn.ReLU,
-        branch_scalar: str = "none",
-        fixup: bool = False,
-        conv_bias: bool = False,
-    ):
-        super().__init__()
-        out_planes = planes * self.expansion
-        mult = getattr(act_layer, "channel_mult", 1)  # CReLU doubles what each conv reads
-        self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
-        self.bias1a = fixup_bias(fixup)
-        self.conv1 = conv3x3(in_planes * mult, planes, stride, bias=conv_bias)
-        self.bn1 = make_norm(norm, planes)
-        self.tap1 = Tap("bn")
-        self.bias1b = fixup_bias(fixup)
-        self.act1 = act_layer()
-        self.bias2a = fixup_bias(fixup)
-        self.conv2 = conv3x3(planes * mult, planes, bias=conv_bias)
-        self.bn2 = make_norm(norm, planes)
-        self.tap2 = Tap("bn")
-        self.scale = make_branch_scale(branch_scalar, fixup)
-        self.bias2b = fixup_bias(fixup)
-        self.tap_f = Tap("residual")
-        self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride, norm)
-        rezero = branch_scalar == "rezero" and self.downsample is not None
-        self.act2 = nn.Identity() if rezero else act_layer()
-        self.tap_out = Tap("out")
-
-    @property
-    def residual(self) -> bool:
-        return self.downsample is not None
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "A", **options):
+        super().__init__(in_planes, planes, stride, **options)
+        o = self.options
+        mult = getattr(o.act_layer, "channel_mult", 1)  # CReLU doubles what each conv reads
+        self.bias1a = fixup_bias(o.fixup)
+        self.conv1 = conv3x3(in_planes * mult, planes, stride, bias=o.conv_bias)
+        self.bn1, self.tap1 = norm_and_tap(o.norm, planes)
+        self.bias1b = fixup_bias(o.fixup)
+        self.act1 = o.act_layer()
+        self.bias2a = fixup_bias(o.fixup)
+        self.conv2 = conv3x3(planes * mult, planes, bias=o.conv_bias)
+        self.bn2, self.tap2 = norm_and_tap(o.norm, planes)
+        self.scale = make_branch_scale(o.branch_scalar, o.fixup)
+        self.bias2b = fixup_bias(o.fixup)
+        self._add_output(make_shortcut(shortcut, in_planes, self.out_planes, stride, o.norm), "act2")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bias1a(x)
         out = self.act1(self.bias1b(self.tap1(self.bn1(self.conv1(x)))))
         out = self.conv2(self.bias2a(out))
         out = self.tap_f(self.bias2b(self.scale(self.tap2(self.bn2(out)))))
-        if self.downsample is not None:
-            out = out + self.downsample(x)
-        return self.tap_out(self.act2(out))
+        return self.tap_out(self.act2(self._add_shortcut(out, x)))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1 reduce, 3x3, 1x1 restore (4x). Stride on the 3x3 as torchvision ("v1.5") unless
-    ``stride_on_1x1`` puts it on the first 1x1 as the paper does."""
+    ``stride_on_1x1`` puts it on the first 1x1 as the paper does. ``options``: see
+    :class:`BlockOptions`."""
 
     expansion = 4
 
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int = 1,
-        shortcut: str | None = "B",
-        norm: str = "batch",
-        stride_on_1x1: bool = False,
-        act_layer: type = nn.ReLU,
-        branch_scalar: str = "none",
-        fixup: bool = False,
-        conv_bias: bool = False,
-    ):
-        super().__init__()
-        _unsupported("Bottleneck", fixup, conv_bias, act_layer)
-        out_planes = planes * self.expansion
-        self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
-        s1, s3 = (stride, 1) if stride_on_1x1 else (1, stride)
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "B", **options):
+        super().__init__(in_planes, planes, stride, **options)
+        self._basic_only()
+        o = self.options
+        s1, s3 = (stride, 1) if o.stride_on_1x1 else (1, stride)
         self.conv1 = conv1x1(in_planes, planes, s1)
-        self.bn1 = make_norm(norm, planes)
-        self.tap1 = Tap("bn")
-        self.act1 = act_layer()
+        self.bn1, self.tap1 = norm_and_tap(o.norm, planes)
+        self.act1 = o.act_layer()
         self.conv2 = conv3x3(planes, planes, s3)
-        self.bn2 = make_norm(norm, planes)
-        self.tap2 = Tap("bn")
-        self.act2 = act_layer()
-        self.conv3 = conv1x1(planes, out_planes)
-        self.bn3 = make_norm(norm, out_planes)
-        self.tap3 = Tap("bn")
-        self.scale = make_branch_scale(branch_scalar, False)
-        self.tap_f = Tap("residual")
-        self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride, norm)
-        rezero = branch_scalar == "rezero" and self.downsample is not None
-        self.act3 = nn.Identity() if rezero else act_layer()
-        self.tap_out = Tap("out")
-
-    @property
-    def residual(self) -> bool:
-        return self.downsample is not None
+        self.bn2, self.tap2 = norm_and_tap(o.norm, planes)
+        self.act2 = o.act_layer()
+        self.conv3 = conv1x1(planes, self.out_planes)
+        self.bn3, self.tap3 = norm_and_tap(o.norm, self.out_planes)
+        self.scale = make_branch_scale(o.branch_scalar, False)
+        self._add_output(make_shortcut(shortcut, in_planes, self.out_planes, stride, o.norm), "act3")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.tap1(self.bn1(self.conv1(x))))
         out = self.act2(self.tap2(self.bn2(self.conv2(out))))
         out = self.tap_f(self.scale(self.tap3(self.bn3(self.conv3(out)))))
-        if self.downsample is not None:
-            out = out + self.downsample(x)
-        return self.tap_out(self.act3(out))
+        return self.tap_out(self.act3(self._add_shortcut(out, x)))
 
 
-class PreActBlock(nn.Module):
+class PreActBlock(_Block):
     """Pre-activation basic block (He et al. 2016, "Identity Mappings"): BN-ReLU-conv twice,
-    a clean identity path. ``tap1``/``tap2`` sit after each BN, before its ReLU."""
+    a clean identity path. ``tap1``/``tap2`` sit after each BN, before its ReLU. ``options``:
+    see :class:`BlockOptions`."""
 
-    expansion = 1
-
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int = 1,
-        shortcut: str | None = "A",
-        norm: str = "batch",
-        stride_on_1x1: bool = False,
-        act_layer: type = nn.ReLU,
-        branch_scalar: str = "none",
-        fixup: bool = False,
-        conv_bias: bool = False,
-    ):
-        super().__init__()
-        _unsupported("PreActBlock", fixup, conv_bias, act_layer)
-        out_planes = planes * self.expansion
-        self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
-        self.bn1 = make_norm(norm, in_planes)
-        self.tap1 = Tap("bn")
-        self.act1 = act_layer()
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str | None = "A", **options):
+        super().__init__(in_planes, planes, stride, **options)
+        self._basic_only()
+        o = self.options
+        self.bn1, self.tap1 = norm_and_tap(o.norm, in_planes)
+        self.act1 = o.act_layer()
         self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn2 = make_norm(norm, planes)
-        self.tap2 = Tap("bn")
-        self.act2 = act_layer()
+        self.bn2, self.tap2 = norm_and_tap(o.norm, planes)
+        self.act2 = o.act_layer()
         self.conv2 = conv3x3(planes, planes)
         # a pre-activation block has no activation after the addition: SkipInit = ReZero here
-        self.scale = make_branch_scale(branch_scalar, False)
-        self.tap_f = Tap("residual")
-        # the projection variants of a pre-activation net take the raw input, no BN after
-        if shortcut in ("B", "C") and (shortcut == "C" or stride != 1 or in_planes != out_planes):
-            self.downsample = conv1x1(in_planes, out_planes, stride)
-        else:
-            self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride, norm)
-        self.tap_out = Tap("out")
+        self.scale = make_branch_scale(o.branch_scalar, False)
+        self._add_output(self._shortcut(shortcut), None)
 
-    @property
-    def residual(self) -> bool:
-        return self.downsample is not None
+    def _shortcut(self, kind: str | None) -> nn.Module | None:
+        # the projection variants of a pre-activation net take the raw input, no BN after
+        changes = self.stride != 1 or self.in_planes != self.out_planes
+        if kind in ("B", "C") and (kind == "C" or changes):
+            return conv1x1(self.in_planes, self.out_planes, self.stride)
+        return make_shortcut(kind, self.in_planes, self.out_planes, self.stride, self.options.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.act1(self.tap1(self.bn1(x))))
         out = self.tap_f(self.scale(self.conv2(self.act2(self.tap2(self.bn2(out))))))
-        if self.downsample is not None:
-            out = out + self.downsample(x)
-        return self.tap_out(out)
+        return self.tap_out(self._add_shortcut(out, x))
 
 
 def init_weights(

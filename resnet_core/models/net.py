@@ -50,7 +50,7 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(in_channels, stem_width, 7, 2, 3, bias=conv_bias)
         # a pre-activation net's first block normalizes its own input
         self.bn1 = nn.Identity() if self.preact else make_norm(norm, stem_width)
-        self.tap1 = Tap("bn")
+        self.tap1 = Tap("response")
         self.stem_bias = fixup_bias(fixup)  # Fixup: relu(conv1(x) + bias)
         self.act1 = nn.Identity() if self.preact else act_layer()
         self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
