@@ -30,7 +30,7 @@ CLAIMS = {
     "deeper-residual-better": "deeper residual net better in final training error by over 2 standard errors",
     "fig7-order": "residual responses smaller than plain, and smaller in the deeper residual net",
 }
-CONV_ROW_TYPES = ("bn",)  # the recorder's per-conv rows (Fig. 7's measure)
+CONV_ROW_TYPES = ("response",)  # the recorder's per-conv rows (Fig. 7's measure; old "bn" rows read as these)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from resnet_core.reference import ReferenceSetError, check_set, export, list_set
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = [s for s in list_sets(ROOT / "reference") if s.meta.get("claims")]
-CONV_ROWS = ("bn", "conv")  # the recorder's per-conv rows, by their old and new names
+CONV_ROWS = ("bn", "response")  # the recorder's per-conv rows, by their old and new names
 
 
 def _rows(path: Path) -> list[dict]:
