@@ -156,7 +156,7 @@ BAD = [
         ["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "5000", "--recorders", ""],
         "larger than the 1438",
     ),
-    (["sweep", "fig7"], "accepted: quick, lesson, fig6"),
+    (["sweep", "fig7"], "accepted: quick, lesson, laptop, fig6"),
     (["sweep", "quick", "--model", "resnet20"], "can't be used with a sweep"),
     (["sweep", "quick", "--dataset", "nope"], "accepted: digits"),
     (["sweep", "quick", "--lr", "0"], "--lr"),
