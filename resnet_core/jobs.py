@@ -4,29 +4,24 @@ while cores are free, splits the cores between them, and exits when the queue is
 The app and the CLI share it: both call ``submit`` (which makes sure a runner is alive), and
 ``sweep`` runs the same runner in the foreground. Only one runner drains a store at a time
 (an ``flock`` on ``.runner.lock``), and it never gives trainers more threads than cores in all.
+
+Cores, locks and process launching come from the job layer (``resnet_core.launch``), which
+the background analyses share; the runner starts each trainer through its backend.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
+from . import launch
 from .config import TrainConfig
 from .data import check_source
+from .launch import REPO_ROOT, Job, child_env, cores, lock_held, take_lock  # noqa: F401 (cores: the app's)
 from .store import ACTIVE, RESUMABLE, Run, RunStore, StoreError, process_identity
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+RUNNER_LOCK = ".runner.lock"
 
 
 def submit(store: RunStore, config: TrainConfig, start_runner: bool = True) -> Run:
@@ -35,6 +30,7 @@ def submit(store: RunStore, config: TrainConfig, start_runner: bool = True) -> R
     config.validate()
     check_source(config.dataset)
     check_run(config)  # what can't fit is refused now, not queued to fail later
+    launch.get_backend()  # so is a backend not accepted ($RESNET_LAB_BACKEND)
     run = store.create(config, state="queued", message="waiting for a free core")
     if start_runner:
         ensure_runner(store)
@@ -82,21 +78,12 @@ def cancel(store: RunStore, run_id: str) -> str:
 
 def _lock(store: RunStore):
     store.root.mkdir(parents=True, exist_ok=True)
-    f = open(store.root / ".runner.lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
+    return take_lock(store.root / RUNNER_LOCK)
 
 
 def runner_alive(store: RunStore) -> bool:
-    f = _lock(store)
-    if f is None:
-        return True
-    f.close()
-    return False
+    store.root.mkdir(parents=True, exist_ok=True)
+    return lock_held(store.root / RUNNER_LOCK)
 
 
 # The detached runner's program. It takes the store's lock before it imports anything heavy:
@@ -104,14 +91,17 @@ def runner_alive(store: RunStore) -> bool:
 # (as `python -m resnet_core runner` does, resnet_core imports torch) let every page that
 # looked meanwhile start one more (3 tabs made 3 runners, two servers up to 21). Every starter
 # but the one that gets the lock exits within a fraction of a second, torch never imported.
+# The lock is the job layer's (``launch.take_lock``), loaded from its file: importing it as
+# ``resnet_core.launch`` would run ``resnet_core/__init__``, which imports torch.
 RUNNER_BOOT = """
-import fcntl, os, sys
-root = sys.argv[1]
+import importlib.util, os, sys
+root, layer = sys.argv[1], sys.argv[2]
 os.makedirs(root, exist_ok=True)
-lock = open(os.path.join(root, ".runner.lock"), "a+")
-try:
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-except BlockingIOError:
+spec = importlib.util.spec_from_file_location("_resnet_lab_launch", layer)
+launch = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launch)
+lock = launch.take_lock(os.path.join(root, ".runner.lock"))
+if lock is None:
     sys.exit(0)  # another runner drains this store
 from resnet_core.jobs import run_queue
 from resnet_core.store import RunStore
@@ -121,34 +111,16 @@ run_queue(RunStore(root), lock=lock)
 
 def runner_command(store: RunStore) -> list[str]:
     """The command ``ensure_runner`` starts (in its own session, from the repository root)."""
-    return [sys.executable, "-c", RUNNER_BOOT, str(store.root)]
-
-
-def _child_env(**extra) -> dict:
-    return dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(
-            [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        ),
-        **extra,
-    )
+    return [sys.executable, "-c", RUNNER_BOOT, str(store.root), launch.__file__]
 
 
 def ensure_runner(store: RunStore) -> None:
-    """Start a detached runner unless one already drains this store."""
+    """Start a detached runner unless one already drains this store. The runner itself is
+    always a process of this host (it holds the store's lock); its trainers go wherever the
+    backend puts them."""
     if runner_alive(store):
         return
-    log = open(store.root / ".runner.log", "ab")
-    subprocess.Popen(
-        runner_command(store),
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        env=_child_env(),
-        start_new_session=True,
-        cwd=str(REPO_ROOT),
-    )
-    log.close()
+    launch.LocalBackend().launch(runner_command(store), child_env(), REPO_ROOT, store.root / ".runner.log")
 
 
 def waiting(store: RunStore, infos: list[dict] | None = None) -> list[str]:
@@ -222,7 +194,7 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock, lock=None) 
         return 0
     ncores = max_cores or cores()
     max_jobs = concurrent_jobs(ncores)
-    children: dict[str, tuple[subprocess.Popen, int]] = {}
+    children: dict[str, tuple[Job, int]] = {}
     started = 0
     try:
         while True:
@@ -301,33 +273,28 @@ def _mark_if_never_started(run: Run, returncode: int) -> None:
         )
 
 
-def _start_trainer(store: RunStore, run: Run, threads: int) -> subprocess.Popen:
+def trainer_command(store: RunStore, run_id: str, threads: int) -> list[str]:
+    """The trainer's command: ``python -m resnet_core _run ID`` trains one queued run."""
+    return [
+        sys.executable,
+        "-m",
+        "resnet_core",
+        "_run",
+        run_id,
+        "--runs-dir",
+        str(store.root),
+        "--threads",
+        str(threads),
+    ]
+
+
+def _start_trainer(store: RunStore, run: Run, threads: int) -> Job:
     # the trainer writes "running" itself; mark it so a second look does not start it twice
     run.write_status(state="queued", message=f"starting with {threads} thread(s)", threads=threads)
     run.check_writable("train.log")  # never append through a link out of the store
-    log = open(run.path / "train.log", "ab")
-    env = _child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "resnet_core",
-            "_run",
-            run.id,
-            "--runs-dir",
-            str(store.root),
-            "--threads",
-            str(threads),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        env=env,
-        start_new_session=True,
-        cwd=str(REPO_ROOT),
+    return launch.get_backend().launch(
+        trainer_command(store, run.id, threads), child_env(threads=threads), REPO_ROOT, run.path / "train.log"
     )
-    log.close()
-    return p
 
 
 def active_runs(store: RunStore) -> list[dict]:
