@@ -28,7 +28,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKEND_ENV = "RESNET_LAB_BACKEND"
-BACKENDS = ("local",)
+BACKENDS = ("local", "ray")
+NODE_ENV = "RESNET_LAB_NODE"  # set by a backend that runs jobs on named nodes (ray)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
@@ -125,9 +126,13 @@ def this_host() -> str:
 
 
 def process_identity() -> dict:
-    """What a job records about itself so that others can watch and cancel it."""
+    """What a job records about itself so that others can watch and cancel it (and, under a
+    backend that names its nodes, the node it runs on)."""
     pid = os.getpid()
-    return {"pid": pid, "pid_start": _proc_start_time(pid), "host": this_host()}
+    ident = {"pid": pid, "pid_start": _proc_start_time(pid), "host": this_host()}
+    if os.environ.get(NODE_ENV):
+        ident["node"] = os.environ[NODE_ENV]
+    return ident
 
 
 def on_this_host(record: dict) -> bool:
@@ -247,12 +252,29 @@ class LocalBackend(Backend):
         return True
 
 
-def get_backend(name: str | None = None) -> Backend:
-    """The backend named, else $RESNET_LAB_BACKEND, else local. A name not accepted is a
-    ValueError that names it and the accepted ones."""
+def backend_name(name: str | None = None) -> str:
+    """The backend named, else $RESNET_LAB_BACKEND, else "local"; a name not accepted is a
+    ValueError naming it and the accepted ones. Cheap: connects to nothing."""
     raw = name if name is not None else os.environ.get(BACKEND_ENV, "")
     chosen = raw.strip().lower() or "local"
+    if chosen not in BACKENDS:
+        where = f"--backend {raw!r}" if name is not None else f"{BACKEND_ENV}={raw!r}"
+        raise ValueError(f"{where} is not accepted; use one of: {', '.join(BACKENDS)}")
+    return chosen
+
+
+_ray_backends: dict = {}
+
+
+def get_backend(name: str | None = None, address: str | None = None) -> Backend:
+    """The backend (``backend_name``). Ray's connects this process to the cluster at
+    ``address`` (or $RAY_ADDRESS; none: a local cluster), once per process; without Ray
+    installed it raises ``raybackend.BackendError`` saying how to install it."""
+    chosen = backend_name(name)
     if chosen == "local":
         return LocalBackend()
-    where = f"--backend {raw!r}" if name is not None else f"{BACKEND_ENV}={raw!r}"
-    raise ValueError(f"{where} is not accepted; use one of: {', '.join(BACKENDS)}")
+    from .raybackend import RayBackend
+
+    if address not in _ray_backends:
+        _ray_backends[address] = RayBackend(address)
+    return _ray_backends[address]

@@ -266,6 +266,9 @@ STATUS_TYPES = {
     "device": "str",
     "precision": "str",
     "pid_start": "str",
+    "node": "str",  # the node a backend (ray) runs it on
+    "backend": "str",  # where the runner starts it: absent or "local", or "ray"
+    "ray_address": "str",  # the Ray cluster it was queued for (absent: $RAY_ADDRESS or a local one)
 }
 SCALAR = (str, int, float, bool, type(None))
 

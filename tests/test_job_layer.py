@@ -244,7 +244,7 @@ def test_an_analysis_job_of_another_host_is_watched_by_its_heartbeat(tmp_path):
 
 def test_a_backend_not_accepted_is_one_line_naming_the_accepted(monkeypatch):
     assert isinstance(launch.get_backend(), launch.LocalBackend)
-    with pytest.raises(ValueError, match=r"--backend 'slurm' is not accepted; use one of: local"):
+    with pytest.raises(ValueError, match=r"--backend 'slurm' is not accepted; use one of: local, ray"):
         launch.get_backend("slurm")
     monkeypatch.setenv(launch.BACKEND_ENV, "k8s")
     with pytest.raises(ValueError, match=r"RESNET_LAB_BACKEND='k8s' is not accepted"):

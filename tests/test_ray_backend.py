@@ -1,0 +1,155 @@
+"""The job layer's Ray backend on a real local Ray cluster (ray.cluster_utils.Cluster on
+127.0.0.1): a head that runs nothing (0 CPUs) and two nodes of one CPU each, no dashboard,
+the smallest object store. Skipped where Ray is not installed (it is an optional extra).
+
+- a sweep over two seeds with --backend ray trains every run to done, on both nodes, each
+  with every metrics line once;
+- a node killed mid-run (after step 20 of 200, checkpoints every 10): Ray reruns the task
+  on the other node, which resumes from the last checkpoint; the run ends done with no
+  metrics line lost or duplicated;
+- without Ray, --backend ray says how to install it in one line (run in a process that
+  can't import ray)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+from faultlib import REPO, assert_each_step_once, cli_flags, subprocess_env, tiny_config, wait_for
+
+from resnet_core import jobs, launch
+from resnet_core.store import RunStore
+
+pytestmark = pytest.mark.ray
+MB = 1024**2
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    small = dict(object_store_memory=80 * MB)
+    c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False, **small))
+    try:
+        c.add_node(num_cpus=1, **small)
+        c.add_node(num_cpus=1, **small)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        ray.shutdown()
+        launch._ray_backends.clear()
+        jobs._checked_stores.clear()
+        c.shutdown()
+
+
+def _node_of(run) -> str | None:
+    return run.read_status_raw().get("node")
+
+
+@pytest.mark.timeout(400)
+def test_a_sweep_over_two_seeds_trains_every_run_on_both_nodes(cluster, tmp_path, monkeypatch, capsys):
+    from resnet_core.__main__ import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "runs"
+    flags = cli_flags(model=None, iterations=20, checkpoint_every=10)
+    rc = main(
+        ["sweep", "quick", "--seeds", "0,1", "--backend", "ray", "--ray-address", cluster.address]
+        + ["--runs-dir", str(root), *flags]
+    )
+    err = capsys.readouterr().err
+    assert rc == 0, err[-3000:]
+    store = RunStore(root)
+    infos = store.list_runs()
+    assert len(infos) == 8  # quick's four models, two seeds each
+    assert {(i["config"]["model"], i["config"]["seed"]) for i in infos} == {
+        (m, s) for m in ("plain56", "resnet56", "plain20", "resnet20") for s in (0, 1)
+    }
+    nodes = set()
+    for i in infos:
+        run = store.run(i["id"])
+        st = run.read_status()
+        assert st["state"] == "done", (i["id"], st)
+        assert st["backend"] == "ray" and st["threads"] == 1
+        assert_each_step_once(run, run.read_config())
+        nodes.add(_node_of(run))
+    workers = {n.node_id[:8] for n in cluster.list_all_nodes() if n is not cluster.head_node}
+    assert {n.split("/")[-1] for n in nodes} == workers  # every run on a worker node, both used
+
+
+@pytest.mark.timeout(400)
+def test_a_node_killed_mid_run_is_retried_and_resumes_with_every_line_once(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store = RunStore(tmp_path / "runs")
+    # slow enough (about 0.1 s a step here) that step 20 comes well before the end
+    cfg = tiny_config(
+        model="cifar_resnet20", width=16, batch_size=128, iterations=200, checkpoint_every=10, eval_every=50
+    )
+    run = jobs.submit(store, cfg, start_runner=False, backend="ray", address=cluster.address)
+    drained = {}
+    t = threading.Thread(
+        target=lambda: drained.update(n=jobs.run_queue(store, poll=0.2)), daemon=True, name="runner"
+    )
+    t.start()
+    try:
+        wait_for(lambda: (run.read_status_raw().get("step") or 0) >= 20, 240, every=0.1, what="step 20")
+        first = _node_of(run)
+        victim = [n for n in cluster.list_all_nodes() if n.node_id[:8] == first.split("/")[-1]]
+        assert victim, f"no cluster node {first}"
+        killed_at = run.read_status_raw()["step"]
+        assert killed_at < cfg.iterations, "the run ended before the node could be killed"
+        cluster.remove_node(victim[0], allow_graceful=False)  # its raylet and workers, SIGKILL
+        resumed = wait_for(
+            lambda: re.fullmatch(r"resumed at step (\d+)", run.read_status_raw().get("message") or ""),
+            240,
+            every=0.05,
+            what="the rerun task to resume",
+        )
+        step = int(resumed.group(1))
+        assert 10 <= step <= killed_at and step % 10 == 0  # from the last checkpoint before the kill
+        t.join(300)
+        assert not t.is_alive(), "the queue did not drain after the node died"
+    finally:
+        if t.is_alive():
+            jobs.cancel(store, run.id)
+    st = run.read_status()
+    assert st["state"] == "done", st
+    assert _node_of(run) != first  # Ray reran it on the node left
+    assert_each_step_once(run, cfg)
+
+
+def test_without_ray_backend_ray_says_how_to_install_it_in_one_line(tmp_path):
+    """A process where `import ray` fails (a stand-in module that raises ImportError, first
+    on the path): the CLI refuses in one line and queues nothing."""
+    fake = tmp_path / "noray"
+    fake.mkdir()
+    (fake / "ray.py").write_text("raise ImportError('No module named ray')\n")
+    env = subprocess_env(tmp_path, PYTHONPATH=f"{fake}:{REPO}")
+    out = subprocess.run(
+        [sys.executable, "-m", "resnet_core", "train", "--background", "--backend", "ray"]
+        + ["--runs-dir", str(tmp_path / "runs"), *cli_flags()],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'resnet-lab[ray]'" in lines[0], out.stderr
+    assert not (tmp_path / "runs").exists() or not RunStore(tmp_path / "runs").list_ids()
+
+
+def test_backend_flags_are_checked_before_anything_is_queued(tmp_path, capsys):
+    from resnet_core.__main__ import main
+
+    root = tmp_path / "runs"
+    assert main(["train", "--backend", "slurm", "--background", "--runs-dir", str(root), *cli_flags()]) == 2
+    assert "--backend 'slurm' is not accepted; use one of: local, ray" in capsys.readouterr().err
+    assert main(["train", "--backend", "ray", "--runs-dir", str(root), *cli_flags()]) == 2
+    assert "--backend ray needs --background" in capsys.readouterr().err
+    assert not root.exists() or not RunStore(root).list_ids()
