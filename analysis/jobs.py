@@ -382,7 +382,9 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
         "updated": time.time(),
     }
     atomic_write_json(_job_path(run, key), starting)
-    job = launch.get_backend().launch(
+    # a process of this host: an analysis job launched elsewhere (Ray) would sit "starting"
+    # with no pid while it waits for a node, which status() reads as dead after 30 s
+    job = launch.get_backend("local").launch(
         job_command(run, task, checkpoint, p, threads), env, REPO_ROOT, Path(run.cache_dir) / f"{key}.log"
     )
     if (run_json(_job_path(run, key)) or {}).get("state") == "starting":  # the child may be quicker

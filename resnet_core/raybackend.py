@@ -85,7 +85,9 @@ def _run_command(cmd: list[str], env: dict, log: str) -> int:
 
     if len(cmd) < 3 or cmd[1] != "-m":
         raise ValueError(f"the ray backend runs `python -m MODULE ...` commands, not {cmd[:3]}")
-    saved_env, saved_argv = dict(os.environ), sys.argv
+    import signal
+
+    saved_env, saved_argv, saved_term = dict(os.environ), sys.argv, signal.getsignal(signal.SIGTERM)
     os.environ.update(
         {k: v for k, v in env.items() if k.startswith(("RESNET_LAB_", "OMP_", "MKL_", "NUMBA_"))}
     )
@@ -116,6 +118,8 @@ def _run_command(cmd: list[str], env: dict, log: str) -> int:
         for f in saved_fds:
             os.close(f)
         sys.argv = saved_argv
+        if saved_term is not None:  # the worker is reused: no job's handler may outlive it
+            signal.signal(signal.SIGTERM, saved_term)
         os.environ.clear()
         os.environ.update(saved_env)
 

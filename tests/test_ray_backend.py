@@ -81,6 +81,55 @@ def test_a_sweep_over_two_seeds_trains_every_run_on_both_nodes(cluster, tmp_path
     assert {n.split("/")[-1] for n in nodes} == workers  # every run on a worker node, both used
 
 
+@pytest.mark.timeout(300)
+def test_a_background_ray_run_is_cancelled_from_the_cli_and_its_task_stops(
+    cluster, tmp_path, monkeypatch, capsys
+):
+    """`train --background --backend ray` hands the run to a detached runner (a Ray driver of
+    this host); `cancel` ends the run cancelled, and the runner exits once its task has ended."""
+    from resnet_core.__main__ import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "runs"
+    long = cli_flags(model="cifar_resnet20", width=16, batch_size=128, iterations=5000, eval_every=1000)
+    rc = main(
+        [
+            "train",
+            "--background",
+            "--backend",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            "--runs-dir",
+            str(root),
+        ]
+        + long
+    )
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    store = RunStore(root)
+    run = store.run(out.out.split()[0])
+    try:
+        wait_for(
+            lambda: run.read_status()["state"] == "running" and (run.read_status_raw().get("step") or 0) >= 5,
+            240,
+            every=0.2,
+            what="the run to train on a node",
+        )
+        st = run.read_status_raw()
+        assert st["backend"] == "ray" and st["ray_address"] == cluster.address
+        workers = {n.node_id[:8] for n in cluster.list_all_nodes() if n is not cluster.head_node}
+        assert st["node"].split("/")[-1] in workers
+        assert main(["cancel", run.id, "--runs-dir", str(root)]) == 0
+        wait_for(lambda: run.read_status()["state"] == "cancelled", 120, every=0.2, what="cancelled")
+        wait_for(lambda: not jobs.runner_alive(store), 120, every=0.2, what="the runner to see its task end")
+    finally:
+        if run.read_status()["state"] in ("queued", "running"):
+            jobs.cancel(store, run.id)
+            wait_for(lambda: not jobs.runner_alive(store), 120, every=0.5, what="the runner to exit")
+    assert run.read_status()["step"] < 5000
+
+
 @pytest.mark.timeout(400)
 def test_a_node_killed_mid_run_is_retried_and_resumes_with_every_line_once(cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
