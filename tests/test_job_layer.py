@@ -249,3 +249,27 @@ def test_a_backend_not_accepted_is_one_line_naming_the_accepted(monkeypatch):
     monkeypatch.setenv(launch.BACKEND_ENV, "k8s")
     with pytest.raises(ValueError, match=r"RESNET_LAB_BACKEND='k8s' is not accepted"):
         launch.get_backend()
+
+
+def test_a_rerun_trainer_waits_for_the_dead_remote_trainer_to_go_silent(tmp_path):
+    """A Ray task rerun after its node died may start while the run still shows that node's
+    trainer beating: `_run` waits until the heartbeat is stale (then the store reads the run
+    interrupted and the new trainer resumes it), instead of refusing. One of this host is
+    judged by its pid at once."""
+    from faultlib import tiny_config
+
+    from resnet_core.__main__ import _wait_for_remote_owner
+
+    run = RunStore(tmp_path / "runs").create(tiny_config(), state="queued")
+    fresh_s = 3 * HEARTBEAT_S + 10
+    beat = time.time() - fresh_s + 3  # goes stale in about 3 s
+    run.write_status(state="running", host="node-b", pid=1, pid_start="1", heartbeat=beat)
+    assert run.read_status()["state"] == "running"
+    t0 = time.time()
+    _wait_for_remote_owner(run, poll=0.1)
+    assert time.time() - beat >= fresh_s and time.time() - t0 < fresh_s
+    assert run.read_status()["state"] == "interrupted"
+    run.write_status(state="running", heartbeat=time.time(), **launch.process_identity())
+    t0 = time.time()
+    _wait_for_remote_owner(run, poll=0.1)
+    assert time.time() - t0 < 1.0

@@ -23,7 +23,6 @@ from faultlib import REPO, assert_each_step_once, cli_flags, subprocess_env, tin
 from resnet_core import jobs, launch
 from resnet_core.store import RunStore
 
-pytestmark = pytest.mark.ray
 MB = 1024**2
 
 
@@ -50,6 +49,7 @@ def _node_of(run) -> str | None:
     return run.read_status_raw().get("node")
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(400)
 def test_a_sweep_over_two_seeds_trains_every_run_on_both_nodes(cluster, tmp_path, monkeypatch, capsys):
     from resnet_core.__main__ import main
@@ -81,6 +81,7 @@ def test_a_sweep_over_two_seeds_trains_every_run_on_both_nodes(cluster, tmp_path
     assert {n.split("/")[-1] for n in nodes} == workers  # every run on a worker node, both used
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(300)
 def test_a_background_ray_run_is_cancelled_from_the_cli_and_its_task_stops(
     cluster, tmp_path, monkeypatch, capsys
@@ -130,6 +131,7 @@ def test_a_background_ray_run_is_cancelled_from_the_cli_and_its_task_stops(
     assert run.read_status()["step"] < 5000
 
 
+@pytest.mark.ray
 @pytest.mark.timeout(400)
 def test_a_node_killed_mid_run_is_retried_and_resumes_with_every_line_once(cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -202,3 +204,21 @@ def test_backend_flags_are_checked_before_anything_is_queued(tmp_path, capsys):
     assert main(["train", "--backend", "ray", "--runs-dir", str(root), *cli_flags()]) == 2
     assert "--backend ray needs --background" in capsys.readouterr().err
     assert not root.exists() or not RunStore(root).list_ids()
+
+
+def test_the_runs_page_shows_the_node_each_ray_run_trains_on(tiny_runs):
+    """No Ray needed: the node is a field of status.json, written by the trainer in a task.
+    A store of local runs only has no node column (the page as before)."""
+    from test_app_helpers import no_exception, page
+
+    at = page("runs").run()
+    no_exception(at)
+    assert "node" not in at.dataframe[0].value.columns
+    ids = tiny_runs.list_ids()
+    tiny_runs.run(ids[0]).write_status(node="gpu-box-3/1a2b3c4d", backend="ray")
+    at = page("runs").run()
+    no_exception(at)
+    table = at.dataframe[0].value
+    nodes = dict(zip(table["id"], table["node"]))
+    assert nodes[ids[0]] == "gpu-box-3/1a2b3c4d"
+    assert {nodes[i] for i in ids[1:]} == {"this host"}
