@@ -83,11 +83,10 @@ def test_a_sweep_over_two_seeds_trains_every_run_on_both_nodes(cluster, tmp_path
 
 @pytest.mark.ray
 @pytest.mark.timeout(300)
-def test_a_background_ray_run_is_cancelled_from_the_cli_and_its_task_stops(
-    cluster, tmp_path, monkeypatch, capsys
-):
+def test_a_background_ray_run_is_cancelled_and_resumed_from_the_cli(cluster, tmp_path, monkeypatch, capsys):
     """`train --background --backend ray` hands the run to a detached runner (a Ray driver of
-    this host); `cancel` ends the run cancelled, and the runner exits once its task has ended."""
+    this host); `cancel` ends the run cancelled, and the runner exits once its task has ended;
+    `resume --background --backend ray` continues it in a Ray task."""
     from resnet_core.__main__ import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -124,6 +123,19 @@ def test_a_background_ray_run_is_cancelled_from_the_cli_and_its_task_stops(
         assert main(["cancel", run.id, "--runs-dir", str(root)]) == 0
         wait_for(lambda: run.read_status()["state"] == "cancelled", 120, every=0.2, what="cancelled")
         wait_for(lambda: not jobs.runner_alive(store), 120, every=0.2, what="the runner to see its task end")
+        stopped = run.read_status()["step"]
+        # `resume --backend ray`: a Ray task again, from the checkpoint the cancel wrote
+        resumed = ["resume", run.id, "--background", "--backend", "ray", "--ray-address", cluster.address]
+        assert main([*resumed, "--runs-dir", str(root)]) == 0
+        wait_for(
+            lambda: run.read_status()["state"] == "running" and run.read_status()["step"] > stopped,
+            240,
+            every=0.2,
+            what="the resumed run to train past the step it was cancelled at",
+        )
+        assert main(["cancel", run.id, "--runs-dir", str(root)]) == 0
+        wait_for(lambda: run.read_status()["state"] == "cancelled", 120, every=0.2, what="cancelled again")
+        wait_for(lambda: not jobs.runner_alive(store), 120, every=0.2, what="the runner to exit")
     finally:
         if run.read_status()["state"] in ("queued", "running"):
             jobs.cancel(store, run.id)
