@@ -26,6 +26,11 @@ job waiting for a slot reads as ``running`` with
 progress 0 and the message "waiting for a free core (...)"; cancel stops it there too. Inline
 tasks (computed in the caller's process) take no slot.
 
+Cores, locks, launching, watching and cancelling are the job layer's (``resnet_core.launch``),
+shared with the training queue: a job records its identity (pid, start time, host) and beats
+while it lives, so a job of this host is judged by its pid and one of another host by its
+heartbeat.
+
 Tasks and their parameters (defaults in ``TASKS``): pca / umap / tsne (n, seed, ...), fig7 (n),
 confusion (n), activations (n), lesion (n), lesion_random (n, samples, seed),
 landscape1d / landscape2d (n, split, steps, span, seed), shattering (image, n_points, span,
@@ -35,17 +40,18 @@ seed, max_lag).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
 import signal
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from resnet_core.store import Run, atomic_write_json, pid_alive, process_identity
+from resnet_core import launch
+from resnet_core.launch import child_env, cores, record_alive, signal_record, take_lock  # noqa: F401 (cores: tests)
+from resnet_core.store import HEARTBEAT_S, Run, atomic_write_json, process_identity
 
 from . import cache
 from .progress import Cancelled
@@ -56,13 +62,6 @@ SLOTS_DIR = ".analysis-slots"
 
 
 # --- how many background jobs compute at once -------------------------------------------
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def max_jobs() -> int:
     """How many analysis background processes may compute at once per run store:
     $RESNET_LAB_ANALYSIS_JOBS (a positive integer), else max(1, cores // 2). A bad value is an
@@ -85,13 +84,9 @@ def _try_slot(root, n: int):
     d = Path(root) / SLOTS_DIR
     d.mkdir(parents=True, exist_ok=True)
     for k in range(n):
-        f = open(d / f"slot-{k}.lock", "a+")  # not inherited by child processes (PEP 446)
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            continue
-        return f
+        f = take_lock(d / f"slot-{k}.lock")
+        if f is not None:
+            return f
     return None
 
 
@@ -101,16 +96,13 @@ def _live_tickets(d: Path) -> list[Path]:
     live = []
     for t in sorted(d.glob("wait-*.ticket")):
         try:
-            f = open(t)
+            f = take_lock(t, shared=True)
         except FileNotFoundError:
             continue
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if f is None:
             live.append(t)  # its job holds it: still waiting
         else:
             t.unlink(missing_ok=True)  # nobody holds it: its job is gone
-        finally:
             f.close()
     return live
 
@@ -136,8 +128,7 @@ def acquire_slot(root, n: int, on_wait=None, check=None, poll: float = 0.5):
             if ticket is None:
                 # locked before it gets its name, so no one ever sees it unheld (and stale)
                 name = f"wait-{time.time_ns():020d}-{os.getpid()}.ticket"
-                held = open(d / f".{name}", "a+")
-                fcntl.flock(held, fcntl.LOCK_EX)
+                held = take_lock(d / f".{name}", wait=True)
                 ticket = d / name
                 os.replace(d / f".{name}", ticket)
                 if on_wait is not None:
@@ -322,7 +313,7 @@ def status(run: Run, task: str, checkpoint: str = "last", **params) -> dict:
     if job is None:
         return {"state": "missing", "progress": 0.0, "message": "", "key": key}
     state = job.get("state", "missing")
-    if state in ("running", "starting") and not pid_alive(job.get("pid"), job.get("pid_start")):
+    if state in ("running", "starting") and not record_alive(job, time.time(), JOB_FRESH_S):
         # "starting" without a pid: the starter is between writing it and Popen
         if job.get("pid") is not None or time.time() - job.get("updated", 0) > 30:
             state = "interrupted"
@@ -335,11 +326,36 @@ def status(run: Run, task: str, checkpoint: str = "last", **params) -> dict:
     }
 
 
+# a job of another host that has not beaten for this long is dead (it beats every HEARTBEAT_S)
+JOB_FRESH_S = 3 * HEARTBEAT_S + 10
+
+
 def run_json(p: Path):
     try:
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return None
+
+
+def job_command(run: Run, task: str, checkpoint: str, params: dict, threads: int) -> list[str]:
+    """The background process's command (an argument list: never a shell)."""
+    return [
+        sys.executable,
+        "-m",
+        "analysis.jobs",
+        "--root",
+        str(run.root),
+        "--run",
+        run.id,
+        "--task",
+        task,
+        "--checkpoint",
+        checkpoint,
+        "--params",
+        json.dumps(params),
+        "--threads",
+        str(threads),
+    ]
 
 
 def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **params) -> dict:
@@ -355,12 +371,7 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
         _cancel_path(run, key).unlink()
     except FileNotFoundError:
         pass
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x]
-    )
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        env[var] = str(max(1, threads))  # t-SNE (OpenMP) and UMAP (numba) stay in their share
+    env = child_env(threads=threads)  # t-SNE (OpenMP) and UMAP (numba) stay in their share
     starting = {
         "state": "starting",
         "pid": None,
@@ -371,37 +382,13 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
         "updated": time.time(),
     }
     atomic_write_json(_job_path(run, key), starting)
-    log = open(Path(run.cache_dir) / f"{key}.log", "ab")
-    try:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "analysis.jobs",
-                "--root",
-                str(run.root),
-                "--run",
-                run.id,
-                "--task",
-                task,
-                "--checkpoint",
-                checkpoint,
-                "--params",
-                json.dumps(p),
-                "--threads",
-                str(threads),
-            ],
-            cwd=str(REPO_ROOT),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-    finally:
-        log.close()
+    # a process of this host: an analysis job launched elsewhere (Ray) would sit "starting"
+    # with no pid while it waits for a node, which status() reads as dead after 30 s
+    job = launch.get_backend("local").launch(
+        job_command(run, task, checkpoint, p, threads), env, REPO_ROOT, Path(run.cache_dir) / f"{key}.log"
+    )
     if (run_json(_job_path(run, key)) or {}).get("state") == "starting":  # the child may be quicker
-        atomic_write_json(_job_path(run, key), dict(starting, pid=proc.pid, updated=time.time()))
+        atomic_write_json(_job_path(run, key), dict(starting, pid=job.pid, updated=time.time()))
     return status(run, task, checkpoint, **params)
 
 
@@ -434,13 +421,10 @@ def cancel(run: Run, task: str, checkpoint: str = "last", **params) -> None:
     Path(run.cache_dir).mkdir(parents=True, exist_ok=True)
     _cancel_path(run, key).touch()
     job = run_json(_job_path(run, key)) or {}
-    pid, pid_start = job.get("pid"), job.get("pid_start")
-    # only a job that recorded its own identity (and so has its SIGTERM handler in place)
-    if job.get("state") == "running" and pid_start and pid_alive(pid, pid_start):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+    # only a job that recorded its own identity (and so has its SIGTERM handler in place);
+    # one of another host stops at its next progress report, on the cancel file
+    if job.get("state") == "running":
+        signal_record(job, signal.SIGTERM)
 
 
 def wait(run: Run, task: str, checkpoint: str = "last", timeout: float = 300.0, **params) -> dict:
@@ -454,6 +438,45 @@ def wait(run: Run, task: str, checkpoint: str = "last", timeout: float = 300.0, 
 
 
 # --- the background process -------------------------------------------------------------
+class _Record:
+    """The job's record, ``cache/<key>.job.json``: rewritten at each change of state or
+    progress, and by a daemon thread every HEARTBEAT_S with a fresh ``heartbeat`` while it
+    runs, so a job on another host (whose pid means nothing here) is seen alive by its beat
+    even while a long fit reports no progress."""
+
+    def __init__(self, path: Path, identity: dict):
+        self.path, self.identity = path, identity
+        self.current: dict | None = None
+        self.lock = threading.Lock()
+        self.ended = threading.Event()
+        threading.Thread(target=self._beat, daemon=True).start()
+
+    def write(self, state: str, progress: float, message: str) -> None:
+        with self.lock:
+            self.current = {
+                "state": state,
+                "progress": progress,
+                "message": message,
+                "updated": time.time(),
+                **self.identity,
+            }
+            self._put()
+
+    def _put(self) -> None:
+        atomic_write_json(self.path, dict(self.current, heartbeat=time.time()))
+
+    def _beat(self) -> None:
+        while not self.ended.wait(HEARTBEAT_S):
+            with self.lock:
+                if self.current is not None and not self.ended.is_set():
+                    self._put()
+
+    def stop(self) -> None:
+        """No more beats (before the last write, so no beat can follow it)."""
+        with self.lock:
+            self.ended.set()
+
+
 def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m analysis.jobs", description="Compute one cached analysis of a checkpoint."
@@ -474,21 +497,9 @@ def _main(argv=None) -> int:
     params = json.loads(a.params)
     key = key_of(run, a.task, a.checkpoint, **params)
     jp, cp = _job_path(run, key), _cancel_path(run, key)
-    ident = process_identity()
+    record = _Record(jp, {"task": a.task, **process_identity()})
+    write = record.write
     last = {"t": 0.0}
-
-    def write(state, progress, message):
-        atomic_write_json(
-            jp,
-            {
-                "state": state,
-                "progress": progress,
-                "message": message,
-                "task": a.task,
-                "updated": time.time(),
-                **ident,
-            },
-        )
 
     def progress(frac, message=""):
         if cp.exists():
@@ -521,6 +532,7 @@ def _main(argv=None) -> int:
         write("failed", 0.0, f"{type(e).__name__}: {e}")
         raise
     finally:
+        record.stop()
         if slot is not None:
             slot.close()  # frees the slot (so would the process's exit)
         try:

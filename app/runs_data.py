@@ -51,6 +51,7 @@ RUN_COLUMNS = [
     "group",
     "error",
     "color",
+    "node",
 ]
 METRIC_COLUMNS = ["step", "epoch", "split", "loss", "error", "lr", "time", "images_per_s"]
 
@@ -203,6 +204,7 @@ def runs_frame(store: RunStore, infos: list[dict] | None = None) -> pd.DataFrame
             "seed": cfg.get("seed"),
             "group": None if info.get("error") else seed_group(cfg),
             "error": info.get("error"),
+            "node": st.get("node"),  # the Ray node it trains on (none: a process of this host)
         }
         if info.get("error"):
             row["test_error"] = row["train_error"] = None

@@ -17,6 +17,7 @@ import time
 import typing
 from pathlib import Path
 
+from . import launch
 from .config import (
     PRESETS,
     SEEDS_ACCEPTED,
@@ -29,9 +30,18 @@ from .config import (
 )
 from .data import DataError, check_source, load_dataset, require_on_disk
 from .models import ModelNameError
+from .raybackend import BackendError
 from .store import DISK_FULL_ERRNOS, DiskFullError, RunStore, StoreError, fmt_eta
 
-USER_ERRORS = (ConfigError, DataError, ModelNameError, StoreError, ValueError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    ModelNameError,
+    StoreError,
+    ValueError,
+    FileNotFoundError,
+    BackendError,
+)
 
 
 class CliError(Exception):
@@ -191,10 +201,12 @@ def cmd_train(args) -> int:
     check_source(cfg.dataset)
     require_on_disk(cfg.dataset, cfg.data_root, cfg.download)  # before queueing, too
     check_run(cfg)  # what can't fit in memory is refused before anything is loaded or made
+    if not args.background:
+        _foreground_backend(args, "train")
     if args.background:
         from .jobs import submit
 
-        run = submit(store, cfg)
+        run = submit(store, cfg, backend=args.backend, address=args.ray_address)
         print(run.id, flush=True)
         print(f"queued in {store.root}; follow it with: python -m resnet_core runs", file=sys.stderr)
         return 0
@@ -234,7 +246,16 @@ def cmd_resume(args) -> int:
     from .train import run_in_store
 
     store = RunStore(args.runs_dir)
-    run = resume(store, args.run_id, start_runner=False, foreground=not args.background)
+    if not args.background:
+        _foreground_backend(args, "resume")
+    run = resume(
+        store,
+        args.run_id,
+        start_runner=False,
+        foreground=not args.background,
+        backend=args.backend,
+        address=args.ray_address,
+    )
     if args.background:
         ensure_runner(store)
         print(run.id)
@@ -298,7 +319,9 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         return 0
     t0 = time.time()
-    runs = [submit(store, c, start_runner=False) for c in configs]
+    runs = [
+        submit(store, c, start_runner=False, backend=args.backend, address=args.ray_address) for c in configs
+    ]
     ids = [r.id for r in runs]
     for r in runs:
         print(r.id, flush=True)
@@ -623,8 +646,31 @@ def cmd_run_stored(args) -> int:
     from .train import run_in_store
 
     store = RunStore(args.runs_dir)
+    _wait_for_remote_owner(store.run(args.run_id))
     run_in_store(store, args.run_id, threads=args.threads)
     return 0
+
+
+def _wait_for_remote_owner(run, poll: float = 1.0) -> None:
+    """A retried Ray task (its node died) may start while the run's status still shows the
+    dead trainer of another host beating recently: wait until its heartbeat goes stale
+    (the store then reads it interrupted) rather than refuse. A trainer of this host is
+    judged by its pid at once, as before."""
+    from .store import HEARTBEAT_S
+
+    deadline = time.time() + 3 * HEARTBEAT_S + 15
+    while time.time() < deadline:
+        try:
+            raw = run.read_status_raw()
+            if (
+                raw["state"] != "running"
+                or launch.on_this_host(raw)
+                or run.read_status()["state"] != "running"
+            ):
+                return
+        except StoreError:
+            return  # the trainer reports a broken run itself
+        time.sleep(poll)
 
 
 class Parser(argparse.ArgumentParser):
@@ -649,6 +695,28 @@ def make_parser(prog: str = "python -m resnet_core") -> argparse.ArgumentParser:
     return p
 
 
+def _backend_flags(sp) -> None:
+    sp.add_argument(
+        "--backend",
+        default=None,
+        metavar="{local,ray}",
+        help="where queued runs train: local processes (default; $RESNET_LAB_BACKEND), or Ray "
+        "tasks (pip install 'resnet-lab[ray]'; the store must be a path every node can write)",
+    )
+    sp.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="the Ray cluster (default: $RAY_ADDRESS; none: a local cluster started for the queue)",
+    )
+
+
+def _foreground_backend(args, what: str) -> None:
+    """A foreground train or resume trains in this process: --backend ray is refused there."""
+    if args.backend is not None and launch.backend_name(args.backend) != "local":
+        raise CliError(f"--backend {args.backend} needs --background: {what} in the foreground trains here")
+
+
 def _runs_dir_flag(sp) -> None:
     sp.add_argument(
         "--runs-dir",
@@ -666,6 +734,7 @@ def _add_train(sub) -> None:
     t.add_argument("--background", action="store_true", help="queue it and return at once")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _runs_dir_flag(t)
+    _backend_flags(t)
     add_config_flags(t)
     t.set_defaults(fn=cmd_train)
 
@@ -685,6 +754,7 @@ def _add_sweep(sub) -> None:
     )
     s.add_argument("--preset", help=argparse.SUPPRESS)
     _runs_dir_flag(s)
+    _backend_flags(s)
     add_config_flags(s)
     s.set_defaults(fn=cmd_sweep)
 
@@ -699,6 +769,7 @@ def _add_resume_and_runs(sub) -> None:
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--threads", type=int, default=None, help="default: the thread count it ran with")
     _runs_dir_flag(r)
+    _backend_flags(r)
     r.set_defaults(fn=cmd_resume)
 
     ls = sub.add_parser("runs", help="list runs: id, state, model, dataset, progress, final errors")

@@ -4,44 +4,77 @@ while cores are free, splits the cores between them, and exits when the queue is
 The app and the CLI share it: both call ``submit`` (which makes sure a runner is alive), and
 ``sweep`` runs the same runner in the foreground. Only one runner drains a store at a time
 (an ``flock`` on ``.runner.lock``), and it never gives trainers more threads than cores in all.
+
+Cores, locks and process launching come from the job layer (``resnet_core.launch``), which
+the background analyses share; the runner starts each trainer through its backend.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
+from . import launch
 from .config import TrainConfig
 from .data import check_source
+from .launch import REPO_ROOT, Job, child_env, cores, lock_held, take_lock  # noqa: F401 (cores: the app's)
 from .store import ACTIVE, RESUMABLE, Run, RunStore, StoreError, process_identity
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+RUNNER_LOCK = ".runner.lock"
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def submit(store: RunStore, config: TrainConfig, start_runner: bool = True) -> Run:
+def submit(
+    store: RunStore,
+    config: TrainConfig,
+    start_runner: bool = True,
+    backend: str | None = None,
+    address: str | None = None,
+) -> Run:
+    """Queue ``config``. ``backend``: "local" (a process of this host; the default, or
+    $RESNET_LAB_BACKEND) or "ray" (a Ray task on the cluster at ``address``, $RAY_ADDRESS,
+    or a local one the runner starts), recorded in the run's status for the runner."""
     from .memory import check_run
 
     config.validate()
     check_source(config.dataset)
     check_run(config)  # what can't fit is refused now, not queued to fail later
+    fields = _backend_fields(store, backend, address)  # so is a backend that can't be used
     run = store.create(config, state="queued", message="waiting for a free core")
+    if fields:
+        run.write_status(**fields)
     if start_runner:
         ensure_runner(store)
     return run
 
 
-def resume(store: RunStore, run_id: str, start_runner: bool = True, foreground: bool = False) -> Run:
+_checked_stores: set = set()
+
+
+def _backend_fields(store: RunStore, backend: str | None, address: str | None) -> dict:
+    """The status fields that send a run to its backend ({} for local). A Ray launch is
+    refused here, before anything is queued, when Ray is missing, the cluster can't be
+    reached, or a worker can't write the store (checked once per store and process)."""
+    name = launch.backend_name(backend)
+    if name == "local":
+        return {}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    be = launch.get_backend(name, address)
+    key = (str(store.root.resolve()), address)
+    if key not in _checked_stores:
+        be.check_store(store.root)
+        _checked_stores.add(key)
+    return {"backend": name, "ray_address": address}
+
+
+def resume(
+    store: RunStore,
+    run_id: str,
+    start_runner: bool = True,
+    foreground: bool = False,
+    backend: str | None = None,
+    address: str | None = None,
+) -> Run:
     run = store.run(run_id)
     s = run.read_status()
     if s["state"] not in RESUMABLE + ("queued",):
@@ -49,17 +82,26 @@ def resume(store: RunStore, run_id: str, start_runner: bool = True, foreground: 
             f"run {run_id} is {s['state']}; resume accepts {', '.join(RESUMABLE)} and queued runs"
         )
     run.read_config()  # a broken config is reported now, not in the background
+    fields = {} if foreground else _backend_fields(store, backend, address)
+    if s.get("backend") or s.get("node"):  # it ran on ray: where it resumes is asked anew
+        fields = {"backend": None, "ray_address": None, "node": None, **fields}
     try:
         (run.path / "cancel").unlink()
     except FileNotFoundError:
         pass
     if foreground:  # this process trains it now: never show it queued, or a runner starts it too
         run.write_status(
-            state="running", message=f"resuming from step {s.get('step', 0)}", **process_identity()
+            state="running",
+            message=f"resuming from step {s.get('step', 0)}",
+            **{**fields, **process_identity()},
         )
         return run
     run.write_status(
-        state="queued", message=f"queued to resume from step {s.get('step', 0)}", pid=None, pid_start=None
+        state="queued",
+        message=f"queued to resume from step {s.get('step', 0)}",
+        pid=None,
+        pid_start=None,
+        **fields,
     )
     if start_runner:
         ensure_runner(store)
@@ -82,21 +124,12 @@ def cancel(store: RunStore, run_id: str) -> str:
 
 def _lock(store: RunStore):
     store.root.mkdir(parents=True, exist_ok=True)
-    f = open(store.root / ".runner.lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
+    return take_lock(store.root / RUNNER_LOCK)
 
 
 def runner_alive(store: RunStore) -> bool:
-    f = _lock(store)
-    if f is None:
-        return True
-    f.close()
-    return False
+    store.root.mkdir(parents=True, exist_ok=True)
+    return lock_held(store.root / RUNNER_LOCK)
 
 
 # The detached runner's program. It takes the store's lock before it imports anything heavy:
@@ -104,14 +137,17 @@ def runner_alive(store: RunStore) -> bool:
 # (as `python -m resnet_core runner` does, resnet_core imports torch) let every page that
 # looked meanwhile start one more (3 tabs made 3 runners, two servers up to 21). Every starter
 # but the one that gets the lock exits within a fraction of a second, torch never imported.
+# The lock is the job layer's (``launch.take_lock``), loaded from its file: importing it as
+# ``resnet_core.launch`` would run ``resnet_core/__init__``, which imports torch.
 RUNNER_BOOT = """
-import fcntl, os, sys
-root = sys.argv[1]
+import importlib.util, os, sys
+root, layer = sys.argv[1], sys.argv[2]
 os.makedirs(root, exist_ok=True)
-lock = open(os.path.join(root, ".runner.lock"), "a+")
-try:
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-except BlockingIOError:
+spec = importlib.util.spec_from_file_location("_resnet_lab_launch", layer)
+launch = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launch)
+lock = launch.take_lock(os.path.join(root, ".runner.lock"))
+if lock is None:
     sys.exit(0)  # another runner drains this store
 from resnet_core.jobs import run_queue
 from resnet_core.store import RunStore
@@ -121,34 +157,16 @@ run_queue(RunStore(root), lock=lock)
 
 def runner_command(store: RunStore) -> list[str]:
     """The command ``ensure_runner`` starts (in its own session, from the repository root)."""
-    return [sys.executable, "-c", RUNNER_BOOT, str(store.root)]
-
-
-def _child_env(**extra) -> dict:
-    return dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(
-            [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        ),
-        **extra,
-    )
+    return [sys.executable, "-c", RUNNER_BOOT, str(store.root), launch.__file__]
 
 
 def ensure_runner(store: RunStore) -> None:
-    """Start a detached runner unless one already drains this store."""
+    """Start a detached runner unless one already drains this store. The runner itself is
+    always a process of this host (it holds the store's lock); its trainers go wherever the
+    backend puts them."""
     if runner_alive(store):
         return
-    log = open(store.root / ".runner.log", "ab")
-    subprocess.Popen(
-        runner_command(store),
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        env=_child_env(),
-        start_new_session=True,
-        cwd=str(REPO_ROOT),
-    )
-    log.close()
+    launch.LocalBackend().launch(runner_command(store), child_env(), REPO_ROOT, store.root / ".runner.log")
 
 
 def waiting(store: RunStore, infos: list[dict] | None = None) -> list[str]:
@@ -222,26 +240,38 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock, lock=None) 
         return 0
     ncores = max_cores or cores()
     max_jobs = concurrent_jobs(ncores)
-    children: dict[str, tuple[subprocess.Popen, int]] = {}
+    children: dict[str, tuple[Job, int]] = {}
+    asked: dict[str, float] = {}  # run id -> when its cancel file was first seen (remote jobs)
     started = 0
     try:
         while True:
             for rid, (p, _) in list(children.items()):
                 if p.poll() is not None:
                     del children[rid]
-                    _mark_if_never_started(Run(store.root, rid), p.returncode)
+                    why = getattr(getattr(p, "handle", None), "error", "")
+                    _mark_if_never_started(Run(store.root, rid), p.returncode, why)
+                elif getattr(p, "backend", "local") != "local":
+                    _cancel_if_asked(Run(store.root, rid), p, asked)
             infos = store.list_runs()
             queued = [i for i in infos if i["status"].get("state") == "queued" and i["id"] not in children]
             queued.sort(key=lambda i: (_num(i["status"].get("created"), 0.0), i["id"]))
-            running_elsewhere = sum(
+            running_elsewhere = sum(  # on this host's cores: a Ray run's are the cluster's
                 int(_num(i["status"].get("threads"), 1))
                 for i in infos
-                if i["status"].get("state") == "running" and i["id"] not in children
+                if i["status"].get("state") == "running"
+                and i["id"] not in children
+                and i["status"].get("backend") in (None, "local")
             )
             used = running_elsewhere + sum(t for _, t in children.values())
             for info in queued:
                 run = Run(store.root, info["id"])
                 if run.cancel_requested():
+                    continue
+                if info["status"].get("backend") not in (None, "local"):
+                    p = _start_remote(store, run, info["status"])
+                    if p is not None:  # Ray queues it until a node has its CPUs free
+                        children[info["id"]] = (p, 0)
+                        started += 1
                     continue
                 free = ncores - used
                 n_jobs = len(children) + len(queued)
@@ -280,7 +310,7 @@ def _num(v, default):
     return default
 
 
-def _mark_if_never_started(run: Run, returncode: int) -> None:
+def _mark_if_never_started(run: Run, returncode: int, why: str = "") -> None:
     """A trainer that died before it wrote "running" (bad install, killed at start-up) would
     stay queued forever and be restarted in a loop: end it as failed with its log's tail."""
     try:
@@ -297,37 +327,96 @@ def _mark_if_never_started(run: Run, returncode: int) -> None:
         state = "failed" if s["state"] == "queued" else "interrupted"
         run.write_status(
             state=state,
-            message=f"the trainer exited with code {returncode} before finishing: {' | '.join(tail)}"[:1000],
+            message=f"the trainer exited with code {returncode} before finishing: "
+            f"{' | '.join(tail + ([why] if why else []))}"[:1000],
         )
 
 
-def _start_trainer(store: RunStore, run: Run, threads: int) -> subprocess.Popen:
+def trainer_command(store: RunStore, run_id: str, threads: int) -> list[str]:
+    """The trainer's command: ``python -m resnet_core _run ID`` trains one queued run."""
+    return [
+        sys.executable,
+        "-m",
+        "resnet_core",
+        "_run",
+        run_id,
+        "--runs-dir",
+        str(store.root),
+        "--threads",
+        str(threads),
+    ]
+
+
+def _start_trainer(store: RunStore, run: Run, threads: int) -> Job:
     # the trainer writes "running" itself; mark it so a second look does not start it twice
     run.write_status(state="queued", message=f"starting with {threads} thread(s)", threads=threads)
     run.check_writable("train.log")  # never append through a link out of the store
-    log = open(run.path / "train.log", "ab")
-    env = _child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "resnet_core",
-            "_run",
-            run.id,
-            "--runs-dir",
-            str(store.root),
-            "--threads",
-            str(threads),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        env=env,
-        start_new_session=True,
-        cwd=str(REPO_ROOT),
+    return launch.get_backend().launch(
+        trainer_command(store, run.id, threads), child_env(threads=threads), REPO_ROOT, run.path / "train.log"
     )
-    log.close()
-    return p
+
+
+# A remote trainer reads its run's cancel file at each step; one that has not stopped this long
+# after it (still loading data, or waiting in Ray's queue) is stopped through the backend.
+CANCEL_GRACE_S = 20.0
+
+
+def _cancel_if_asked(run: Run, job: Job, asked: dict) -> None:
+    if not run.cancel_requested():
+        return
+    first = asked.setdefault(run.id, time.time())
+    if time.time() - first > CANCEL_GRACE_S and first > 0:
+        asked[run.id] = -1.0  # once
+        try:
+            launch.get_backend(job.backend, (run.read_status_raw() or {}).get("ray_address")).cancel(job)
+        except StoreError:
+            pass
+
+
+def _remote_resources(run: Run, status: dict, backend) -> tuple[int, float]:
+    """A Ray run's CPUs (its config's threads, else 1: many 1-CPU runs fill a node best) and
+    GPU share (1/$RESNET_LAB_GPU_JOBS of one when it trains on a GPU: small CIFAR nets share)."""
+    cfg = run.read_json("config.json") or {}
+    named = cfg.get("threads")
+    cpus = named if isinstance(named, int) and not isinstance(named, bool) and named >= 1 else 1
+    wants_gpu = cfg.get("device") == "cuda" or (cfg.get("device", "auto") == "auto" and backend.gpus() > 0)
+    if not wants_gpu:
+        return cpus, 0.0
+    try:
+        share = max(1, int(os.environ.get("RESNET_LAB_GPU_JOBS", "4")))
+    except ValueError:
+        share = 4
+    return cpus, 1.0 / share
+
+
+def _start_remote(store: RunStore, run: Run, status: dict) -> Job | None:
+    """Hand a queued run to its backend (Ray); a backend that can't take it fails the run
+    with the reason, instead of leaving it queued to be retried forever."""
+    from .raybackend import BackendError
+
+    try:
+        backend = launch.get_backend(status.get("backend"), status.get("ray_address"))
+        cpus, gpus = _remote_resources(run, status, backend)
+        run.write_status(
+            state="queued",
+            message=f"submitted to {backend.name}: waiting for a node with {cpus} free CPU(s)"
+            + (f" and {gpus:g} GPU" if gpus else ""),
+            threads=cpus,
+        )
+        run.check_writable("train.log")
+        return backend.launch(
+            trainer_command(store, run.id, cpus),
+            child_env(threads=cpus),
+            REPO_ROOT,
+            run.path / "train.log",
+            cpus=cpus,
+            gpus=gpus,
+        )
+    except (BackendError, ValueError) as e:
+        run.write_status(state="failed", message=f"can't start on {status.get('backend')}: {e}"[:1000])
+    except (OSError, StoreError):
+        pass  # deleted or unwritable meanwhile: the other runs still start
+    return None
 
 
 def active_runs(store: RunStore) -> list[dict]:

@@ -23,10 +23,19 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .launch import (  # noqa: F401  (pid_alive, process_identity, flock_held: used from here too)
+    _proc_start_time,
+    flock_held,
+    on_this_host,
+    pid_alive,
+    process_identity,
+    record_alive,
+    take_lock,
+)
 
 ENV_VAR = "RESNET_LAB_RUNS_DIR"
 STATES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
@@ -232,58 +241,6 @@ def parse_jsonl(data: bytes) -> tuple[list[dict], int]:
     return rows, bad
 
 
-def _proc_start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] in ("Z", "X"):  # a zombie: killed but not yet reaped
-            return None
-        return fields[19]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def pid_alive(pid: int | None, start_time: str | None = None) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    if os.path.exists("/proc"):
-        st = _proc_start_time(pid)
-        if st is None:
-            return False
-        return start_time is None or st == start_time
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def process_identity() -> dict:
-    pid = os.getpid()
-    return {"pid": pid, "pid_start": _proc_start_time(pid), "host": socket.gethostname()}
-
-
-def flock_held(path: Path) -> bool | None:
-    """Whether some process holds an flock on ``path``, read from /proc/locks (taking the
-    lock to find out would make a trainer starting at that moment refuse to train). None
-    where /proc/locks can't tell (not Linux)."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-        with open("/proc/locks") as f:
-            table = f.read()
-    except FileNotFoundError:
-        return False if os.path.exists("/proc/locks") else None
-    except OSError:
-        return None
-    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    return any(
-        len(p) > 5 and p[1] == "FLOCK" and p[5] == dev for p in (line.split() for line in table.splitlines())
-    )
-
-
 def _number(v, integer: bool = False) -> bool:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False
@@ -309,6 +266,9 @@ STATUS_TYPES = {
     "device": "str",
     "precision": "str",
     "pid_start": "str",
+    "node": "str",  # the node a backend (ray) runs it on
+    "backend": "str",  # where the runner starts it: absent or "local", or "ray"
+    "ray_address": "str",  # the Ray cluster it was queued for (absent: $RAY_ADDRESS or a local one)
 }
 SCALAR = (str, int, float, bool, type(None))
 
@@ -452,13 +412,11 @@ class Run:
 
     def _owner_alive(self, s: dict) -> bool:
         beat = s.get("heartbeat")
-        if s.get("host") not in (None, socket.gethostname()):
-            # another machine: only the heartbeat can tell
-            if beat is None:
-                return False  # no readable heartbeat: nothing says it is alive
-            return time.time() - beat < 3 * HEARTBEAT_S + 10
-        if not pid_alive(s.get("pid"), s.get("pid_start")):
+        # the job layer's judgement: pid and start time on this host, heartbeat on another
+        if not record_alive(s, time.time(), 3 * HEARTBEAT_S + 10):
             return False
+        if not on_this_host(s):
+            return True
         # the last sign of life: a heartbeat, or any status write (a foreground resume marks
         # the run running before its trainer beats)
         signs = [t for t in (beat, s.get("updated")) if t is not None]
@@ -568,20 +526,12 @@ class Run:
     def lock_for_training(self):
         """An exclusive lock held by the run's trainer for its life (the kernel drops it when
         the process dies, SIGKILL included); None when another trainer holds it."""
-        import fcntl
-
         # a trainer writes checkpoints, logs and its status here, and deletes stale temporary
         # files in ckpt/: none of it may go through a link out of the store
         self.check_writable(
             ".trainer.lock", "ckpt", "cache", "status.json", "env.json", "train.log", *self.LOGS
         )
-        f = open(self.path / ".trainer.lock", "a+", opener=_nofollow)
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            return None
-        return f
+        return take_lock(self.path / ".trainer.lock", opener=_nofollow)
 
     def request_cancel(self) -> None:
         self.check_writable("cancel")

@@ -111,6 +111,8 @@ table = pd.DataFrame(
         "id": view["id"],
     }
 )
+if view["node"].notna().any():  # runs on a Ray cluster: the node each trains on
+    table.insert(table.columns.get_loc("message"), "node", view["node"].fillna("this host").to_numpy())
 st.dataframe(
     table,
     hide_index=True,

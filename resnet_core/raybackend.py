@@ -1,0 +1,220 @@
+"""The job layer's Ray backend: each job is one Ray task, declared with the CPUs (and GPU
+share) it uses, that runs the job's command in a Ray worker on whichever node has them free.
+
+The store must be one folder that every node reaches at the same path (a shared
+filesystem): the task trains into it as a local trainer does. ``check_store`` asks a task on
+every node to prove it before anything is queued. A run's trainer records the node it runs
+on (``node`` in status.json); a run on another host is judged alive by its heartbeat only.
+
+A worker or node that dies mid-run is a system failure to Ray: it runs the task again
+(``max_retries``) on a live node, and the trainer resumes from the run's last checkpoint,
+dropping the log lines written after it (the store's resume). Cancel: the run's cancel file
+(which the trainer reads at each step, on any node), and ``ray.cancel`` from the process that
+launched the task (a KeyboardInterrupt in the task: the trainer ends the run ``cancelled``).
+
+Ray is optional (``pip install 'resnet-lab[ray]'``): nothing imports this module unless a
+backend named ``ray`` is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+import traceback
+
+from .launch import NODE_ENV, REPO_ROOT, Backend, Job
+
+INSTALL_HINT = (
+    "--backend ray needs Ray, which is not installed here: "
+    "pip install 'resnet-lab[ray]' (or: pip install ray)"
+)
+MAX_RETRIES = 3  # how often Ray reruns a task whose worker or node died
+
+
+class BackendError(RuntimeError):
+    """The Ray backend can't be used as asked (not installed, no cluster, a store the
+    workers can't write). The message is one line naming what and what to do."""
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BackendError(INSTALL_HINT) from None
+    return ray
+
+
+def connect(address: str | None = None):
+    """Connect this process to Ray: the cluster at ``address`` (or $RAY_ADDRESS), else a
+    local one started now (it ends with this process). Workers find the lab on PYTHONPATH at
+    this checkout's path, which every node must have."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="WARNING",
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+        )
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackendError(
+            f"can't connect to the Ray cluster at {address or '(a new local one)'}: {first}"
+        ) from None
+    return ray
+
+
+def _node_label() -> str:
+    import ray
+
+    return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+
+
+def _run_command(cmd: list[str], env: dict, log: str) -> int:
+    """In the Ray worker: run ``python -m MODULE ARGS`` (the command a local job runs as a
+    process) in this worker process, its output appended to ``log``; returns its exit code.
+    In-process, so a killed worker takes the trainer with it (nothing is left training on a
+    node Ray has given up), and a ray.cancel reaches the trainer as a KeyboardInterrupt."""
+    import runpy
+
+    if len(cmd) < 3 or cmd[1] != "-m":
+        raise ValueError(f"the ray backend runs `python -m MODULE ...` commands, not {cmd[:3]}")
+    import signal
+
+    saved_env, saved_argv, saved_term = dict(os.environ), sys.argv, signal.getsignal(signal.SIGTERM)
+    os.environ.update(
+        {k: v for k, v in env.items() if k.startswith(("RESNET_LAB_", "OMP_", "MKL_", "NUMBA_"))}
+    )
+    os.environ[NODE_ENV] = _node_label()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds = os.dup(1), os.dup(2)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        sys.argv = [cmd[2], *cmd[3:]]
+        runpy.run_module(cmd[2], run_name="__main__", alter_sys=True)
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        raise  # ray.cancel: the task ends cancelled
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_fds[0], 1)
+        os.dup2(saved_fds[1], 2)
+        for f in saved_fds:
+            os.close(f)
+        sys.argv = saved_argv
+        if saved_term is not None:  # the worker is reused: no job's handler may outlive it
+            signal.signal(signal.SIGTERM, saved_term)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _probe_store(root: str, token_name: str, token: str) -> str | None:
+    """In a task on one node: None if the store at ``root`` is the driver's (the token file
+    reads back) and writable here, else why not."""
+    try:
+        with open(os.path.join(root, token_name)) as f:
+            if f.read() != token:
+                return f"{root} on this node is another folder (its probe file differs)"
+    except OSError as e:
+        return f"{root} is not the same folder on this node ({type(e).__name__}: {e})"
+    probe = os.path.join(root, f".ray-probe-{secrets.token_hex(6)}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{root} is not writable on this node ({type(e).__name__}: {e})"
+    return None
+
+
+class _RayHandle:
+    """A task's ObjectRef, read as a Popen: ``poll()`` is None while Ray runs (or reruns) it."""
+
+    def __init__(self, ref):
+        self.ref = ref
+        self.error = ""
+
+    def poll(self) -> int | None:
+        import ray
+        from ray.exceptions import RayError, TaskCancelledError
+
+        ready, _ = ray.wait([self.ref], timeout=0, fetch_local=False)
+        if not ready:
+            return None
+        try:
+            return int(ray.get(self.ref))
+        except TaskCancelledError:
+            return -15  # as a local job stopped by SIGTERM
+        except RayError as e:  # its worker or node died more often than MAX_RETRIES
+            self.error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return -9
+
+
+class RayBackend(Backend):
+    name = "ray"
+
+    def __init__(self, address: str | None = None):
+        self.address = address
+        self.ray = connect(address)
+        self._run = self.ray.remote(_run_command)
+
+    def launch(self, cmd, env, cwd, log, cpus: int = 1, gpus: float = 0.0) -> Job:
+        ref = self._run.options(num_cpus=max(1, int(cpus)), num_gpus=gpus, max_retries=MAX_RETRIES).remote(
+            list(cmd), dict(env), str(log)
+        )
+        return Job(backend=self.name, handle=_RayHandle(ref))
+
+    def cancel(self, job: Job) -> bool:
+        if job.poll() is not None:
+            return False
+        self.ray.cancel(job.handle.ref, force=False)
+        return True
+
+    def gpus(self) -> float:
+        return float(self.ray.cluster_resources().get("GPU", 0))
+
+    def check_store(self, root, timeout: float = 120.0) -> None:
+        """Refuse (BackendError) a store that a task on some node can't write or sees as
+        another folder: every node must reach the store at the same path."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        root = os.path.abspath(root)
+        os.makedirs(root, exist_ok=True)
+        token_name, token = f".ray-probe-{secrets.token_hex(6)}.token", secrets.token_hex(16)
+        path = os.path.join(root, token_name)
+        with open(path, "w") as f:
+            f.write(token)
+        probe = self.ray.remote(_probe_store)
+        try:
+            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+            refs = {
+                n.get("NodeManagerAddress", "?") + "/" + n["NodeID"][:8]: probe.options(
+                    num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                ).remote(root, token_name, token)
+                for n in nodes
+            }
+            for node, ref in refs.items():
+                why = self.ray.get(ref, timeout=timeout)
+                if why:
+                    raise BackendError(
+                        f"the run store can't be used from Ray node {node}: {why}; every node must "
+                        "reach the store at the same path (a shared filesystem, --runs-dir)"
+                    )
+        finally:
+            os.unlink(path)

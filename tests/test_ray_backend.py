@@ -1,0 +1,236 @@
+"""The job layer's Ray backend on a real local Ray cluster (ray.cluster_utils.Cluster on
+127.0.0.1): a head that runs nothing (0 CPUs) and two nodes of one CPU each, no dashboard,
+the smallest object store. Skipped where Ray is not installed (it is an optional extra).
+
+- a sweep over two seeds with --backend ray trains every run to done, on both nodes, each
+  with every metrics line once;
+- a node killed mid-run (after step 20 of 200, checkpoints every 10): Ray reruns the task
+  on the other node, which resumes from the last checkpoint; the run ends done with no
+  metrics line lost or duplicated;
+- without Ray, --backend ray says how to install it in one line (run in a process that
+  can't import ray)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+from faultlib import REPO, assert_each_step_once, cli_flags, subprocess_env, tiny_config, wait_for
+
+from resnet_core import jobs, launch
+from resnet_core.store import RunStore
+
+MB = 1024**2
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    small = dict(object_store_memory=80 * MB)
+    c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, include_dashboard=False, **small))
+    try:
+        c.add_node(num_cpus=1, **small)
+        c.add_node(num_cpus=1, **small)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        ray.shutdown()
+        launch._ray_backends.clear()
+        jobs._checked_stores.clear()
+        c.shutdown()
+
+
+def _node_of(run) -> str | None:
+    return run.read_status_raw().get("node")
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(400)
+def test_a_sweep_over_two_seeds_trains_every_run_on_both_nodes(cluster, tmp_path, monkeypatch, capsys):
+    from resnet_core.__main__ import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "runs"
+    flags = cli_flags(model=None, iterations=20, checkpoint_every=10)
+    rc = main(
+        ["sweep", "quick", "--seeds", "0,1", "--backend", "ray", "--ray-address", cluster.address]
+        + ["--runs-dir", str(root), *flags]
+    )
+    err = capsys.readouterr().err
+    assert rc == 0, err[-3000:]
+    store = RunStore(root)
+    infos = store.list_runs()
+    assert len(infos) == 8  # quick's four models, two seeds each
+    assert {(i["config"]["model"], i["config"]["seed"]) for i in infos} == {
+        (m, s) for m in ("plain56", "resnet56", "plain20", "resnet20") for s in (0, 1)
+    }
+    nodes = set()
+    for i in infos:
+        run = store.run(i["id"])
+        st = run.read_status()
+        assert st["state"] == "done", (i["id"], st)
+        assert st["backend"] == "ray" and st["threads"] == 1
+        assert_each_step_once(run, run.read_config())
+        nodes.add(_node_of(run))
+    workers = {n.node_id[:8] for n in cluster.list_all_nodes() if n is not cluster.head_node}
+    assert {n.split("/")[-1] for n in nodes} == workers  # every run on a worker node, both used
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_a_background_ray_run_is_cancelled_and_resumed_from_the_cli(cluster, tmp_path, monkeypatch, capsys):
+    """`train --background --backend ray` hands the run to a detached runner (a Ray driver of
+    this host); `cancel` ends the run cancelled, and the runner exits once its task has ended;
+    `resume --background --backend ray` continues it in a Ray task."""
+    from resnet_core.__main__ import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "runs"
+    long = cli_flags(model="cifar_resnet20", width=16, batch_size=128, iterations=5000, eval_every=1000)
+    rc = main(
+        [
+            "train",
+            "--background",
+            "--backend",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            "--runs-dir",
+            str(root),
+        ]
+        + long
+    )
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    store = RunStore(root)
+    run = store.run(out.out.split()[0])
+    try:
+        wait_for(
+            lambda: run.read_status()["state"] == "running" and (run.read_status_raw().get("step") or 0) >= 5,
+            240,
+            every=0.2,
+            what="the run to train on a node",
+        )
+        st = run.read_status_raw()
+        assert st["backend"] == "ray" and st["ray_address"] == cluster.address
+        workers = {n.node_id[:8] for n in cluster.list_all_nodes() if n is not cluster.head_node}
+        assert st["node"].split("/")[-1] in workers
+        assert main(["cancel", run.id, "--runs-dir", str(root)]) == 0
+        wait_for(lambda: run.read_status()["state"] == "cancelled", 120, every=0.2, what="cancelled")
+        wait_for(lambda: not jobs.runner_alive(store), 120, every=0.2, what="the runner to see its task end")
+        stopped = run.read_status()["step"]
+        # `resume --backend ray`: a Ray task again, from the checkpoint the cancel wrote
+        resumed = ["resume", run.id, "--background", "--backend", "ray", "--ray-address", cluster.address]
+        assert main([*resumed, "--runs-dir", str(root)]) == 0
+        wait_for(
+            lambda: run.read_status()["state"] == "running" and run.read_status()["step"] > stopped,
+            240,
+            every=0.2,
+            what="the resumed run to train past the step it was cancelled at",
+        )
+        assert main(["cancel", run.id, "--runs-dir", str(root)]) == 0
+        wait_for(lambda: run.read_status()["state"] == "cancelled", 120, every=0.2, what="cancelled again")
+        wait_for(lambda: not jobs.runner_alive(store), 120, every=0.2, what="the runner to exit")
+    finally:
+        if run.read_status()["state"] in ("queued", "running"):
+            jobs.cancel(store, run.id)
+            wait_for(lambda: not jobs.runner_alive(store), 120, every=0.5, what="the runner to exit")
+    assert run.read_status()["step"] < 5000
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(400)
+def test_a_node_killed_mid_run_is_retried_and_resumes_with_every_line_once(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store = RunStore(tmp_path / "runs")
+    # slow enough (about 0.1 s a step here) that step 20 comes well before the end
+    cfg = tiny_config(
+        model="cifar_resnet20", width=16, batch_size=128, iterations=200, checkpoint_every=10, eval_every=50
+    )
+    run = jobs.submit(store, cfg, start_runner=False, backend="ray", address=cluster.address)
+    drained = {}
+    t = threading.Thread(
+        target=lambda: drained.update(n=jobs.run_queue(store, poll=0.2)), daemon=True, name="runner"
+    )
+    t.start()
+    try:
+        wait_for(lambda: (run.read_status_raw().get("step") or 0) >= 20, 240, every=0.1, what="step 20")
+        first = _node_of(run)
+        victim = [n for n in cluster.list_all_nodes() if n.node_id[:8] == first.split("/")[-1]]
+        assert victim, f"no cluster node {first}"
+        killed_at = run.read_status_raw()["step"]
+        assert killed_at < cfg.iterations, "the run ended before the node could be killed"
+        cluster.remove_node(victim[0], allow_graceful=False)  # its raylet and workers, SIGKILL
+        resumed = wait_for(
+            lambda: re.fullmatch(r"resumed at step (\d+)", run.read_status_raw().get("message") or ""),
+            240,
+            every=0.05,
+            what="the rerun task to resume",
+        )
+        step = int(resumed.group(1))
+        assert 10 <= step <= killed_at and step % 10 == 0  # from the last checkpoint before the kill
+        t.join(300)
+        assert not t.is_alive(), "the queue did not drain after the node died"
+    finally:
+        if t.is_alive():
+            jobs.cancel(store, run.id)
+    st = run.read_status()
+    assert st["state"] == "done", st
+    assert _node_of(run) != first  # Ray reran it on the node left
+    assert_each_step_once(run, cfg)
+
+
+def test_without_ray_backend_ray_says_how_to_install_it_in_one_line(tmp_path):
+    """A process where `import ray` fails (a stand-in module that raises ImportError, first
+    on the path): the CLI refuses in one line and queues nothing."""
+    fake = tmp_path / "noray"
+    fake.mkdir()
+    (fake / "ray.py").write_text("raise ImportError('No module named ray')\n")
+    env = subprocess_env(tmp_path, PYTHONPATH=f"{fake}:{REPO}")
+    out = subprocess.run(
+        [sys.executable, "-m", "resnet_core", "train", "--background", "--backend", "ray"]
+        + ["--runs-dir", str(tmp_path / "runs"), *cli_flags()],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'resnet-lab[ray]'" in lines[0], out.stderr
+    assert not (tmp_path / "runs").exists() or not RunStore(tmp_path / "runs").list_ids()
+
+
+def test_backend_flags_are_checked_before_anything_is_queued(tmp_path, capsys):
+    from resnet_core.__main__ import main
+
+    root = tmp_path / "runs"
+    assert main(["train", "--backend", "slurm", "--background", "--runs-dir", str(root), *cli_flags()]) == 2
+    assert "--backend 'slurm' is not accepted; use one of: local, ray" in capsys.readouterr().err
+    assert main(["train", "--backend", "ray", "--runs-dir", str(root), *cli_flags()]) == 2
+    assert "--backend ray needs --background" in capsys.readouterr().err
+    assert not root.exists() or not RunStore(root).list_ids()
+
+
+def test_the_runs_page_shows_the_node_each_ray_run_trains_on(tiny_runs):
+    """No Ray needed: the node is a field of status.json, written by the trainer in a task.
+    A store of local runs only has no node column (the page as before)."""
+    from test_app_helpers import no_exception, page
+
+    at = page("runs").run()
+    no_exception(at)
+    assert "node" not in at.dataframe[0].value.columns
+    ids = tiny_runs.list_ids()
+    tiny_runs.run(ids[0]).write_status(node="gpu-box-3/1a2b3c4d", backend="ray")
+    at = page("runs").run()
+    no_exception(at)
+    table = at.dataframe[0].value
+    nodes = dict(zip(table["id"], table["node"]))
+    assert nodes[ids[0]] == "gpu-box-3/1a2b3c4d"
+    assert {nodes[i] for i in ids[1:]} == {"this host"}
