@@ -301,7 +301,7 @@ def test_the_bundled_sets_are_sound(s, monkeypatch):
     assert check_set(s) == []
     assert s.title and s.description and s.meta.get("machine") and s.meta.get("command")
     size = sum(p.stat().st_size for p in s.path.rglob("*") if p.is_file())
-    assert size < 3_000_000, f"{s.name} is {size} bytes: thin it (reference export does)"
+    assert size < 5_000_000, f"{s.name} is {size} bytes: thin it (export thins; at most about 5 MB)"
     for info in s.store.list_runs():
         metrics = s.store.run(info["id"]).read_metrics()
         assert any(r["split"] == "test" for r in metrics), info["id"]
