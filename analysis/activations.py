@@ -20,7 +20,7 @@ from torch import nn
 
 from resnet_core.models import taps_of
 
-from .checkpoints import heldout_batch, load
+from .loading import heldout_batch, load
 from .taps import capture_outputs, eval_mode, forward_hooks, moments
 
 

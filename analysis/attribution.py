@@ -138,7 +138,7 @@ def explain_runs(
 ) -> dict:
     """Test image ``index`` through several stored runs ({label: Run}), each normalized with
     its own dataset statistics: {label: {"map", "top_k", "image" (uint8 C,H,W), "label"}}."""
-    from .checkpoints import heldout_batch, load
+    from .loading import heldout_batch, load
 
     out = {}
     for label, run in runs.items():

@@ -22,7 +22,7 @@ import pandas as pd
 
 from resnet_core.store import atomic_write_bytes
 
-from .checkpoints import checkpoint_identity
+from .loading import checkpoint_identity
 
 
 def cache_key(run, task: str, checkpoint: str, params: dict) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import heldout_batch, load, predict
+from .loading import heldout_batch, load, predict
 from .taps import eval_mode
 
 METHODS = ("pca", "umap", "tsne")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .checkpoints import heldout_batch, load, predict
+from .loading import heldout_batch, load, predict
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:

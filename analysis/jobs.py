@@ -169,7 +169,7 @@ def _fig7(run, checkpoint, p, progress):
 
 def _activations(run, checkpoint, p, progress):
     from .activations import activation_stats
-    from .checkpoints import heldout_batch, load
+    from .loading import heldout_batch, load
 
     model, ds = load(run, checkpoint)
     return {"table": activation_stats(model, heldout_batch(ds, p["n"])[0])}
@@ -188,7 +188,7 @@ def _confusion(run, checkpoint, p, progress):
 
 
 def _lesion(run, checkpoint, p, progress):
-    from .checkpoints import heldout_batch, load
+    from .loading import heldout_batch, load
     from .studies.lesion import lesion_each
 
     model, ds = load(run, checkpoint)
@@ -197,7 +197,7 @@ def _lesion(run, checkpoint, p, progress):
 
 
 def _lesion_random(run, checkpoint, p, progress):
-    from .checkpoints import heldout_batch, load
+    from .loading import heldout_batch, load
     from .studies.lesion import lesion_random
 
     model, ds = load(run, checkpoint)
@@ -210,7 +210,7 @@ def _probe(ds, split: str, n: int):
     al. plot the training loss; "test"), normalized, and their labels."""
     from resnet_core.data import normalize
 
-    from .checkpoints import heldout_batch
+    from .loading import heldout_batch
 
     if split == "test":
         return heldout_batch(ds, n)
@@ -221,7 +221,7 @@ def _probe(ds, split: str, n: int):
 
 def _landscape(dim):
     def fn(run, checkpoint, p, progress):
-        from .checkpoints import load
+        from .loading import load
         from .studies import landscape
 
         model, ds = load(run, checkpoint)
@@ -233,7 +233,7 @@ def _landscape(dim):
 
 
 def _shattering(run, checkpoint, p, progress):
-    from .checkpoints import heldout_batch, load
+    from .loading import heldout_batch, load
     from .studies.shattering import image_shattering
 
     model, ds = load(run, checkpoint)

@@ -509,7 +509,7 @@ def _task_progress(run, task, label, key, params):
 @st.cache_resource(max_entries=8, show_spinner="Loading the model…")
 def load_checkpoint_model(root: str, run_id: str, checkpoint: str, sig: tuple):
     """(model, dataset) of a run's checkpoint; shared by all sessions (read-only use)."""
-    from analysis.checkpoints import load
+    from analysis.loading import load
 
     return load(RunStore(root).run(run_id), checkpoint)
 

@@ -16,7 +16,7 @@ import threading
 WARM_MODULES = (
     "analysis",
     "analysis.jobs",
-    "analysis.checkpoints",
+    "analysis.loading",
     "analysis.activations",
     "analysis.attribution",
     "analysis.studies.signal",

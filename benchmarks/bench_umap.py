@@ -31,8 +31,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     if a.run:
-        from analysis.checkpoints import heldout_batch, load
         from analysis.embeddings import penultimate
+        from analysis.loading import heldout_batch, load
         from resnet_core import RunStore
 
         model, ds = load(RunStore(a.runs_dir).run(a.run), a.checkpoint)

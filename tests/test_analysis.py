@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import analysis
 from analysis import jobs
-from analysis.checkpoints import heldout_batch, load
+from analysis.loading import heldout_batch, load
 from analysis.progress import Cancelled
 from analysis.taps import hook_count
 from resnet_core import RunStore, TrainConfig, train

@@ -126,7 +126,7 @@ def test_activations_exports_feature_maps_and_channel_stats_as_csv(tiny_runs, do
     from PIL import Image
 
     import analysis.activations as aact
-    from analysis.checkpoints import load
+    from analysis.loading import load
     from app.checks import image_to_input
     from resnet_core.data import normalize
 

@@ -143,7 +143,7 @@ def test_records_of_an_older_recorder_are_labelled_as_such(tiny_runs):
 def test_activations_predictions_match_the_checkpoint(tiny_runs):
     import torch
 
-    from analysis.checkpoints import heldout_batch, load
+    from analysis.loading import heldout_batch, load
 
     at = page("activations").run()
     no_exception(at)

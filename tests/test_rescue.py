@@ -197,7 +197,7 @@ def _branchless(block):
 
 
 def test_instruments_on_a_trained_tiny_run_of_every_variant(variant_runs):
-    from analysis.checkpoints import heldout_batch, load
+    from analysis.loading import heldout_batch, load
 
     for label, run in variant_runs.items():
         assert run.read_status()["state"] == "done", label
