@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from resnet_core import reference
+from resnet_core.claims import claim_problems
 from resnet_core.store import ACTIVE, RESUMABLE, RunStore, StoreError, check_run_id
 
 from . import runs_data
@@ -93,11 +94,24 @@ def _reference_cached(root: str, sig: tuple) -> tuple[pd.DataFrame, list[dict]]:
         df["reference"] = s.title
         frames.append(df)
         sets.append(
-            {"name": s.name, "title": s.title, "description": s.description, "meta": s.meta, "n": len(df)}
+            {
+                "name": s.name,
+                "title": s.title,
+                "description": s.description,
+                "meta": _checked(s),
+                "n": len(df),
+            }
         )
     if not frames:
         return pd.DataFrame(columns=runs_data.RUN_COLUMNS + ["reference"]), sets
     return pd.concat(frames, ignore_index=True), sets
+
+
+def _checked(s) -> dict:
+    """The set's set.json with only the claims its records do show (resnet_core.claims): the
+    pages point to a set's claims, so a hand-edited or outdated one is dropped here."""
+    claims = [c for c in s.meta.get("claims", []) if not claim_problems(s.store, [c])]
+    return {**s.meta, "claims": claims}
 
 
 def reference_df() -> pd.DataFrame:

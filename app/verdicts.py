@@ -210,6 +210,7 @@ def residual_depth(finals, budgets=(), col: str = "train_error_pct", whose: str 
     if ends is None:
         return Verdict("residual_depth", "missing", "", {})
     r, lo, hi, c, nums, head = ends
+    nums["kind"] = kind
     paper = "deeper ResNets end lower (Fig. 6, middle; Table 6), at 64,000 steps"
     said = {
         -1: f"the deeper residual net is **better**, by {r[lo] - r[hi]:.1f} points.",
@@ -234,6 +235,8 @@ def shown_elsewhere(v: Verdict, sets: list[dict], on_screen: str | None = None) 
     claim = CLAIM_OF.get(v.claim)
     if v.outcome not in ("contradicts", "unclear", "mixed") or claim is None:
         return ""
+    if v.numbers.get("kind", "resnet") != "resnet":  # the claims are about ResNets (not pre-act)
+        return ""
     titles = [
         s["title"]
         for s in sets
@@ -242,8 +245,9 @@ def shown_elsewhere(v: Verdict, sets: list[dict], on_screen: str | None = None) 
     if not titles:
         return ""
     return (
-        f" The bundled reference set “{titles[0]}” does show it, in every seed (its records are checked "
-        "by `python -m resnet_core reference check`): pick its runs under Reference runs."
+        f" The bundled reference set “{titles[0]}” does show it at the end of its runs, in every seed "
+        "(its records are checked by `python -m resnet_core reference check`): pick its runs under "
+        "Reference runs."
     )
 
 
@@ -309,7 +313,7 @@ def responses(means, budgets=(), whose: str = "these") -> Verdict:
         return Verdict("responses", "missing", "", {})
     kind = _residual_kind(d, "mean_std")
     r, p = _by_depth(d, kind, "mean_std"), _by_depth(d, "plain", "mean_std")
-    checks, parts, nums = [], [], {}
+    checks, parts, nums = [], [], {"kind": kind}
     for k in sorted(set(r.index) & set(p.index)):
         c = _cmp(r[k] / p[k], 1.0, STD_MARGIN)
         checks.append(-c)

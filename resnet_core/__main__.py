@@ -591,7 +591,7 @@ def cmd_reference(args) -> int:
             machine=args.machine,
             force=args.force,
             max_weight_steps=args.max_weight_steps,
-            claims=[c for c in (args.claims or "").split(",") if c],
+            claims=[c.strip() for c in (args.claims or "").split(",") if c.strip()],
             default=args.default,
         )
         print(
@@ -620,6 +620,10 @@ def cmd_reference(args) -> int:
                 f"  {str(r.get('model', '?')):<12} test err {fmt(r.get('test_error')):>7}  "
                 f"train err (eval) {fmt(r.get('train_error')):>7}  {r.get('id')}"
             )
+    defaults = [s.name for s in sets if s.meta.get("default") is True]
+    if args.action == "check" and len(defaults) > 1:
+        print(f"more than one set is the default (pages show the first): {', '.join(defaults)}")
+        bad += 1
     if bad:
         raise ReferenceSetError(f"{bad} reference set(s) have problems (listed above)")
     return 0

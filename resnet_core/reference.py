@@ -259,9 +259,11 @@ def export(
     dest = Path(dest)
     check_set_name(dest.name)
     runs = _export_runs(store, run_ids, dest, title, force)
-    claims = list(claims or [])
-    if claims:
-        _check_claims(store, run_ids, claims)
+    claims = [c.strip() for c in claims or [] if c.strip()]
+    if not isinstance(max_weight_steps, int) or max_weight_steps < 2:
+        raise ReferenceSetError(
+            f"max_weight_steps={max_weight_steps!r}: keep at least 2 steps (first and last)"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".new-{dest.name}-{secrets.token_hex(3)}"
     tmp.mkdir()
@@ -285,6 +287,7 @@ def export(
             **({"default": True} if default else {}),
         }
         atomic_write_json(tmp / "set.json", meta)
+        _check_claims(RunStore(tmp), claims)  # on the records as written (thinned, rounded)
         _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -292,11 +295,11 @@ def export(
     return read_set(dest)
 
 
-def _check_claims(store: RunStore, run_ids: list[str], claims: list[str]) -> None:
-    """Refuse an export whose claimed orderings its runs do not show (judged on those runs only)."""
+def _check_claims(store: RunStore, claims: list[str]) -> None:
+    """Refuse an export whose claimed orderings its runs do not show."""
     from .claims import claim_problems
 
-    problems = claim_problems(store, claims, run_ids)
+    problems = claim_problems(store, claims) if claims else []
     if problems:
         raise ReferenceSetError("the runs do not show what --claims says: " + "; ".join(problems))
 

@@ -46,7 +46,7 @@ def test_fig6_verdicts_on_the_lesson_cpu_numbers_say_resnet56_trails():
     # the reason names the budget's steps, images and image size against the paper's
     assert "2,340 steps against the paper's 64,000" in r.text
     assert "10,000 training images against 50,000" in r.text and "16×16" in r.text
-    assert r.numbers == {"shallow": 30.1, "deep": 40.1, "depths": (20, 56)}
+    assert r.numbers == {"shallow": 30.1, "deep": 40.1, "depths": (20, 56), "kind": "resnet"}
 
 
 def test_repeats_are_averaged_and_say_so():

@@ -162,3 +162,39 @@ def test_export_refuses_a_claim_the_runs_do_not_show_and_check_catches_an_edited
     assert any("'fig7-order' does not hold" in p for p in problems)
     assert main(["reference", "check", str(s.path)]) != 0
     assert "fig7-order" in capsys.readouterr().out
+
+
+def test_ties_duplicates_and_mixed_experiments_are_not_wins(tiny_runs, tmp_path):
+    train, std = PAPER_LIKE
+    # exactly 10 points between the plain nets is the (a); 9.9 is not
+    exact = _doctored(tiny_runs, tmp_path / "exact", {**train, "plain8": 0.35, "plain14": 0.45}, std)
+    assert claim_problems(exact, ["deeper-plain-worse"]) == []
+    # responses within 2% of each other are a tie on the pages: not claimed as smaller
+    tie = _doctored(tiny_runs, tmp_path / "tie", train, {**std, "resnet14": 0.795})
+    assert "'fig7-order' does not hold" in claim_problems(tie, ["fig7-order"])[0]
+    # a second resnet14 in seed 0: ambiguous, reported
+    dup = _doctored(tiny_runs, tmp_path / "dup", train, std)
+    rid = next(i for i in dup.list_ids() if "resnet14" in i)
+    shutil.copytree(dup.root / rid, dup.root / (rid[:-1] + ("0" if rid[-1] != "0" else "1")))
+    assert "two runs of resnet14 in seed 0" in claim_problems(dup, ["fig7-order"])[0]
+    # runs of two experiments (another width): no single answer
+    mixed = _doctored(tiny_runs, tmp_path / "mixed", train, std)
+    cfg_path = mixed.root / next(i for i in mixed.list_ids() if "plain8" in i) / "config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "width": 8}))
+    assert "2 experiments" in claim_problems(mixed, ["deeper-plain-worse"])[0]
+
+
+def test_export_flags_are_checked_and_only_one_set_is_the_default(tiny_runs, tmp_path, capsys):
+    train, std = PAPER_LIKE
+    good = _doctored(tiny_runs, tmp_path / "good", train, std)
+    base = ["reference", "export", "--all", "--runs-dir", str(good.root), "--title", "t"]
+    assert main([*base, "--to", str(tmp_path / "ref" / "a"), "--max-weight-steps", "1"]) != 0
+    assert "keep at least 2 steps" in capsys.readouterr().err and not (tmp_path / "ref" / "a").exists()
+    claims = " deeper-plain-worse , fig7-order"  # spaces around the names are fine
+    assert main([*base, "--to", str(tmp_path / "ref" / "a"), "--claims", claims, "--default"]) == 0
+    assert read_set(tmp_path / "ref" / "a").meta["claims"] == ["deeper-plain-worse", "fig7-order"]
+    assert main(["reference", "check", "--root", str(tmp_path / "ref")]) == 0
+    assert main([*base, "--to", str(tmp_path / "ref" / "b"), "--default"]) == 0
+    capsys.readouterr()
+    assert main(["reference", "check", "--root", str(tmp_path / "ref")]) != 0
+    assert "more than one set is the default (pages show the first): a, b" in capsys.readouterr().out
