@@ -43,15 +43,27 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def nofollow_opener(path, flags):
+    """An ``open`` opener that refuses to follow a symbolic link at the last component."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
+def open_log(path):
+    """A log file opened for appending, never through a symbolic link (OSError ELOOP)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "ab")
+
+
 # --- locks ---------------------------------------------------------------------------------
 def take_lock(path, shared: bool = False, wait: bool = False, opener=None):
     """Take an ``flock`` on ``path``: the open file (close it, or exit, to release; the
     kernel drops it however the process ends), or None when another process holds it and
     ``wait`` is false. ``shared``: a shared lock, to ask whether anyone holds it exclusively
-    (the file must exist: FileNotFoundError otherwise). ``opener``: e.g. one that refuses a
-    symbolic link. Every lock of the lab is taken here: the queue's runner lock, a trainer's
-    run lock, the analyses' slots and their waiting tickets."""
-    f = open(path, "r" if shared else "a+", opener=opener)  # not inherited by children (PEP 446)
+    (the file must exist: FileNotFoundError otherwise). ``opener``: how to open it; by
+    default one that refuses a symbolic link (OSError ELOOP), so a link planted at a lock's
+    name never creates or touches a file outside the store. Every lock of the lab is taken
+    here: the queue's runner lock, a trainer's run lock, the analyses' slots and tickets."""
+    # not inherited by children (PEP 446)
+    f = open(path, "r" if shared else "a+", opener=opener or nofollow_opener)
     try:
         fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
@@ -226,7 +238,7 @@ class LocalBackend(Backend):
 
     def launch(self, cmd, env, cwd, log) -> Job:
         own = not hasattr(log, "write")
-        f = open(log, "ab") if own else log
+        f = open_log(log) if own else log
         try:
             p = subprocess.Popen(
                 list(cmd),
