@@ -137,19 +137,45 @@ def this_host() -> str:
     return socket.gethostname()
 
 
+def _read_id(path: str, stat_inode: bool = False) -> str | None:
+    try:
+        if stat_inode:
+            return str(os.stat(path).st_ino)
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def pid_space() -> dict:
+    """What, beside the host name, makes a pid of this process mean this process: its pid
+    namespace (containers sharing a host name have their own) and the kernel's boot id (a
+    cloned VM has the same host name, another boot). Linux only; {} elsewhere."""
+    out = {
+        "pidns": _read_id("/proc/self/ns/pid", stat_inode=True),
+        "boot_id": _read_id("/proc/sys/kernel/random/boot_id"),
+    }
+    return {k: v for k, v in out.items() if v}
+
+
 def process_identity() -> dict:
     """What a job records about itself so that others can watch and cancel it (and, under a
     backend that names its nodes, the node it runs on)."""
     pid = os.getpid()
-    ident = {"pid": pid, "pid_start": _proc_start_time(pid), "host": this_host()}
+    ident = {"pid": pid, "pid_start": _proc_start_time(pid), "host": this_host(), **pid_space()}
     if os.environ.get(NODE_ENV):
         ident["node"] = os.environ[NODE_ENV]
     return ident
 
 
 def on_this_host(record: dict) -> bool:
-    """A record without a host is an old one of this host (hosts were recorded later)."""
-    return record.get("host") in (None, this_host())
+    """Whether the pid in ``record`` is one of this process's pid space: the same host name,
+    and the same pid namespace and boot where the record has them (a record without a host,
+    or without those, is an older one: hosts, then namespaces, were recorded later)."""
+    if record.get("host") not in (None, this_host()):
+        return False
+    mine = pid_space()
+    return all(record.get(k) in (None, v) for k, v in mine.items())
 
 
 def record_alive(record: dict, now: float, fresh_s: float, beat_key: str = "heartbeat") -> bool:

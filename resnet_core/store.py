@@ -270,6 +270,8 @@ STATUS_TYPES = {
     "device": "str",
     "precision": "str",
     "pid_start": "str",
+    "pidns": "str",  # the trainer's pid namespace and boot (launch.pid_space): with host, where
+    "boot_id": "str",  # its pid means that process
     "node": "str",  # the node a backend (ray) runs it on
     "backend": "str",  # where the runner starts it: absent or "local", or "ray"
     "ray_address": "str",  # the Ray cluster it was queued for (absent: $RAY_ADDRESS or a local one)

@@ -401,3 +401,85 @@ def test_a_ray_task_carries_only_the_labs_settings_of_the_environment():
     carried = task_env(env)
     assert carried["OMP_NUM_THREADS"] == "2" and carried["RESNET_LAB_RUNS_DIR"] == "/x"
     assert not {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "HOME", "PATH"} & set(carried)
+
+
+def test_a_pid_of_another_pid_namespace_or_boot_is_never_judged_here():
+    """Containers (or cloned VMs) can share a host name: their pids are not this host's."""
+    if not os.path.exists("/proc/self/ns/pid"):
+        pytest.skip("no pid namespaces here")
+    now = time.time()
+    mine = dict(launch.process_identity(), pidns=str(os.stat("/proc/self/ns/pid").st_ino))
+    assert launch.on_this_host(mine)
+    for other in (dict(mine, pidns="1"), dict(mine, boot_id="another-boot")):
+        assert not launch.on_this_host(other)
+        assert not launch.record_alive(dict(other, heartbeat=now - 60), now, 16)  # our pid lives: not it
+        assert not launch.signal_record(dict(other, heartbeat=now))
+    old = {k: v for k, v in mine.items() if k not in ("pidns", "boot_id")}
+    assert launch.on_this_host(old)  # records from before namespaces were recorded
+
+
+def test_the_reason_ray_gave_up_is_written_while_the_remote_heartbeat_is_fresh(tmp_path):
+    from faultlib import tiny_config
+
+    run = RunStore(tmp_path / "runs").create(tiny_config(), state="queued")
+    run.write_status(state="running", heartbeat=time.time(), **dict(launch.process_identity(), host="node-b"))
+    jobs._mark_if_never_started(run, -9, "The worker died unexpectedly while executing this task")
+    st = run.read_status_raw()
+    assert st["state"] == "interrupted" and "The worker died unexpectedly" in st["message"], st
+
+
+LOCK_HOLDER = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("_layer", sys.argv[2])
+layer = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(layer)
+lock = layer.take_lock(sys.argv[1])
+print("held" if lock else "refused", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_a_rerun_trainer_waits_out_the_lock_a_dead_remote_trainer_left(tmp_path):
+    """On a shared filesystem a dead client's lock outlives it (NFSv4: its lease, 90 s). The
+    lease itself can't be made here; a process that holds the run's lock for 15 s (longer than
+    the rerun takes to import torch and try it) after another host's trainer went silent
+    stands in for it: the rerun waits, then trains."""
+    from faultlib import subprocess_env, tiny_config
+
+    from resnet_core.store import STALE_S
+
+    store = RunStore(tmp_path / "runs")
+    run = store.create(tiny_config(), state="queued")
+    run.write_status(
+        state="running", host="node-b", pid=1, pid_start="1", heartbeat=time.time() - STALE_S - 5
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(run.path / ".trainer.lock"), launch.__file__, "15"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "resnet_core",
+                "_run",
+                run.id,
+                "--runs-dir",
+                str(store.root),
+                "--threads",
+                "1",
+            ],
+            cwd=launch.REPO_ROOT,
+            env=subprocess_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert run.read_status()["state"] == "done"
