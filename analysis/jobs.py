@@ -376,6 +376,7 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
         "state": "starting",
         "pid": None,
         "pid_start": None,
+        "host": launch.this_host(),  # its pid, written next, means something on this host only
         "progress": 0.0,
         "message": "starting",
         "task": task,

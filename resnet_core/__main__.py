@@ -31,7 +31,7 @@ from .config import (
 from .data import DataError, check_source, load_dataset, require_on_disk
 from .models import ModelNameError
 from .raybackend import BackendError
-from .store import DISK_FULL_ERRNOS, DiskFullError, RunStore, StoreError, fmt_eta
+from .store import DISK_FULL_ERRNOS, DiskFullError, RunBusyError, RunStore, StoreError, fmt_eta
 
 USER_ERRORS = (
     ConfigError,
@@ -328,7 +328,11 @@ def cmd_sweep(args) -> int:
     if args.background:
         ensure_runner(store)
         return 0
-    stopped = _drain_sweep(store, ids, _sweep_ticker(ids, seeds, t0))
+    tick = _sweep_ticker(ids, seeds, t0)
+    if any(store.run(i).read_status_raw().get("backend") not in (None, "local") for i in ids):
+        stopped = _watch_sweep(store, ids, tick)
+    else:
+        stopped = _drain_sweep(store, ids, tick)
     if stopped is not None:
         return stopped
     return _sweep_summary(store, ids, args.name, t0)
@@ -416,6 +420,47 @@ def _drain_sweep(store: RunStore, ids: list[str], tick) -> int | None:
         if old_hup is not None:
             signal.signal(signal.SIGHUP, old_hup)
     return None
+
+
+def _watch_sweep(store: RunStore, ids: list[str], tick, poll: float = 0.5) -> int | None:
+    """A sweep on Ray: a Ray task dies with the process that submitted it (its driver), so
+    this terminal must not be the driver. The detached runner is (ensure_runner); this process
+    only follows progress: a hang-up leaves the runs training, Ctrl-C cancels them."""
+    from .jobs import cancel, ensure_runner, restart_if_stranded
+
+    ensure_runner(store)
+    old_hup = signal.signal(signal.SIGHUP, _on_hangup) if hasattr(signal, "SIGHUP") else None
+    try:
+        while True:
+            tick(store)
+            if not any(_still_active(store, rid) for rid in ids):
+                return None
+            restart_if_stranded(store)  # the runner was killed: queued runs need one
+            time.sleep(poll)
+    except HangUp:
+        _say(
+            f"\nhang-up: the queue's runner goes on training the runs; follow it with: "
+            f"python -m resnet_core runs --runs-dir {store.root}"
+        )
+        return 0
+    except KeyboardInterrupt:
+        for rid in ids:
+            try:
+                cancel(store, rid)
+            except StoreError:
+                pass
+        print("\nsweep cancelled", file=sys.stderr)
+        return 130
+    finally:
+        if old_hup is not None:
+            signal.signal(signal.SIGHUP, old_hup)
+
+
+def _still_active(store: RunStore, rid: str) -> bool:
+    try:
+        return store.run(rid).read_status()["state"] in ("queued", "running")
+    except StoreError:
+        return False  # deleted meanwhile: nothing left to wait for
 
 
 def _sweep_summary(store: RunStore, ids: list[str], name: str, t0: float) -> int:
@@ -650,31 +695,44 @@ def cmd_run_stored(args) -> int:
     from .train import run_in_store
 
     store = RunStore(args.runs_dir)
-    _wait_for_remote_owner(store.run(args.run_id))
-    run_in_store(store, args.run_id, threads=args.threads)
-    return 0
+    run = store.run(args.run_id)
+    remote = _wait_for_remote_owner(run)
+    # a dead trainer of another host can hold its run lock on a shared filesystem for a while
+    # (NFSv4 keeps a dead client's lock for its lease, 90 s by default): wait that out
+    deadline = time.time() + (REMOTE_LOCK_WAIT_S if remote else 0)
+    while True:
+        try:
+            run_in_store(store, args.run_id, threads=args.threads)
+            return 0
+        except RunBusyError:
+            if time.time() >= deadline:
+                raise
+            time.sleep(3)
 
 
-def _wait_for_remote_owner(run, poll: float = 1.0) -> None:
+REMOTE_LOCK_WAIT_S = 180.0  # twice NFSv4's default lease
+
+
+def _wait_for_remote_owner(run, poll: float = 1.0) -> bool:
     """A retried Ray task (its node died) may start while the run's status still shows the
     dead trainer of another host beating recently: wait until its heartbeat goes stale
     (the store then reads it interrupted) rather than refuse. A trainer of this host is
-    judged by its pid at once, as before."""
-    from .store import HEARTBEAT_S
+    judged by its pid at once, as before. True when the last owner was a trainer of another
+    host (its lock may outlive it on a shared filesystem)."""
+    from .store import STALE_S
 
-    deadline = time.time() + 3 * HEARTBEAT_S + 15
+    deadline = time.time() + STALE_S + 15
+    remote = False
     while time.time() < deadline:
         try:
             raw = run.read_status_raw()
-            if (
-                raw["state"] != "running"
-                or launch.on_this_host(raw)
-                or run.read_status()["state"] != "running"
-            ):
-                return
+            remote = raw["state"] == "running" and not launch.on_this_host(raw)
+            if not remote or run.read_status()["state"] != "running":
+                return remote
         except StoreError:
-            return  # the trainer reports a broken run itself
+            return remote  # the trainer reports a broken run itself
         time.sleep(poll)
+    return remote
 
 
 class Parser(argparse.ArgumentParser):

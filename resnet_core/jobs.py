@@ -40,9 +40,9 @@ def submit(
     check_source(config.dataset)
     check_run(config)  # what can't fit is refused now, not queued to fail later
     fields = _backend_fields(store, backend, address)  # so is a backend that can't be used
-    run = store.create(config, state="queued", message="waiting for a free core")
-    if fields:
-        run.write_status(**fields)
+    # the backend is part of the first status: a runner draining meanwhile, or a kill right
+    # after, never sees the run queued without it (and starts it here)
+    run = store.create(config, state="queued", message="waiting for a free core", **fields)
     if start_runner:
         ensure_runner(store)
     return run
@@ -146,7 +146,13 @@ os.makedirs(root, exist_ok=True)
 spec = importlib.util.spec_from_file_location("_resnet_lab_launch", layer)
 launch = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(launch)
-lock = launch.take_lock(os.path.join(root, ".runner.lock"))
+import time
+for attempt in range(4):  # a caller asking whether a runner lives holds the lock for an instant
+    if attempt:
+        time.sleep(0.1)  # a few tries, briefly: a starter that finds a real runner exits soon
+    lock = launch.take_lock(os.path.join(root, ".runner.lock"))
+    if lock is not None:
+        break
 if lock is None:
     sys.exit(0)  # another runner drains this store
 from resnet_core.jobs import run_queue
@@ -248,6 +254,7 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock, lock=None) 
             for rid, (p, _) in list(children.items()):
                 if p.poll() is not None:
                     del children[rid]
+                    asked.pop(rid, None)  # a resumed run cancelled again is cancelled again
                     why = getattr(getattr(p, "handle", None), "error", "")
                     _mark_if_never_started(Run(store.root, rid), p.returncode, why)
                 elif getattr(p, "backend", "local") != "local":
@@ -276,10 +283,10 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock, lock=None) 
                 free = ncores - used
                 n_jobs = len(children) + len(queued)
                 want = max(1, ncores // max(1, min(max_jobs, n_jobs)))
-                recorded = (run.read_json("env.json") or {}).get("threads")
+                recorded = _json_dict(run, "env.json").get("threads")
                 if recorded and run.checkpoint_path("last").exists():
                     want = min(int(_num(recorded, want)), ncores)  # a resumed run keeps its threads
-                named = (run.read_json("config.json") or {}).get("threads")
+                named = _json_dict(run, "config.json").get("threads")
                 if isinstance(named, int) and not isinstance(named, bool) and named >= 1:
                     want = min(named, ncores)  # the config names its threads: a run is its config
                 if free < want and (children or running_elsewhere):
@@ -303,6 +310,16 @@ def _drain(store: RunStore, max_cores, poll, on_tick, wait_for_lock, lock=None) 
         lock.close()
 
 
+def _json_dict(run: Run, name: str) -> dict:
+    """A run file's JSON object, or {} for a missing or unreadable one or one that is not an
+    object (a list in config.json fails that run's trainer, never the runner)."""
+    try:
+        d = run.read_json(name)
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
 def _num(v, default):
     """A number from a status field, or the default (one odd status must not stop the queue)."""
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v > 0:
@@ -315,9 +332,9 @@ def _mark_if_never_started(run: Run, returncode: int, why: str = "") -> None:
     stay queued forever and be restarted in a loop: end it as failed with its log's tail."""
     try:
         s = run.read_status_raw()
-        if run.read_status()["state"] == "running":
+        if run.read_status()["state"] == "running" and not why:
             return  # another live process trains it (this trainer was refused)
-    except StoreError:
+    except (OSError, StoreError):
         return
     if s["state"] in ("queued", "running"):
         try:
@@ -325,11 +342,16 @@ def _mark_if_never_started(run: Run, returncode: int, why: str = "") -> None:
         except OSError:
             tail = []
         state = "failed" if s["state"] == "queued" else "interrupted"
-        run.write_status(
-            state=state,
-            message=f"the trainer exited with code {returncode} before finishing: "
-            f"{' | '.join(tail + ([why] if why else []))}"[:1000],
-        )
+        # ``why``: the backend's reason (Ray gave up on the task): its trainer is dead even
+        # where a remote heartbeat is still fresh, so the reason is written then too
+        try:
+            run.write_status(
+                state=state,
+                message=f"the trainer exited with code {returncode} before finishing: "
+                f"{' | '.join(tail + ([why] if why else []))}"[:1000],
+            )
+        except (OSError, StoreError):
+            pass  # deleted or unwritable meanwhile: the runner goes on
 
 
 def trainer_command(store: RunStore, run_id: str, threads: int) -> list[str]:
@@ -351,7 +373,9 @@ def _start_trainer(store: RunStore, run: Run, threads: int) -> Job:
     # the trainer writes "running" itself; mark it so a second look does not start it twice
     run.write_status(state="queued", message=f"starting with {threads} thread(s)", threads=threads)
     run.check_writable("train.log")  # never append through a link out of the store
-    return launch.get_backend().launch(
+    # a run with no backend in its status is a local one whatever $RESNET_LAB_BACKEND says
+    # (that names the default for new submissions, read when they are queued)
+    return launch.LocalBackend().launch(
         trainer_command(store, run.id, threads), child_env(threads=threads), REPO_ROOT, run.path / "train.log"
     )
 
@@ -361,22 +385,25 @@ def _start_trainer(store: RunStore, run: Run, threads: int) -> Job:
 CANCEL_GRACE_S = 20.0
 
 
-def _cancel_if_asked(run: Run, job: Job, asked: dict) -> None:
+def _cancel_if_asked(run: Run, job: Job, asked: dict, grace_s: float = CANCEL_GRACE_S) -> None:
+    """``asked``: run id -> when its cancel file was first seen (-1 once the backend was asked
+    to stop it). A cancel file removed (resume) forgets it, so a later cancel counts anew."""
     if not run.cancel_requested():
+        asked.pop(run.id, None)
         return
     first = asked.setdefault(run.id, time.time())
-    if time.time() - first > CANCEL_GRACE_S and first > 0:
+    if time.time() - first > grace_s and first > 0:
         asked[run.id] = -1.0  # once
         try:
             launch.get_backend(job.backend, (run.read_status_raw() or {}).get("ray_address")).cancel(job)
-        except StoreError:
-            pass
+        except (StoreError, *_ray_errors()):
+            pass  # its record or the cluster is gone: the task ends with it
 
 
 def _remote_resources(run: Run, status: dict, backend) -> tuple[int, float]:
     """A Ray run's CPUs (its config's threads, else 1: many 1-CPU runs fill a node best) and
     GPU share (1/$RESNET_LAB_GPU_JOBS of one when it trains on a GPU: small CIFAR nets share)."""
-    cfg = run.read_json("config.json") or {}
+    cfg = _json_dict(run, "config.json")
     named = cfg.get("threads")
     cpus = named if isinstance(named, int) and not isinstance(named, bool) and named >= 1 else 1
     wants_gpu = cfg.get("device") == "cuda" or (cfg.get("device", "auto") == "auto" and backend.gpus() > 0)
@@ -397,6 +424,9 @@ def _start_remote(store: RunStore, run: Run, status: dict) -> Job | None:
     try:
         backend = launch.get_backend(status.get("backend"), status.get("ray_address"))
         cpus, gpus = _remote_resources(run, status, backend)
+        unfit = backend.unfit(cpus, gpus) if hasattr(backend, "unfit") else None
+        if unfit:  # Ray would hold it as infeasible: queued forever, the runner never exits
+            raise BackendError(unfit)
         run.write_status(
             state="queued",
             message=f"submitted to {backend.name}: waiting for a node with {cpus} free CPU(s)"
@@ -412,11 +442,28 @@ def _start_remote(store: RunStore, run: Run, status: dict) -> Job | None:
             cpus=cpus,
             gpus=gpus,
         )
-    except (BackendError, ValueError) as e:
-        run.write_status(state="failed", message=f"can't start on {status.get('backend')}: {e}"[:1000])
     except (OSError, StoreError):
-        pass  # deleted or unwritable meanwhile: the other runs still start
+        pass  # deleted or unwritable meanwhile (StoreError is a ValueError: it comes first)
+    except (BackendError, ValueError, *_ray_errors()) as e:
+        # any error here would end the runner, which is the Ray driver: every task it launched
+        # would die with it; so the run fails with the reason and the others go on
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = f"can't start on {status.get('backend')}: {first}"
+        try:
+            run.write_status(state="failed", message=why[:1000])
+        except (OSError, StoreError):
+            pass
     return None
+
+
+def _ray_errors() -> tuple:
+    """Ray's error base class where Ray is installed (a cluster that went away, a task that
+    can't be submitted), else nothing."""
+    try:
+        from ray.exceptions import RayError
+    except ImportError:
+        return ()
+    return (RayError,)
 
 
 def active_runs(store: RunStore) -> list[dict]:

@@ -43,15 +43,27 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def nofollow_opener(path, flags):
+    """An ``open`` opener that refuses to follow a symbolic link at the last component."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
+def open_log(path):
+    """A log file opened for appending, never through a symbolic link (OSError ELOOP)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "ab")
+
+
 # --- locks ---------------------------------------------------------------------------------
 def take_lock(path, shared: bool = False, wait: bool = False, opener=None):
     """Take an ``flock`` on ``path``: the open file (close it, or exit, to release; the
     kernel drops it however the process ends), or None when another process holds it and
     ``wait`` is false. ``shared``: a shared lock, to ask whether anyone holds it exclusively
-    (the file must exist: FileNotFoundError otherwise). ``opener``: e.g. one that refuses a
-    symbolic link. Every lock of the lab is taken here: the queue's runner lock, a trainer's
-    run lock, the analyses' slots and their waiting tickets."""
-    f = open(path, "r" if shared else "a+", opener=opener)  # not inherited by children (PEP 446)
+    (the file must exist: FileNotFoundError otherwise). ``opener``: how to open it; by
+    default one that refuses a symbolic link (OSError ELOOP), so a link planted at a lock's
+    name never creates or touches a file outside the store. Every lock of the lab is taken
+    here: the queue's runner lock, a trainer's run lock, the analyses' slots and tickets."""
+    # not inherited by children (PEP 446)
+    f = open(path, "r" if shared else "a+", opener=opener or nofollow_opener)
     try:
         fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
@@ -125,19 +137,45 @@ def this_host() -> str:
     return socket.gethostname()
 
 
+def _read_id(path: str, stat_inode: bool = False) -> str | None:
+    try:
+        if stat_inode:
+            return str(os.stat(path).st_ino)
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def pid_space() -> dict:
+    """What, beside the host name, makes a pid of this process mean this process: its pid
+    namespace (containers sharing a host name have their own) and the kernel's boot id (a
+    cloned VM has the same host name, another boot). Linux only; {} elsewhere."""
+    out = {
+        "pidns": _read_id("/proc/self/ns/pid", stat_inode=True),
+        "boot_id": _read_id("/proc/sys/kernel/random/boot_id"),
+    }
+    return {k: v for k, v in out.items() if v}
+
+
 def process_identity() -> dict:
     """What a job records about itself so that others can watch and cancel it (and, under a
     backend that names its nodes, the node it runs on)."""
     pid = os.getpid()
-    ident = {"pid": pid, "pid_start": _proc_start_time(pid), "host": this_host()}
+    ident = {"pid": pid, "pid_start": _proc_start_time(pid), "host": this_host(), **pid_space()}
     if os.environ.get(NODE_ENV):
         ident["node"] = os.environ[NODE_ENV]
     return ident
 
 
 def on_this_host(record: dict) -> bool:
-    """A record without a host is an old one of this host (hosts were recorded later)."""
-    return record.get("host") in (None, this_host())
+    """Whether the pid in ``record`` is one of this process's pid space: the same host name,
+    and the same pid namespace and boot where the record has them (a record without a host,
+    or without those, is an older one: hosts, then namespaces, were recorded later)."""
+    if record.get("host") not in (None, this_host()):
+        return False
+    mine = pid_space()
+    return all(record.get(k) in (None, v) for k, v in mine.items())
 
 
 def record_alive(record: dict, now: float, fresh_s: float, beat_key: str = "heartbeat") -> bool:
@@ -226,7 +264,7 @@ class LocalBackend(Backend):
 
     def launch(self, cmd, env, cwd, log) -> Job:
         own = not hasattr(log, "write")
-        f = open(log, "ab") if own else log
+        f = open_log(log) if own else log
         try:
             p = subprocess.Popen(
                 list(cmd),

@@ -31,6 +31,7 @@ INSTALL_HINT = (
     "pip install 'resnet-lab[ray]' (or: pip install ray)"
 )
 MAX_RETRIES = 3  # how often Ray reruns a task whose worker or node died
+TASK_ENV_PREFIXES = ("RESNET_LAB_", "OMP_", "MKL_", "NUMBA_")  # the job env a task carries
 
 
 class BackendError(RuntimeError):
@@ -46,14 +47,26 @@ def require_ray():
     return ray
 
 
+_UNSET = object()
+_connected = {"address": _UNSET}  # the address this process connected to (None: a local cluster)
+
+
 def connect(address: str | None = None):
     """Connect this process to Ray: the cluster at ``address`` (or $RAY_ADDRESS), else a
     local one started now (it ends with this process). Workers find the lab on PYTHONPATH at
-    this checkout's path, which every node must have."""
+    this checkout's path, which every node must have. A process is connected to one cluster:
+    asking for another one once connected is a BackendError (never a silent launch onto the
+    first)."""
     ray = require_ray()
-    if ray.is_initialized():
-        return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        had = _connected["address"]
+        if had is not _UNSET and had != address:
+            raise BackendError(
+                f"this process is connected to the Ray cluster at {had or '(a local one)'}; "
+                f"it can't also use {address or 'a new local one'} (one cluster per process)"
+            )
+        return ray
     try:
         ray.init(
             address=address,
@@ -67,7 +80,19 @@ def connect(address: str | None = None):
         raise BackendError(
             f"can't connect to the Ray cluster at {address or '(a new local one)'}: {first}"
         ) from None
+    _connected["address"] = address
     return ray
+
+
+def task_env(env: dict) -> dict:
+    """What of a job's environment goes into its Ray task's arguments (which Ray keeps in its
+    object store and shows in its state API): the lab's settings and the thread caps, never the
+    rest of the launcher's environment (tokens, keys). The worker applies the same subset."""
+    return {k: v for k, v in env.items() if k.startswith(TASK_ENV_PREFIXES)}
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _node_label() -> str:
@@ -88,9 +113,7 @@ def _run_command(cmd: list[str], env: dict, log: str) -> int:
     import signal
 
     saved_env, saved_argv, saved_term = dict(os.environ), sys.argv, signal.getsignal(signal.SIGTERM)
-    os.environ.update(
-        {k: v for k, v in env.items() if k.startswith(("RESNET_LAB_", "OMP_", "MKL_", "NUMBA_"))}
-    )
+    os.environ.update(task_env(env))
     os.environ[NODE_ENV] = _node_label()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -154,7 +177,11 @@ class _RayHandle:
         import ray
         from ray.exceptions import RayError, TaskCancelledError
 
-        ready, _ = ray.wait([self.ref], timeout=0, fetch_local=False)
+        try:
+            ready, _ = ray.wait([self.ref], timeout=0, fetch_local=False)
+        except RayError as e:  # the cluster went away: the task is lost with it
+            self.error = _first_line(e)
+            return -9
         if not ready:
             return None
         try:
@@ -162,7 +189,7 @@ class _RayHandle:
         except TaskCancelledError:
             return -15  # as a local job stopped by SIGTERM
         except RayError as e:  # its worker or node died more often than MAX_RETRIES
-            self.error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            self.error = _first_line(e)
             return -9
 
 
@@ -176,7 +203,7 @@ class RayBackend(Backend):
 
     def launch(self, cmd, env, cwd, log, cpus: int = 1, gpus: float = 0.0) -> Job:
         ref = self._run.options(num_cpus=max(1, int(cpus)), num_gpus=gpus, max_retries=MAX_RETRIES).remote(
-            list(cmd), dict(env), str(log)
+            list(cmd), task_env(env), str(log)
         )
         return Job(backend=self.name, handle=_RayHandle(ref))
 
@@ -189,9 +216,28 @@ class RayBackend(Backend):
     def gpus(self) -> float:
         return float(self.ray.cluster_resources().get("GPU", 0))
 
+    def unfit(self, cpus: int, gpus: float) -> str | None:
+        """Why no alive node could ever run a task of ``cpus`` CPUs and ``gpus`` GPU (Ray
+        would hold it as infeasible, forever), or None when the largest node has them."""
+        nodes = [n.get("Resources") or {} for n in self.ray.nodes() if n.get("Alive")]
+        cpu_max = max((float(r.get("CPU", 0)) for r in nodes), default=0.0)
+        gpu_max = max((float(r.get("GPU", 0)) for r in nodes), default=0.0)
+        if cpus > cpu_max:
+            return (
+                f"no node of the Ray cluster has {cpus} CPU(s) (the largest has {cpu_max:g}); "
+                "lower --threads or add a larger node"
+            )
+        if gpus > gpu_max:
+            return (
+                f"no node of the Ray cluster has {gpus:g} GPU (the run trains on cuda); "
+                "use --device cpu or add a GPU node"
+            )
+        return None
+
     def check_store(self, root, timeout: float = 120.0) -> None:
         """Refuse (BackendError) a store that a task on some node can't write or sees as
         another folder: every node must reach the store at the same path."""
+        from ray.exceptions import RayError
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         root = os.path.abspath(root)
@@ -210,7 +256,12 @@ class RayBackend(Backend):
                 for n in nodes
             }
             for node, ref in refs.items():
-                why = self.ray.get(ref, timeout=timeout)
+                try:
+                    why = self.ray.get(ref, timeout=timeout)
+                except RayError as e:  # the probe task failed or timed out on that node
+                    raise BackendError(
+                        f"the run store could not be checked on Ray node {node}: {_first_line(e)}"
+                    ) from None
                 if why:
                     raise BackendError(
                         f"the run store can't be used from Ray node {node}: {why}; every node must "

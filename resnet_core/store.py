@@ -54,6 +54,10 @@ class StoreError(ValueError):
     """A run id, run folder or run file is bad. The message names it."""
 
 
+class RunBusyError(StoreError):
+    """Another live process holds the run's trainer lock: a second trainer is refused."""
+
+
 class DiskFullError(OSError):
     """A write failed because the disk (or the quota) is full. ``str()`` is one line:
     "disk full: N MB free in DIR ..."; errno is ENOSPC, so callers that test for it still do."""
@@ -266,6 +270,8 @@ STATUS_TYPES = {
     "device": "str",
     "precision": "str",
     "pid_start": "str",
+    "pidns": "str",  # the trainer's pid namespace and boot (launch.pid_space): with host, where
+    "boot_id": "str",  # its pid means that process
     "node": "str",  # the node a backend (ray) runs it on
     "backend": "str",  # where the runner starts it: absent or "local", or "ray"
     "ray_address": "str",  # the Ray cluster it was queued for (absent: $RAY_ADDRESS or a local one)
@@ -412,8 +418,10 @@ class Run:
 
     def _owner_alive(self, s: dict) -> bool:
         beat = s.get("heartbeat")
-        # the job layer's judgement: pid and start time on this host, heartbeat on another
-        if not record_alive(s, time.time(), 3 * HEARTBEAT_S + 10):
+        # the job layer's judgement: pid and start time on this host, heartbeat on another.
+        # A trainer beats only between steps: loading data, compiling, evaluating, probing or
+        # writing a checkpoint it is silent for longer, so another host's is given STALE_S
+        if not record_alive(s, time.time(), STALE_S):
             return False
         if not on_this_host(s):
             return True
@@ -565,8 +573,9 @@ class RunStore:
         safe = re.sub(r"[^A-Za-z0-9_]", "", model)[:40] or "run"
         return f"{stamp}-{safe}-{secrets.token_hex(3)}"
 
-    def create(self, config, state: str = "queued", message: str = "") -> Run:
-        """Make a run folder with its config and first status; nothing else is touched.
+    def create(self, config, state: str = "queued", message: str = "", **fields) -> Run:
+        """Make a run folder with its config and first status (``fields``: more of it, such
+        as the backend that trains it); nothing else is touched.
         The folder is filled under a hidden name and renamed into place, so a reader (or a
         kill at this moment) never sees a run without its config or status."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -590,6 +599,7 @@ class RunStore:
                         "step": 0,
                         "total": None,
                         "message": message,
+                        **{k: _clean(v) for k, v in fields.items()},
                     },
                 )
                 if path.exists():

@@ -29,8 +29,8 @@ from .models import build_model, parse_name
 from .store import (
     HEARTBEAT_S,
     Run,
+    RunBusyError,
     RunStore,
-    StoreError,
     atomic_write,
     atomic_write_json,
     fault_point,
@@ -295,7 +295,7 @@ def train(
         # one trainer per run: a second one would interleave checkpoints and log lines
         lock = run.lock_for_training()
         if lock is None:
-            raise StoreError(
+            raise RunBusyError(
                 f"run {run.id} is being trained by another process; a second "
                 "trainer would corrupt it (cancel that one first)"
             )

@@ -12,7 +12,9 @@ the smallest object store. Skipped where Ray is not installed (it is an optional
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -51,19 +53,43 @@ def _node_of(run) -> str | None:
 
 @pytest.mark.ray
 @pytest.mark.timeout(400)
-def test_a_sweep_over_two_seeds_trains_every_run_on_both_nodes(cluster, tmp_path, monkeypatch, capsys):
-    from resnet_core.__main__ import main
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_a_sweep_over_two_seeds_trains_every_run_on_both_nodes(cluster, tmp_path):
+    """`sweep --backend ray` in a terminal: the queue's detached runner is the Ray driver, the
+    terminal only follows. Closing the terminal (SIGHUP) mid-sweep leaves every run training:
+    a Ray task dies with its driver, so a terminal that drove them would take them along."""
     root = tmp_path / "runs"
     flags = cli_flags(model=None, iterations=20, checkpoint_every=10)
-    rc = main(
-        ["sweep", "quick", "--seeds", "0,1", "--backend", "ray", "--ray-address", cluster.address]
-        + ["--runs-dir", str(root), *flags]
-    )
-    err = capsys.readouterr().err
-    assert rc == 0, err[-3000:]
+    (tmp_path / "cwd").mkdir()
+    with open(tmp_path / "sweep.err", "w") as err:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "resnet_core", "sweep", "quick", "--seeds", "0,1", "--backend", "ray"]
+            + ["--ray-address", cluster.address, "--runs-dir", str(root), *flags],
+            cwd=tmp_path / "cwd",
+            env=subprocess_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     store = RunStore(root)
+    try:
+        wait_for(
+            lambda: any((i["status"].get("step") or 0) >= 1 for i in store.list_runs()),
+            240,
+            every=0.1,
+            what="a run to train",
+        )
+        p.send_signal(signal.SIGHUP)  # the terminal closes
+        assert p.wait(60) == 0, (tmp_path / "sweep.err").read_text()[-3000:]
+        wait_for(
+            lambda: len(store.list_runs()) == 8 and not jobs.active_runs(store),
+            300,
+            every=0.5,
+            what="the sweep",
+        )
+        wait_for(lambda: not jobs.runner_alive(store), 60, every=0.2, what="the runner to exit")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     infos = store.list_runs()
     assert len(infos) == 8  # quick's four models, two seeds each
     assert {(i["config"]["model"], i["config"]["seed"]) for i in infos} == {
@@ -234,3 +260,83 @@ def test_the_runs_page_shows_the_node_each_ray_run_trains_on(tiny_runs):
     nodes = dict(zip(table["id"], table["node"]))
     assert nodes[ids[0]] == "gpu-box-3/1a2b3c4d"
     assert {nodes[i] for i in ids[1:]} == {"this host"}
+
+
+# --- review fixes ---------------------------------------------------------------------------
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_runs_no_node_can_take_fail_with_the_reason_and_the_runner_exits(cluster, tmp_path, monkeypatch):
+    """A run asking more CPUs than any node has would wait in Ray as infeasible forever (and
+    the runner with it); a config.json that is not an object must fail its run, not end the
+    runner (the Ray driver: every task it launched would die with it)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store = RunStore(tmp_path / "runs")
+    big = jobs.submit(
+        store, tiny_config(threads=4), start_runner=False, backend="ray", address=cluster.address
+    )
+    odd = jobs.submit(store, tiny_config(), start_runner=False, backend="ray", address=cluster.address)
+    (odd.path / "config.json").write_text("[1, 2]\n")
+    drained = {}
+    t = threading.Thread(target=lambda: drained.update(n=jobs.run_queue(store, poll=0.2)), daemon=True)
+    t.start()
+    t.join(150)
+    assert not t.is_alive(), big.read_status()
+    st = big.read_status()
+    assert (
+        st["state"] == "failed"
+        and "no node of the Ray cluster has 4 CPU(s) (the largest has 1)" in st["message"]
+    )
+    assert odd.read_status()["state"] == "failed", odd.read_status()
+    assert drained["n"] == 1  # the odd run's task ran (and failed); the big one never started
+
+
+@pytest.mark.ray
+def test_a_store_probe_that_fails_is_one_line_naming_the_node(cluster, tmp_path):
+    from resnet_core.raybackend import BackendError
+
+    be = launch.get_backend("ray", cluster.address)
+    with pytest.raises(BackendError, match=r"the run store could not be checked on Ray node \S+: "):
+        be.check_store(tmp_path / "runs", timeout=1e-4)  # no task answers in 0.1 ms
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == []  # its probe file removed
+
+
+@pytest.mark.ray
+def test_a_process_connected_to_one_cluster_refuses_another_address(cluster):
+    from resnet_core import raybackend
+
+    launch.get_backend("ray", cluster.address)
+    with pytest.raises(
+        raybackend.BackendError, match=r"connected to the Ray cluster at .*one cluster per process"
+    ):
+        launch.get_backend("ray", "127.0.0.1:1")
+    raybackend.connect(cluster.address)  # the same one: fine
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_a_ray_run_is_queued_with_its_backend_in_its_first_status(cluster, tmp_path):
+    """Killed right after the run's first status write (the test's fault point), the submitter
+    leaves the run queued for Ray, never queued with no backend (a runner would train it here)."""
+    code = (
+        "import sys\n"
+        "from faultlib import tiny_config\n"
+        "from resnet_core import jobs\n"
+        "from resnet_core.store import RunStore\n"
+        "store, address = RunStore(sys.argv[1]), sys.argv[2]\n"
+        "jobs.submit(store, tiny_config(), start_runner=False, backend='ray', address=address)\n"
+    )
+    env = subprocess_env(tmp_path, RESNET_LAB_FAULT="status_write:2")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "runs"), cluster.address],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    store = RunStore(tmp_path / "runs")
+    (rid,) = store.list_ids()
+    st = store.run(rid).read_status_raw()
+    assert st["state"] == "queued" and st.get("backend") == "ray", (st, out.returncode, out.stderr[-2000:])
+    assert out.returncode == 0, out.stderr[-2000:]
