@@ -394,7 +394,7 @@ def _sweep_ticker(ids: list[str], seeds: list, t0: float):
 
 def _drain_sweep(store: RunStore, ids: list[str], tick) -> int | None:
     """Train the queue here; an exit code when a hang-up or Ctrl-C ended it early, else None."""
-    from .jobs import cancel, ensure_runner, run_queue
+    from .jobs import ensure_runner, run_queue
 
     # closing the terminal must not strand the queue: on SIGHUP this process hands what is left
     # to a detached runner (in its own session, so the hangup does not reach it) and exits 0
@@ -409,24 +409,31 @@ def _drain_sweep(store: RunStore, ids: list[str], tick) -> int | None:
         )
         return 0
     except KeyboardInterrupt:
-        for rid in ids:
-            try:
-                cancel(store, rid)
-            except StoreError:
-                pass
-        print("\nsweep cancelled", file=sys.stderr)
-        return 130
+        return _cancel_sweep(store, ids)
     finally:
         if old_hup is not None:
             signal.signal(signal.SIGHUP, old_hup)
     return None
 
 
+def _cancel_sweep(store: RunStore, ids: list[str]) -> int:
+    """Ctrl-C in a foreground sweep: cancel each of its runs (one already gone is skipped)."""
+    from .jobs import cancel
+
+    for rid in ids:
+        try:
+            cancel(store, rid)
+        except StoreError:
+            pass
+    print("\nsweep cancelled", file=sys.stderr)
+    return 130
+
+
 def _watch_sweep(store: RunStore, ids: list[str], tick, poll: float = 0.5) -> int | None:
     """A sweep on Ray: a Ray task dies with the process that submitted it (its driver), so
     this terminal must not be the driver. The detached runner is (ensure_runner); this process
     only follows progress: a hang-up leaves the runs training, Ctrl-C cancels them."""
-    from .jobs import cancel, ensure_runner, restart_if_stranded
+    from .jobs import ensure_runner, restart_if_stranded
 
     ensure_runner(store)
     old_hup = signal.signal(signal.SIGHUP, _on_hangup) if hasattr(signal, "SIGHUP") else None
@@ -444,13 +451,7 @@ def _watch_sweep(store: RunStore, ids: list[str], tick, poll: float = 0.5) -> in
         )
         return 0
     except KeyboardInterrupt:
-        for rid in ids:
-            try:
-                cancel(store, rid)
-            except StoreError:
-                pass
-        print("\nsweep cancelled", file=sys.stderr)
-        return 130
+        return _cancel_sweep(store, ids)
     finally:
         if old_hup is not None:
             signal.signal(signal.SIGHUP, old_hup)
