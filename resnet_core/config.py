@@ -333,8 +333,8 @@ PRESETS: dict[str, dict] = {
     # (BENCHMARKS.md 9): all 50,000 images at 16x16, the paper's shape at width 8 (8/16/32
     # channels: a narrow net is capacity-bound, so depth helps sooner), 6,000 steps of the
     # paper's step schedule. resnet56 ends below resnet20 in training error and plain56 far
-    # above plain20. About 13 min (20 layers) and 24 min (56 layers) per run on one core: one
-    # seed of `sweep laptop` in about 37 min on 2 cores. Training error is scored in eval mode
+    # above plain20. About 8-14 min (20 layers) and 21-44 min (56 layers) per run on one core: one
+    # seed of `sweep laptop` in 30-40 min on 2 cores. Training error is scored in eval mode
     # on 5,000 training images every 300 steps, so the step where depth starts to pay shows.
     "laptop": dict(
         PAPER_STEPS,

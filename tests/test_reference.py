@@ -377,13 +377,16 @@ def test_rows_recorded_as_bn_read_back_as_response(tmp_path):
     assert rows[1] == old[1]  # other kinds pass untouched
 
 
-def test_bundled_bn_records_read_as_response_and_draw_fig7(store, monkeypatch):
+def test_bundled_bn_records_read_as_response_and_draw_fig7(store, monkeypatch, tmp_path):
     """The bundled lesson-cpu records keep "bn" on disk (their bytes are checked): read back,
     they are "response" rows with the file's values, and Layer responses draws each run's
     last recorded step from them."""
     if not (ROOT / "reference" / "lesson-cpu" / "set.json").exists():
         pytest.skip("reference/lesson-cpu is not bundled")
-    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(ROOT / "reference"))
+    import shutil
+
+    shutil.copytree(ROOT / "reference" / "lesson-cpu", tmp_path / "ref" / "lesson-cpu")
+    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(tmp_path / "ref"))  # the set shown alone
     ref = RunStore(ROOT / "reference" / "lesson-cpu")
     want = {}
     for rid in ref.list_ids():

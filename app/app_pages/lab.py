@@ -39,7 +39,7 @@ PRESET_HELP = {
     f"behind resnet20 (on digits: {DATASET_PRESET_OVERRIDES[('quick', 'digits')]['epochs']} epochs, minutes)",
     "lesson": "about half an hour on a 2-core CPU for four nets: deeper plain nets worse; "
     "resnet56 still trails resnet20 (no budget under 30 min found where it wins)",
-    "laptop": "width 8, all 50k images, 6,000 steps: about 37 min a seed for four nets on 2 "
+    "laptop": "width 8, all 50k images, 6,000 steps: 30-40 min a seed for four nets on 2 "
     "cores; the cheapest budget found where resnet56 ends below resnet20",
     "smoke": "20 iterations: checks the pipeline in seconds, shows nothing",
     "paper": "the paper's 64k iterations at batch 128: hours on a GPU, days on a CPU",
