@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from resnet_core import reference
-from resnet_core.claims import claim_problems
+from resnet_core.claims import CLAIMS, judge
 from resnet_core.store import ACTIVE, RESUMABLE, RunStore, StoreError, check_run_id
 
 from . import runs_data
@@ -110,7 +110,9 @@ def _reference_cached(root: str, sig: tuple) -> tuple[pd.DataFrame, list[dict]]:
 def _checked(s) -> dict:
     """The set's set.json with only the claims its records do show (resnet_core.claims): the
     pages point to a set's claims, so a hand-edited or outdated one is dropped here."""
-    claims = [c for c in s.meta.get("claims", []) if not claim_problems(s.store, [c])]
+    verdicts = judge(s.store)  # once per set: every claim, every seed
+    shown = {c for c in CLAIMS if all(v.holds for v in verdicts if v.claim == c)} if verdicts else set()
+    claims = [c for c in s.meta.get("claims", []) if c in shown]
     return {**s.meta, "claims": claims}
 
 

@@ -27,19 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from resnet_core.config import SWEEPS  # noqa: E402
 from resnet_core.models import build_model  # noqa: E402
 
-FIG6 = [
-    "plain20",
-    "plain32",
-    "plain44",
-    "plain56",
-    "resnet20",
-    "resnet32",
-    "resnet44",
-    "resnet56",
-    "resnet110",
-]
+FIG6 = SWEEPS["fig6"]["models"]  # plain and residual 20/32/44/56 and resnet110
 TABLE6 = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]
 STEPS = 64_000  # the paper's CIFAR-10 budget (Sec. 4.2)
 
