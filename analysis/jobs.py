@@ -29,7 +29,10 @@ tasks (computed in the caller's process) take no slot.
 Cores, locks, launching, watching and cancelling are the job layer's (``resnet_core.launch``),
 shared with the training queue: a job records its identity (pid, start time, host) and beats
 while it lives, so a job of this host is judged by its pid and one of another host by its
-heartbeat.
+heartbeat. With ``$RESNET_LAB_ANALYSIS_BACKEND=ray`` the background process is a local driver
+(``resnet_core.raybackend.driver_command``) that runs the job as one Ray task on the cluster
+at ``$RAY_ADDRESS`` and waits for it: the record holds the driver's pid (``driver``: true)
+until the task writes its own, and SIGTERM to the driver cancels the task, queued or running.
 
 Tasks and their parameters (defaults in ``TASKS``): pca / umap / tsne (n, seed, ...), fig7 (n),
 confusion (n), activations (n), lesion (n), lesion_random (n, samples, seed),
@@ -58,6 +61,7 @@ from .progress import Cancelled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JOBS_ENV = "RESNET_LAB_ANALYSIS_JOBS"
+ANALYSIS_BACKEND_ENV = "RESNET_LAB_ANALYSIS_BACKEND"
 SLOTS_DIR = ".analysis-slots"
 
 
@@ -358,6 +362,17 @@ def job_command(run: Run, task: str, checkpoint: str, params: dict, threads: int
     ]
 
 
+def analysis_backend() -> str:
+    """Where background analyses run: $RESNET_LAB_ANALYSIS_BACKEND ("local", the default, or
+    "ray": one Ray task each, on the cluster at $RAY_ADDRESS, or a local one)."""
+    raw = os.environ.get(ANALYSIS_BACKEND_ENV, "").strip().lower() or "local"
+    if raw not in launch.BACKENDS:
+        raise ValueError(
+            f"{ANALYSIS_BACKEND_ENV}={raw!r} is not accepted; use one of: {', '.join(launch.BACKENDS)}"
+        )
+    return raw
+
+
 def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **params) -> dict:
     """Start the background process (unless one is running or the result exists)."""
     st = status(run, task, checkpoint, **params)
@@ -382,14 +397,21 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
         "task": task,
         "updated": time.time(),
     }
+    driven = analysis_backend() == "ray"
+    if driven:
+        starting["message"] = f"waiting for a Ray node with {threads} free CPU(s)"
     atomic_write_json(_job_path(run, key), starting)
-    # a process of this host: an analysis job launched elsewhere (Ray) would sit "starting"
-    # with no pid while it waits for a node, which status() reads as dead after 30 s
-    job = launch.get_backend("local").launch(
-        job_command(run, task, checkpoint, p, threads), env, REPO_ROOT, Path(run.cache_dir) / f"{key}.log"
-    )
+    cmd, log = job_command(run, task, checkpoint, p, threads), Path(run.cache_dir) / f"{key}.log"
+    if driven:  # a local driver runs it as a Ray task and waits for it:
+        # the record's pid until the task writes its own (it waits in Ray's queue meanwhile)
+        from resnet_core.raybackend import driver_command
+
+        address = os.environ.get("RAY_ADDRESS") or None
+        cmd = driver_command([*cmd, "--no-slot"], address, threads, log, _job_path(run, key))
+    job = launch.get_backend("local").launch(cmd, env, REPO_ROOT, log)
     if (run_json(_job_path(run, key)) or {}).get("state") == "starting":  # the child may be quicker
-        atomic_write_json(_job_path(run, key), dict(starting, pid=job.pid, updated=time.time()))
+        driver = {**launch.process_identity(job.pid), "driver": True} if driven else {}
+        atomic_write_json(_job_path(run, key), {**starting, "pid": job.pid, "updated": time.time(), **driver})
     return status(run, task, checkpoint, **params)
 
 
@@ -424,8 +446,8 @@ def cancel(run: Run, task: str, checkpoint: str = "last", **params) -> None:
     job = run_json(_job_path(run, key)) or {}
     # only a job that recorded its own identity (and so has its SIGTERM handler in place);
     # one of another host stops at its next progress report, on the cancel file
-    if job.get("state") == "running":
-        signal_record(job, signal.SIGTERM)
+    if job.get("state") == "running" or (job.get("state") == "starting" and job.get("driver")):
+        signal_record(job, signal.SIGTERM)  # a Ray driver: cancels the task, queued or not
 
 
 def wait(run: Run, task: str, checkpoint: str = "last", timeout: float = 300.0, **params) -> dict:
@@ -488,6 +510,7 @@ def _main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="last")
     ap.add_argument("--params", default="{}")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-slot", action="store_true", help="take no slot (a Ray task: Ray counts the CPUs)")
     a = ap.parse_args(argv)
     import torch
 
@@ -521,9 +544,10 @@ def _main(argv=None) -> int:
     slot = None
     try:
         n = max_jobs()
-        slot = acquire_slot(
-            run.root, n, on_wait=lambda: write("running", 0.0, waiting_message(n)), check=check_cancel
-        )
+        if not a.no_slot:
+            slot = acquire_slot(
+                run.root, n, on_wait=lambda: write("running", 0.0, waiting_message(n)), check=check_cancel
+            )
         write("running", 0.0, "loading")
         compute(run, a.task, a.checkpoint, progress, **params)
     except Cancelled as e:

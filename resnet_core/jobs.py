@@ -59,10 +59,11 @@ def _backend_fields(store: RunStore, backend: str | None, address: str | None) -
     if name == "local":
         return {}
     address = address or os.environ.get("RAY_ADDRESS") or None
-    be = launch.get_backend(name, address)
     key = (str(store.root.resolve()), address)
-    if key not in _checked_stores:
-        be.check_store(store.root)
+    if key not in _checked_stores:  # from a child: only the runner becomes a Ray driver
+        from .raybackend import check_store_isolated
+
+        check_store_isolated(store.root, address)
         _checked_stores.add(key)
     return {"backend": name, "ray_address": address}
 

@@ -158,10 +158,11 @@ def pid_space() -> dict:
     return {k: v for k, v in out.items() if v}
 
 
-def process_identity() -> dict:
-    """What a job records about itself so that others can watch and cancel it (and, under a
-    backend that names its nodes, the node it runs on)."""
-    pid = os.getpid()
+def process_identity(pid: int | None = None) -> dict:
+    """What a job records about itself (or its launcher about the process ``pid`` of this
+    host) so that others can watch and cancel it (and, under a backend that names its
+    nodes, the node it runs on)."""
+    pid = os.getpid() if pid is None else pid
     ident = {"pid": pid, "pid_start": _proc_start_time(pid), "host": this_host(), **pid_space()}
     if os.environ.get(NODE_ENV):
         ident["node"] = os.environ[NODE_ENV]

@@ -18,14 +18,17 @@ backend named ``ray`` is asked for.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import socket
+import subprocess
 import sys
 import traceback
 
 from .launch import NODE_ENV, REPO_ROOT, Backend, Job
 
+CHECK_MARK = "resnet-lab store check: "  # the child's one line a BackendError is read from
 INSTALL_HINT = (
     "--backend ray needs Ray, which is not installed here: "
     "pip install 'resnet-lab[ray]' (or: pip install ray)"
@@ -67,6 +70,7 @@ def connect(address: str | None = None):
                 f"it can't also use {address or 'a new local one'} (one cluster per process)"
             )
         return ray
+    _reachable(address)
     try:
         ray.init(
             address=address,
@@ -82,6 +86,21 @@ def connect(address: str | None = None):
         ) from None
     _connected["address"] = address
     return ray
+
+
+def _reachable(address: str | None, timeout: float = 10.0) -> None:
+    """A BackendError now when nothing answers at a ``host:port`` address: ray.init would
+    retry for minutes before saying so. Other forms (auto, ray://...) are left to Ray."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BackendError(
+            f"can't connect to the Ray cluster at {address}: nothing answers there "
+            f"({type(e).__name__}); start one with `ray start --head` or fix --ray-address"
+        ) from None
 
 
 def task_env(env: dict) -> dict:
@@ -269,3 +288,126 @@ class RayBackend(Backend):
                     )
         finally:
             os.unlink(path)
+
+
+def check_store_isolated(root, address: str | None = None, timeout: float = 180.0) -> None:
+    """``RayBackend.check_store`` run by a child process connected to Ray for this check only,
+    so the process that queues runs (a terminal, the Streamlit server) never becomes a Ray
+    driver: only the queue's detached runner does. BackendError with the child's one line
+    when Ray is missing, the cluster can't be reached, or some node can't write the store."""
+    if importlib.util.find_spec("ray") is None:
+        raise BackendError(INSTALL_HINT)
+    cmd = [sys.executable, "-m", "resnet_core.raybackend", os.path.abspath(root)]
+    cmd += [address] if address else []
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    where = address or "(a new local one)"
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+    except subprocess.TimeoutExpired:
+        raise BackendError(
+            f"the Ray cluster at {where} did not answer the run store check within {timeout:.0f} s"
+        ) from None
+    if p.returncode == 0:
+        return
+    said = [ln[len(CHECK_MARK) :] for ln in p.stderr.splitlines() if ln.startswith(CHECK_MARK)]
+    tail = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:]
+    raise BackendError(
+        said[-1]
+        if said
+        else f"the run store check on the Ray cluster at {where} failed: "
+        + (tail[0] if tail else f"exit code {p.returncode}")
+    )
+
+
+def driver_command(cmd: list[str], address: str | None, cpus: int, log, record) -> list[str]:
+    """The local process that runs ``cmd`` as one Ray task and waits for it (:func:`_drive`):
+    the job's Ray driver, and the pid its record is judged by until the task has started."""
+    return [
+        sys.executable,
+        "-m",
+        "resnet_core.raybackend",
+        "drive",
+        "--address",
+        address or "",
+        "--cpus",
+        str(cpus),
+        "--log",
+        str(log),
+        "--record",
+        str(record),
+        "--",
+        *cmd,
+    ]
+
+
+def _end_record(path: str, returncode: int, why: str) -> None:
+    """A job whose task ended without the job's own last word (never started, cancelled while
+    waiting for a node, its node lost): its record says so, so it never reads as running."""
+    import json
+    import time
+
+    from .store import atomic_write_json
+
+    try:
+        rec = json.loads(open(path).read())
+    except (OSError, ValueError):
+        rec = {}
+    if rec.get("state") not in (None, "starting", "running"):
+        return  # the job wrote its own end (done, failed, cancelled)
+    state = "cancelled" if returncode == -15 else "failed"
+    message = why or f"the Ray task ended with exit code {returncode} before the job reported"
+    atomic_write_json(path, dict(rec, state=state, message=message, updated=time.time(), pid=os.getpid()))
+
+
+def _drive(argv: list[str]) -> int:
+    """``drive --address A --cpus N --log L --record R -- CMD...``: run CMD as one Ray task
+    (connected to A, or a local cluster), wait for it and exit with its code; SIGTERM cancels
+    the task (ray.cancel) and waits for it to end."""
+    import argparse
+    import signal
+    import time
+
+    ap = argparse.ArgumentParser(prog="python -m resnet_core.raybackend drive")
+    ap.add_argument("--address", default="")
+    ap.add_argument("--cpus", type=int, default=1)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--record", required=True)
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
+    a = ap.parse_args(argv)
+    cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+    asked = {"cancel": False}
+    signal.signal(signal.SIGTERM, lambda *_: asked.update(cancel=True))
+    try:
+        backend = RayBackend(a.address or None)
+        # again: connecting installed Ray's own SIGTERM handler (it logs and dies)
+        signal.signal(signal.SIGTERM, lambda *_: asked.update(cancel=True))
+        job = backend.launch(cmd, dict(os.environ), REPO_ROOT, a.log, cpus=a.cpus)
+    except BackendError as e:
+        _end_record(a.record, 1, str(e))
+        return 2
+    cancelled_at = None
+    while job.poll() is None:
+        if asked["cancel"] and cancelled_at is None:
+            backend.cancel(job)
+            cancelled_at = time.time()
+        time.sleep(0.5)
+    why = job.handle.error and f"Ray gave up on the task: {job.handle.error}"
+    _end_record(a.record, job.returncode, why)
+    return 0 if job.returncode == 0 else 1
+
+
+def _check_main(argv: list[str]) -> int:
+    """``python -m resnet_core.raybackend ROOT [ADDRESS]``: check_store from this process."""
+    try:
+        RayBackend(argv[1] if len(argv) > 1 else None).check_store(argv[0])
+    except BackendError as e:
+        print(CHECK_MARK + str(e), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_drive(sys.argv[2:]) if sys.argv[1:2] == ["drive"] else _check_main(sys.argv[1:]))

@@ -340,3 +340,113 @@ def test_a_ray_run_is_queued_with_its_backend_in_its_first_status(cluster, tmp_p
     st = store.run(rid).read_status_raw()
     assert st["state"] == "queued" and st.get("backend") == "ray", (st, out.returncode, out.stderr[-2000:])
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+def _lab_on_ray(address: str):
+    from test_app_helpers import page
+
+    at = page("lab").run()
+    at.selectbox(key="lab_preset").set_value("smoke")
+    at.number_input(key="lab_width").set_value(4)
+    at.radio(key="lab_backend").set_value("ray").run()
+    at.text_input(key="lab_ray_address").set_value(address).run()
+    at.button(key="lab_launch").click().run()
+    return at
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_the_lab_refuses_a_ray_cluster_that_does_not_answer_and_queues_nothing(store):
+    pytest.importorskip("ray")
+    from test_app_helpers import no_exception
+
+    address = f"127.0.0.1:{_closed_port()}"
+    at = _lab_on_ray(address)
+    no_exception(at)
+    (err,) = [e.value for e in at.error]
+    assert err.startswith(f"Not launched: can't connect to the Ray cluster at {address}: nothing answers"), (
+        err
+    )
+    assert not store.list_ids()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_the_lab_launches_a_run_onto_the_ray_cluster_without_becoming_a_driver(cluster, store):
+    """The Lab in the browser's place (AppTest): Train on a Ray cluster, its address, Launch.
+    The run is queued for Ray, the queue's detached runner hands it to a worker node, and it
+    ends done with every metrics line once; the page's own process never connects to Ray."""
+    import ray
+    from test_app_helpers import no_exception
+
+    was_connected = ray.is_initialized()
+    at = _lab_on_ray(cluster.address)
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    (rid,) = store.list_ids()
+    assert any(rid in s.value and cluster.address in s.value for s in at.success)
+    assert ray.is_initialized() == was_connected  # the store check ran in a child process
+    run = store.run(rid)
+    st = run.read_status_raw()
+    assert (st["backend"], st["ray_address"]) == ("ray", cluster.address)
+    wait_for(lambda: run.read_status()["state"] == "done", 240, every=0.5, what="the Lab's Ray run")
+    workers = {n.node_id[:8] for n in cluster.list_all_nodes() if n is not cluster.head_node}
+    assert _node_of(run).split("/")[-1] in workers
+    rows = [(r["step"], r["split"]) for r in run.read_metrics()]
+    assert len(rows) == len(set(rows)) and max(s for s, _ in rows) == 20  # every line once
+    wait_for(lambda: not jobs.runner_alive(store), 60, every=0.2, what="the runner to exit")
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_a_background_analysis_runs_as_a_ray_task_on_a_worker_node(cluster, tiny_runs, monkeypatch):
+    """RESNET_LAB_ANALYSIS_BACKEND=ray: the page's background job is a local driver (the
+    record's pid while the task waits for a node) that runs it as a Ray task; the job ends
+    done with its result cached, computed on a worker node."""
+    from analysis import jobs as ajobs
+
+    monkeypatch.setenv("RESNET_LAB_ANALYSIS_BACKEND", "ray")
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    run = tiny_runs.run(tiny_runs.list_ids()[0])
+    first = ajobs.start(run, "confusion", n=64)
+    assert first["state"] in ("starting", "running", "done"), first
+    st = ajobs.wait(run, "confusion", n=64, timeout=240)
+    assert st["state"] == "done", st
+    assert ajobs.get_or_start(run, "confusion", n=64)["confusion"].sum() == 64
+    record = ajobs.run_json(ajobs._job_path(run, st["key"]))
+    workers = {n.node_id[:8] for n in cluster.list_all_nodes() if n is not cluster.head_node}
+    assert record["node"].split("/")[-1] in workers
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(200)
+def test_an_analysis_waiting_for_a_ray_node_reads_alive_and_cancel_ends_it(cluster, tiny_runs, monkeypatch):
+    """A job no node can start yet (2 CPUs asked, nodes of 1) waits in Ray's queue: it reads
+    'starting' (alive, by its driver's pid), not interrupted, and Cancel ends it cancelled."""
+    import time
+
+    from analysis import jobs as ajobs
+    from resnet_core.store import atomic_write_json
+
+    monkeypatch.setenv("RESNET_LAB_ANALYSIS_BACKEND", "ray")
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    run = tiny_runs.run(tiny_runs.list_ids()[0])
+    key = ajobs.start(run, "confusion", threads=2, n=64)["key"]
+    path = ajobs._job_path(run, key)
+    record = wait_for(lambda: (ajobs.run_json(path) or {}).get("driver") and ajobs.run_json(path), 30)
+    time.sleep(5)  # the driver connects and queues the task meanwhile
+    # as if long past the 30 s after which a pid-less "starting" record reads dead
+    atomic_write_json(path, dict(record, updated=record["updated"] - 3600))
+    st = ajobs.status(run, "confusion", n=64)
+    assert st["state"] == "starting" and "waiting for a Ray node with 2 free CPU(s)" in st["message"], st
+    ajobs.cancel(run, "confusion", n=64)
+    st = ajobs.wait(run, "confusion", n=64, timeout=60)
+    assert st["state"] == "cancelled", st

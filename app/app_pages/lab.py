@@ -1,10 +1,12 @@
 """Lab: launch a run or a sweep; the queue with progress, ETA and cancel, refreshed live."""
 
+import os
+
 import streamlit as st
 
 from app import ui
 from app.checks import InputError, check_dataset, check_depth, model_name
-from resnet_core import jobs
+from resnet_core import jobs, launch
 from resnet_core.config import (
     DATASET_PRESET_OVERRIDES,
     DEFAULT_RECORDERS,
@@ -27,6 +29,7 @@ from resnet_core.data import (
 from resnet_core.eta import runs_eta
 from resnet_core.memory import check_run
 from resnet_core.models import ACTIVATIONS, BRANCH_SCALARS, INITS
+from resnet_core.raybackend import BackendError
 from resnet_core.store import ACTIVE, RESUMABLE, DiskFullError, StoreError
 
 KINDS = {
@@ -61,6 +64,51 @@ st.markdown(
 )
 
 store = ui.get_store()
+
+
+def where_to_train() -> tuple[str, str | None]:
+    """This machine, or a Ray cluster (README, Beyond one machine). The default follows
+    $RESNET_LAB_BACKEND and $RAY_ADDRESS, as the CLI's. The page never connects to Ray: the
+    store check runs in a child process and the queue's runner is the Ray driver."""
+    try:
+        default = launch.backend_name()
+    except ValueError as e:
+        st.warning(f"{e}; the Lab starts on this machine", icon=":material/warning:")
+        default = "local"
+    where = st.radio(
+        "Train on",
+        list(launch.BACKENDS),
+        index=list(launch.BACKENDS).index(default),
+        format_func={"local": "this machine", "ray": "a Ray cluster"}.get,
+        key="lab_backend",
+        horizontal=True,
+        help="A Ray cluster: each run is one Ray task on a node with free CPUs (a GPU share "
+        "on GPU nodes), training into this store, which every node must reach at the same "
+        "path. Needs `pip install 'resnet-lab[ray]'`.",
+    )
+    if where != "ray":
+        return where, None
+    address = st.text_input(
+        "Ray address",
+        value=os.environ.get("RAY_ADDRESS", ""),
+        key="lab_ray_address",
+        placeholder="host:6379 (empty: a local cluster the queue starts)",
+    )
+    return where, address.strip() or None
+
+
+def queued_where(backend: str, address: str | None) -> str:
+    if backend != "ray":
+        return "as soon as a core is free"
+    return f"on the Ray cluster at {address or '(a local one the queue starts)'} when a node has a free CPU"
+
+
+def submit(cfg, start_runner: bool = True):
+    with st.spinner(
+        "Checking the Ray cluster and the store from its nodes…" if backend == "ray" else "Queueing…"
+    ):
+        return jobs.submit(store, cfg, start_runner=start_runner, backend=backend, address=ray_address)
+
 
 # --- the form ---------------------------------------------------------------------------
 c1, c2, c3 = st.columns(3)
@@ -173,6 +221,7 @@ with c3:
         )
         record = st.checkbox("Record per-layer statistics (Fig. 7, gradients)", value=True, key="lab_record")
     name = st.text_input("Label (optional)", key="lab_name", max_chars=60)
+    backend, ray_address = where_to_train()
 
 
 def _int_or_none(v):
@@ -256,13 +305,14 @@ if launch:
     try:
         cfg = build_single()
         require_data(cfg)
-        run = jobs.submit(store, cfg)
+        run = submit(cfg)
         st.success(
-            f"Queued **{run.id}** ({cfg.model}, {cfg.dataset}). It starts as soon as a core is free.",
+            f"Queued **{run.id}** ({cfg.model}, {cfg.dataset}). "
+            f"It starts {queued_where(backend, ray_address)}.",
             icon=":material/check:",
         )
         st.session_state["lab_last"] = [run.id]
-    except (InputError, ConfigError, StoreError, ValueError, DiskFullError) as e:
+    except (InputError, ConfigError, StoreError, ValueError, DiskFullError, BackendError) as e:
         st.error(f"Not launched: {e}", icon=":material/error:")
 
 # --- sweeps -------------------------------------------------------------------------------
@@ -321,15 +371,16 @@ if launch_sweep:
         cfgs = [apply_preset(pre, {**ov, "name": f"sweep {sweep}", **r}) for r in runs]
         for c in cfgs:
             require_data(c)
-        ids = [jobs.submit(store, c, start_runner=False).id for c in cfgs]
+        ids = [submit(c, start_runner=False).id for c in cfgs]
         jobs.ensure_runner(store)
         st.session_state["lab_last"] = ids
         per_seed = f" ({len(sw['models'])} models × {len(seeds)} seeds)" if len(seeds) > 1 else ""
         st.success(
-            f"Queued {len(ids)} runs of sweep `{sweep}`{per_seed}; they train one per free core.",
+            f"Queued {len(ids)} runs of sweep `{sweep}`{per_seed}; each starts "
+            f"{queued_where(backend, ray_address)}.",
             icon=":material/check:",
         )
-    except (InputError, ConfigError, StoreError, ValueError, DiskFullError) as e:
+    except (InputError, ConfigError, StoreError, ValueError, DiskFullError, BackendError) as e:
         st.error(f"Sweep not launched: {e}", icon=":material/error:")
 
 with st.expander("The config that Launch would queue", expanded=False):
