@@ -355,6 +355,8 @@ def _copy_run(out: Path, run, st: dict, cfg: dict, max_train_rows: int, layer_st
     row = {
         "id": run.id,
         "model": cfg["model"],
+        "name": cfg.get("name"),
+        "seed": cfg.get("seed"),
         "dataset": cfg["dataset"],
         "preset": cfg.get("preset"),
         "steps": st.get("step"),
@@ -411,6 +413,27 @@ def check_set(s: ReferenceSet) -> list[str]:
     for rid in s.run_ids():
         if rid not in listed:
             problems.append(f"run {rid} is not listed in set.json")
+    return problems + _listing_problems(s)
+
+
+def _listing_problems(s: ReferenceSet) -> list[str]:
+    """set.json's per-run numbers against the records: every listed run has records, and its
+    listed final errors are the ones its metrics end at (so a description or table written
+    from the listing can't drift from what the pages draw)."""
+    problems, have = [], set(s.run_ids())
+    for r in s.meta.get("runs", []):
+        if not isinstance(r, dict):
+            continue
+        if r.get("id") not in have:
+            problems.append(f"set.json lists run {r.get('id')!r}, which has no records in the set")
+            continue
+        rows = s.store.run(r["id"]).read_metrics()
+        for key, split in (("train_error", "train_eval"), ("test_error", "test")):
+            listed, final = r.get(key), _final(rows, split)
+            if listed is not None and (final is None or abs(listed - final) > 1e-6):
+                problems.append(
+                    f"run {r['id']}: set.json lists {key} {listed}, but its records end at {final}"
+                )
     return problems
 
 

@@ -407,3 +407,27 @@ def test_bundled_bn_records_read_as_response_and_draw_fig7(store, monkeypatch, t
     for ref_id, stds in want.items():
         tr = [t for t in fig7["data"] if t.get("legendgroup") == ref_id]
         assert tr and arr(tr[0]["y"]).tolist() == pytest.approx(stds, rel=1e-3), ref_id
+
+
+def test_check_reports_a_listing_whose_numbers_differ_from_the_records(tiny_runs, tmp_path):
+    """set.json's per-run final errors are what the records end at; an edited number, or a
+    listed run with no records, is reported by name."""
+    import json
+
+    dest = tmp_path / "ref" / "edited"
+    export(tiny_runs, tiny_runs.list_ids(), dest, title="Edited")
+    meta = json.loads((dest / "set.json").read_text())
+    first = meta["runs"][0]
+    rows = [json.loads(x) for x in (dest / first["id"] / "metrics.jsonl").read_text().splitlines()]
+    final = [r["error"] for r in rows if r["split"] == "train_eval"][-1]
+    assert first["train_error"] == final and first["name"] == tiny_runs.run(first["id"]).read_config().name
+    assert check_set(read_set(dest)) == []
+    first["train_error"] = round(final + 0.05, 6)
+    meta["runs"].append({"id": "20991231-000000-ghost-abcdef", "model": "ghost"})
+    (dest / "set.json").write_text(json.dumps(meta))
+    problems = check_set(read_set(dest))
+    assert (
+        f"run {first['id']}: set.json lists train_error {first['train_error']}, but its records end at {final}"
+        in problems
+    )
+    assert "set.json lists run '20991231-000000-ghost-abcdef', which has no records in the set" in problems

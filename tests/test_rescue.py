@@ -252,7 +252,6 @@ def test_page_with_no_runs_says_so_and_gives_the_command(store, monkeypatch):
     assert not at.exception, at.exception
     text = _text(at)
     assert "python -m resnet_core sweep rescue --dataset ../shared/data/cifar10-jpeg.npz" in text
-    assert "not bundled yet" in text
     # the init sentences name the numbers in the table beside them
     table = at.dataframe[1].value.set_index("variant")
     res_var = table.loc["resnet, He + BN", "last block variance"]
@@ -354,3 +353,38 @@ def test_runs_are_compared_within_one_budget_and_depth():
     assert key("resnet56", norm="none", init="fixup") == base
     assert key("plain56", activation="tanh", init="delta_orthogonal", norm="none", seed=3) == base
     assert key("plain56", iterations=40) != base and key("plain20") != base
+
+
+def test_a_bundled_rescue_set_is_shown_before_anything_is_trained(store, tmp_path, monkeypatch):
+    """A reference set of rescue runs (exported from runs whose errors are known) fills the
+    page on an empty store: its curves, its table and verdicts computed from its records."""
+    from resnet_core.reference import export
+    from resnet_core.store import RunStore
+
+    made = RunStore(tmp_path / "made")
+    _fake_run(made, "cifar_plain8", 0.60, 0.62)
+    _fake_run(made, "cifar_resnet8", 0.20, 0.25)
+    _fake_run(made, "cifar_plain8", 0.30, 0.35, norm="none", init="delta_orthogonal", activation="tanh")
+    refs = tmp_path / "refs"
+    export(made, made.list_ids(), refs / "rescue-tiny", title="Tiny rescue", description="Three runs.")
+    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(refs))
+    at = _app(store.root, monkeypatch)
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert [h.value for h in at.header][-2:] == ["Measured: bundled reference runs", "Your runs"]
+    assert "**Tiny rescue** (`reference/rescue-tiny`). Three runs." in text
+    assert "a gap of **40.0 points**" in text
+    assert (
+        "**delta-orthogonal tanh, no BN** (no shortcuts): 30.0% (n=1); it closes most of the gap: **75%**."
+        in text
+    )
+    assert "The bundled reference runs above show what this sweep measured here." in text
+    gap = at.dataframe[-1].value.set_index("variant")
+    assert gap.loc["delta-orthogonal tanh, no BN", "gap closed"] == "75%"
+    assert len(at.get("plotly_chart")) == 3  # signal, shattering, the set's curves
+
+
+def test_without_a_bundled_rescue_set_the_page_says_there_is_none(store, monkeypatch):
+    at = _app(store.root, monkeypatch)
+    assert "Measured: bundled reference runs" not in [h.value for h in at.header]
+    assert "No measured reference set of this sweep is bundled" in _text(at)

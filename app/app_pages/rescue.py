@@ -94,41 +94,21 @@ def _configs(store, ids) -> dict:
     out = {}
     for rid in ids:
         try:
-            out[rid] = store.run(rid).read_config_dict()
+            where, own = ui.resolve(rid, store)
+            out[rid] = where.run(own).read_config_dict()
         except Exception as e:  # an unreadable config: that run is left out, and said so
             st.caption(f"Run {rid}: config unreadable ({type(e).__name__}); left out.")
     return out
 
 
-def runs_section():
-    st.header("Your runs")
-    store = ui.get_store()
-    df = ui.runs_df(store)
-    df = df[df["state"] != "broken"] if len(df) else df
+def _rescue_table(df: pd.DataFrame, store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rescue variants' runs among ``df``, their gap table: finished sets only)."""
     rr = rv.rescue_runs(df, _configs(store, list(df["id"]))) if len(df) else pd.DataFrame()
-    table = rv.gap_table(rv.variant_sets(rr)) if len(rr) else pd.DataFrame()
-    if not len(table):
-        st.info(
-            "No finished runs of the `rescue` variants in the store"
-            + (f" ({len(rr)} still training or stopped)" if len(rr) else "")
-            + ". Train them (14 runs on the `lesson` budget, which takes about half an hour "
-            "for four nets on a 2-core CPU; this sweep's own time is not measured yet; "
-            "`--seeds 0,1,2` for three seeds):\n\n"
-            f"`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the **Lab**. A "
-            "measured reference set of this sweep is not bundled yet, so there are no curves "
-            "to show before you train.",
-            icon=":material/science:",
-        )
-        return
-    st.markdown(
-        "Runs of one variant that differ only in seed are drawn as their mean (band: ± "
-        "one standard deviation). Runs are compared only within one budget (the same "
-        "dataset, preset and every other training field) and depth. *Gap closed*: "
-        "(plain − variant) / (plain − residual) in final training error, with the "
-        f"baselines {rv.PLAIN} and {rv.RESNET} of that budget. The final training "
-        "error is the eval-mode pass over training images at the end of a run (split "
-        "`train_eval`, as on the other pages), not the last point of the running curve."
-    )
+    return rr, (rv.gap_table(rv.variant_sets(rr)) if len(rr) else pd.DataFrame())
+
+
+def _show(table: pd.DataFrame, store, key: str) -> None:
+    """Curves, the gap table and the verdicts of each budget and depth in ``table``."""
     metrics = ui.metrics_for(sorted({i for ids in table["run_ids"] for i in ids}), store)
     for (budget, depth), t in table.groupby(["budget", "depth"], sort=False):
         first = t.iloc[0]
@@ -136,13 +116,69 @@ def runs_section():
         ui.show_chart(
             rv.curves_figure(metrics, t, colors),
             None,
-            f"rescue-curves-{budget}",
-            f"rescue_curves_{budget}_{int(depth)}",
+            f"rescue-curves-{key}-{budget}",
+            f"rescue_curves_{key}_{budget}_{int(depth)}",
         )
-        st.dataframe(rv.gap_display(t), hide_index=True, key=f"rescue_gap_{budget}_{int(depth)}")
+        st.dataframe(rv.gap_display(t), hide_index=True, key=f"rescue_gap_{key}_{budget}_{int(depth)}")
         st.markdown("\n".join(f"- {s}" for s in rv.gap_sentences(t)))
+
+
+HOW_READ = (
+    "Runs of one variant that differ only in seed are drawn as their mean (band: ± one "
+    "standard deviation). Runs are compared only within one budget (the same dataset, preset "
+    "and every other training field) and depth. *Gap closed*: (plain − variant) / (plain − "
+    f"residual) in final training error, with the baselines {rv.PLAIN} and {rv.RESNET} of "
+    "that budget. The final training error is the eval-mode pass over training images at the "
+    "end of a run (split `train_eval`, as on the other pages), not the last point of the "
+    "running curve."
+)
+
+
+def reference_section(store) -> bool:
+    """The bundled sets' rescue runs (measured before anyone trains here); True if any."""
+    refs = ui.reference_df()
+    shown = False
+    for title, df in refs.groupby("reference", sort=False) if len(refs) else []:
+        _, table = _rescue_table(df, store)
+        if not len(table):
+            continue
+        if not shown:
+            st.header("Measured: bundled reference runs")
+            st.markdown(HOW_READ)
+        shown = True
+        s = next((x for x in ui.reference_sets() if x["title"] == title), {})
+        st.markdown(f"**{title}** (`reference/{s.get('name', '?')}`). {s.get('description', '')}")
+        _show(table, store, f"ref_{s.get('name', 'set')}")
+    return shown
+
+
+def runs_section(have_reference: bool):
+    st.header("Your runs")
+    store = ui.get_store()
+    df = ui.runs_df(store)
+    df = df[df["state"] != "broken"] if len(df) else df
+    rr, table = _rescue_table(df, store)
+    if not len(table):
+        bundled = (
+            "The bundled reference runs above show what this sweep measured here."
+            if have_reference
+            else "No measured reference set of this sweep is bundled, so there are no curves "
+            "to show before you train."
+        )
+        st.info(
+            "No finished runs of the `rescue` variants in the store"
+            + (f" ({len(rr)} still training or stopped)" if len(rr) else "")
+            + ". Train them (14 runs on the `lesson` budget: about 3 h 20 min for one seed on "
+            "a 2-core CPU, 1 h 50 min of it for the ten depth-56 runs; `--seeds 0,1,2` for "
+            f"three seeds):\n\n`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the "
+            f"**Lab**. {bundled}",
+            icon=":material/science:",
+        )
+        return
+    st.markdown(HOW_READ)
+    _show(table, store, "own")
 
 
 init_section()
 st.divider()
-runs_section()
+runs_section(reference_section(ui.get_store()))
