@@ -427,7 +427,7 @@ def test_check_reports_a_listing_whose_numbers_differ_from_the_records(tiny_runs
     (dest / "set.json").write_text(json.dumps(meta))
     problems = check_set(read_set(dest))
     assert (
-        f"run {first['id']}: set.json lists train_error {first['train_error']}, but its records end at {final}"
-        in problems
+        f"run {first['id']}: set.json lists train_error {first['train_error']}, "
+        f"but its records end at {final}" in problems
     )
     assert "set.json lists run '20991231-000000-ghost-abcdef', which has no records in the set" in problems
