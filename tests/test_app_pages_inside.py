@@ -268,3 +268,34 @@ def test_tour_with_no_runs_offers_the_quick_sweep(store, monkeypatch):
     models = sorted(store.run(i).read_config_dict()["model"] for i in store.list_ids())
     assert models == ["plain20", "plain56", "resnet20", "resnet56"]
     assert "queued or training" in texts(at, "success")
+
+
+def test_signal_propagation_at_init_of_a_rescue_variant(store):
+    """Gradient flow's signal section measures a variant of the follow-up literature on its
+    family (TAT: plain nets, no BN, delta-orthogonal, the slope for the depth), the other
+    family as the paper's; the numbers drawn are those of the same fresh nets, and the
+    Yang et al. verdict (about BN'd nets) is not given."""
+    from analysis.studies.signal import signal_propagation, signal_propagation_plot
+
+    at = page("gradients").run()
+    at.selectbox(key="sig_init").set_value("TAT leaky ReLU, no BN").run()
+    no_exception(at)
+    assert at.radio(key="sig_norm").disabled
+    ratios = [d.value for d in at.dataframe if "series" in d.value.columns][0]
+    tat = "plain-56 · TAT leaky ReLU, no BN"
+    assert set(ratios["series"]) == {"plain-20 · TAT leaky ReLU, no BN", tat, "resnet-20", "resnet-56"}
+    kw = dict(width=8, batch=64, image_size=16, seeds=(0,))
+    opts = {"activation": "tat", "branch_scalar": "none", "zero_init_residual": False}
+    g = signal_propagation("plain", 56, "none", "delta_orthogonal", options=opts, **kw)
+    r = dict(zip(ratios["series"], ratios.iloc[:, 1]))
+    assert r[tat] == pytest.approx(g["grad_norm"].iloc[0] / g["grad_norm"].iloc[-1])
+    want = signal_propagation_plot("plain", 56, "none", "delta_orthogonal", options=opts, **kw)
+    spp = [f for f in figures(at) if len(f["data"]) and "F(x)" in str(f["layout"].get("annotations"))][0]
+    got = [t for t in traces(spp, tat) if t["xaxis"] == "x2"][0]
+    assert arr(got["y"]).tolist() == pytest.approx(want["var"].tolist())
+    caps = texts(at, "caption")
+    assert "TAT leaky ReLU, no BN for the plain nets, the other families as the paper's (He + BN)" in caps
+    assert f"{tat} {r[tat]:.3g}" in caps
+    md = texts(at)
+    assert "As reported" not in md and "Not what is reported" not in md
+    assert "In a plain net with BN that point is a BN output" not in md

@@ -111,15 +111,49 @@ SIG_BATCH, SIG_SIZE = 64, 16  # noise batch and image size of the on-the-spot me
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def signal_at_init(kind, depth, norm, init, width):
-    """Weight-gradient norms per conv and Brock et al.'s block statistics of one fresh net."""
+def signal_at_init(kind, depth, norm, init, width, options: tuple = ()):
+    """Weight-gradient norms per conv and Brock et al.'s block statistics of one fresh net
+    (``options``: a variant's other model options, as (name, value) pairs)."""
     from analysis.studies.signal import signal_propagation, signal_propagation_plot
 
-    kw = dict(width=width, batch=SIG_BATCH, image_size=SIG_SIZE, seeds=(0,))
+    kw = dict(width=width, batch=SIG_BATCH, image_size=SIG_SIZE, seeds=(0,), options=dict(options))
     return (
         signal_propagation(kind, depth, norm, init, **kw),
         signal_propagation_plot(kind, depth, norm, init, **kw),
     )
+
+
+BASE_INITS = {"he": "He (paper)", "torch": "PyTorch default"}
+
+
+def rescue_choices() -> dict:
+    """The follow-up literature's variants (the `rescue` sweep's, beyond plain He/torch init
+    with or without BN): label -> variant (kind, options)."""
+    from analysis.studies.rescue import VARIANT_DEFAULTS, rescue_variants
+
+    plainly = {"he", "torch"}
+    return {
+        v["label"]: v
+        for v in rescue_variants()
+        if v["options"]["init"] not in plainly
+        or any(
+            v["options"][k] != VARIANT_DEFAULTS[k]
+            for k in ("activation", "branch_scalar", "zero_init_residual")
+        )
+    }
+
+
+def net_setup(kind: str, norm: str, init: str, variant: dict | None) -> tuple[str, str, tuple, str]:
+    """(norm, init, other options, series suffix) of family ``kind``: the variant's own where
+    it is one of that family's, else the paper's He + BN (with a variant chosen) or the
+    section's norm and init."""
+    if variant is None:
+        return norm, init, (), ""
+    if variant["kind"] != kind:
+        return "batch", "he", (), ""
+    o = dict(variant["options"])
+    vnorm, vinit = o.pop("norm"), o.pop("init")
+    return vnorm, vinit, tuple(sorted(o.items())), f" · {variant['label']}"
 
 
 def _num(v: float) -> str:
@@ -144,13 +178,19 @@ def _spp_sentences(spp: pd.DataFrame) -> list[str]:
     return out
 
 
-def _signal_text(ratios: pd.DataFrame, spp: pd.DataFrame, norm: str, init: str, width: int):
+def _setup_words(norm: str, init: str, variant: dict | None) -> str:
+    if variant is None:
+        return f"{'BN' if norm == 'batch' else 'no normalization'}, {BASE_INITS[init].split(' (')[0]} init"
+    family = "plain" if variant["kind"] == "plain" else "residual"
+    return f"{variant['label']} for the {family} nets, the other families as the paper's (He + BN)"
+
+
+def _signal_text(ratios: pd.DataFrame, spp: pd.DataFrame, norm: str, init: str, width: int, variant=None):
     """The ratio table and every sentence under the signal charts, read off the measurement."""
     st.dataframe(ratios, hide_index=True, key="sig_ratios")
     st.caption(
         f"Measured here (width {width}, batch {SIG_BATCH} of {SIG_SIZE}×{SIG_SIZE} noise, "
-        f"seed 0, {'BN' if norm == 'batch' else 'no normalization'}, "
-        f"{'He' if init == 'he' else 'PyTorch default'} init): "
+        f"seed 0, {_setup_words(norm, init, variant)}): "
         + "; ".join(
             f"{r['series']} {r['first/last gradient-norm ratio']:.3g}" for r in ratios.to_dict("records")
         )
@@ -166,7 +206,7 @@ def _signal_text(ratios: pd.DataFrame, spp: pd.DataFrame, norm: str, init: str, 
         + "; ".join(f"*{k}*: {p}" for k, p in spp.groupby("kind", sort=False)["point"].first().items())
         + "."
     )
-    if norm == "batch" and (spp["kind"] == "plain").any():
+    if net_setup("plain", norm, init, variant)[0] == "batch" and (spp["kind"] == "plain").any():
         flat = spp[spp["kind"] == "plain"]
         plain = ratios[ratios["series"].str.startswith("plain-")]
         st.markdown(
@@ -194,35 +234,44 @@ def _signal_controls():
         "Normalization",
         ["batch", "none"],
         key="sig_norm",
+        disabled=st.session_state.get("sig_init", "he") not in BASE_INITS,  # a variant's own
         format_func={"batch": "BatchNorm", "none": "none"}.get,
     )
-    init = s4.radio(
-        "Init",
-        ["he", "torch"],
+    choices = rescue_choices()
+    init = s4.selectbox(
+        "Init / variant",
+        list(BASE_INITS) + list(choices),
         key="sig_init",
-        format_func={"he": "He (paper)", "torch": "PyTorch default"}.get,
+        format_func=lambda c: BASE_INITS.get(c, c),
+        help="He or PyTorch's default init, with the normalization chosen; or a variant of "
+        "the follow-up literature (the `rescue` sweep's, page Can plain nets be fixed?), "
+        "with its own normalization, applied to its family (the others drawn as the paper's).",
     )
+    variant = choices.get(init)
+    if variant is not None:
+        s3.caption(f"{variant['label']}: {'BN' if variant['options']['norm'] == 'batch' else 'no BN'}")
     width = s5.selectbox("Width", [4, 8, 16], index=1, key="sig_width")
-    return kinds, depths, norm, init, width
+    return kinds, depths, norm, init, width, variant
 
 
-def _measure_at_init(kinds, depths, norm, init, width):
+def _measure_at_init(kinds, depths, norm, init, width, variant=None):
     """Fresh nets of every chosen family and depth: (gradient rows, SPP rows, ratio rows)."""
     from analysis.studies.signal import grad_ratio
 
     grads, spps, ratios = [], [], []
     with st.spinner("Measuring fresh nets…"):
         for k in kinds:
+            knorm, kinit, options, suffix = net_setup(k, norm, init, variant)
             for d in sorted(depths):
-                g, p = (r.copy() for r in signal_at_init(k, int(d), norm, init, int(width)))
+                g, p = (r.copy() for r in signal_at_init(k, int(d), knorm, kinit, int(width), options))
                 for r in (g, p):
-                    r["series"], r["color"] = f"{k}-{d}", charts.run_color(k, d)
+                    r["series"], r["color"] = f"{k}-{d}{suffix}", charts.run_color(k, d)
                 g["index"] = g["order"] + 1
                 grads.append(g)
                 spps.append(p)
                 ratios.append(
                     {
-                        "series": f"{k}-{d}",
+                        "series": f"{k}-{d}{suffix}",
                         "first/last gradient-norm ratio": grad_ratio(g),
                         "first conv": g["layer"].iloc[0],
                         "last conv": g["layer"].iloc[-1],
@@ -244,14 +293,16 @@ def signal_section():
         "channel squared mean, the average channel variance and the residual branch F(x)'s "
         "average channel variance."
     )
-    kinds, depths, norm, init, width = _signal_controls()
+    kinds, depths, norm, init, width, variant = _signal_controls()
     fn = ui.analysis_function("studies.signal", "signal_propagation_plot", "Signal propagation")
     if fn is None or not kinds or not depths:
         return
     if len(kinds) * len(depths) > 8:
         st.warning("At most 8 nets at once: pick fewer families or depths.")
         return
-    sig, spp, ratios = _measure_at_init(kinds, depths, norm, init, width)
+    if variant is not None and variant["kind"] not in kinds:
+        st.info(f"{variant['label']} is a variant of {variant['kind']} nets: add that family to see it.")
+    sig, spp, ratios = _measure_at_init(kinds, depths, norm, init, width, variant)
     g1, g2 = st.columns([1, 2])
     with g1:
         ui.show_chart(
@@ -262,7 +313,9 @@ def signal_section():
         )
     with g2:
         ui.show_chart(charts.spp_figure(spp), spp.drop(columns=["color"]), "signal-spp", "sig_spp")
-    _signal_text(pd.DataFrame(ratios), spp, norm, init, width)
+    _signal_text(pd.DataFrame(ratios), spp, norm, init, width, variant)
+    if variant is not None:  # Yang et al.'s claim is about the paper's BN'd nets
+        return
     st.markdown(
         verdicts.gradient_growth(
             [
