@@ -87,9 +87,7 @@ def _reference_cached(root: str, sig: tuple) -> tuple[pd.DataFrame, list[dict]]:
         df = df[df["state"] == "done"].copy()
         if not len(df):
             continue
-        df["label"] = [
-            f"ref · {runs_data.model_title(k, d)} · {s.name}" for k, d in zip(df["kind"], df["depth"])
-        ]
+        df["label"] = _reference_labels(df, s.name)
         df["id"] = REF_PREFIX + s.name + "/" + df["id"]
         df["reference"] = s.title
         frames.append(df)
@@ -105,6 +103,21 @@ def _reference_cached(root: str, sig: tuple) -> tuple[pd.DataFrame, list[dict]]:
     if not frames:
         return pd.DataFrame(columns=runs_data.RUN_COLUMNS + ["reference"]), sets
     return pd.concat(frames, ignore_index=True), sets
+
+
+def _reference_labels(df: pd.DataFrame, set_name: str) -> list[str]:
+    """ "ref · <net> · <variant> · seed k · <set>": the variant (a `rescue` run's label after
+    its group) where runs of one net differ in it, the seed where the set has several."""
+    seeds = len({x for x in df["seed"] if x == x}) > 1
+    out = []
+    for r in df.itertuples():
+        parts = ["ref", runs_data.model_title(r.kind, r.depth)]
+        if isinstance(r.name, str) and r.name.startswith("rescue: "):
+            parts.append(r.name.split(": ", 2)[-1])
+        if seeds:
+            parts.append(f"seed {r.seed}")
+        out.append(" · ".join(parts + [set_name]))
+    return out
 
 
 def _checked(s) -> dict:

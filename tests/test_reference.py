@@ -431,3 +431,25 @@ def test_check_reports_a_listing_whose_numbers_differ_from_the_records(tiny_runs
         f"but its records end at {final}" in problems
     )
     assert "set.json lists run '20991231-000000-ghost-abcdef', which has no records in the set" in problems
+
+
+def test_reference_labels_name_the_seed_and_the_rescue_variant():
+    """Three seeds of one net in a set read apart; a rescue run says its variant."""
+    import pandas as pd
+
+    from app.ui import _reference_labels
+
+    df = pd.DataFrame(
+        {
+            "kind": ["resnet", "resnet", "plain"],
+            "depth": [56, 56, 56],
+            "name": ["sweep laptop", "sweep laptop", "rescue: no shortcuts: TAT leaky ReLU, no BN"],
+            "seed": [0, 1, 0],
+        }
+    )
+    assert _reference_labels(df, "s") == [
+        "ref · ResNet-56 · seed 0 · s",
+        "ref · ResNet-56 · seed 1 · s",
+        "ref · plain-56 · TAT leaky ReLU, no BN · seed 0 · s",
+    ]
+    assert _reference_labels(df.iloc[:1], "s") == ["ref · ResNet-56 · s"]
