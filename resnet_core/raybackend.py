@@ -99,7 +99,7 @@ def _reachable(address: str | None, timeout: float = 10.0) -> None:
     except OSError as e:
         raise BackendError(
             f"can't connect to the Ray cluster at {address}: nothing answers there "
-            f"({type(e).__name__}); start one with `ray start --head` or fix --ray-address"
+            f"({type(e).__name__}); start one with `ray start --head` or give the address of a running one"
         ) from None
 
 
