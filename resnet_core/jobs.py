@@ -42,7 +42,8 @@ def submit(
     fields = _backend_fields(store, backend, address)  # so is a backend that can't be used
     # the backend is part of the first status: a runner draining meanwhile, or a kill right
     # after, never sees the run queued without it (and starts it here)
-    run = store.create(config, state="queued", message="waiting for a free core", **fields)
+    waits = "waiting to be handed to the Ray cluster" if fields else "waiting for a free core"
+    run = store.create(config, state="queued", message=waits, **fields)
     if start_runner:
         ensure_runner(store)
     return run

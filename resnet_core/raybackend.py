@@ -312,6 +312,12 @@ def check_store_isolated(root, address: str | None = None, timeout: float = 180.
         ) from None
     if p.returncode == 0:
         return
+    if "InvalidAuthToken" in p.stderr:  # Ray's token auth (on by default for `ray start`)
+        raise BackendError(
+            f"the Ray cluster at {where} refused this machine's Ray token: start the lab with "
+            "RAY_AUTH_MODE=token and, unless this machine started the cluster, RAY_AUTH_TOKEN "
+            "set to the cluster's token (`ray get-auth-token` on its head node)"
+        )
     said = [ln[len(CHECK_MARK) :] for ln in p.stderr.splitlines() if ln.startswith(CHECK_MARK)]
     tail = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:]
     raise BackendError(

@@ -339,6 +339,7 @@ def test_a_ray_run_is_queued_with_its_backend_in_its_first_status(cluster, tmp_p
     (rid,) = store.list_ids()
     st = store.run(rid).read_status_raw()
     assert st["state"] == "queued" and st.get("backend") == "ray", (st, out.returncode, out.stderr[-2000:])
+    assert st["message"] == "waiting to be handed to the Ray cluster"  # not "a free core" here
     assert out.returncode == 0, out.stderr[-2000:]
 
 
