@@ -376,6 +376,22 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def diverged_sentences(rr: pd.DataFrame) -> list[str]:
+    """One sentence per diverged run among ``rescue_runs`` rows (one budget and depth): what
+    its status says happened (the step and learning rate where the loss stopped being
+    finite). Such a run has no final error, so the gap table leaves it out and says why here."""
+    out = []
+    for r in rr[rr["state"] == "diverged"].itertuples():
+        what = str(r.message or "").split("diverged: ", 1)[-1].split(";")[0].strip()
+        what = what or "its training loss stopped being finite"
+        seed = f", seed {int(r.seed)}" if isinstance(r.seed, (int, float)) and r.seed == r.seed else ""
+        out.append(
+            f"**{r.variant}** ({r.vgroup}{seed}) diverged: {what}. "
+            "It has no final error, so it is not in the table: at this budget it did not train."
+        )
+    return out
+
+
 def curves_figure(metrics: pd.DataFrame, table: pd.DataFrame, colors: dict, height: int = 380) -> go.Figure:
     """Training error (running, split ``train``) and test error against step, per variant:
     the mean over its seeds with a ± std band. ``metrics``: metrics_for rows (run_id, split,
@@ -462,6 +478,7 @@ __all__ = [
     "branch_sentences",
     "shattering_sentences",
     "shattering_figure",
+    "diverged_sentences",
     "budget_key",
     "rescue_runs",
     "variant_sets",

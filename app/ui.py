@@ -84,7 +84,7 @@ def _reference_cached(root: str, sig: tuple) -> tuple[pd.DataFrame, list[dict]]:
         if s.error or not s.run_ids():
             continue
         df = runs_data.runs_frame(s.store)
-        df = df[df["state"] == "done"].copy()
+        df = df[df["state"].isin(reference.ENDED)].copy()  # done, or diverged (a result too)
         if not len(df):
             continue
         df["label"] = _reference_labels(df, s.name)
@@ -131,7 +131,7 @@ def _checked(s) -> dict:
 
 def reference_df() -> pd.DataFrame:
     """The bundled reference runs as rows like ``runs_df``'s, with a ``reference`` column
-    (the set's title); finished runs only."""
+    (the set's title); finished runs only (done, or diverged)."""
     return _reference_cached(str(reference.default_root()), _reference_sig())[0].copy()
 
 

@@ -28,6 +28,9 @@ from .store import RunStore, atomic_write_bytes, atomic_write_json, loads, valid
 ENV_VAR = "RESNET_LAB_REFERENCE_DIR"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "layers.jsonl", "env.json")
 # status fields that describe the run; pid, host and heartbeat describe the machine it ran on
+# the states a reference run may have: finished, or stopped by the trainer because its loss
+# stopped being finite (a measured result: the `rescue` study's variants that diverge at its lr)
+ENDED = ("done", "diverged")
 STATUS_KEEP = (
     "state",
     "created",
@@ -251,9 +254,9 @@ def export(
 ) -> ReferenceSet:
     """Copy the records of finished runs into a new reference set at ``dest``.
 
-    Only runs in state "done" are accepted. The set is built under a hidden name beside
-    ``dest`` and renamed into place, so a failure or a kill leaves any earlier set whole; an
-    existing set is replaced only with ``force``. ``claims`` (names from
+    Only runs in state "done" or "diverged" (``ENDED``) are accepted. The set is built under
+    a hidden name beside ``dest`` and renamed into place, so a failure or a kill leaves any
+    earlier set whole; an existing set is replaced only with ``force``. ``claims`` (names from
     ``resnet_core.claims.CLAIMS``) are checked against the runs before anything is written;
     ``default`` marks the set the app shows first."""
     dest = Path(dest)
@@ -325,9 +328,10 @@ def _export_runs(store: RunStore, run_ids: list[str], dest: Path, title, force: 
     for rid in run_ids:
         run = store.run(rid)  # StoreError names a bad or missing id
         st = run.read_status()
-        if st["state"] != "done":
+        if st["state"] not in ENDED:
             raise ReferenceSetError(
-                f"run {rid} is {st['state']}, not done: only finished runs can be reference runs"
+                f"run {rid} is {st['state']}, not done: only finished runs (done, or diverged: "
+                "a result too) can be reference runs"
             )
         cfg = run.read_config().to_dict()  # validated
         runs.append((run, st, cfg))
@@ -400,7 +404,7 @@ def check_set(s: ReferenceSet) -> list[str]:
     for info in s.store.list_runs():
         if info["error"]:
             problems.append(info["error"])
-        elif info["status"].get("state") != "done":
+        elif info["status"].get("state") not in ENDED:
             problems.append(f"run {info['id']} is {info['status'].get('state')}, not done")
     for p in s.path.rglob("*"):
         if p.is_file() and p.suffix in (".pt", ".pth", ".ckpt", ".bin", ".safetensors"):
@@ -448,4 +452,5 @@ __all__ = [
     "thin_layers",
     "default_root",
     "set_size",
+    "ENDED",
 ]

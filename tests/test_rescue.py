@@ -365,20 +365,31 @@ def test_a_bundled_rescue_set_is_shown_before_anything_is_trained(store, tmp_pat
     _fake_run(made, "cifar_plain8", 0.60, 0.62)
     _fake_run(made, "cifar_resnet8", 0.20, 0.25)
     _fake_run(made, "cifar_plain8", 0.30, 0.35, norm="none", init="delta_orthogonal", activation="tanh")
+    from conftest import tiny_config
+
+    tat = made.create(tiny_config("cifar_plain8", norm="none", init="delta_orthogonal", activation="tat"))
+    tat.append_jsonl("metrics.jsonl", [{"step": 7, "split": "train", "loss": None, "error": None, "lr": 0.1}])
+    why = "the training loss became nan at step 7 (lr 0.1)"
+    tat.write_status(state="diverged", step=7, total=20, message=f"diverged: {why}; try a smaller lr")
     refs = tmp_path / "refs"
-    export(made, made.list_ids(), refs / "rescue-tiny", title="Tiny rescue", description="Three runs.")
+    export(made, made.list_ids(), refs / "rescue-tiny", title="Tiny rescue", description="Four runs.")
+    from resnet_core.reference import check_set, read_set
+
+    assert check_set(read_set(refs / "rescue-tiny")) == []  # a diverged run is a sound reference run
     monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(refs))
     at = _app(store.root, monkeypatch)
     assert not at.exception, at.exception
     text = _text(at)
     assert [h.value for h in at.header][-2:] == ["Measured: bundled reference runs", "Your runs"]
-    assert "**Tiny rescue** (`reference/rescue-tiny`). Three runs." in text
+    assert "**Tiny rescue** (`reference/rescue-tiny`). Four runs." in text
     assert "a gap of **40.0 points**" in text
     assert (
         "**delta-orthogonal tanh, no BN** (no shortcuts): 30.0% (n=1); it closes most of the gap: **75%**."
         in text
     )
     assert "The bundled reference runs above show what this sweep measured here." in text
+    # a diverged run is a result: said with its status's step and lr, not in the table
+    assert f"**TAT leaky ReLU, no BN** (no shortcuts, seed 0) diverged: {why}. It has no final error" in text
     gap = at.dataframe[-1].value.set_index("variant")
     assert gap.loc["delta-orthogonal tanh, no BN", "gap closed"] == "75%"
     assert len(at.get("plotly_chart")) == 3  # signal, shattering, the set's curves

@@ -107,8 +107,9 @@ def _rescue_table(df: pd.DataFrame, store) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rr, (rv.gap_table(rv.variant_sets(rr)) if len(rr) else pd.DataFrame())
 
 
-def _show(table: pd.DataFrame, store, key: str) -> None:
-    """Curves, the gap table and the verdicts of each budget and depth in ``table``."""
+def _show(table: pd.DataFrame, rr: pd.DataFrame, store, key: str) -> None:
+    """Curves, the gap table and the verdicts of each budget and depth in ``table`` (and the
+    runs of ``rr`` that diverged there)."""
     metrics = ui.metrics_for(sorted({i for ids in table["run_ids"] for i in ids}), store)
     for (budget, depth), t in table.groupby(["budget", "depth"], sort=False):
         first = t.iloc[0]
@@ -120,7 +121,8 @@ def _show(table: pd.DataFrame, store, key: str) -> None:
             f"rescue_curves_{key}_{budget}_{int(depth)}",
         )
         st.dataframe(rv.gap_display(t), hide_index=True, key=f"rescue_gap_{key}_{budget}_{int(depth)}")
-        st.markdown("\n".join(f"- {s}" for s in rv.gap_sentences(t)))
+        here = rr[(rr["budget"] == budget) & (rr["depth"] == depth)]
+        st.markdown("\n".join(f"- {s}" for s in rv.gap_sentences(t) + rv.diverged_sentences(here)))
 
 
 HOW_READ = (
@@ -139,7 +141,7 @@ def reference_section(store) -> bool:
     refs = ui.reference_df()
     shown = False
     for title, df in refs.groupby("reference", sort=False) if len(refs) else []:
-        _, table = _rescue_table(df, store)
+        rr, table = _rescue_table(df, store)
         if not len(table):
             continue
         if not shown:
@@ -148,7 +150,7 @@ def reference_section(store) -> bool:
         shown = True
         s = next((x for x in ui.reference_sets() if x["title"] == title), {})
         st.markdown(f"**{title}** (`reference/{s.get('name', '?')}`). {s.get('description', '')}")
-        _show(table, store, f"ref_{s.get('name', 'set')}")
+        _show(table, rr, store, f"ref_{s.get('name', 'set')}")
     return shown
 
 
@@ -176,7 +178,7 @@ def runs_section(have_reference: bool):
         )
         return
     st.markdown(HOW_READ)
-    _show(table, store, "own")
+    _show(table, rr, store, "own")
 
 
 init_section()
