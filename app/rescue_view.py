@@ -253,6 +253,17 @@ def rescue_runs(runs: pd.DataFrame, configs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(runs.columns) + ["variant", "vgroup", "budget"])
 
 
+def with_variants(rr: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``rescue_runs`` in a budget and depth that has a run of some variant besides
+    the two baselines (finished or diverged): a `quick` or `laptop` sweep alone is the paper's
+    two nets, not a rescue measurement, and is left out."""
+    if not len(rr):
+        return rr
+    beyond = ~rr["variant"].isin([PLAIN, RESNET]) & rr["state"].isin(["done", "diverged"])
+    keys = set(zip(rr.loc[beyond, "budget"], rr.loc[beyond, "depth"]))
+    return rr[[k in keys for k in zip(rr["budget"], rr["depth"])]]
+
+
 def variant_sets(rr: pd.DataFrame) -> pd.DataFrame:
     """One row per set of seeds (``seed_groups``) of the rescue runs, with its variant, budget
     and depth; only finished sets with a final training error count for the verdicts."""
@@ -376,10 +387,11 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def diverged_sentences(rr: pd.DataFrame) -> list[str]:
+def diverged_sentences(rr: pd.DataFrame, finished=()) -> list[str]:
     """One sentence per diverged run among ``rescue_runs`` rows (one budget and depth): what
     its status says happened (the step and learning rate where the loss stopped being
-    finite). Such a run has no final error, so the gap table leaves it out and says why here."""
+    finite). Such a run has no final error, so the gap table leaves it out and says why here;
+    ``finished``: the variants with finished seeds in the table (averaged without this one)."""
     out = []
     for r in rr[rr["state"] == "diverged"].itertuples():
         what = str(r.message or "").split("diverged: ", 1)[-1].split(";")[0].strip()
@@ -387,7 +399,11 @@ def diverged_sentences(rr: pd.DataFrame) -> list[str]:
         seed = f", seed {int(r.seed)}" if isinstance(r.seed, (int, float)) and r.seed == r.seed else ""
         out.append(
             f"**{r.variant}** ({r.vgroup}{seed}) diverged: {what}. "
-            "It has no final error, so it is not in the table: at this budget it did not train."
+            + (
+                "This run has no final error: the table averages the seeds that finished."
+                if r.variant in set(finished)
+                else "It has no final error, so it is not in the table: at this budget it did not train."
+            )
         )
     return out
 
@@ -479,6 +495,7 @@ __all__ = [
     "shattering_sentences",
     "shattering_figure",
     "diverged_sentences",
+    "with_variants",
     "budget_key",
     "rescue_runs",
     "variant_sets",

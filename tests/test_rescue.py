@@ -399,3 +399,26 @@ def test_without_a_bundled_rescue_set_the_page_says_there_is_none(store, monkeyp
     at = _app(store.root, monkeypatch)
     assert "Measured: bundled reference runs" not in [h.value for h in at.header]
     assert "No measured reference set of this sweep is bundled" in _text(at)
+
+
+def test_the_paper_nets_alone_are_not_a_rescue_measurement(store, monkeypatch):
+    """The bundled degradation sets (and a user's own quick or laptop sweep) hold only the two
+    baselines: the page never presents them as measurements of the rescue variants."""
+    from resnet_core.reference import list_sets
+
+    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(ROOT / "reference"))
+    _fake_run(store, "cifar_plain8", 0.60, 0.62)
+    _fake_run(store, "cifar_resnet8", 0.20, 0.25)
+    at = _app(store.root, monkeypatch)
+    assert not at.exception, at.exception
+    text = _text(at)
+    rescue_sets = [
+        s
+        for s in list_sets(ROOT / "reference")
+        if any(r.get("name", "").startswith("rescue: ") for r in s.meta["runs"])
+    ]
+    for s in list_sets(ROOT / "reference"):
+        assert (f"**{s.title}**" in text) == (s in rescue_sets), s.name
+    assert ("Measured: bundled reference runs" in [h.value for h in at.header]) == bool(rescue_sets)
+    assert "No finished runs of the `rescue` variants in the store" in text  # the pair is not one
+    assert "a gap of **40.0 points**" not in text

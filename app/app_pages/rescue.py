@@ -101,28 +101,40 @@ def _configs(store, ids) -> dict:
     return out
 
 
-def _rescue_table(df: pd.DataFrame, store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the rescue variants' runs among ``df``, their gap table: finished sets only)."""
-    rr = rv.rescue_runs(df, _configs(store, list(df["id"]))) if len(df) else pd.DataFrame()
-    return rr, (rv.gap_table(rv.variant_sets(rr)) if len(rr) else pd.DataFrame())
+def _rescue_table(df: pd.DataFrame, store) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(the rescue variants' runs among ``df`` in budgets and depths that measured some
+    variant besides the two baselines, their gap table: finished sets only, and how many
+    runs of such variants are still queued, training or stopped)."""
+    raw = rv.rescue_runs(df, _configs(store, list(df["id"]))) if len(df) else pd.DataFrame()
+    if not len(raw):
+        return raw, pd.DataFrame(), 0
+    pending = int(
+        (~raw["variant"].isin([rv.PLAIN, rv.RESNET]) & ~raw["state"].isin(["done", "diverged"])).sum()
+    )
+    rr = rv.with_variants(raw)
+    return rr, (rv.gap_table(rv.variant_sets(rr)) if len(rr) else pd.DataFrame()), pending
 
 
 def _show(table: pd.DataFrame, rr: pd.DataFrame, store, key: str) -> None:
-    """Curves, the gap table and the verdicts of each budget and depth in ``table`` (and the
-    runs of ``rr`` that diverged there)."""
+    """Curves, the gap table and the verdicts of each budget and depth of ``rr`` (its runs
+    that diverged said under the table)."""
     metrics = ui.metrics_for(sorted({i for ids in table["run_ids"] for i in ids}), store)
-    for (budget, depth), t in table.groupby(["budget", "depth"], sort=False):
-        first = t.iloc[0]
+    for (budget, depth), here in rr.groupby(["budget", "depth"], sort=False):
+        t = table[(table["budget"] == budget) & (table["depth"] == depth)] if len(table) else table
+        first = here.iloc[0]
         st.subheader(f"{first['dataset']} · depth {int(depth)} · {first['preset'] or 'custom'} budget")
-        ui.show_chart(
-            rv.curves_figure(metrics, t, colors),
-            None,
-            f"rescue-curves-{key}-{budget}",
-            f"rescue_curves_{key}_{budget}_{int(depth)}",
+        if len(t):
+            ui.show_chart(
+                rv.curves_figure(metrics, t, colors),
+                None,
+                f"rescue-curves-{key}-{budget}",
+                f"rescue_curves_{key}_{budget}_{int(depth)}",
+            )
+            st.dataframe(rv.gap_display(t), hide_index=True, key=f"rescue_gap_{key}_{budget}_{int(depth)}")
+        said = (rv.gap_sentences(t) if len(t) else []) + rv.diverged_sentences(
+            here, t["variant"] if len(t) else ()
         )
-        st.dataframe(rv.gap_display(t), hide_index=True, key=f"rescue_gap_{key}_{budget}_{int(depth)}")
-        here = rr[(rr["budget"] == budget) & (rr["depth"] == depth)]
-        st.markdown("\n".join(f"- {s}" for s in rv.gap_sentences(t) + rv.diverged_sentences(here)))
+        st.markdown("\n".join(f"- {s}" for s in said))
 
 
 HOW_READ = (
@@ -141,8 +153,8 @@ def reference_section(store) -> bool:
     refs = ui.reference_df()
     shown = False
     for title, df in refs.groupby("reference", sort=False) if len(refs) else []:
-        rr, table = _rescue_table(df, store)
-        if not len(table):
+        rr, table, _ = _rescue_table(df, store)
+        if not len(rr):
             continue
         if not shown:
             st.header("Measured: bundled reference runs")
@@ -159,8 +171,8 @@ def runs_section(have_reference: bool):
     store = ui.get_store()
     df = ui.runs_df(store)
     df = df[df["state"] != "broken"] if len(df) else df
-    rr, table = _rescue_table(df, store)
-    if not len(table):
+    rr, table, pending = _rescue_table(df, store)
+    if not len(rr):
         bundled = (
             "The bundled reference runs above show what this sweep measured here."
             if have_reference
@@ -169,7 +181,7 @@ def runs_section(have_reference: bool):
         )
         st.info(
             "No finished runs of the `rescue` variants in the store"
-            + (f" ({len(rr)} still training or stopped)" if len(rr) else "")
+            + (f" ({pending} still queued, training or stopped)" if pending else "")
             + ". Train them (14 runs on the `lesson` budget: about 3 h 20 min for one seed on "
             "a 2-core CPU, 1 h 50 min of it for the ten depth-56 runs; `--seeds 0,1,2` for "
             f"three seeds):\n\n`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the "
