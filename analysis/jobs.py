@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -317,7 +318,10 @@ def status(run: Run, task: str, checkpoint: str = "last", **params) -> dict:
     if job is None:
         return {"state": "missing", "progress": 0.0, "message": "", "key": key}
     state = job.get("state", "missing")
-    if state in ("running", "starting") and not record_alive(job, time.time(), JOB_FRESH_S):
+    now = time.time()
+    if state in ("running", "starting") and not (
+        record_alive(job, now, JOB_FRESH_S) or _driver_alive(run, key, job, now)
+    ):
         # "starting" without a pid: the starter is between writing it and Popen
         if job.get("pid") is not None or time.time() - job.get("updated", 0) > 30:
             state = "interrupted"
@@ -334,6 +338,22 @@ def status(run: Run, task: str, checkpoint: str = "last", **params) -> dict:
 JOB_FRESH_S = 3 * HEARTBEAT_S + 10
 
 
+def _driver(run: Run, key: str, job: dict) -> dict:
+    """The beat of the Ray driver of the job whose record is ``job`` ({} if none, or another
+    job's: the token must match)."""
+    from resnet_core.raybackend import driver_beat_path
+
+    beat = run_json(Path(driver_beat_path(_job_path(run, key)))) or {}
+    return beat if job.get("token") and beat.get("token") == job.get("token") else {}
+
+
+def _driver_alive(run: Run, key: str, job: dict, now: float) -> bool:
+    """A job still waiting in Ray's queue has written nothing of its own: it lives while its
+    driver does (by pid on the driver's host, by the driver's beat elsewhere)."""
+    beat = _driver(run, key, job) if job.get("state") == "starting" else {}
+    return bool(beat) and record_alive(beat, now, JOB_FRESH_S)
+
+
 def run_json(p: Path):
     try:
         return json.loads(p.read_text())
@@ -341,7 +361,7 @@ def run_json(p: Path):
         return None
 
 
-def job_command(run: Run, task: str, checkpoint: str, params: dict, threads: int) -> list[str]:
+def job_command(run: Run, task: str, checkpoint: str, params: dict, threads: int, token: str) -> list[str]:
     """The background process's command (an argument list: never a shell)."""
     return [
         sys.executable,
@@ -359,16 +379,23 @@ def job_command(run: Run, task: str, checkpoint: str, params: dict, threads: int
         json.dumps(params),
         "--threads",
         str(threads),
+        "--token",
+        token,
     ]
 
 
 def analysis_backend() -> str:
     """Where background analyses run: $RESNET_LAB_ANALYSIS_BACKEND ("local", the default, or
-    "ray": one Ray task each, on the cluster at $RAY_ADDRESS, or a local one)."""
+    "ray": one Ray task each, on the running cluster at $RAY_ADDRESS, which it needs)."""
     raw = os.environ.get(ANALYSIS_BACKEND_ENV, "").strip().lower() or "local"
     if raw not in launch.BACKENDS:
         raise ValueError(
             f"{ANALYSIS_BACKEND_ENV}={raw!r} is not accepted; use one of: {', '.join(launch.BACKENDS)}"
+        )
+    if raw == "ray" and not os.environ.get("RAY_ADDRESS"):
+        raise ValueError(
+            f"{ANALYSIS_BACKEND_ENV}=ray needs RAY_ADDRESS (a running cluster): without it each "
+            "analysis would start a Ray cluster of its own"
         )
     return raw
 
@@ -387,7 +414,9 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
     except FileNotFoundError:
         pass
     env = child_env(threads=threads)  # t-SNE (OpenMP) and UMAP (numba) stay in their share
+    token = secrets.token_hex(8)  # this job's: its own writes and its driver's carry it
     starting = {
+        "token": token,
         "state": "starting",
         "pid": None,
         "pid_start": None,
@@ -401,13 +430,13 @@ def start(run: Run, task: str, checkpoint: str = "last", threads: int = 1, **par
     if driven:
         starting["message"] = f"waiting for a Ray node with {threads} free CPU(s)"
     atomic_write_json(_job_path(run, key), starting)
-    cmd, log = job_command(run, task, checkpoint, p, threads), Path(run.cache_dir) / f"{key}.log"
+    cmd, log = job_command(run, task, checkpoint, p, threads, token), Path(run.cache_dir) / f"{key}.log"
     if driven:  # a local driver runs it as a Ray task and waits for it:
         # the record's pid until the task writes its own (it waits in Ray's queue meanwhile)
         from resnet_core.raybackend import driver_command
 
         address = os.environ.get("RAY_ADDRESS") or None
-        cmd = driver_command([*cmd, "--no-slot"], address, threads, log, _job_path(run, key))
+        cmd = driver_command([*cmd, "--no-slot"], address, threads, log, _job_path(run, key), token)
     job = launch.get_backend("local").launch(cmd, env, REPO_ROOT, log)
     if (run_json(_job_path(run, key)) or {}).get("state") == "starting":  # the child may be quicker
         driver = {**launch.process_identity(job.pid), "driver": True} if driven else {}
@@ -447,7 +476,10 @@ def cancel(run: Run, task: str, checkpoint: str = "last", **params) -> None:
     # only a job that recorded its own identity (and so has its SIGTERM handler in place);
     # one of another host stops at its next progress report, on the cancel file
     if job.get("state") == "running" or (job.get("state") == "starting" and job.get("driver")):
-        signal_record(job, signal.SIGTERM)  # a Ray driver: cancels the task, queued or not
+        signal_record(job, signal.SIGTERM)
+    driver = _driver(run, key, job)
+    if driver:  # a Ray driver of this host cancels its task, queued or computing on any node
+        signal_record(driver, signal.SIGTERM)
 
 
 def wait(run: Run, task: str, checkpoint: str = "last", timeout: float = 300.0, **params) -> dict:
@@ -511,6 +543,7 @@ def _main(argv=None) -> int:
     ap.add_argument("--params", default="{}")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-slot", action="store_true", help="take no slot (a Ray task: Ray counts the CPUs)")
+    ap.add_argument("--token", default=None, help="the job's token, kept in every write of its record")
     a = ap.parse_args(argv)
     import torch
 
@@ -521,7 +554,7 @@ def _main(argv=None) -> int:
     params = json.loads(a.params)
     key = key_of(run, a.task, a.checkpoint, **params)
     jp, cp = _job_path(run, key), _cancel_path(run, key)
-    record = _Record(jp, {"task": a.task, **process_identity()})
+    record = _Record(jp, {"task": a.task, **process_identity(), **({"token": a.token} if a.token else {})})
     write = record.write
     last = {"t": 0.0}
 
@@ -550,8 +583,8 @@ def _main(argv=None) -> int:
             )
         write("running", 0.0, "loading")
         compute(run, a.task, a.checkpoint, progress, **params)
-    except Cancelled as e:
-        write("cancelled", 0.0, str(e))
+    except (Cancelled, KeyboardInterrupt) as e:  # KeyboardInterrupt: ray.cancel of its task
+        write("cancelled", 0.0, str(e) or "cancelled")
         return 1
     except BaseException as e:
         write("failed", 0.0, f"{type(e).__name__}: {e}")

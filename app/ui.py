@@ -85,6 +85,9 @@ def _reference_cached(root: str, sig: tuple) -> tuple[pd.DataFrame, list[dict]]:
             continue
         df = runs_data.runs_frame(s.store)
         df = df[df["state"].isin(reference.ENDED)].copy()  # done, or diverged (a result too)
+        # a diverged run's last evaluation came before its loss stopped being finite: it has
+        # no final error (the pages' final-error charts, tables and verdicts read these)
+        df.loc[df["state"] == "diverged", ["test_error", "train_error"]] = None
         if not len(df):
             continue
         df["label"] = _reference_labels(df, s.name)
@@ -529,7 +532,11 @@ def _task_progress(run, task, label, key, params):
     elif state in ("failed", "interrupted", "cancelled"):
         st.warning(f"{label}: {state}. {stat['message'][:300]}")
         if st.button("Try again", key=f"retry_task_{key}"):
-            ajobs.get_or_start(run, task, retry=True, **params)
+            try:
+                ajobs.get_or_start(run, task, retry=True, **params)
+            except ValueError as e:  # a bad $RESNET_LAB_ANALYSIS_JOBS / _BACKEND: said, not raised
+                st.error(f"{label}: not started: {e}", icon=":material/error:")
+                return
             st.rerun(scope="app")
     else:
         st.caption(f"{label}: not computed yet.")

@@ -44,11 +44,13 @@ def one_sweep(backend: str, dataset: str) -> tuple[float, dict]:
         wall = time.perf_counter() - t0
         if p.returncode != 0:
             print(p.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"the {backend} sweep failed (exit {p.returncode})")
+            print(f"the {backend} sweep failed (exit {p.returncode})", file=sys.stderr)
+            raise SystemExit(2)
         res = read_results(runs_dir)
         bad = {m: r["state"] for m, r in res.items() if r["state"] != "done"}
         if bad or len(res) != len(MODELS):
-            raise SystemExit(f"the {backend} sweep did not finish every run: {bad or sorted(res)}")
+            print(f"the {backend} sweep did not finish every run: {bad or sorted(res)}", file=sys.stderr)
+            raise SystemExit(2)
         return wall, res
     finally:
         shutil.rmtree(runs_dir, ignore_errors=True)

@@ -34,7 +34,7 @@ def seconds_per_step(store: RunStore, ids) -> float:
     per = []
     for rid in ids:
         st = store.run(rid).read_status_raw() or {}
-        if isinstance(st.get("started"), (int, float)) and st.get("step"):
+        if all(isinstance(st.get(k), (int, float)) for k in ("started", "updated")) and st.get("step"):
             per.append((st["updated"] - st["started"]) / st["step"])
     return statistics.median(per) if per else math.nan
 
@@ -62,8 +62,11 @@ def table(root: Path) -> str:
             )
         here = rr[(rr["budget"] == budget) & (rr["depth"] == depth) & (rr["state"] == "diverged")]
         for v, g in here.groupby("variant", sort=False):
-            steps = ", ".join(f"seed {int(s)}: step {int(n)}" for s, n in zip(g["seed"], g["step"]))
-            lrs = sorted({m.split("(lr ")[-1].split(")")[0] for m in g["message"] if "(lr " in m})
+            steps = ", ".join(
+                f"seed {s if s != s else int(s)}: step {n if n != n else int(n)}"
+                for s, n in zip(g["seed"], g["step"])
+            )
+            lrs = sorted({m.split("(lr ")[-1].split(")")[0] for m in g["message"] if "(lr " in str(m)})
             out.append(
                 f"| {v} | {g['vgroup'].iloc[0]} | {len(g)} | diverged ({steps}; lr {', '.join(lrs)}) "
                 "| – | – | – |"

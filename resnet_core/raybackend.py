@@ -30,7 +30,7 @@ from .launch import NODE_ENV, REPO_ROOT, Backend, Job
 
 CHECK_MARK = "resnet-lab store check: "  # the child's one line a BackendError is read from
 INSTALL_HINT = (
-    "--backend ray needs Ray, which is not installed here: "
+    "the Ray backend needs Ray, which is not installed here: "
     "pip install 'resnet-lab[ray]' (or: pip install ray)"
 )
 MAX_RETRIES = 3  # how often Ray reruns a task whose worker or node died
@@ -328,9 +328,10 @@ def check_store_isolated(root, address: str | None = None, timeout: float = 180.
     )
 
 
-def driver_command(cmd: list[str], address: str | None, cpus: int, log, record) -> list[str]:
+def driver_command(cmd: list[str], address: str | None, cpus: int, log, record, token: str) -> list[str]:
     """The local process that runs ``cmd`` as one Ray task and waits for it (:func:`_drive`):
-    the job's Ray driver, and the pid its record is judged by until the task has started."""
+    the job's Ray driver, and the pid its record is judged by until the task has started.
+    ``token``: the job's, in its record; the driver writes only a record that holds it."""
     return [
         sys.executable,
         "-m",
@@ -344,34 +345,58 @@ def driver_command(cmd: list[str], address: str | None, cpus: int, log, record) 
         str(log),
         "--record",
         str(record),
+        "--token",
+        token,
         "--",
         *cmd,
     ]
 
 
-def _end_record(path: str, returncode: int, why: str) -> None:
-    """A job whose task ended without the job's own last word (never started, cancelled while
-    waiting for a node, its node lost): its record says so, so it never reads as running."""
+def driver_beat_path(record) -> str:
+    """Where a driver beats while it lives (beside its job's record): a job waiting in Ray's
+    queue has written nothing yet, and a page on another host judges it by this beat."""
+    return f"{record}.driver"
+
+
+def _read_json(path: str) -> dict:
     import json
+
+    try:
+        out = json.loads(open(path).read())
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _end_record(path: str, token: str, returncode: int, why: str) -> None:
+    """A job whose task ended without the job's own last word (never started, cancelled while
+    waiting for a node, its node lost): its record says so, so it never reads as running.
+    Only the record of this driver's job (its token): a newer job's is left alone."""
     import time
 
     from .store import atomic_write_json
 
-    try:
-        rec = json.loads(open(path).read())
-    except (OSError, ValueError):
-        rec = {}
-    if rec.get("state") not in (None, "starting", "running"):
-        return  # the job wrote its own end (done, failed, cancelled)
+    rec = _read_json(path)
+    if rec.get("token") != token or rec.get("state") not in ("starting", "running"):
+        return  # another job's record, or the job wrote its own end (done, failed, cancelled)
     state = "cancelled" if returncode == -15 else "failed"
     message = why or f"the Ray task ended with exit code {returncode} before the job reported"
     atomic_write_json(path, dict(rec, state=state, message=message, updated=time.time(), pid=os.getpid()))
 
 
+def _beat(path: str, token: str) -> None:
+    import time
+
+    from .launch import process_identity
+    from .store import atomic_write_json
+
+    atomic_write_json(path, {"token": token, "heartbeat": time.time(), **process_identity()})
+
+
 def _drive(argv: list[str]) -> int:
-    """``drive --address A --cpus N --log L --record R -- CMD...``: run CMD as one Ray task
-    (connected to A, or a local cluster), wait for it and exit with its code; SIGTERM cancels
-    the task (ray.cancel) and waits for it to end."""
+    """``drive --address A --cpus N --log L --record R --token T -- CMD...``: run CMD as one
+    Ray task (on the cluster at A), wait for it and exit with its code, beating beside the
+    record meanwhile; SIGTERM cancels the task (ray.cancel), queued or running."""
     import argparse
     import signal
     import time
@@ -381,28 +406,40 @@ def _drive(argv: list[str]) -> int:
     ap.add_argument("--cpus", type=int, default=1)
     ap.add_argument("--log", required=True)
     ap.add_argument("--record", required=True)
+    ap.add_argument("--token", required=True)
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     asked = {"cancel": False}
     signal.signal(signal.SIGTERM, lambda *_: asked.update(cancel=True))
+    beat = driver_beat_path(a.record)
+    _beat(beat, a.token)
     try:
         backend = RayBackend(a.address or None)
         # again: connecting installed Ray's own SIGTERM handler (it logs and dies)
         signal.signal(signal.SIGTERM, lambda *_: asked.update(cancel=True))
+        unfit = backend.unfit(a.cpus, 0.0)
+        if unfit:
+            raise BackendError(unfit)
         job = backend.launch(cmd, dict(os.environ), REPO_ROOT, a.log, cpus=a.cpus)
+        asked_at = None
+        while job.poll() is None:
+            if asked["cancel"] and asked_at is None:
+                backend.cancel(job)
+                asked_at = time.time()
+            _beat(beat, a.token)
+            time.sleep(0.5)
+        why = job.handle.error and f"Ray gave up on the task: {job.handle.error}"
+        _end_record(a.record, a.token, job.returncode, why)
+        return 0 if job.returncode == 0 else 1
     except BackendError as e:
-        _end_record(a.record, 1, str(e))
+        _end_record(a.record, a.token, 1, str(e))
         return 2
-    cancelled_at = None
-    while job.poll() is None:
-        if asked["cancel"] and cancelled_at is None:
-            backend.cancel(job)
-            cancelled_at = time.time()
-        time.sleep(0.5)
-    why = job.handle.error and f"Ray gave up on the task: {job.handle.error}"
-    _end_record(a.record, job.returncode, why)
-    return 0 if job.returncode == 0 else 1
+    finally:
+        try:
+            os.unlink(beat)
+        except FileNotFoundError:
+            pass
 
 
 def _check_main(argv: list[str]) -> int:

@@ -364,8 +364,9 @@ def _copy_run(out: Path, run, st: dict, cfg: dict, max_train_rows: int, layer_st
         "dataset": cfg["dataset"],
         "preset": cfg.get("preset"),
         "steps": st.get("step"),
-        "test_error": _final(metrics, "test"),
-        "train_error": _final(metrics, "train_eval"),
+        # a diverged run has no final error (its last evaluation came before it diverged)
+        "test_error": _final(metrics, "test") if st["state"] == "done" else None,
+        "train_error": _final(metrics, "train_eval") if st["state"] == "done" else None,
         "train_seconds": round(elapsed, 1) if elapsed is not None else None,
     }
     return row, env

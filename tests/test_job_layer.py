@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -240,6 +241,38 @@ def test_an_analysis_job_of_another_host_is_watched_by_its_heartbeat(tmp_path):
         json.dumps(dict(rec, heartbeat=now - 600, updated=now - 600))
     )
     assert ajobs.status(run, "umap")["state"] == "interrupted"
+
+
+def test_an_analysis_waiting_for_ray_lives_by_its_drivers_beat_with_the_same_token(tmp_path):
+    """A job still "starting" (queued in Ray) written by a driver on another host: alive while
+    a beat with the job's token is fresh; a stale beat, or one of another job (token), never
+    vouches for it."""
+    from faultlib import tiny_config
+
+    from resnet_core.raybackend import driver_beat_path
+
+    run = RunStore(tmp_path / "runs").create(tiny_config(), state="done")
+    run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    run.checkpoint_path("last").write_bytes(b"stand-in")
+    key = ajobs.key_of(run, "umap")
+    run.cache_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    elsewhere = dict(launch.process_identity(), host="node-b")
+    path = run.cache_dir / f"{key}.job.json"
+    path.write_text(json.dumps(dict(elsewhere, state="starting", token="t1", driver=True, updated=now - 600)))
+    beat = Path(driver_beat_path(path))
+    for token, age, state in (("t1", 0, "starting"), ("t1", 600, "interrupted"), ("t2", 0, "interrupted")):
+        beat.write_text(json.dumps(dict(elsewhere, token=token, heartbeat=now - age)))
+        assert ajobs.status(run, "umap")["state"] == state, (token, age)
+
+
+def test_ray_analyses_need_a_running_cluster(monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_ANALYSIS_BACKEND", "ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ValueError, match="RESNET_LAB_ANALYSIS_BACKEND=ray needs RAY_ADDRESS"):
+        ajobs.analysis_backend()
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert ajobs.analysis_backend() == "ray"
 
 
 def test_a_backend_not_accepted_is_one_line_naming_the_accepted(monkeypatch):

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from faultlib import REPO, assert_each_step_once, cli_flags, subprocess_env, tiny_config, wait_for
@@ -429,25 +430,54 @@ def test_a_background_analysis_runs_as_a_ray_task_on_a_worker_node(cluster, tiny
 
 @pytest.mark.ray
 @pytest.mark.timeout(200)
-def test_an_analysis_waiting_for_a_ray_node_reads_alive_and_cancel_ends_it(cluster, tiny_runs, monkeypatch):
-    """A job no node can start yet (2 CPUs asked, nodes of 1) waits in Ray's queue: it reads
-    'starting' (alive, by its driver's pid), not interrupted, and Cancel ends it cancelled."""
-    import time
-
+def test_an_analysis_no_node_can_take_fails_at_once_naming_why(cluster, tiny_runs, monkeypatch):
     from analysis import jobs as ajobs
-    from resnet_core.store import atomic_write_json
 
     monkeypatch.setenv("RESNET_LAB_ANALYSIS_BACKEND", "ray")
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
     run = tiny_runs.run(tiny_runs.list_ids()[0])
-    key = ajobs.start(run, "confusion", threads=2, n=64)["key"]
-    path = ajobs._job_path(run, key)
-    record = wait_for(lambda: (ajobs.run_json(path) or {}).get("driver") and ajobs.run_json(path), 30)
-    time.sleep(5)  # the driver connects and queues the task meanwhile
-    # as if long past the 30 s after which a pid-less "starting" record reads dead
-    atomic_write_json(path, dict(record, updated=record["updated"] - 3600))
-    st = ajobs.status(run, "confusion", n=64)
-    assert st["state"] == "starting" and "waiting for a Ray node with 2 free CPU(s)" in st["message"], st
-    ajobs.cancel(run, "confusion", n=64)
-    st = ajobs.wait(run, "confusion", n=64, timeout=60)
-    assert st["state"] == "cancelled", st
+    ajobs.start(run, "confusion", threads=2, n=64)  # 2 CPUs asked, nodes of 1
+    st = ajobs.wait(run, "confusion", n=64, timeout=90)
+    assert st["state"] == "failed" and "no node of the Ray cluster has 2 CPU(s)" in st["message"], st
+
+
+def _sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_an_analysis_waiting_for_a_ray_node_reads_alive_and_cancel_ends_it(cluster, tiny_runs, monkeypatch):
+    """Both nodes busy: the job waits in Ray's queue with no record of its own. It reads
+    'starting' by its driver's beat even where its record alone can't vouch for it (read
+    from another host), and Cancel ends it cancelled through the driver."""
+
+    from analysis import jobs as ajobs
+    from resnet_core import raybackend
+    from resnet_core.store import atomic_write_json
+
+    ray = raybackend.connect(cluster.address)
+    hold = ray.remote(num_cpus=1)(_sleep)
+    holders = [hold.remote(120) for _ in range(2)]
+    try:
+        wait_for(lambda: ray.available_resources().get("CPU", 0) == 0, 60, every=0.2, what="busy nodes")
+        monkeypatch.setenv("RESNET_LAB_ANALYSIS_BACKEND", "ray")
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        run = tiny_runs.run(tiny_runs.list_ids()[0])
+        key = ajobs.start(run, "confusion", n=64)["key"]
+        path = ajobs._job_path(run, key)
+        beat = Path(raybackend.driver_beat_path(path))
+        record = wait_for(lambda: (ajobs.run_json(path) or {}).get("driver") and ajobs.run_json(path), 30)
+        wait_for(beat.exists, 60, every=0.2, what="the driver's beat")
+        atomic_write_json(path, dict(record, host="another-host"))  # its pid means nothing there
+        st = ajobs.status(run, "confusion", n=64)
+        assert st["state"] == "starting" and "waiting for a Ray node with 1 free CPU(s)" in st["message"], st
+        ajobs.cancel(run, "confusion", n=64)
+        st = ajobs.wait(run, "confusion", n=64, timeout=60)
+        assert st["state"] == "cancelled", st
+        wait_for(lambda: not beat.exists(), 30, every=0.2, what="the driver to exit")
+    finally:
+        for h in holders:
+            ray.cancel(h, force=True)

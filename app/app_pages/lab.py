@@ -94,7 +94,8 @@ def where_to_train() -> tuple[str, str | None]:
         key="lab_ray_address",
         placeholder="host:6379 (empty: a local cluster the queue starts)",
     )
-    return where, address.strip() or None
+    # empty means $RAY_ADDRESS where it is set (as the CLI's), so the page names that one
+    return where, address.strip() or os.environ.get("RAY_ADDRESS") or None
 
 
 def queued_where(backend: str, address: str | None) -> str:
