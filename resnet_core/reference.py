@@ -435,7 +435,9 @@ def _listing_problems(s: ReferenceSet) -> list[str]:
         rows = s.store.run(r["id"]).read_metrics()
         for key, split in (("train_error", "train_eval"), ("test_error", "test")):
             listed, final = r.get(key), _final(rows, split)
-            if listed is not None and (final is None or abs(listed - final) > 1e-6):
+            if listed is not None and not (isinstance(listed, (int, float)) and not isinstance(listed, bool)):
+                problems.append(f"run {r['id']}: set.json lists {key} {listed!r}, not a number")
+            elif listed is not None and (final is None or abs(listed - final) > 1e-6):
                 problems.append(
                     f"run {r['id']}: set.json lists {key} {listed}, but its records end at {final}"
                 )
