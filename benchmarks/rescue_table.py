@@ -61,16 +61,11 @@ def table(root: Path) -> str:
                 f"| {closed} | {seconds_per_step(store, r['run_ids']):.2f} |"
             )
         here = rr[(rr["budget"] == budget) & (rr["depth"] == depth) & (rr["state"] == "diverged")]
-        for v, g in here.groupby("variant", sort=False):
-            steps = ", ".join(
-                f"seed {s if s != s else int(s)}: step {n if n != n else int(n)}"
-                for s, n in zip(g["seed"], g["step"])
-            )
-            lrs = sorted({m.split("(lr ")[-1].split(")")[0] for m in g["message"] if "(lr " in str(m)})
-            out.append(
-                f"| {v} | {g['vgroup'].iloc[0]} | {len(g)} | diverged ({steps}; lr {', '.join(lrs)}) "
-                "| – | – | – |"
-            )
+        for v, g in here.sort_values("seed").groupby("variant", sort=False):
+            said = [str(m).split("diverged: ", 1)[-1].split(";")[0] for m in g["message"]]
+            seeds = [s if s != s else int(s) for s in g["seed"]]
+            steps = "; ".join(f"seed {s}: {m}" for s, m in zip(seeds, said))
+            out.append(f"| {v} | {g['vgroup'].iloc[0]} | {len(g)} | diverged ({steps}) | – | – | – |")
         out.extend(f"- {s}" for s in rv.gap_sentences(t))
     return "\n".join(out)
 

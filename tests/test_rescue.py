@@ -422,3 +422,56 @@ def test_the_paper_nets_alone_are_not_a_rescue_measurement(store, monkeypatch):
     assert ("Measured: bundled reference runs" in [h.value for h in at.header]) == bool(rescue_sets)
     assert "No finished runs of the `rescue` variants in the store" in text  # the pair is not one
     assert "a gap of **40.0 points**" not in text
+
+
+def _final_train_eval(path) -> float | None:
+    import json
+
+    rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    ev = [r["error"] for r in rows if r.get("split") == "train_eval" and r.get("error") is not None]
+    return ev[-1] if ev else None
+
+
+def test_the_bundled_rescue_sets_page_says_what_their_records_show(store, monkeypatch):
+    """Every bundled set of `rescue` runs, read from its raw records with this test's own
+    arithmetic: the page gives each variant's final training error and the share of the
+    plain-to-residual gap it closes, (plain - variant) / (plain - residual), and names each
+    diverged run."""
+    import json
+
+    from resnet_core.reference import list_sets
+
+    sets = [
+        s
+        for s in list_sets(ROOT / "reference")
+        if any(str(r.get("name", "")).startswith("rescue: ") for r in s.meta.get("runs", []))
+    ]
+    if not sets:
+        pytest.skip("no rescue reference set bundled")
+    monkeypatch.setenv("RESNET_LAB_REFERENCE_DIR", str(ROOT / "reference"))
+    at = _app(store.root, monkeypatch)
+    assert not at.exception, at.exception
+    text = _text(at)
+    for s in sets:
+        assert f"**{s.title}**" in text
+        by = {}  # (depth, variant) -> [final training error of each finished seed]
+        diverged = []
+        for rid in s.run_ids():
+            cfg = json.loads((s.path / rid / "config.json").read_text())
+            state = json.loads((s.path / rid / "status.json").read_text())["state"]
+            variant = cfg["name"].split(": ", 2)[-1]
+            depth = int("".join(c for c in cfg["model"] if c.isdigit()))
+            if state == "diverged":
+                diverged.append(variant)
+            else:
+                by.setdefault((depth, variant), []).append(100 * _final_train_eval(s.path / rid))
+        for (depth, variant), errs in by.items():
+            plain, res = by.get((depth, "plain, He + BN")), by.get((depth, "resnet, He + BN"))
+            if variant in ("plain, He + BN", "resnet, He + BN") or not (plain and res):
+                continue
+            p, r, v = (sum(x) / len(x) for x in (plain, res, errs))
+            closed = (p - v) / (p - r)
+            assert f"**{variant}** (" in text and f"{v:.1f}%" in text, variant
+            assert f"{100 * closed:.0f}%" in text, (variant, closed)
+        for variant in diverged:
+            assert f"**{variant}** (" in text and " diverged: the training loss became nan at step " in text
