@@ -304,6 +304,9 @@ def test_the_bundled_sets_are_sound(s, monkeypatch):
     assert size < 5_000_000, f"{s.name} is {size} bytes: thin it (export thins; at most about 5 MB)"
     for info in s.store.list_runs():
         metrics = s.store.run(info["id"]).read_metrics()
+        if info["status"]["state"] == "diverged":  # stopped when its loss became NaN: said so
+            assert "the training loss became nan" in info["status"]["message"], info["id"]
+            continue
         assert any(r["split"] == "test" for r in metrics), info["id"]
 
 
