@@ -182,9 +182,10 @@ def runs_section(have_reference: bool):
         st.info(
             "No finished runs of the `rescue` variants in the store"
             + (f" ({pending} still queued, training or stopped)" if pending else "")
-            + ". Train them (14 runs on the `lesson` budget: about 3 h 20 min for one seed on "
-            "a 2-core CPU, 1 h 50 min of it for the ten depth-56 runs; `--seeds 0,1,2` for "
-            f"three seeds):\n\n`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the "
+            + ". Train them (14 runs on the `lesson` budget; its ten depth-56 runs took 1 h 50 "
+            "min two at a time on a 2-core CPU, the four plain110 runs are not timed yet; "
+            "`--seeds 0,1,2` for three seeds):\n\n"
+            f"`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the "
             f"**Lab**. {bundled}",
             icon=":material/science:",
         )
