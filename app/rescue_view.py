@@ -388,21 +388,27 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
 
 
 def diverged_sentences(rr: pd.DataFrame, finished=()) -> list[str]:
-    """One sentence per diverged run among ``rescue_runs`` rows (one budget and depth): what
-    its status says happened (the step and learning rate where the loss stopped being
-    finite). Such a run has no final error, so the gap table leaves it out and says why here;
-    ``finished``: the variants with finished seeds in the table (averaged without this one)."""
+    """One sentence per variant with diverged runs among ``rescue_runs`` rows (one budget and
+    depth): what each run's status says happened (the step and learning rate where the loss
+    stopped being finite), seed by seed. Such runs have no final error, so the gap table
+    leaves them out and says why here; ``finished``: the variants with finished seeds in the
+    table (averaged without the diverged ones)."""
     out = []
-    for r in rr[rr["state"] == "diverged"].itertuples():
-        what = str(r.message or "").split("diverged: ", 1)[-1].split(";")[0].strip()
-        what = what or "its training loss stopped being finite"
-        seed = f", seed {int(r.seed)}" if isinstance(r.seed, (int, float)) and r.seed == r.seed else ""
+    div = rr[rr["state"] == "diverged"]
+    for variant, g in div.sort_values("seed").groupby("variant", sort=False):
+        said = []
+        for r in g.itertuples():
+            what = str(r.message or "").split("diverged: ", 1)[-1].split(";")[0].strip()
+            what = what or "its training loss stopped being finite"
+            ok = isinstance(r.seed, (int, float)) and r.seed == r.seed
+            said.append((f"seed {int(r.seed)}: " if ok else "") + what)
+        runs = "its run" if len(g) == 1 else f"all {len(g)} of its runs shown here"
         out.append(
-            f"**{r.variant}** ({r.vgroup}{seed}) diverged: {what}. "
+            f"**{variant}** ({g['vgroup'].iloc[0]}): {runs} diverged ({'; '.join(said)}). "
             + (
-                "This run has no final error: the table averages the seeds that finished."
-                if r.variant in set(finished)
-                else "It has no final error, so it is not in the table: at this budget it did not train."
+                "They have no final error: the table averages the seeds that finished."
+                if variant in set(finished)
+                else "No final error, so it is not in the table: at this budget it did not train."
             )
         )
     return out
