@@ -223,14 +223,20 @@ def test_a_job_of_another_host_is_judged_by_its_heartbeat_never_by_a_pid():
     assert launch.record_alive(dict(mine, heartbeat=now - 3600), now, 16)  # here: its pid tells
 
 
-def test_an_analysis_job_of_another_host_is_watched_by_its_heartbeat(tmp_path):
+def _umap_job(tmp_path):
+    """A finished run with a stand-in checkpoint (only its size and time make the key), and
+    its umap job's key, the cache folder made."""
     from faultlib import tiny_config
 
     run = RunStore(tmp_path / "runs").create(tiny_config(), state="done")
     run.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    run.checkpoint_path("last").write_bytes(b"stand-in: only its size and time make the key")
-    key = ajobs.key_of(run, "umap")
+    run.checkpoint_path("last").write_bytes(b"stand-in")
     run.cache_dir.mkdir(parents=True, exist_ok=True)
+    return run, ajobs.key_of(run, "umap")
+
+
+def test_an_analysis_job_of_another_host_is_watched_by_its_heartbeat(tmp_path):
+    run, key = _umap_job(tmp_path)
     now = time.time()
     rec = dict(
         launch.process_identity(), host="node-b", state="running", progress=0.5, message="fit", task="umap"
@@ -247,15 +253,9 @@ def test_an_analysis_waiting_for_ray_lives_by_its_drivers_beat_with_the_same_tok
     """A job still "starting" (queued in Ray) written by a driver on another host: alive while
     a beat with the job's token is fresh; a stale beat, or one of another job (token), never
     vouches for it."""
-    from faultlib import tiny_config
-
     from resnet_core.raybackend import driver_beat_path
 
-    run = RunStore(tmp_path / "runs").create(tiny_config(), state="done")
-    run.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    run.checkpoint_path("last").write_bytes(b"stand-in")
-    key = ajobs.key_of(run, "umap")
-    run.cache_dir.mkdir(parents=True, exist_ok=True)
+    run, key = _umap_job(tmp_path)
     now = time.time()
     elsewhere = dict(launch.process_identity(), host="node-b")
     path = run.cache_dir / f"{key}.job.json"
