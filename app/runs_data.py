@@ -379,7 +379,7 @@ def _group_label(first, n: int) -> str:
         return first["label"]
     ref = first.get("reference")
     if isinstance(ref, str) and ref:  # a reference run's label names its set, not a run id
-        base = first["label"]
+        base = " · ".join(p for p in str(first["label"]).split(" · ") if not p.startswith("seed "))
     else:
         base = " · ".join(
             [model_title(first["kind"], first["depth"]), str(first["dataset"])]

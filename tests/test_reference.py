@@ -456,3 +456,15 @@ def test_reference_labels_name_the_seed_and_the_rescue_variant():
         "ref · plain-56 · TAT leaky ReLU, no BN · seed 0 · s",
     ]
     assert _reference_labels(df.iloc[:1], "s") == ["ref · ResNet-56 · s"]
+
+
+def test_a_set_of_seeds_of_reference_runs_is_labelled_without_one_runs_seed():
+    import pandas as pd
+
+    from app.runs_data import _group_label
+
+    first = pd.Series(
+        {"label": "ref · ResNet-56 · seed 1 · laptop-cpu", "reference": "laptop", "kind": "resnet"}
+    )
+    assert _group_label(first, 3) == "ref · ResNet-56 · laptop-cpu · 3 seeds"
+    assert _group_label(first, 1) == "ref · ResNet-56 · seed 1 · laptop-cpu"
