@@ -126,6 +126,8 @@ def _reference_labels(df: pd.DataFrame, set_name: str) -> list[str]:
 def _checked(s) -> dict:
     """The set's set.json with only the claims its records do show (resnet_core.claims): the
     pages point to a set's claims, so a hand-edited or outdated one is dropped here."""
+    if not s.meta.get("claims"):
+        return s.meta  # nothing to confirm: no need to read every run's records at start-up
     verdicts = judge(s.store)  # once per set: every claim, every seed
     shown = {c for c in CLAIMS if all(v.holds for v in verdicts if v.claim == c)} if verdicts else set()
     claims = [c for c in s.meta.get("claims", []) if c in shown]

@@ -384,13 +384,12 @@ def _end_record(path: str, token: str, returncode: int, why: str) -> None:
     atomic_write_json(path, dict(rec, state=state, message=message, updated=time.time(), pid=os.getpid()))
 
 
-def _beat(path: str, token: str) -> None:
+def _beat(path: str, token: str, identity: dict) -> None:
     import time
 
-    from .launch import process_identity
     from .store import atomic_write_json
 
-    atomic_write_json(path, {"token": token, "heartbeat": time.time(), **process_identity()})
+    atomic_write_json(path, {"token": token, "heartbeat": time.time(), **identity})
 
 
 def _drive(argv: list[str]) -> int:
@@ -412,8 +411,11 @@ def _drive(argv: list[str]) -> int:
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     asked = {"cancel": False}
     signal.signal(signal.SIGTERM, lambda *_: asked.update(cancel=True))
-    beat = driver_beat_path(a.record)
-    _beat(beat, a.token)
+    from .launch import process_identity
+    from .store import HEARTBEAT_S
+
+    beat, me = driver_beat_path(a.record), process_identity()
+    _beat(beat, a.token, me)
     try:
         backend = RayBackend(a.address or None)
         # again: connecting installed Ray's own SIGTERM handler (it logs and dies)
@@ -422,12 +424,13 @@ def _drive(argv: list[str]) -> int:
         if unfit:
             raise BackendError(unfit)
         job = backend.launch(cmd, dict(os.environ), REPO_ROOT, a.log, cpus=a.cpus)
-        asked_at = None
+        cancelled, beaten = False, time.time()
         while job.poll() is None:
-            if asked["cancel"] and asked_at is None:
-                backend.cancel(job)
-                asked_at = time.time()
-            _beat(beat, a.token)
+            if asked["cancel"] and not cancelled:
+                cancelled = backend.cancel(job) or True
+            if time.time() - beaten >= HEARTBEAT_S:  # as often as a job beats, not every poll
+                _beat(beat, a.token, me)
+                beaten = time.time()
             time.sleep(0.5)
         why = job.handle.error and f"Ray gave up on the task: {job.handle.error}"
         _end_record(a.record, a.token, job.returncode, why)
