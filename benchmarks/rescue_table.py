@@ -43,7 +43,7 @@ def table(root: Path) -> str:
     store = RunStore(root)
     df = runs_frame(store)
     configs = {rid: store.run(rid).read_config_dict() for rid in df["id"]}
-    rr = rv.rescue_runs(df, configs)
+    rr = rv.with_variants(rv.rescue_runs(df, configs))  # as the page: budgets that ran a variant
     gaps = rv.gap_table(rv.variant_sets(rr))
     order = {v["label"]: i for i, v in enumerate(rescue_variants())}
     out = []
