@@ -192,7 +192,12 @@ class TrainingCancelled(Exception):
 
 
 class Diverged(Exception):
-    pass
+    """The training loss stopped being finite at ``step`` (the status names that step, not
+    the later one the check ran at)."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 # --- evaluation --------------------------------------------------------------------------
@@ -313,7 +318,8 @@ def train(
         return _train(cfg, run, callbacks, progress, threads, data, t_start, stop)
     except Diverged as e:
         if run is not None:
-            return run.write_status(state="diverged", message=str(e), heartbeat=time.time(), eta_s=0)
+            at = {} if e.step is None else {"step": e.step}
+            return run.write_status(state="diverged", message=str(e), heartbeat=time.time(), eta_s=0, **at)
         raise
     except TrainingCancelled as e:
         if run is not None:
@@ -619,7 +625,8 @@ def _train_row(loop: _Loop) -> dict:
             )
         raise Diverged(
             f"diverged: the training loss became {losses[int(bad[0])].item()} "
-            f"at step {at} (lr {loop.lr:g}); try a smaller lr or the paper's warmup"
+            f"at step {at} (lr {loop.lr:g}); try a smaller lr or the paper's warmup",
+            step=at,
         )
     err = float(torch.stack(loop.window_wrong).sum()) / loop.window_n
     now = time.time()

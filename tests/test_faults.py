@@ -492,6 +492,7 @@ def test_absurd_lr_ends_run_diverged_at_the_step_it_happened(tmp_path):
     assert st["state"] == "diverged"
     assert run.read_status()["state"] == "diverged"
     assert f"at step {spy.step} " in st["message"], (spy.step, st["message"])
+    assert st["step"] == run.read_status()["step"] == spy.step  # not the later step it was noticed at
     rows, bad = raw_metrics(run)
     assert bad == 0
     nan_rows = [r for r in rows if r["split"] == "train" and r["loss"] is None]
