@@ -238,6 +238,14 @@ def budget_key(cfg: dict) -> str | None:
     return seed_group(base)
 
 
+def recipe_key(cfg: dict) -> str | None:
+    """:func:`budget_key` at any depth: the runs of one training recipe, so one variant's
+    runs at depth 56 and 110 can be set side by side."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), str):
+        return None
+    return seed_group({**cfg, "model": "any depth", **VARIANT_DEFAULTS})
+
+
 def rescue_runs(runs: pd.DataFrame, configs: dict) -> pd.DataFrame:
     """The rows of ``runs`` (``runs_data.runs_frame``) whose config is a rescue variant, with
     ``variant``, ``vgroup`` (its sweep group) and ``budget``. ``configs``: id -> config dict."""
@@ -249,8 +257,16 @@ def rescue_runs(runs: pd.DataFrame, configs: dict) -> pd.DataFrame:
         v = variant_of(r["kind"], cfg)
         if v is None:
             continue
-        rows.append({**r.to_dict(), "variant": v["label"], "vgroup": v["group"], "budget": budget_key(cfg)})
-    return pd.DataFrame(rows, columns=list(runs.columns) + ["variant", "vgroup", "budget"])
+        rows.append(
+            {
+                **r.to_dict(),
+                "variant": v["label"],
+                "vgroup": v["group"],
+                "budget": budget_key(cfg),
+                "recipe": recipe_key(cfg),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(runs.columns) + ["variant", "vgroup", "budget", "recipe"])
 
 
 def with_variants(rr: pd.DataFrame) -> pd.DataFrame:
@@ -271,7 +287,7 @@ def variant_sets(rr: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     groups = seed_groups(rr)
     first = rr.set_index("id")
-    for c in ("variant", "vgroup", "budget", "preset"):
+    for c in ("variant", "vgroup", "budget", "recipe", "preset"):
         groups[c] = [first.loc[ids[0], c] for ids in groups["run_ids"]]
     return groups
 
@@ -284,6 +300,7 @@ def gap_table(sets: pd.DataFrame) -> pd.DataFrame:
     positive). Sets that are not done are left out."""
     cols = [
         "budget",
+        "recipe",
         "depth",
         "dataset",
         "preset",
@@ -315,6 +332,7 @@ def gap_table(sets: pd.DataFrame) -> pd.DataFrame:
             rows.append(
                 {
                     "budget": budget,
+                    "recipe": r["recipe"],
                     "depth": depth,
                     "dataset": r["dataset"],
                     "preset": r["preset"],
@@ -343,10 +361,13 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
     have_p, have_r = PLAIN in by.index, RESNET in by.index
     if not (have_p and have_r):
         missing = " and ".join(x for x, h in ((PLAIN, have_p), (RESNET, have_r)) if not h)
-        return [
+        out = [
             f"No finished run of {missing} at this budget and depth: without both baselines "
             "there is no plain-to-residual gap to measure the variants against."
         ]
+        if have_p or have_r:
+            out += _against_one_baseline(by, PLAIN if have_p else RESNET)
+        return out
     p, r = by.loc[PLAIN], by.loc[RESNET]
     gap = p["train_mean"] - r["train_mean"]
     out = [
@@ -384,6 +405,56 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
         out.append(
             "Sets with one seed have no spread: a difference of a few points between them may be seed noise."
         )
+    return out
+
+
+def _against_one_baseline(by: pd.DataFrame, base: str) -> list[str]:
+    """Each variant's final training error against the one baseline there is (``by``: gap
+    table rows indexed by variant), in points."""
+    b = by.loc[base]
+    out = [f"Final training error of {base}: {_pm(b['train_mean'], b['train_std'], b['n'])}."]
+    for v, row in by.drop(index=[base]).iterrows():
+        d = row["train_mean"] - b["train_mean"]
+        where = "below" if d < 0 else "above"
+        out.append(
+            f"**{v}** ({row['group']}): {_pm(row['train_mean'], row['train_std'], row['n'])}; "
+            f"{abs(d):.1f} points {where} {base}."
+        )
+    if (by["n"] < 2).any():
+        out.append(
+            "Sets with one seed have no spread: a difference of a few points between them may be seed noise."
+        )
+    return out
+
+
+def depth_sentences(table: pd.DataFrame) -> list[str]:
+    """For each variant of one recipe (``recipe_key``) finished at several depths: its final
+    training error at each depth, shallow to deep, and the change, with the numbers (rows of
+    :func:`gap_table`; the paper's degradation is the plain net's rise with depth)."""
+    if not len(table) or table["depth"].nunique() < 2:
+        return []
+    out = []
+    order = [v["label"] for v in rescue_variants()]
+    for v in [x for x in order if x in set(table["variant"])]:
+        g = table[table["variant"] == v].sort_values("depth")
+        if len(g) < 2:
+            continue
+        at = ", ".join(
+            f"{_pm(r.train_mean, r.train_std, r.n)} at depth {int(r.depth)}" for r in g.itertuples()
+        )
+        d = g["train_mean"].iloc[-1] - g["train_mean"].iloc[0]
+        change = f"{abs(d):.1f} points {'higher' if d > 0 else 'lower'}" if d else "the same"
+        said = (
+            f"**{v}**: {at}: {change} at depth {int(g['depth'].iloc[-1])} than at depth "
+            f"{int(g['depth'].iloc[0])}"
+        )
+        if v == PLAIN:  # the paper's degradation, or not, as measured
+            said += (
+                ": the degradation problem the paper reports"
+                if d > 0
+                else ": the paper's degradation (a deeper plain net ending higher) does not show here"
+            )
+        out.append(said + ".")
     return out
 
 
@@ -501,6 +572,8 @@ __all__ = [
     "shattering_sentences",
     "shattering_figure",
     "diverged_sentences",
+    "depth_sentences",
+    "recipe_key",
     "with_variants",
     "budget_key",
     "rescue_runs",

@@ -67,6 +67,11 @@ def table(root: Path) -> str:
             steps = "; ".join(f"seed {s}: {m}" for s, m in zip(seeds, said))
             out.append(f"| {v} | {g['vgroup'].iloc[0]} | {len(g)} | diverged ({steps}) | – | – | – |")
         out.extend(f"- {s}" for s in rv.gap_sentences(t))
+    for _, t in gaps.groupby("recipe", sort=False):
+        deeper = rv.depth_sentences(t)
+        if deeper:
+            out.append(f"\n**Each depth, `{t.iloc[0]['preset'] or 'custom'}` budget**\n")
+            out.extend(f"- {s}" for s in deeper)
     return "\n".join(out)
 
 

@@ -302,6 +302,46 @@ def test_page_verdicts_follow_the_runs(store, monkeypatch, crelu_error, verdict,
     assert "Sets with one seed have no spread" in text
 
 
+def test_a_depth_without_the_residual_net_and_one_recipe_at_two_depths(store, monkeypatch):
+    """plain110 has no resnet110 in the sweep: at such a depth the page names the missing
+    baseline and gives each variant against the plain net in points; a recipe trained at two
+    depths gets each variant's error at both, and whether the plain net degraded."""
+    for seed, p in enumerate((0.58, 0.62)):
+        _fake_run(store, "cifar_plain8", p, 0.6, seed=seed)
+    _fake_run(store, "cifar_resnet8", 0.10, 0.2)
+    _fake_run(store, "cifar_plain8", 0.45, 0.5, activation="crelu", init="looks_linear")
+    _fake_run(store, "cifar_plain14", 0.75, 0.7)
+    _fake_run(store, "cifar_plain14", 0.50, 0.5, activation="crelu", init="looks_linear")
+    at = _app(store.root, monkeypatch)
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert "No finished run of resnet, He + BN at this budget and depth" in text
+    assert "Final training error of plain, He + BN: 75.0% (n=1)." in text
+    assert "**looks-linear CReLU** (no shortcuts): 50.0% (n=1); 25.0 points below plain, He + BN." in text
+    assert (
+        "**plain, He + BN**: 60.0% ± 2.8 (n=2) at depth 8, 75.0% (n=1) at depth 14: 15.0 points "
+        "higher at depth 14 than at depth 8: the degradation problem the paper reports." in text
+    )
+    assert (
+        "**looks-linear CReLU**: 45.0% (n=1) at depth 8, 50.0% (n=1) at depth 14: 5.0 points higher" in text
+    )
+    assert not any("**resnet, He + BN**:" in m.value for m in at.markdown)  # one depth only
+
+
+def test_depth_sentences_say_when_the_plain_net_does_not_degrade():
+    import pandas as pd
+
+    from app import rescue_view as rv
+
+    t = pd.DataFrame(
+        [{**_row(rv.PLAIN, 60.0, n=1), "depth": 56}, {**_row(rv.PLAIN, 55.0, n=1), "depth": 110}]
+    )
+    (said,) = rv.depth_sentences(t)
+    assert "5.0 points lower at depth 110 than at depth 56" in said
+    assert "degradation (a deeper plain net ending higher) does not show here" in said
+    assert rv.depth_sentences(t[t["depth"] == 56]) == []
+
+
 def _row(variant, train, n=3, std=1.0):
     return {
         "variant": variant,

@@ -135,6 +135,16 @@ def _show(table: pd.DataFrame, rr: pd.DataFrame, store, key: str) -> None:
             here, t["variant"] if len(t) else ()
         )
         st.markdown("\n".join(f"- {s}" for s in said))
+    for _, t in table.groupby("recipe", sort=False) if len(table) else []:
+        deeper = rv.depth_sentences(t)
+        if deeper:
+            depths = " and ".join(str(int(d)) for d in sorted(t["depth"].unique()))
+            first = t.iloc[0]
+            st.subheader(f"{first['dataset']} · {first['preset'] or 'custom'} budget · depth {depths}")
+            st.markdown(
+                "Final training error of each variant trained on this budget at more than one depth:\n"
+                + "\n".join(f"- {s}" for s in deeper)
+            )
 
 
 HOW_READ = (
