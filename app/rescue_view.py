@@ -420,9 +420,28 @@ def _against_one_baseline(by: pd.DataFrame, base: str) -> list[str]:
             f"**{v}** ({row['group']}): {_pm(row['train_mean'], row['train_std'], row['n'])}; "
             f"{abs(d):.1f} points {where} {base}."
         )
-    if (by["n"] < 2).any():
+    if len(by) > 1 and (by["n"] < 2).any():
         out.append(
             "Sets with one seed have no spread: a difference of a few points between them may be seed noise."
+        )
+    return out
+
+
+def stalled_sentences(table: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
+    """The variants (rows of :func:`gap_table`) that did not learn: the mean over seeds of
+    their final training error (split ``train_eval``) is no lower than at their first
+    evaluation. ``metrics``: metrics_for rows (run_id, split, step, error)."""
+    from .charts import mean_band
+
+    out = []
+    for _, row in table.iterrows():
+        b = mean_band(metrics, row["run_ids"], "train_eval")
+        if len(b) < 2 or b["mean"].iloc[-1] < b["mean"].iloc[0]:
+            continue
+        out.append(
+            f"**{row['variant']}** did not learn on this budget: its final training error "
+            f"({b['mean'].iloc[-1]:.1f}%) is no lower than at its first evaluation (step "
+            f"{int(b['step'].iloc[0])}: {b['mean'].iloc[0]:.1f}%)."
         )
     return out
 
@@ -573,6 +592,7 @@ __all__ = [
     "shattering_figure",
     "diverged_sentences",
     "depth_sentences",
+    "stalled_sentences",
     "recipe_key",
     "with_variants",
     "budget_key",

@@ -20,6 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -30,12 +32,19 @@ from resnet_core.store import RunStore  # noqa: E402
 
 
 def seconds_per_step(store: RunStore, ids) -> float:
-    """Median over runs of wall seconds per step (start to last status update)."""
+    """Median over runs of wall seconds per step: the trainer's clock (``time`` of its
+    training rows, seconds since it started) summed over the run's sittings (a resumed run's
+    clock starts again), over its last step."""
     per = []
     for rid in ids:
-        st = store.run(rid).read_status_raw() or {}
-        if all(isinstance(st.get(k), (int, float)) for k in ("started", "updated")) and st.get("step"):
-            per.append((st["updated"] - st["started"]) / st["step"])
+        rows = [r for r in store.run(rid).read_metrics() if r.get("split") == "train" and r.get("time")]
+        wall, prev = 0.0, 0.0
+        for r in rows:
+            if r["time"] < prev:  # resumed: a new sitting
+                wall += prev
+            prev = r["time"]
+        if rows:
+            per.append((wall + prev) / rows[-1]["step"])
     return statistics.median(per) if per else math.nan
 
 
@@ -66,7 +75,15 @@ def table(root: Path) -> str:
             seeds = [s if s != s else int(s) for s in g["seed"]]
             steps = "; ".join(f"seed {s}: {m}" for s, m in zip(seeds, said))
             out.append(f"| {v} | {g['vgroup'].iloc[0]} | {len(g)} | diverged ({steps}) | – | – | – |")
-        out.extend(f"- {s}" for s in rv.gap_sentences(t))
+        metrics = pd.DataFrame(
+            [
+                {**r, "run_id": rid}
+                for ids in t["run_ids"]
+                for rid in ids
+                for r in store.run(rid).read_metrics()
+            ]
+        )
+        out.extend(f"- {s}" for s in rv.gap_sentences(t) + rv.stalled_sentences(t, metrics))
     for _, t in gaps.groupby("recipe", sort=False):
         deeper = rv.depth_sentences(t)
         if deeper:

@@ -328,6 +328,37 @@ def test_a_depth_without_the_residual_net_and_one_recipe_at_two_depths(store, mo
     assert not any("**resnet, He + BN**:" in m.value for m in at.markdown)  # one depth only
 
 
+def test_a_variant_that_did_not_learn_is_named_from_its_first_and_last_evaluation():
+    """plain110 He + BN stayed at chance on the lesson budget: a set whose mean final training
+    error (train_eval) is no lower than at its first evaluation is said not to have learned,
+    with both numbers; one that fell is not."""
+    import pandas as pd
+
+    from app import rescue_view as rv
+
+    def evals(rid, errs):
+        return [
+            {"run_id": rid, "split": "train_eval", "step": 10 * (i + 1), "error": e}
+            for i, e in enumerate(errs)
+        ]
+
+    metrics = pd.DataFrame(
+        evals("a0", [0.88, 0.91, 0.90]) + evals("a1", [0.90, 0.89, 0.91]) + evals("b0", [0.88, 0.6, 0.5])
+    )
+    table = pd.DataFrame(
+        [
+            {**_row(rv.PLAIN, 90.5, n=2), "run_ids": ["a0", "a1"]},
+            {**_row("Fixup", 50.0, n=1), "run_ids": ["b0"]},
+        ]
+    )
+    said = rv.stalled_sentences(table, metrics)
+    first, last = (0.88 + 0.90) / 2 * 100, (0.90 + 0.91) / 2 * 100
+    assert said == [
+        f"**plain, He + BN** did not learn on this budget: its final training error ({last:.1f}%) "
+        f"is no lower than at its first evaluation (step 10: {first:.1f}%)."
+    ]
+
+
 def test_depth_sentences_say_when_the_plain_net_does_not_degrade():
     import pandas as pd
 
