@@ -301,7 +301,12 @@ def test_the_bundled_sets_are_sound(s, monkeypatch):
     assert check_set(s) == []
     assert s.title and s.description and s.meta.get("machine") and s.meta.get("command")
     size = sum(p.stat().st_size for p in s.path.rglob("*") if p.is_file())
-    assert size < 5_000_000, f"{s.name} is {size} bytes: thin it (export thins; at most about 5 MB)"
+    done = sum(info["status"]["state"] == "done" for info in s.store.list_runs())
+    # about 5 MB a set; a set of many seeds may hold up to 400 kB a finished run, at most 12 MB
+    limit = min(12_000_000, max(5_000_000, 400_000 * done))
+    assert size < limit, (
+        f"{s.name} is {size} bytes for {done} finished runs: thin it (see --max-weight-steps)"
+    )
     for info in s.store.list_runs():
         metrics = s.store.run(info["id"]).read_metrics()
         if info["status"]["state"] == "diverged":  # stopped when its loss became NaN: said so
