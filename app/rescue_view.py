@@ -408,17 +408,22 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def _points(d: float, base: str, up: str = "above", down: str = "below") -> str:
+    """A difference in points as the page prints it: rounded first, so what reads 0.0 is
+    said as "the same"."""
+    d = round(d, 1)
+    return f"the same as {base}" if d == 0 else f"{abs(d):.1f} points {up if d > 0 else down} {base}"
+
+
 def _against_one_baseline(by: pd.DataFrame, base: str) -> list[str]:
     """Each variant's final training error against the one baseline there is (``by``: gap
     table rows indexed by variant), in points."""
     b = by.loc[base]
     out = [f"Final training error of {base}: {_pm(b['train_mean'], b['train_std'], b['n'])}."]
     for v, row in by.drop(index=[base]).iterrows():
-        d = row["train_mean"] - b["train_mean"]
-        where = "below" if d < 0 else "above"
         out.append(
             f"**{v}** ({row['group']}): {_pm(row['train_mean'], row['train_std'], row['n'])}; "
-            f"{abs(d):.1f} points {where} {base}."
+            f"{_points(row['train_mean'] - b['train_mean'], base)}."
         )
     if len(by) > 1 and (by["n"] < 2).any():
         out.append(
@@ -427,29 +432,52 @@ def _against_one_baseline(by: pd.DataFrame, base: str) -> list[str]:
     return out
 
 
-def stalled_sentences(table: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
-    """The variants (rows of :func:`gap_table`) that did not learn: the mean over seeds of
-    their final training error (split ``train_eval``) is no lower than at their first
-    evaluation. ``metrics``: metrics_for rows (run_id, split, step, error)."""
-    from .charts import mean_band
+def stalled(row, metrics: pd.DataFrame) -> tuple[float, float, int] | None:
+    """For one set of seeds (a row of :func:`gap_table`): (mean first, mean last training
+    error in percent, the first evaluation's step) if in *every* seed the final training error
+    (split ``train_eval``) is no lower than at its first evaluation; else None (also when a
+    seed has fewer than two evaluations). ``metrics``: metrics_for rows."""
+    firsts, lasts, steps = [], [], []
+    for rid in row["run_ids"]:
+        m = (
+            metrics[(metrics["run_id"] == rid) & (metrics["split"] == "train_eval")]
+            if len(metrics)
+            else metrics
+        )
+        m = m[m["error"].notna()].drop_duplicates("step", keep="last").sort_values("step") if len(m) else m
+        if len(m) < 2 or m["error"].iloc[-1] < m["error"].iloc[0]:
+            return None
+        firsts.append(100.0 * float(m["error"].iloc[0]))
+        lasts.append(100.0 * float(m["error"].iloc[-1]))
+        steps.append(int(m["step"].iloc[0]))
+    if not firsts:
+        return None
+    return sum(firsts) / len(firsts), sum(lasts) / len(lasts), min(steps)
 
+
+def stalled_sentences(table: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
+    """The variants (rows of :func:`gap_table`) whose training error did not fall after their
+    first evaluation in any of their seeds (:func:`stalled`), with the numbers."""
     out = []
     for _, row in table.iterrows():
-        b = mean_band(metrics, row["run_ids"], "train_eval")
-        if len(b) < 2 or b["mean"].iloc[-1] < b["mean"].iloc[0]:
+        s = stalled(row, metrics)
+        if s is None:
             continue
+        every = f", in each of its {row['n']} seeds" if row["n"] > 1 else ""
         out.append(
-            f"**{row['variant']}** did not learn on this budget: its final training error "
-            f"({b['mean'].iloc[-1]:.1f}%) is no lower than at its first evaluation (step "
-            f"{int(b['step'].iloc[0])}: {b['mean'].iloc[0]:.1f}%)."
+            f"**{row['variant']}**: its training error did not fall after its first evaluation"
+            f"{every}: {s[1]:.1f}% at the end, {s[0]:.1f}% at step {s[2]}"
+            + (" (means over seeds)." if row["n"] > 1 else ".")
         )
     return out
 
 
-def depth_sentences(table: pd.DataFrame) -> list[str]:
+def depth_sentences(table: pd.DataFrame, stalled_at=()) -> list[str]:
     """For each variant of one recipe (``recipe_key``) finished at several depths: its final
-    training error at each depth, shallow to deep, and the change, with the numbers (rows of
-    :func:`gap_table`; the paper's degradation is the plain net's rise with depth)."""
+    training error at each depth and the change from the shallowest to the deepest, with the
+    numbers (rows of :func:`gap_table`). For the plain net, whether that is the paper's
+    degradation (a deeper plain net ending higher); ``stalled_at``: the (variant, depth) sets
+    whose training error did not fall after their first evaluation (:func:`stalled`)."""
     if not len(table) or table["depth"].nunique() < 2:
         return []
     out = []
@@ -461,19 +489,28 @@ def depth_sentences(table: pd.DataFrame) -> list[str]:
         at = ", ".join(
             f"{_pm(r.train_mean, r.train_std, r.n)} at depth {int(r.depth)}" for r in g.itertuples()
         )
-        d = g["train_mean"].iloc[-1] - g["train_mean"].iloc[0]
-        change = f"{abs(d):.1f} points {'higher' if d > 0 else 'lower'}" if d else "the same"
-        said = (
-            f"**{v}**: {at}: {change} at depth {int(g['depth'].iloc[-1])} than at depth "
-            f"{int(g['depth'].iloc[0])}"
+        lo, hi = int(g["depth"].iloc[0]), int(g["depth"].iloc[-1])
+        d = round(g["train_mean"].iloc[-1] - g["train_mean"].iloc[0], 1)
+        said = f"**{v}**: {at}: " + (
+            f"the same at depth {hi} as at depth {lo}"
+            if d == 0
+            else f"{abs(d):.1f} points {'higher' if d > 0 else 'lower'} at depth {hi} than at depth {lo}"
         )
-        if v == PLAIN:  # the paper's degradation, or not, as measured
+        if v == PLAIN and d > 0 and (v, hi) in set(stalled_at):
+            said += (
+                f": at depth {hi} its training error did not fall after its first evaluation, "
+                "which is more than the paper's degradation problem (its deeper plain nets still "
+                "trained, to a higher error)"
+            )
+        elif v == PLAIN:
             said += (
                 ": the degradation problem the paper reports"
                 if d > 0
                 else ": the paper's degradation (a deeper plain net ending higher) does not show here"
             )
         out.append(said + ".")
+    if out and (table["n"] < 2).any():
+        out.append("Sets with one seed have no spread: a difference of a few points may be seed noise.")
     return out
 
 
@@ -593,6 +630,7 @@ __all__ = [
     "diverged_sentences",
     "depth_sentences",
     "stalled_sentences",
+    "stalled",
     "recipe_key",
     "with_variants",
     "budget_key",

@@ -6,10 +6,10 @@
 Per budget and depth, one row per variant: seeds, final training and test error (mean ± std
 over seeds, eval-mode `train_eval` and `test` as on the pages), the share of the
 plain-to-residual gap in training error it closes (the page's `app.rescue_view.gap_table`,
-so the numbers are the page's), and the wall time per step (median over its runs of
-(last update - start) / steps, one thread per run). Diverged runs get a row of their own with
-the step and learning rate their status names. This prints what the records say; it does not
-train anything.
+so the numbers are the page's), and the wall time per step (median over its runs of the
+trainer's clock summed over a resumed run's sittings, / steps; one thread per run). Diverged
+runs get a row of their own with the step and learning rate their status names. This prints
+what the records say; it does not train anything.
 """
 
 from __future__ import annotations
@@ -31,20 +31,29 @@ from app.runs_data import runs_frame  # noqa: E402
 from resnet_core.store import RunStore  # noqa: E402
 
 
+def run_wall_s(rows: list[dict], status: dict) -> float:
+    """Wall seconds a run trained: its trainer's clock (``time`` of the training rows, seconds
+    since that sitting started) summed over its sittings (a resumed run's clock starts again,
+    seen as the clock going back); without such rows, the status's last update - start."""
+    times = [r["time"] for r in rows if r.get("split") == "train" and isinstance(r.get("time"), (int, float))]
+    if not times:
+        ok = all(isinstance(status.get(k), (int, float)) for k in ("started", "updated"))
+        return status["updated"] - status["started"] if ok else math.nan
+    wall = 0.0
+    for prev, t in zip(times, times[1:]):
+        if t < prev:  # a new sitting
+            wall += prev
+    return wall + times[-1]
+
+
 def seconds_per_step(store: RunStore, ids) -> float:
-    """Median over runs of wall seconds per step: the trainer's clock (``time`` of its
-    training rows, seconds since it started) summed over the run's sittings (a resumed run's
-    clock starts again), over its last step."""
+    """Median over runs of wall seconds per step (:func:`run_wall_s` / its last step)."""
     per = []
     for rid in ids:
-        rows = [r for r in store.run(rid).read_metrics() if r.get("split") == "train" and r.get("time")]
-        wall, prev = 0.0, 0.0
-        for r in rows:
-            if r["time"] < prev:  # resumed: a new sitting
-                wall += prev
-            prev = r["time"]
-        if rows:
-            per.append((wall + prev) / rows[-1]["step"])
+        run = store.run(rid)
+        st = run.read_status_raw() or {}
+        if isinstance(st.get("step"), int) and st["step"] > 0:
+            per.append(run_wall_s(run.read_metrics(), st) / st["step"])
     return statistics.median(per) if per else math.nan
 
 
@@ -54,6 +63,15 @@ def table(root: Path) -> str:
     configs = {rid: store.run(rid).read_config_dict() for rid in df["id"]}
     rr = rv.with_variants(rv.rescue_runs(df, configs))  # as the page: budgets that ran a variant
     gaps = rv.gap_table(rv.variant_sets(rr))
+    metrics = pd.DataFrame(
+        [
+            {**r, "run_id": rid}
+            for ids in gaps["run_ids"]
+            for rid in ids
+            for r in store.run(rid).read_metrics()
+        ],
+        columns=["run_id", "split", "step", "error"],
+    )
     order = {v["label"]: i for i, v in enumerate(rescue_variants())}
     out = []
     for (budget, depth), t in gaps.groupby(["budget", "depth"], sort=False):
@@ -75,19 +93,13 @@ def table(root: Path) -> str:
             seeds = [s if s != s else int(s) for s in g["seed"]]
             steps = "; ".join(f"seed {s}: {m}" for s, m in zip(seeds, said))
             out.append(f"| {v} | {g['vgroup'].iloc[0]} | {len(g)} | diverged ({steps}) | – | – | – |")
-        metrics = pd.DataFrame(
-            [
-                {**r, "run_id": rid}
-                for ids in t["run_ids"]
-                for rid in ids
-                for r in store.run(rid).read_metrics()
-            ]
-        )
         out.extend(f"- {s}" for s in rv.gap_sentences(t) + rv.stalled_sentences(t, metrics))
     for _, t in gaps.groupby("recipe", sort=False):
-        deeper = rv.depth_sentences(t)
+        flat = [(r["variant"], r["depth"]) for _, r in t.iterrows() if rv.stalled(r, metrics)]
+        deeper = rv.depth_sentences(t, flat)
         if deeper:
-            out.append(f"\n**Each depth, `{t.iloc[0]['preset'] or 'custom'}` budget**\n")
+            first, depths = t.iloc[0], " and ".join(str(int(d)) for d in sorted(t["depth"].unique()))
+            out.append(f"\n**{first['dataset']}, depth {depths}, `{first['preset'] or 'custom'}` budget**\n")
             out.extend(f"- {s}" for s in deeper)
     return "\n".join(out)
 
