@@ -225,25 +225,37 @@ def shattering_figure(shatter: pd.DataFrame, colors: dict, height: int = 360) ->
 
 
 # --- from runs ---------------------------------------------------------------------------
-def budget_key(cfg: dict) -> str | None:
-    """What runs must share to be compared: every field but seed-blind ones, the model's
-    family and the variant's fields (so plain56 and resnet56 runs of one budget match)."""
-    from resnet_core.models import model_depth
+def _family_depth(cfg: dict) -> tuple[str, int] | None:
+    """(CIFAR or ImageNet layout, depth) of a config's model, or None if unreadable."""
+    from resnet_core.models.registry import parse_name
 
     try:
-        depth = model_depth(cfg["model"])
-    except (KeyError, ValueError):
+        family, _, depth = parse_name(cfg["model"])
+    except (KeyError, TypeError, ValueError):
         return None
-    base = {**cfg, "model": f"depth{depth}", **VARIANT_DEFAULTS}
-    return seed_group(base)
+    return family, depth
+
+
+def budget_key(cfg: dict) -> str | None:
+    """What runs must share to be compared: every field but seed-blind ones, the model's
+    kind (plain or residual) and the variant's fields (so plain56 and resnet56 runs of one
+    budget match); the layout (CIFAR or ImageNet) and depth stay in."""
+    fd = _family_depth(cfg) if isinstance(cfg, dict) else None
+    if fd is None:
+        return None
+    return seed_group({**cfg, "model": f"{fd[0]} depth{fd[1]}", **VARIANT_DEFAULTS})
 
 
 def recipe_key(cfg: dict) -> str | None:
-    """:func:`budget_key` at any depth: the runs of one training recipe, so one variant's
-    runs at depth 56 and 110 can be set side by side."""
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), str):
+    """:func:`budget_key` at any depth of one layout: the runs of one training recipe, so one
+    variant's runs at depth 56 and 110 can be set side by side."""
+    fd = _family_depth(cfg) if isinstance(cfg, dict) else None
+    if fd is None:
         return None
-    return seed_group({**cfg, "model": "any depth", **VARIANT_DEFAULTS})
+    warmup = cfg.get("warmup", "auto")
+    if warmup == "auto":  # the trainer warms up from depth 110 on: a different schedule
+        warmup = "paper" if fd[1] >= 110 else "none"
+    return seed_group({**cfg, "model": f"{fd[0]} any depth", "warmup": warmup, **VARIANT_DEFAULTS})
 
 
 def rescue_runs(runs: pd.DataFrame, configs: dict) -> pd.DataFrame:

@@ -451,6 +451,18 @@ def test_runs_are_compared_within_one_budget_and_depth():
     assert key("resnet56", norm="none", init="fixup") == base
     assert key("plain56", activation="tanh", init="delta_orthogonal", norm="none", seed=3) == base
     assert key("plain56", iterations=40) != base and key("plain20") != base
+    assert key("cifar_resnet50") != key("resnet50")  # the CIFAR and the ImageNet layout of depth 50
+
+    def recipe(model, **kw):
+        return rv.recipe_key(dataclasses.asdict(tiny_config(model, **kw)))
+
+    w = {"warmup": "paper"}  # as the lesson preset
+    assert recipe("plain56", **w) == recipe("plain110", activation="crelu", init="looks_linear", **w)
+    assert recipe("plain56", **w) == recipe("resnet20", **w)
+    assert recipe("resnet18") != recipe("resnet20") and recipe("plain56", iterations=40) != recipe("plain56")
+    # warmup "auto" warms up from depth 110 on (train.warmup_enabled): not one recipe across 110
+    assert recipe("plain56", warmup="auto") != recipe("plain110", warmup="auto")
+    assert recipe("plain56", warmup="auto") == recipe("plain20", warmup="none")
 
 
 def test_a_bundled_rescue_set_is_shown_before_anything_is_trained(store, tmp_path, monkeypatch):
