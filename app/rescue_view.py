@@ -399,10 +399,10 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
         if c >= 1.0:
             say = (
                 f"closes the whole gap ({100 * c:.0f}%): it ends "
-                f"{r['train_mean'] - row['train_mean']:.1f} points below the residual net"
+                f"{_points(row['train_mean'] - r['train_mean'], 'the residual net')}" + _spread(row, r)
             )
         elif c >= 0.5:
-            say = f"closes most of the gap: **{100 * c:.0f}%**"
+            say = f"closes most of the gap: **{100 * c:.0f}%**" + _spread(row, r, " from the residual net")
         elif c > 0.1:
             say = f"closes part of the gap: **{100 * c:.0f}%**"
         elif c >= -0.1:
@@ -418,6 +418,28 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
             "Sets with one seed have no spread: a difference of a few points between them may be seed noise."
         )
     return out
+
+
+def _spread(row, ref, what: str = "") -> str:
+    """A note "(within the seeds' spread: ± s)" when ``row`` and ``ref`` (gap table rows) both have
+    several seeds and differ in mean final training error by no more than the larger of their
+    standard deviations, with the distance first if ``what`` names it; else "" (one seed: said
+    once under the verdicts)."""
+    if (
+        row["n"] < 2
+        or ref["n"] < 2
+        or not (math.isfinite(row["train_std"]) and math.isfinite(ref["train_std"]))
+    ):
+        return ""
+    s = max(row["train_std"], ref["train_std"])
+    d = abs(row["train_mean"] - ref["train_mean"])
+    if d > s:
+        return ""
+    return (
+        f" ({d:.1f} points{what}, within the seeds' spread: ± {s:.1f})"
+        if what
+        else f" (within the seeds' spread: ± {s:.1f})"
+    )
 
 
 def _points(d: float, base: str, up: str = "above", down: str = "below") -> str:

@@ -433,6 +433,24 @@ def test_gap_verdicts_without_a_baseline_without_a_gap_and_past_the_residual_net
         "**ReZero** (g): 4.0% ± 1.0 (n=3); it closes the whole gap (112%): it ends 6.0 points "
         "below the residual net." in said
     )
+    # seed spread: Fixup 2.0 below a residual net of std 3.0 is within it; ReZero's 6.0 is not
+    noisy = pd.DataFrame(
+        [_row(rv.PLAIN, 60.0), _row(rv.RESNET, 10.0, std=3.0), _row("Fixup", 8.0), _row("SkipInit", 14.0)]
+    )
+    noisy["gap_closed"] = (60.0 - noisy["train_mean"]) / 50.0
+    said = rv.gap_sentences(noisy)
+    assert (
+        "**Fixup** (g): 8.0% ± 1.0 (n=3); it closes the whole gap (104%): it ends 2.0 points below "
+        "the residual net (within the seeds' spread: ± 3.0)." in said
+    )
+    assert (
+        "**SkipInit** (g): 14.0% ± 1.0 (n=3); it closes most of the gap: **92%** (4.0 points from "
+        "the residual net, within the seeds' spread: ± 3.0)." not in said
+    )  # 4.0 > 3.0
+    assert "**SkipInit** (g): 14.0% ± 1.0 (n=3); it closes most of the gap: **92%**." in said
+    one = pd.DataFrame([_row(rv.PLAIN, 60.0), _row(rv.RESNET, 10.0, n=1), _row("Fixup", 8.0)])
+    one["gap_closed"] = (60.0 - one["train_mean"]) / 50.0
+    assert not any("spread: ±" in x for x in rv.gap_sentences(one))  # one seed: no spread to compare
 
 
 def test_runs_are_compared_within_one_budget_and_depth():
