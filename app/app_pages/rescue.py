@@ -193,9 +193,10 @@ def runs_section(have_reference: bool):
         st.info(
             "No finished runs of the `rescue` variants in the store"
             + (f" ({pending} still queued, training or stopped)" if pending else "")
-            + ". Train them (14 runs on the `lesson` budget; its ten depth-56 runs took 1 h 50 "
-            "min two at a time on a 2-core CPU, the four plain110 runs are not timed yet; "
-            "`--seeds 0,1,2` for three seeds):\n\n"
+            + ". Train them (14 runs on the `lesson` budget; on a 2-core CPU, two at a time, "
+            "its ten depth-56 runs took 1 h 40 to 1 h 50 min, and plain110 with He + BN 35 min "
+            "and with tanh 45 min on one core each; `--seeds 0,1,2` for three seeds of the "
+            "depth-56 runs):\n\n"
             f"`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the "
             f"**Lab**. {bundled}",
             icon=":material/science:",
