@@ -74,7 +74,7 @@ def table(root: Path) -> str:
     )
     order = {v["label"]: i for i, v in enumerate(rescue_variants())}
     out = []
-    for (budget, depth), t in gaps.groupby(["budget", "depth"], sort=False):
+    for (budget, depth), t in sorted(gaps.groupby(["budget", "depth"], sort=False), key=lambda kv: kv[0][1]):
         first = t.iloc[0]
         out.append(f"\n**{first['dataset']}, depth {int(depth)}, `{first['preset'] or 'custom'}` budget**\n")
         out.append("| variant | group | seeds | final train error | final test error | gap closed | s/step |")

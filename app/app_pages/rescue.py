@@ -119,7 +119,8 @@ def _show(table: pd.DataFrame, rr: pd.DataFrame, store, key: str) -> None:
     """Curves, the gap table and the verdicts of each budget and depth of ``rr`` (its runs
     that diverged said under the table)."""
     metrics = ui.metrics_for(sorted({i for ids in table["run_ids"] for i in ids}), store)
-    for (budget, depth), here in rr.groupby(["budget", "depth"], sort=False):
+    groups = sorted(rr.groupby(["budget", "depth"], sort=False), key=lambda kv: kv[0][1])  # shallow first
+    for (budget, depth), here in groups:
         t = table[(table["budget"] == budget) & (table["depth"] == depth)] if len(table) else table
         first = here.iloc[0]
         st.subheader(f"{first['dataset']} · depth {int(depth)} · {first['preset'] or 'custom'} budget")
