@@ -24,6 +24,7 @@ from .runs_data import seed_group, seed_groups
 
 PLAIN, RESNET = "plain, He + BN", "resnet, He + BN"  # the baselines: the paper's two nets
 SWEEP_COMMAND = "python -m resnet_core sweep rescue --dataset ../shared/data/cifar10-jpeg.npz"
+ONE_SEED = "Sets with one seed have no spread: a difference of a few points between them may be seed noise."
 NEAR_FACTOR = 10.0  # "near" the residual net's variance: within this factor either way
 RHO_TOL = 0.05  # lag-1 autocorrelation "at the residual net's level": within this below it
 _PALETTE = [
@@ -414,9 +415,7 @@ def gap_sentences(table: pd.DataFrame) -> list[str]:
             )
         out.append(f"**{v}** ({row['group']}): {err}; it {say}.")
     if (by["n"] < 2).any():
-        out.append(
-            "Sets with one seed have no spread: a difference of a few points between them may be seed noise."
-        )
+        out.append(ONE_SEED)
     return out
 
 
@@ -460,9 +459,7 @@ def _against_one_baseline(by: pd.DataFrame, base: str) -> list[str]:
             f"{_points(row['train_mean'] - b['train_mean'], base)}."
         )
     if len(by) > 1 and (by["n"] < 2).any():
-        out.append(
-            "Sets with one seed have no spread: a difference of a few points between them may be seed noise."
-        )
+        out.append(ONE_SEED)
     return out
 
 
@@ -548,6 +545,12 @@ def depth_sentences(table: pd.DataFrame, stalled_at=()) -> list[str]:
     return out
 
 
+def diverged_what(message) -> str:
+    """What a diverged run's status message says happened ("the training loss became nan at
+    step 38 (lr 0.1)"), without the prefix and the advice."""
+    return str(message or "").split("diverged: ", 1)[-1].split(";")[0].strip()
+
+
 def diverged_sentences(rr: pd.DataFrame, finished=()) -> list[str]:
     """One sentence per variant with diverged runs among ``rescue_runs`` rows (one budget and
     depth): what each run's status says happened (the step and learning rate where the loss
@@ -559,8 +562,7 @@ def diverged_sentences(rr: pd.DataFrame, finished=()) -> list[str]:
     for variant, g in div.sort_values("seed").groupby("variant", sort=False):
         said = []
         for r in g.itertuples():
-            what = str(r.message or "").split("diverged: ", 1)[-1].split(";")[0].strip()
-            what = what or "its training loss stopped being finite"
+            what = diverged_what(r.message) or "its training loss stopped being finite"
             ok = isinstance(r.seed, (int, float)) and r.seed == r.seed
             said.append((f"seed {int(r.seed)}: " if ok else "") + what)
         runs = "its run" if len(g) == 1 else f"all {len(g)} of its runs shown here"
@@ -662,6 +664,7 @@ __all__ = [
     "shattering_sentences",
     "shattering_figure",
     "diverged_sentences",
+    "diverged_what",
     "depth_sentences",
     "stalled_sentences",
     "stalled",

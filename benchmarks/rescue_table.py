@@ -89,7 +89,7 @@ def table(root: Path) -> str:
             )
         here = rr[(rr["budget"] == budget) & (rr["depth"] == depth) & (rr["state"] == "diverged")]
         for v, g in here.sort_values("seed").groupby("variant", sort=False):
-            said = [str(m).split("diverged: ", 1)[-1].split(";")[0] for m in g["message"]]
+            said = [rv.diverged_what(m) for m in g["message"]]
             seeds = [s if s != s else int(s) for s in g["seed"]]
             steps = "; ".join(f"seed {s}: {m}" for s, m in zip(seeds, said))
             out.append(f"| {v} | {g['vgroup'].iloc[0]} | {len(g)} | diverged ({steps}) | – | – | – |")
