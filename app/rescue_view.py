@@ -503,6 +503,12 @@ def stalled_sentences(table: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
     return out
 
 
+def stalled_sets(table: pd.DataFrame, metrics: pd.DataFrame) -> list[tuple[str, int]]:
+    """The (variant, depth) of each row of :func:`gap_table` that :func:`stalled` flags: what
+    :func:`depth_sentences` takes as ``stalled_at``."""
+    return [(r["variant"], r["depth"]) for _, r in table.iterrows() if stalled(r, metrics)]
+
+
 def depth_sentences(table: pd.DataFrame, stalled_at=()) -> list[str]:
     """For each variant of one recipe (``recipe_key``) finished at several depths: its final
     training error at each depth and the change from the shallowest to the deepest, with the
@@ -541,7 +547,7 @@ def depth_sentences(table: pd.DataFrame, stalled_at=()) -> list[str]:
             )
         out.append(said + ".")
     if out and (table["n"] < 2).any():
-        out.append("Sets with one seed have no spread: a difference of a few points may be seed noise.")
+        out.append(ONE_SEED)
     return out
 
 
@@ -667,6 +673,7 @@ __all__ = [
     "diverged_what",
     "depth_sentences",
     "stalled_sentences",
+    "stalled_sets",
     "stalled",
     "recipe_key",
     "with_variants",

@@ -95,8 +95,7 @@ def table(root: Path) -> str:
             out.append(f"| {v} | {g['vgroup'].iloc[0]} | {len(g)} | diverged ({steps}) | – | – | – |")
         out.extend(f"- {s}" for s in rv.gap_sentences(t) + rv.stalled_sentences(t, metrics))
     for _, t in gaps.groupby("recipe", sort=False):
-        flat = [(r["variant"], r["depth"]) for _, r in t.iterrows() if rv.stalled(r, metrics)]
-        deeper = rv.depth_sentences(t, flat)
+        deeper = rv.depth_sentences(t, rv.stalled_sets(t, metrics))
         if deeper:
             first, depths = t.iloc[0], " and ".join(str(int(d)) for d in sorted(t["depth"].unique()))
             out.append(f"\n**{first['dataset']}, depth {depths}, `{first['preset'] or 'custom'}` budget**\n")

@@ -137,8 +137,7 @@ def _show(table: pd.DataFrame, rr: pd.DataFrame, store, key: str) -> None:
         ) + rv.diverged_sentences(here, t["variant"] if len(t) else ())
         st.markdown("\n".join(f"- {s}" for s in said))
     for _, t in table.groupby("recipe", sort=False) if len(table) else []:
-        flat = [(r["variant"], r["depth"]) for _, r in t.iterrows() if rv.stalled(r, metrics)]
-        deeper = rv.depth_sentences(t, flat)
+        deeper = rv.depth_sentences(t, rv.stalled_sets(t, metrics))
         if deeper:
             depths = " and ".join(str(int(d)) for d in sorted(t["depth"].unique()))
             first = t.iloc[0]
