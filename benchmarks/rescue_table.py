@@ -28,22 +28,7 @@ sys.path.insert(0, str(ROOT))
 from analysis.studies.rescue import rescue_variants  # noqa: E402
 from app import rescue_view as rv  # noqa: E402
 from app.runs_data import runs_frame  # noqa: E402
-from resnet_core.store import RunStore  # noqa: E402
-
-
-def run_wall_s(rows: list[dict], status: dict) -> float:
-    """Wall seconds a run trained: its trainer's clock (``time`` of the training rows, seconds
-    since that sitting started) summed over its sittings (a resumed run's clock starts again,
-    seen as the clock going back); without such rows, the status's last update - start."""
-    times = [r["time"] for r in rows if r.get("split") == "train" and isinstance(r.get("time"), (int, float))]
-    if not times:
-        ok = all(isinstance(status.get(k), (int, float)) for k in ("started", "updated"))
-        return status["updated"] - status["started"] if ok else math.nan
-    wall = 0.0
-    for prev, t in zip(times, times[1:]):
-        if t < prev:  # a new sitting
-            wall += prev
-    return wall + times[-1]
+from resnet_core.store import RunStore, run_wall_s  # noqa: E402
 
 
 def seconds_per_step(store: RunStore, ids) -> float:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .store import RunStore, atomic_write_bytes, atomic_write_json, loads, valid_run_id
+from .store import RunStore, atomic_write_bytes, atomic_write_json, loads, run_wall_s, valid_run_id
 
 ENV_VAR = "RESNET_LAB_REFERENCE_DIR"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "layers.jsonl", "env.json")
@@ -351,11 +351,7 @@ def _copy_run(out: Path, run, st: dict, cfg: dict, max_train_rows: int, layer_st
     atomic_write_bytes(out / "metrics.jsonl", _jsonl(metrics, 6))
     if layers:
         atomic_write_bytes(out / "layers.jsonl", _jsonl(layers, 4))
-    elapsed = (
-        st.get("updated") - st.get("started")
-        if isinstance(st.get("updated"), (int, float)) and isinstance(st.get("started"), (int, float))
-        else None
-    )
+    elapsed = run_wall_s(run.read_metrics(), st)  # summed over a resumed run's sittings
     row = {
         "id": run.id,
         "model": cfg["model"],
@@ -367,7 +363,7 @@ def _copy_run(out: Path, run, st: dict, cfg: dict, max_train_rows: int, layer_st
         # a diverged run has no final error (its last evaluation came before it diverged)
         "test_error": _final(metrics, "test") if st["state"] == "done" else None,
         "train_error": _final(metrics, "train_eval") if st["state"] == "done" else None,
-        "train_seconds": round(elapsed, 1) if elapsed is not None else None,
+        "train_seconds": round(elapsed, 1) if math.isfinite(elapsed) else None,
     }
     return row, env
 

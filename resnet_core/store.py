@@ -245,6 +245,21 @@ def parse_jsonl(data: bytes) -> tuple[list[dict], int]:
     return rows, bad
 
 
+def run_wall_s(rows: list[dict], status: dict) -> float:
+    """Wall seconds a run trained: its trainer's clock (``time`` of the training rows, seconds
+    since that sitting started) summed over its sittings (a resumed run's clock starts again,
+    seen as the clock going back); without such rows, the status's last update - start."""
+    times = [r["time"] for r in rows if r.get("split") == "train" and isinstance(r.get("time"), (int, float))]
+    if not times:
+        ok = all(isinstance(status.get(k), (int, float)) for k in ("started", "updated"))
+        return status["updated"] - status["started"] if ok else math.nan
+    wall = 0.0
+    for prev, t in zip(times, times[1:]):
+        if t < prev:  # a new sitting
+            wall += prev
+    return wall + times[-1]
+
+
 def _number(v, integer: bool = False) -> bool:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False
