@@ -1177,7 +1177,9 @@ def spp_figure(df: pd.DataFrame, height: int = 400, floor: float = 1e-9) -> go.F
             )
             legend = False
     fig.update_xaxes(title_text="block (input → output)")
-    fig.update_yaxes(type="log", exponentformat="power")
+    for c, (col, _) in enumerate(SPP_PANELS):  # each panel its own ticks: its own span of decades
+        shown = df[col].astype(float).where(lambda s: s >= floor) if len(df) else df.get(col, [])
+        fig.update_yaxes(type="log", **log_ticks(shown), row=1, col=c + 1)
     fig.update_annotations(font_size=12)
     return _legend_below(fig, height, top=40)
 

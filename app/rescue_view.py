@@ -129,14 +129,26 @@ def variance_sentences(summary: pd.DataFrame) -> list[str]:
 
 
 def branch_sentences(blocks: pd.DataFrame, floor: float = 1e-9) -> list[str]:
-    """Which residual variants start with every branch's output at 0 (not drawn on the log
-    axis of the F(x) panel), and the others' range of branch variance, with the numbers."""
+    """What the signal-propagation panels leave out and why: the variants whose squared mean is
+    0 up to rounding at every block, the plain variants (no residual branch, so no F(x) line),
+    the residual variants that start with every branch's output at 0; and the others' range of
+    branch variance, with the numbers. Values below ``floor`` are not drawn on the log axes."""
+    out = []
+    sq = blocks.groupby("label", sort=False)["sq_mean"].max()
+    flat = [v for v, x in sq.items() if x < floor]
+    if flat:
+        out.append(
+            f"Squared mean 0 up to rounding at every block (below {floor:g}, so not drawn on the "
+            f"log axis; a BN output has mean 0 by construction): {', '.join(flat)}."
+        )
+    plain = [v for v, g in blocks.groupby("label", sort=False) if g["res_var"].isna().all()]
+    if plain:
+        out.append(f"No residual branch, so no line in the F(x) panel: {', '.join(plain)}.")
     res = blocks[blocks["res_var"].notna()]
     if not len(res):
-        return []
+        return out
     span = res.groupby("label", sort=False)["res_var"].agg(["min", "max"])
     zero = [v for v, r in span.iterrows() if r["max"] < floor]
-    out = []
     if zero:
         out.append(
             f"Residual branch variance 0 at every block (below {floor:g}, so not drawn "

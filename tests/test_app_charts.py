@@ -280,6 +280,8 @@ def test_signal_propagation_plots_and_bands_carry_their_data():
     assert ("plain-8", "x") not in by and by[("plain-8", "x2")] == [1.0, 1.0]
     assert by[("resnet-8", "x2")] == [1.5, 3.0] and ("plain-8", "x3") not in by
     assert sum(t.showlegend is not False for t in f.data) == 2  # one legend entry per net
+    # under 2 decades a log axis is labelled at 1, 2 and 5 times a power of ten, not every digit
+    assert f.layout.yaxis2.type == "log" and f.layout.yaxis2.dtick == "D2"
     band = pd.DataFrame({"series": ["a", "a"], "k": [1, 2], "mean": [0.1, 0.3], "std": [0.01, 0.02]})
     b = charts.band_figure(band, "k", "k", "error (%)", percent=True)
     assert list(b.data[1].y) == pytest.approx([10, 30])

@@ -261,6 +261,14 @@ def test_page_with_no_runs_says_so_and_gives_the_command(store, monkeypatch):
         "axis): Fixup, SkipInit, ReZero, resnet, zero-init last BN."
     )
     assert zero in text  # each branch ends in alpha = 0, a zero conv or a zero BN gamma
+    plain = "plain, He + BN, looks-linear CReLU, delta-orthogonal tanh, no BN, TAT leaky ReLU, no BN"
+    assert f"No residual branch, so no line in the F(x) panel: {plain}." in text
+    # what the squared-mean panel leaves out is said, and each one named is ~0 in the table
+    (flat,) = [line for line in text.splitlines() if "Squared mean 0 up to rounding" in line]
+    named = flat.split("): ", 1)[1].rstrip(".").split(", ")
+    assert "plain" in named[0]  # the BN'd plain net: a BN output has mean 0 per channel
+    sq = table["last block squared mean"]
+    assert all(sq[v] < 1e-9 for v in table.index if v.split(",")[0] in named)
     ll = "looks-linear CReLU: the gradient is the same at every point"
     assert ll in text and table.loc["looks-linear CReLU", "gradient constant along the line"]
 
