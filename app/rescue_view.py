@@ -605,6 +605,42 @@ def diverged_sentences(rr: pd.DataFrame, finished=()) -> list[str]:
     return out
 
 
+def overlap_sentences(metrics: pd.DataFrame, table: pd.DataFrame, within: float = 1.0) -> list[str]:
+    """Which variants' mean curves (as :func:`curves_figure` draws them) lie on top of each
+    other: the median distance between two curves over the steps both logged is below
+    ``within`` points, so one line may hide the other. One sentence per panel that has such
+    curves, naming each group of them."""
+    from .charts import mean_band
+
+    out = []
+    for split, panel in (("train", "training error (running)"), ("test", "test error")):
+        curves = {}
+        for _, row in table.iterrows():
+            b = mean_band(metrics, row["run_ids"], split)
+            if len(b):
+                curves[row["variant"]] = b.set_index("step")["mean"]
+        group = {v: {v} for v in curves}  # union of overlapping pairs
+        names = list(curves)
+        for i, a in enumerate(names):
+            for c in names[i + 1 :]:
+                both = pd.concat([curves[a], curves[c]], axis=1, join="inner").dropna()
+                if len(both) and (both.iloc[:, 0] - both.iloc[:, 1]).abs().median() < within:
+                    merged = group[a] | group[c]
+                    for v in merged:
+                        group[v] = merged
+        seen, groups = set(), []
+        for v in names:
+            if len(group[v]) > 1 and v not in seen:
+                seen |= group[v]
+                groups.append(" and ".join(x for x in names if x in group[v]))
+        if groups:
+            out.append(
+                f"In the {panel} panel these lie within {within:g} point of each other at most steps "
+                f"(median distance), so one line may hide another: {'; '.join(groups)}."
+            )
+    return out
+
+
 def curves_figure(metrics: pd.DataFrame, table: pd.DataFrame, colors: dict, height: int = 380) -> go.Figure:
     """Training error (running, split ``train``) and test error against step, per variant:
     the mean over its seeds with a ± std band. ``metrics``: metrics_for rows (run_id, split,
@@ -696,6 +732,7 @@ __all__ = [
     "depth_sentences",
     "stalled_sentences",
     "stalled_sets",
+    "overlap_sentences",
     "stalled",
     "recipe_key",
     "with_variants",

@@ -639,3 +639,35 @@ def test_a_resumed_run_is_timed_over_all_its_sittings():
     assert run_wall_s(rows, {}) == 30.0 + 15.0
     assert run_wall_s([{"split": "test", "step": 1}], {"started": 100.0, "updated": 160.0}) == 60.0
     assert math.isnan(run_wall_s([], {}))
+
+
+def test_curves_that_hide_each_other_are_named_per_panel():
+    """Two variants whose mean curves stay within a point of each other at most steps are
+    named, per panel: one line would hide the other. A curve far from both is not named."""
+    import pandas as pd
+
+    from app import rescue_view as rv
+
+    def run(rid, split, errs):
+        return [{"run_id": rid, "split": split, "step": 10 * (i + 1), "error": e} for i, e in enumerate(errs)]
+
+    metrics = pd.DataFrame(
+        run("a", "train", [0.90, 0.90, 0.90, 0.50])  # one step 40 points apart: the median is 0
+        + run("b", "train", [0.905, 0.896, 0.90, 0.90])
+        + run("c", "train", [0.60, 0.50, 0.40, 0.30])
+        + run("a", "test", [0.9, 0.9, 0.9, 0.9])
+        + run("b", "test", [0.8, 0.8, 0.8, 0.8])  # 10 points from a
+        + run("c", "test", [0.3, 0.3, 0.3, 0.3])
+    )
+    table = pd.DataFrame(
+        [
+            {"variant": rv.PLAIN, "run_ids": ["a"], "n": 1},
+            {"variant": "Fixup", "run_ids": ["b"], "n": 1},
+            {"variant": "ReZero", "run_ids": ["c"], "n": 1},
+        ]
+    )
+    assert rv.overlap_sentences(metrics, table) == [
+        "In the training error (running) panel these lie within 1 point of each other at most steps "
+        "(median distance), so one line may hide another: plain, He + BN and Fixup."
+    ]
+    assert rv.overlap_sentences(metrics, table, within=11.0)[1].endswith("plain, He + BN and Fixup.")

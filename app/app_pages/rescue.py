@@ -133,7 +133,9 @@ def _show(table: pd.DataFrame, rr: pd.DataFrame, store, key: str) -> None:
             )
             st.dataframe(rv.gap_display(t), hide_index=True, key=f"rescue_gap_{key}_{budget}_{int(depth)}")
         said = (
-            rv.gap_sentences(t) + rv.stalled_sentences(t, metrics) if len(t) else []
+            rv.gap_sentences(t) + rv.stalled_sentences(t, metrics) + rv.overlap_sentences(metrics, t)
+            if len(t)
+            else []
         ) + rv.diverged_sentences(here, t["variant"] if len(t) else ())
         st.markdown("\n".join(f"- {s}" for s in said))
     for _, t in table.groupby("recipe", sort=False) if len(table) else []:
