@@ -187,9 +187,8 @@ def shattering_sentences(summary: pd.DataFrame) -> list[str]:
             low.append(f"{v} {_num(x)}")
     if level:
         out.append(
-            f"At the residual net's level or above (at least {_num(res - RHO_TOL)}): "
-            + "; ".join(level)
-            + "."
+            f"At the residual net's level or above (at least {_num(res - RHO_TOL)}: its "
+            f"{_num(res)} less {RHO_TOL:g}): " + "; ".join(level) + "."
         )
     if between:
         out.append("Between the plain and the residual net: " + "; ".join(between) + ".")

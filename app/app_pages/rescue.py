@@ -78,7 +78,16 @@ def init_section():
     ui.show_chart(charts.spp_figure(spp), blocks, "rescue-signal", "rescue_spp")
     summary = rv.init_summary(blocks, shatter)
     ui.show_chart(rv.shattering_figure(shatter, colors), shatter, "rescue-shattering", "rescue_shatter")
-    st.dataframe(summary.drop(columns=["group"]), hide_index=True, key="rescue_init_table")
+    st.dataframe(
+        summary.drop(columns=["group"]),
+        hide_index=True,
+        key="rescue_init_table",
+        # 3 significant digits, in powers of ten where small (a BN output's mean is ~1e-16)
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3g")
+            for c in ("last block variance", "last block squared mean", "lag-1 gradient autocorrelation")
+        },
+    )
     st.markdown(f"**Measured here** (depth {depth}, width {width}, one seed):")
     st.markdown(
         "\n".join(
