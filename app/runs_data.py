@@ -408,7 +408,8 @@ def seed_groups(runs: pd.DataFrame) -> pd.DataFrame:
             n_runs=len(g),
             reference=first.get("reference") if isinstance(first.get("reference"), str) else "",
             state=first["state"],
-            run_ids=list(g["id"]),
+            # in seed order, so that with every seed known run_ids[i] is the run of seeds[i]
+            run_ids=list(g.sort_values("seed", na_position="last", kind="stable")["id"]),
             seeds=sorted(int(x) for x in g["seed"] if isinstance(x, (int, float)) and x == x),
         )
         for split in ("test", "train"):

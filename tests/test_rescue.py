@@ -321,7 +321,7 @@ def test_a_depth_without_the_residual_net_and_one_recipe_at_two_depths(store, mo
         _fake_run(store, "cifar_plain8", p, 0.6, seed=seed)
     _fake_run(store, "cifar_resnet8", 0.10, 0.2)
     _fake_run(store, "cifar_plain8", 0.45, 0.5, activation="crelu", init="looks_linear")
-    _fake_run(store, "cifar_plain14", 0.75, 0.7, first_eval=0.75)  # no lower than at first: stalled
+    _fake_run(store, "cifar_plain14", 0.75, 0.7, first_eval=0.75)  # never fell: did not train
     _fake_run(store, "cifar_plain14", 0.50, 0.5, first_eval=0.8, activation="crelu", init="looks_linear")
     at = _app(store.root, monkeypatch)
     assert not at.exception, at.exception
@@ -330,14 +330,14 @@ def test_a_depth_without_the_residual_net_and_one_recipe_at_two_depths(store, mo
     assert "Final training error of plain, He + BN: 75.0% (n=1)." in text
     assert "**looks-linear CReLU** (no shortcuts): 50.0% (n=1); 25.0 points below plain, He + BN." in text
     assert (
-        "**plain, He + BN**: its training error ended no lower than at its first evaluation: 75.0% at "
-        "the end, 75.0% at step 10." in text
+        "**plain, He + BN**: its training error never fell more than 5 points below its first "
+        "evaluation's: 75.0% at the end, 75.0% at step 10, lowest 75.0%." in text
     )
-    assert "**looks-linear CReLU**: its training error ended" not in text  # 80% -> 50%
+    assert "**looks-linear CReLU**: its training error never" not in text  # 80% -> 50%
     assert (
         "**plain, He + BN**: 60.0% ± 2.8 (n=2) at depth 8, 75.0% (n=1) at depth 14: 15.0 points "
-        "higher at depth 14 than at depth 8: at depth 14 its training error ended no lower than at "
-        "its first evaluation, which is more than the paper's degradation problem" in text
+        "higher at depth 14 than at depth 8: at depth 14 its training error never fell more than 5 "
+        "points below its first evaluation's, which is more than the paper's degradation problem" in text
     )
     assert (
         "**looks-linear CReLU**: 45.0% (n=1) at depth 8, 50.0% (n=1) at depth 14: 5.0 points higher" in text
@@ -345,11 +345,11 @@ def test_a_depth_without_the_residual_net_and_one_recipe_at_two_depths(store, mo
     assert not any("**resnet, He + BN**:" in m.value for m in at.markdown)  # one depth only
 
 
-def test_a_variant_that_ended_no_lower_than_its_first_evaluation_in_every_seed_is_named():
-    """plain110 He + BN stayed at chance on the lesson budget: a set in which *every* seed's
-    final training error (train_eval) is no lower than at its first evaluation is named, with
-    the means and, where it dipped in between, each seed's lowest; a set where one seed's
-    error fell is not."""
+def test_a_variant_that_did_not_train_in_any_seed_is_named_with_its_numbers():
+    """plain110 He + BN stayed at chance on the lesson budget (88.6% at one epoch, 90.0% at the
+    end, with noise between): a set in which in *every* seed the training error (train_eval)
+    never fell more than 5 points below its first evaluation's is named, with the means and
+    each seed's lowest; a set where a seed's error fell by more is not."""
     import pandas as pd
 
     from app import rescue_view as rv
@@ -361,31 +361,25 @@ def test_a_variant_that_ended_no_lower_than_its_first_evaluation_in_every_seed_i
         ]
 
     metrics = pd.DataFrame(
-        evals("a0", [0.88, 0.91, 0.90])
-        + evals("a1", [0.90, 0.89, 0.90])  # equal: "no lower"
-        + evals("b0", [0.88, 0.6, 0.80])
-        + evals("b1", [0.40, 0.6, 0.90])  # one seed fell, one rose: the set is not named
+        evals("a0", [0.88, 0.91, 0.87])  # ends below its first, by noise
+        + evals("a1", [0.90, 0.85, 0.90])  # exactly 5 points below: not more
+        + evals("b0", [0.88, 0.6, 0.80])  # fell 28 points, then rose again
+        + evals("b1", [0.40, 0.34, 0.90])  # fell 6 points
     )
     table = pd.DataFrame(
         [
-            {**_row(rv.PLAIN, 90.0, n=2), "run_ids": ["a0", "a1"]},
+            {**_row(rv.PLAIN, 88.5, n=2), "run_ids": ["a0", "a1"]},
             {**_row("Fixup", 85.0, n=2), "run_ids": ["b0", "b1"]},
         ]
     )
     said = rv.stalled_sentences(table, metrics)
-    first, last = (0.88 + 0.90) / 2 * 100, (0.90 + 0.90) / 2 * 100
-    # a1 dipped to 89% between its first and last evaluation: each seed's lowest is said
+    first, last = (88 + 90) / 2, (87 + 90) / 2
     assert said == [
-        f"**plain, He + BN**: its training error ended no lower than at its first evaluation, in "
-        f"each of its 2 seeds: {last:.1f}% at the end, {first:.1f}% at step 10 (means over seeds); "
-        "its lowest: 88.0% to 89.0% over its seeds."
+        f"**plain, He + BN**: its training error never fell more than 5 points below its first "
+        f"evaluation's, in each of its 2 seeds: {last:.1f}% at the end, {first:.1f}% at step 10 "
+        "(means over seeds), lowest 85.0% to 87.0% over its seeds."
     ]
-    flat = metrics[metrics["run_id"] != "a1"]  # a0 alone never went below its first: no lows
-    one = table.iloc[:1].assign(n=1, run_ids=[["a0"]])
-    assert rv.stalled_sentences(one, flat) == [
-        "**plain, He + BN**: its training error ended no lower than at its first evaluation: "
-        "90.0% at the end, 88.0% at step 10."
-    ]
+    assert rv.stalled_sets(table.assign(depth=56), metrics) == [(rv.PLAIN, 56)]
 
 
 def test_depth_and_baseline_differences_that_round_to_zero_read_the_same():
@@ -671,3 +665,66 @@ def test_curves_that_hide_each_other_are_named_per_panel():
         "(median distance), so one line may hide another: plain, He + BN and Fixup."
     ]
     assert rv.overlap_sentences(metrics, table, within=11.0)[1].endswith("plain, He + BN and Fixup.")
+
+
+def test_a_set_where_only_some_seeds_did_not_train_names_those_seeds():
+    """Fixup's seed 2 stayed at chance on the lesson budget while seeds 0 and 1 trained: the
+    set's mean hides that, so the seeds whose training error never fell more than 5 points
+    below their first evaluation's are named with their numbers, and where the others ended."""
+    import pandas as pd
+
+    from app import rescue_view as rv
+
+    def evals(rid, errs):
+        return [
+            {"run_id": rid, "split": "train_eval", "step": 78 * (i + 1), "error": e}
+            for i, e in enumerate(errs)
+        ]
+
+    metrics = pd.DataFrame(
+        evals("s0", [0.80, 0.50, 0.40]) + evals("s1", [0.82, 0.45, 0.39]) + evals("s2", [0.906, 0.89, 0.90])
+    )
+    row = {**_row("Fixup", 56.3, n=3), "run_ids": ["s0", "s1", "s2"], "seeds": [0, 1, 2]}
+    said = rv.stalled_sentences(pd.DataFrame([row]), metrics)
+    assert said == [
+        "**Fixup**: in 1 of its 3 seeds (seed 2) its training error never fell more than 5 points "
+        "below its first evaluation's (90.0% at the end, 90.6% at step 78, lowest 89.0%); the others "
+        "ended at 40.0% (seed 0), 39.0% (seed 1). The mean over seeds includes it."
+    ]
+    # without every run's seed known, the seeds are not named
+    anon = rv.stalled_sentences(pd.DataFrame([{**row, "seeds": [0, 1]}]), metrics)
+    assert anon[0].startswith("**Fixup**: in 1 of its 3 seeds its training error never")
+    assert "(seed" not in anon[0]
+    assert rv.stalled_sets(pd.DataFrame([{**row, "depth": 56}]), metrics) == []  # not every seed
+
+
+def test_a_set_of_seeds_lists_its_runs_in_seed_order():
+    """The rescue page names a seed by its place in run_ids: they must follow the seeds."""
+    import pandas as pd
+
+    from app.runs_data import seed_groups
+
+    runs = pd.DataFrame(
+        [
+            {
+                "id": f"r{s}",
+                "seed": s,
+                "kind": "plain",
+                "depth": 20,
+                "model": "cifar_plain20",
+                "state": "done",
+                "dataset": "d",
+                "width": 16,
+                "shortcut": None,
+                "norm": "batch",
+                "color": "#000",
+                "test_error": 0.5,
+                "train_error": 0.4,
+                "label": "plain20",
+                "group": "one experiment",
+            }
+            for s in (2, 0, 1)
+        ]
+    )
+    (g,) = [r for _, r in seed_groups(runs).iterrows()]
+    assert g["seeds"] == [0, 1, 2] and g["run_ids"] == ["r0", "r1", "r2"]
