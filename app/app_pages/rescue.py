@@ -205,7 +205,7 @@ def runs_section(have_reference: bool):
             "No finished runs of the `rescue` variants in the store"
             + (f" ({pending} still queued, training or stopped)" if pending else "")
             + ". Train them (14 runs on the `lesson` budget; on a 2-core CPU, two at a time, "
-            "its ten depth-56 runs took 1 h 40 to 1 h 50 min, and plain110 with He + BN 35 min, "
+            "its ten depth-56 runs took 1 h 40 min to 2 h a seed, and plain110 with He + BN 35 min, "
             "with tanh 45 min and with CReLU 80 min on one core each; `--seeds 0,1,2` for three seeds of the "
             "depth-56 runs):\n\n"
             f"`{rv.SWEEP_COMMAND}`\n\nor launch the sweep `rescue` from the "
