@@ -507,18 +507,21 @@ def stalled(row, metrics: pd.DataFrame) -> tuple[float, float, int, list[float]]
     did not train; whatever noise it had): (mean first, mean last error in percent, the first
     evaluation's step, each seed's lowest error in percent). Else None (also when a seed has
     fewer than two evaluations). ``metrics``: metrics_for rows."""
-    runs = _first_last(row, metrics)
+    return _stalled_of(_first_last(row, metrics))
+
+
+def _stalled_of(runs: list[dict] | None) -> tuple[float, float, int, list[float]] | None:
+    """:func:`stalled` from the runs' :func:`_first_last`."""
     if not runs or not all(_flat(r) for r in runs):
         return None
     mean = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
     return mean("first"), mean("last"), min(r["step"] for r in runs), [r["low"] for r in runs]
 
 
-def _some_stalled(row, metrics: pd.DataFrame) -> str | None:
+def _some_stalled(row, runs: list[dict] | None) -> str | None:
     """For a set of seeds in which *some* but not all seeds did not train (:func:`_flat`): a
     sentence naming those seeds (when every run's seed is known) with their numbers, and where
-    the others ended, since the set's mean includes them."""
-    runs = _first_last(row, metrics)
+    the others ended, since the set's mean includes them. ``runs``: its :func:`_first_last`."""
     if not runs:
         return None
     flat = [i for i, r in enumerate(runs) if _flat(r)]
@@ -547,9 +550,10 @@ def stalled_sentences(table: pd.DataFrame, metrics: pd.DataFrame) -> list[str]:
     (:func:`_some_stalled`)."""
     out = []
     for _, row in table.iterrows():
-        s = stalled(row, metrics)
+        runs = _first_last(row, metrics)  # filtered once for both sentences
+        s = _stalled_of(runs)
         if s is None:
-            some = _some_stalled(row, metrics)
+            some = _some_stalled(row, runs)
             if some:
                 out.append(some)
             continue
